@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from .models import Membership, Message, Room
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    fk_name = "room"
+    extra = 0
+    raw_id_fields = ["user", "invited_by"]
+
+
+@admin.register(Room)
+class RoomAdmin(admin.ModelAdmin):
+    list_display = ["title", "kind", "owner", "backend", "last_seq", "created_at"]
+    list_filter = ["kind", "backend"]
+    search_fields = ["title", "public_id", "owner__username"]
+    readonly_fields = ["public_id", "last_seq", "created_at"]
+    raw_id_fields = ["owner"]
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["room", "user", "invited_by", "joined_at"]
+    search_fields = ["room__title", "user__username"]
+    raw_id_fields = ["room", "user", "invited_by"]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ["room", "seq", "role", "author", "status", "created_at"]
+    list_filter = ["role", "status"]
+    search_fields = ["text", "room__title", "author__username"]
+    raw_id_fields = ["room", "author", "reply_to"]
+    readonly_fields = ["seq", "created_at", "updated_at", "worker"]

@@ -1,0 +1,208 @@
+"""Running assistant answers. An answer belongs to its room, not to the socket that asked.
+
+Each answer runs as a task of the server process that accepted the question. It listens on a
+channel of its own, joined to the room's control group, so that a member connected to any
+process can stop it or ask for the text so far. Deltas go to the room group, coalesced: the
+first at once, later ones every ``STREAM_FLUSH_INTERVAL`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import BaseChannelLayer
+
+from . import protocol, services
+from .backends import get_backend
+from .conf import get_config
+from .exceptions import BackendError
+from .models import Message, Room
+
+logger = logging.getLogger(__name__)
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+# Strong references to running answers: asyncio keeps only weak ones.
+_running: dict[int, Answer] = {}
+
+
+def frame_event(frame: dict[str, Any]) -> dict[str, Any]:
+    """A channel-layer event carrying one server frame, serialised once for every member."""
+    return {"type": "parley.frame", "frame": protocol.encode(frame)}
+
+
+async def broadcast(layer: BaseChannelLayer, room: Room, frame: dict[str, Any]) -> None:
+    await layer.group_send(room.group_name, frame_event(frame))
+
+
+class Answer:
+    """One answer being generated; see :func:`answer_begin`."""
+
+    def __init__(self, *, layer: BaseChannelLayer, room: Room, message: Message) -> None:
+        self.layer = layer
+        self.room = room
+        self.message = message
+        self.parts: list[str] = []
+        self.sent = 0  # characters already sent to the room as deltas
+        self.task: asyncio.Task[None] | None = None
+        self.cancelled_by: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    async def run(self) -> None:
+        config = get_config()
+        channel = await self.layer.new_channel("parley.answer.")
+        await self.layer.group_add(self.room.control_group_name, channel)
+        control = asyncio.create_task(self._control(channel))
+        status, error = Message.Status.COMPLETE, ""
+        try:
+            status, error = await self._generate(config.stream_flush_interval, config.stream_persist_interval)
+        finally:
+            control.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await control
+            await self.layer.group_discard(self.room.control_group_name, channel)
+        final = await database_sync_to_async(services.answer_finish)(
+            message_id=self.message.pk, text=self.text, status=status, error=error
+        )
+        await broadcast(self.layer, self.room, protocol.done(services.message_payload(final)))
+        if status == Message.Status.FAILED:
+            await broadcast(
+                self.layer,
+                self.room,
+                protocol.error("assistant_failed", error, message_id=final.pk),
+            )
+        logger.info(
+            "answer %s in room %s: %s, %d characters", final.pk, self.room.pk, status, len(self.text)
+        )
+
+    async def _generate(self, flush_interval: float, persist_interval: float) -> tuple[str, str]:
+        pump = asyncio.create_task(self._pump(flush_interval, persist_interval))
+        self.task = pump
+        try:
+            await pump
+        except asyncio.CancelledError:
+            if self.cancelled_by is None:  # our own task is being cancelled: shutting down
+                raise
+            return Message.Status.CANCELLED, ""
+        except BackendError as exc:
+            return Message.Status.FAILED, str(exc)
+        except Exception:
+            logger.exception("assistant backend failed in room %s", self.room.pk)
+            return Message.Status.FAILED, "The assistant failed unexpectedly."
+        finally:
+            await self._flush()
+        return Message.Status.COMPLETE, ""
+
+    async def _pump(self, flush_interval: float, persist_interval: float) -> None:
+        backend = get_backend(self.room.backend)
+        request = await database_sync_to_async(services.answer_request)(answer=self.message)
+        last_flush = last_persist = time.monotonic()
+        flusher: asyncio.Task[None] | None = None
+        stream = backend.stream(request)
+        try:
+            async for piece in stream:
+                if not piece:
+                    continue
+                self.parts.append(piece)
+                if self.sent == 0 and len(self.parts) == 1:
+                    await self._flush()  # the first delta goes out at once
+                    last_flush = time.monotonic()
+                elif flusher is None or flusher.done():
+                    delay = max(0.0, flush_interval - (time.monotonic() - last_flush))
+                    flusher = asyncio.create_task(self._flush_later(delay))
+                    last_flush = time.monotonic() + delay
+                if time.monotonic() - last_persist >= persist_interval:
+                    last_persist = time.monotonic()
+                    await database_sync_to_async(services.answer_save_progress)(
+                        message_id=self.message.pk, text=self.text
+                    )
+        finally:
+            # Closing the generator closes the upstream request: nothing more is generated.
+            await stream.aclose()
+            if flusher is not None:
+                flusher.cancel()
+
+    async def _flush_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        text = self.text
+        if len(text) <= self.sent:
+            return
+        chunk, offset = text[self.sent :], self.sent
+        self.sent = len(text)
+        await broadcast(
+            self.layer,
+            self.room,
+            protocol.delta(message_id=self.message.pk, offset=offset, text=chunk),
+        )
+
+    async def _control(self, channel: str) -> None:
+        """Serve the room's control group: cancel requests and snapshot requests."""
+        while True:
+            event = await self.layer.receive(channel)
+            kind = event.get("type")
+            target = event.get("message_id")
+            if target not in (None, self.message.pk):
+                continue
+            if kind == "parley.cancel" and self.task is not None and not self.task.done():
+                self.cancelled_by = event.get("by") or "?"
+                self.task.cancel()
+            elif kind == "parley.snapshot":
+                # The whole text so far as a delta at offset 0: the asker replaces its copy.
+                await self.layer.send(
+                    event["reply_to"],
+                    frame_event(protocol.delta(message_id=self.message.pk, offset=0, text=self.text)),
+                )
+
+
+async def answer_begin(*, layer: BaseChannelLayer, room: Room, question: Message) -> Message:
+    """Open an answer to ``question`` and start generating it in the background.
+
+    Returns the stored streaming message once it has been broadcast. Raises
+    :class:`parley.exceptions.AssistantBusy` if the room already has an answer streaming.
+    The answer goes on if the asker disconnects; any member stops it with :func:`answer_cancel`.
+    """
+    message = await database_sync_to_async(services.answer_start)(
+        room=room, reply_to=question, worker=WORKER_ID
+    )
+    await broadcast(layer, room, protocol.message(services.message_payload(message)))
+    answer = Answer(layer=layer, room=room, message=message)
+    _running[message.pk] = answer
+    task = asyncio.create_task(answer.run(), name=f"parley-answer-{message.pk}")
+    task.add_done_callback(lambda _: _running.pop(message.pk, None))
+    return message
+
+
+async def answer_cancel(*, layer: BaseChannelLayer, room: Room, by: str, message_id: int | None) -> None:
+    """Ask whichever process runs the room's answer to stop it."""
+    await layer.group_send(
+        room.control_group_name, {"type": "parley.cancel", "message_id": message_id, "by": by}
+    )
+
+
+async def answer_request_snapshot(
+    *, layer: BaseChannelLayer, room: Room, message_id: int, reply_to: str
+) -> None:
+    """Ask the process running ``message_id`` to send its text so far to ``reply_to``."""
+    await layer.group_send(
+        room.control_group_name,
+        {"type": "parley.snapshot", "message_id": message_id, "reply_to": reply_to},
+    )
+
+
+def answers_running() -> dict[int, Answer]:
+    """Answers this process is generating, by message id."""
+    return dict(_running)

@@ -1,0 +1,53 @@
+"""Assistant backends, chosen by alias from ``PARLEY["BACKENDS"]`` like Django's ``CACHES``."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+from .base import AssistantBackend, AssistantRequest, Turn
+
+__all__ = ["AssistantBackend", "AssistantRequest", "Turn", "backends", "get_backend"]
+
+
+class BackendHandler:
+    """Loads each configured backend lazily, once per alias and process."""
+
+    def __init__(self) -> None:
+        self._instances: dict[str, AssistantBackend] = {}
+
+    def __getitem__(self, alias: str) -> AssistantBackend:
+        try:
+            return self._instances[alias]
+        except KeyError:
+            pass
+        from ..conf import get_config
+
+        config = get_config().backends
+        if alias not in config:
+            raise ImproperlyConfigured(
+                f"PARLEY['BACKENDS'] has no alias {alias!r} (known: {', '.join(config) or 'none'})"
+            )
+        entry = config[alias]
+        path = entry.get("BACKEND", "")
+        try:
+            cls = import_string(path)
+        except ImportError as exc:
+            raise ImproperlyConfigured(
+                f"PARLEY['BACKENDS'][{alias!r}]['BACKEND'] = {path!r} could not be imported: {exc}"
+            ) from exc
+        instance = cls(**entry.get("OPTIONS", {}))
+        self._instances[alias] = instance
+        return instance
+
+    def reset(self) -> None:
+        """Forget loaded instances (settings changed). Their clients are left to the GC."""
+        self._instances.clear()
+
+
+backends = BackendHandler()
+
+
+def get_backend(alias: str = "default") -> AssistantBackend:
+    """The backend instance configured under ``alias``."""
+    return backends[alias]

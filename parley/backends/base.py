@@ -1,0 +1,61 @@
+"""The contract every assistant backend fulfils."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of the conversation as the assistant sees it."""
+
+    role: Role
+    content: str
+    author: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantRequest:
+    """What a backend is asked: the room's recent conversation, oldest first, ending with the
+    question, plus who asked and where."""
+
+    turns: list[Turn]
+    room: str = ""
+    user: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def question(self) -> str:
+        for turn in reversed(self.turns):
+            if turn.role == "user":
+                return turn.content
+        return ""
+
+
+class AssistantBackend(abc.ABC):
+    """An assistant: one async streaming method, configured by keyword options.
+
+    Instances are shared by every room of a process (one per alias), so ``stream`` must keep
+    no per-answer state on ``self``.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    @abc.abstractmethod
+    def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
+        """Yield the answer as text pieces, in order, as they are produced.
+
+        Raise :class:`parley.exceptions.BackendError` with a message fit for users when the
+        answer cannot be produced. When the consumer of the iterator is cancelled (a member
+        pressed stop), the generator is closed: it must release any upstream request at once,
+        so that nothing more is generated.
+        """
+
+    async def aclose(self) -> None:
+        """Release clients and connections held by the backend."""

@@ -1,0 +1,67 @@
+"""System checks (docs/configuration.md lists them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
+
+
+@checks.register(checks.Tags.compatibility)
+def check_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from .conf import get_config
+
+    try:
+        config = get_config()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), hint="See docs/configuration.md.", id="parley.E002")]
+    errors: list[checks.CheckMessage] = []
+    if "default" not in config.backends:
+        errors.append(
+            checks.Error(
+                "PARLEY['BACKENDS'] has no 'default' alias.",
+                hint="Rooms use the 'default' backend unless they name another.",
+                id="parley.E001",
+            )
+        )
+    for alias, entry in config.backends.items():
+        path = entry.get("BACKEND", "")
+        try:
+            import_string(path)
+        except ImportError as exc:
+            errors.append(
+                checks.Error(
+                    f"PARLEY['BACKENDS'][{alias!r}]['BACKEND'] = {path!r} cannot be imported: {exc}",
+                    hint="Install the backend's extra (e.g. pip install 'parley[openai]') "
+                    "or correct the dotted path.",
+                    id="parley.E001",
+                )
+            )
+    return errors
+
+
+@checks.register(checks.Tags.compatibility)
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    layers = getattr(settings, "CHANNEL_LAYERS", {})
+    backend = layers.get("default", {}).get("BACKEND", "")
+    if not backend:
+        return [
+            checks.Error(
+                "CHANNEL_LAYERS has no 'default' layer: rooms cannot broadcast.",
+                hint="Use channels_redis.pubsub.RedisPubSubChannelLayer in production.",
+                id="parley.E003",
+            )
+        ]
+    if backend.endswith("InMemoryChannelLayer") and not settings.DEBUG:
+        return [
+            checks.Warning(
+                "The in-memory channel layer is in use with DEBUG=False: rooms are not shared "
+                "between server processes, and a restart forgets every socket.",
+                hint="Set REDIS_URL (channels_redis.pubsub.RedisPubSubChannelLayer).",
+                id="parley.W001",
+            )
+        ]
+    return []

@@ -1,0 +1,73 @@
+"""Parley's settings: one ``PARLEY`` dict in the project's settings, merged over defaults.
+
+Read through :func:`get_config`, never at import time, so ``override_settings`` works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Aliases of assistant backends, like CACHES: {"default": {"BACKEND": path, "OPTIONS": {}}}.
+    "BACKENDS": {
+        "default": {"BACKEND": "parley.backends.offline.OfflineBackend", "OPTIONS": {}},
+    },
+    # How often coalesced assistant deltas are flushed to the room (the first goes out at once).
+    "STREAM_FLUSH_INTERVAL": 0.04,
+    # How often the text of a streaming answer is written to the database.
+    "STREAM_PERSIST_INTERVAL": 1.0,
+    # How many earlier messages of the room the assistant sees as context.
+    "CONTEXT_MESSAGES": 20,
+    # Largest text frame accepted from a client, in bytes; larger frames get an error frame.
+    "MAX_FRAME_BYTES": 32 * 1024,
+    # Longest message text, in characters.
+    "MAX_MESSAGE_CHARS": 8000,
+    # Messages per history page sent in answer to a resume frame.
+    "HISTORY_PAGE_SIZE": 200,
+    # How long a websocket ticket (?ticket=...) stays valid, in seconds.
+    "TICKET_MAX_AGE": 300,
+    # Group name prefix on the channel layer.
+    "GROUP_PREFIX": "parley",
+}
+
+
+@dataclass(frozen=True)
+class ParleyConfig:
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stream_flush_interval: float = 0.04
+    stream_persist_interval: float = 1.0
+    context_messages: int = 20
+    max_frame_bytes: int = 32 * 1024
+    max_message_chars: int = 8000
+    history_page_size: int = 200
+    ticket_max_age: int = 300
+    group_prefix: str = "parley"
+
+
+@cache
+def get_config() -> ParleyConfig:
+    """The merged configuration (cached; cleared when ``PARLEY`` changes)."""
+    from django.conf import settings
+
+    user = getattr(settings, "PARLEY", {}) or {}
+    unknown = set(user) - set(DEFAULTS)
+    if unknown:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"Unknown PARLEY setting(s): {', '.join(sorted(unknown))}")
+    merged = {**DEFAULTS, **user}
+    return ParleyConfig(**{key.lower(): value for key, value in merged.items()})
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "PARLEY":
+        get_config.cache_clear()
+        from .backends import backends
+
+        backends.reset()

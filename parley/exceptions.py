@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+
+class ParleyError(Exception):
+    """Base class of Parley's errors."""
+
+
+class ProtocolError(ParleyError):
+    """A client frame Parley cannot accept. ``code`` is stable; ``detail`` is for people."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class PermissionDenied(ParleyError):
+    """The user may not do this in this room."""
+
+
+class AssistantBusy(ParleyError):
+    """The room already has an answer streaming: one answer at a time per room."""
+
+
+class BackendError(ParleyError):
+    """An assistant backend failed in a way worth telling the room (upstream down, bad reply).
+
+    The message is shown to users, so it must not leak secrets.
+    """

@@ -1,0 +1,141 @@
+"""Parley's WebSocket wire format, version 1 (docs/protocol.md).
+
+Pure: parses client frames into typed objects and builds server frames as dicts. It knows
+nothing of Channels, the ORM or sockets, so it is tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import ProtocolError
+
+VERSION = 1
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_SEQ = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Post ``text``; ``client_id`` makes a resend after a reconnect idempotent."""
+
+    client_id: str
+    text: str
+    ask: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Stop the room's streaming answer (``message_id`` None: whichever is streaming)."""
+
+    message_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Send every message with a sequence number above ``after``."""
+
+    after: int = 0
+
+
+ClientFrame = Send | Cancel | Resume
+
+
+def _field(frame: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any = ...) -> Any:
+    if name not in frame:
+        if default is ...:
+            raise ProtocolError("bad_frame", f"'{frame['type']}' frames need a '{name}' field.")
+        return default
+    value = frame[name]
+    # bool is a subclass of int in Python, but true is not a sequence number.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = {str: "a string", int: "an integer", bool: "true or false", type(None): "null"}
+        raise ProtocolError("bad_frame", f"'{name}' must be {' or '.join(names[k] for k in kinds)}.")
+    return value
+
+
+def parse_client_frame(raw: str, *, max_chars: int) -> ClientFrame:
+    """Parse one text frame from a client.
+
+    Raises :class:`ProtocolError` with a stable ``code`` (``bad_json``, ``bad_frame``,
+    ``unknown_type``, ``unsupported_version``, ``empty_text``, ``text_too_long``) naming the
+    problem.
+    """
+    try:
+        frame = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"The frame is not valid JSON: {exc}") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError("bad_frame", "A frame must be a JSON object.")
+    kind = frame.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("bad_frame", "A frame needs a string 'type' field.")
+    version = frame.get("v", VERSION)
+    if version != VERSION or isinstance(version, bool):
+        raise ProtocolError(
+            "unsupported_version", f"This server speaks protocol version {VERSION}."
+        )
+    if kind == "send":
+        client_id = _field(frame, "client_id", (str,))
+        if not _CLIENT_ID.match(client_id):
+            raise ProtocolError(
+                "bad_frame", "'client_id' must be 1–64 letters, digits or '_.:-' characters."
+            )
+        text = _field(frame, "text", (str,))
+        if not text.strip():
+            raise ProtocolError("empty_text", "The message is empty.")
+        if len(text) > max_chars:
+            raise ProtocolError(
+                "text_too_long", f"The message is {len(text)} characters; the limit is {max_chars}."
+            )
+        return Send(client_id=client_id, text=text, ask=_field(frame, "ask", (bool,), True))
+    if kind == "cancel":
+        message_id = _field(frame, "message_id", (int, type(None)), None)
+        return Cancel(message_id=message_id)
+    if kind == "resume":
+        after = _field(frame, "after", (int,), 0)
+        if not 0 <= after <= MAX_SEQ:
+            raise ProtocolError("bad_frame", "'after' must be a sequence number, 0 or more.")
+        return Resume(after=after)
+    raise ProtocolError(
+        "unknown_type", f"Unknown frame type {kind[:40]!r}; expected send, cancel or resume."
+    )
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """Serialise a server frame (compact JSON, UTF-8 characters kept as they are)."""
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def hello(*, room: dict[str, Any], user: dict[str, Any], last_seq: int, limits: dict[str, int]) -> dict[str, Any]:
+    return {"type": "hello", "v": VERSION, "room": room, "user": user, "last_seq": last_seq, "limits": limits}
+
+
+def ack(*, client_id: str, message: dict[str, Any], duplicate: bool) -> dict[str, Any]:
+    return {"type": "ack", "client_id": client_id, "message": message, "duplicate": duplicate}
+
+
+def message(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "message", "message": payload}
+
+
+def delta(*, message_id: int, offset: int, text: str) -> dict[str, Any]:
+    """``text`` continues the answer at character ``offset``: a client appends it when its
+    copy is ``offset`` characters long, and an offset of 0 replaces what it has."""
+    return {"type": "delta", "message_id": message_id, "offset": offset, "text": text}
+
+
+def done(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "done", "message": payload}
+
+
+def history(*, messages: list[dict[str, Any]], more: bool, last_seq: int) -> dict[str, Any]:
+    return {"type": "history", "messages": messages, "more": more, "last_seq": last_seq}
+
+
+def error(code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "error", "code": code, "detail": detail, **extra}

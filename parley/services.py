@@ -1,0 +1,234 @@
+"""Operations on rooms and messages, shared by the consumer, the views and the commands.
+
+Synchronous and transactional; async callers wrap them in ``database_sync_to_async``.
+Functions are keyword-only and named ``<entity>_<action>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from .backends.base import AssistantRequest, Turn
+from .conf import get_config
+from .exceptions import AssistantBusy, PermissionDenied
+from .models import Membership, Message, Room
+from .rendering import render_markdown
+
+TERMINAL_STATUSES = frozenset(
+    {Message.Status.COMPLETE, Message.Status.CANCELLED, Message.Status.FAILED, Message.Status.INTERRUPTED}
+)
+
+
+def _next_seq(room_id: int) -> int:
+    """Take the room's next sequence number. Must run inside the transaction that stores the
+    message: the UPDATE locks the room row until commit, so concurrent writers queue up and a
+    rolled-back message gives its number back (no gaps)."""
+    Room.objects.filter(pk=room_id).update(last_seq=F("last_seq") + 1)
+    return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).get()
+
+
+def user_payload(user: AbstractBaseUser | None) -> dict[str, Any] | None:
+    if user is None:
+        return None
+    return {"id": user.pk, "name": user.get_username()}
+
+
+def room_payload(room: Room) -> dict[str, Any]:
+    return {"id": room.public_id, "title": room.title, "kind": room.kind}
+
+
+def message_payload(message: Message) -> dict[str, Any]:
+    """The wire form of a message. Assistant Markdown comes rendered and sanitised in
+    ``html``; user text is sent only as text."""
+    payload: dict[str, Any] = {
+        "id": message.pk,
+        "seq": message.seq,
+        "role": message.role,
+        "author": user_payload(message.author),
+        "text": message.text,
+        "status": message.status,
+        "created_at": message.created_at.isoformat(),
+        "reply_to": message.reply_to_id,
+    }
+    if message.role == Message.Role.ASSISTANT and message.status != Message.Status.STREAMING:
+        payload["html"] = render_markdown(message.text)
+    if message.error:
+        payload["error"] = message.error
+    if message.client_id:
+        payload["client_id"] = message.client_id
+    return payload
+
+
+# Rooms -------------------------------------------------------------------------------------
+
+
+def room_create(*, owner: AbstractBaseUser, title: str, kind: str = Room.Kind.PRIVATE) -> Room:
+    """Create a room with ``owner`` as its first member."""
+    with transaction.atomic():
+        room = Room.objects.create(owner=owner, title=title.strip() or "Untitled", kind=kind)
+        Membership.objects.create(room=room, user=owner)
+    return room
+
+
+def room_invite(*, room: Room, by: AbstractBaseUser, user: AbstractBaseUser) -> Membership:
+    """Add ``user`` to a shared room. Only members may invite; private rooms take nobody."""
+    if room.kind != Room.Kind.SHARED:
+        raise PermissionDenied("Private rooms have one member; create a shared room to invite.")
+    if not room_is_member(room=room, user=by):
+        raise PermissionDenied("Only members of a room may invite to it.")
+    membership, _ = Membership.objects.get_or_create(
+        room=room, user=user, defaults={"invited_by": by}
+    )
+    return membership
+
+
+def room_is_member(*, room: Room, user: AbstractBaseUser) -> bool:
+    return bool(user.is_authenticated) and room.memberships.filter(user=user).exists()
+
+
+def room_get_for_member(*, public_id: str, user: AbstractBaseUser) -> Room:
+    """The room, if ``user`` is a member. Unknown rooms and foreign rooms raise the same
+    :class:`PermissionDenied`, so a probe learns nothing about which rooms exist."""
+    if not user.is_authenticated:
+        raise PermissionDenied("Log in first.")
+    room = Room.objects.filter(public_id=public_id, memberships__user=user).first()
+    if room is None:
+        raise PermissionDenied("No such room, or you are not a member of it.")
+    return room
+
+
+def rooms_for_user(*, user: AbstractBaseUser) -> list[Room]:
+    return list(Room.objects.filter(memberships__user=user).select_related("owner"))
+
+
+# Messages ----------------------------------------------------------------------------------
+
+
+def message_post(
+    *, room: Room, author: AbstractBaseUser, text: str, client_id: str = ""
+) -> tuple[Message, bool]:
+    """Store a user's message; returns ``(message, created)``.
+
+    A ``client_id`` already used by this author in this room returns the stored message with
+    ``created=False``: a resend after a reconnect is not stored twice.
+    """
+    if client_id:
+        existing = _message_by_client_id(room=room, author=author, client_id=client_id)
+        if existing is not None:
+            return existing, False
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                room=room,
+                seq=_next_seq(room.pk),
+                role=Message.Role.USER,
+                author=author,
+                text=text,
+                client_id=client_id,
+                status=Message.Status.COMPLETE,
+            )
+    except IntegrityError:
+        existing = _message_by_client_id(room=room, author=author, client_id=client_id)
+        if client_id and existing is not None:
+            return existing, False
+        raise
+    return message, True
+
+
+def _message_by_client_id(*, room: Room, author: AbstractBaseUser, client_id: str) -> Message | None:
+    return (
+        Message.objects.select_related("author")
+        .filter(room=room, author=author, client_id=client_id)
+        .first()
+    )
+
+
+def messages_after(*, room: Room, after: int, limit: int | None = None) -> tuple[list[Message], bool]:
+    """Messages of ``room`` with ``seq > after``, oldest first, at most ``limit``; and whether
+    more follow."""
+    limit = limit or get_config().history_page_size
+    rows = list(
+        Message.objects.select_related("author")
+        .filter(room=room, seq__gt=after)
+        .order_by("seq")[: limit + 1]
+    )
+    return rows[:limit], len(rows) > limit
+
+
+def message_get(*, message_id: int) -> Message:
+    return Message.objects.select_related("author").get(pk=message_id)
+
+
+# Answers -----------------------------------------------------------------------------------
+
+
+def answer_start(*, room: Room, reply_to: Message, worker: str) -> Message:
+    """Open the room's assistant answer to ``reply_to`` (status ``streaming``).
+
+    Raises :class:`AssistantBusy` when the room already has an answer streaming, whichever
+    process runs it: the database enforces one streaming answer per room.
+    """
+    if Message.objects.filter(room=room, status=Message.Status.STREAMING).exists():
+        raise AssistantBusy("The assistant is already answering in this room.")
+    try:
+        with transaction.atomic():
+            return Message.objects.create(
+                room=room,
+                seq=_next_seq(room.pk),
+                role=Message.Role.ASSISTANT,
+                text="",
+                status=Message.Status.STREAMING,
+                reply_to=reply_to,
+                worker=worker,
+            )
+    except IntegrityError:
+        raise AssistantBusy("The assistant is already answering in this room.") from None
+
+
+def answer_streaming(*, room: Room) -> Message | None:
+    """The room's answer now streaming, if any."""
+    return Message.objects.filter(room=room, status=Message.Status.STREAMING).first()
+
+
+def answer_save_progress(*, message_id: int, text: str) -> None:
+    """Record the text generated so far (only while the answer is still streaming)."""
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(text=text)
+
+
+def answer_finish(*, message_id: int, text: str, status: str, error: str = "") -> Message:
+    """Close an answer with its final text and a terminal status."""
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"{status!r} is not a terminal status")
+    Message.objects.filter(pk=message_id).update(text=text, status=status, error=error[:500])
+    return message_get(message_id=message_id)
+
+
+def answer_request(*, answer: Message) -> AssistantRequest:
+    """What the backend is asked for ``answer``: the room's recent finished messages up to
+    the question, oldest first."""
+    room = answer.room
+    limit = get_config().context_messages
+    rows = list(
+        Message.objects.select_related("author")
+        .filter(room=room, seq__lt=answer.seq)
+        .exclude(role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
+        .exclude(text="")
+        .order_by("-seq")[:limit]
+    )
+    rows.reverse()
+    turns = [
+        Turn(
+            role="assistant" if m.role == Message.Role.ASSISTANT else "user",
+            content=m.text,
+            author=m.author.get_username() if m.author else "",
+        )
+        for m in rows
+    ]
+    asker = answer.reply_to.author if answer.reply_to and answer.reply_to.author else None
+    return AssistantRequest(
+        turns=turns, room=room.title, user=asker.get_username() if asker else ""
+    )

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip on a laptop without the service; fail in CI, where every service must be there."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: required)")
+    pytest.skip(reason)
+
+
+def port_open(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("PARLEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    require(port_open(url, 6379), f"Redis is not reachable at {url}")
+    return url
+
+
+@pytest.fixture
+def redis_env(redis_url: str) -> dict[str, str]:
+    """Environment for servers sharing a Redis channel layer under a prefix of their own
+    (pub/sub ignores database numbers, so the prefix is what keeps tests apart)."""
+    return {"REDIS_URL": redis_url, "PARLEY_LAYER_PREFIX": f"parley-test-{uuid.uuid4().hex[:10]}"}
+
+
+@pytest.fixture
+def make_user(django_user_model):
+    def make(username: str, password: str = "secret-pass-123"):
+        return django_user_model.objects.create_user(username=username, password=password)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def shared_room(alice, bob):
+    from parley import services
+
+    room = services.room_create(owner=alice, title="Team", kind="shared")
+    services.room_invite(room=room, by=alice, user=bob)
+    return room
+
+
+@pytest.fixture
+def private_room(alice):
+    from parley import services
+
+    return services.room_create(owner=alice, title="Notes", kind="private")
+
+
+@pytest.fixture
+def servers(transactional_db):
+    """Start uvicorn subprocesses on the test database; all are stopped after the test."""
+    from tests.servers import Server
+
+    started: list[Server] = []
+
+    def start(env: dict[str, str] | None = None, name: str = "server") -> Server:
+        server = Server(env=env, name=name).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
