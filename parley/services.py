@@ -232,3 +232,23 @@ def answer_request(*, answer: Message) -> AssistantRequest:
     return AssistantRequest(
         turns=turns, room=room.title, user=asker.get_username() if asker else ""
     )
+
+
+# People ------------------------------------------------------------------------------------
+
+
+def user_get_by_username(*, username: str) -> AbstractBaseUser | None:
+    """The active user called ``username`` (exact match on the user model's username field),
+    or None."""
+    from django.contrib.auth import get_user_model
+
+    model = get_user_model()
+    return (
+        model._default_manager.filter(**{model.USERNAME_FIELD: username.strip(), "is_active": True})
+        .first()
+    )
+
+
+def room_members(*, room: Room) -> list[AbstractBaseUser]:
+    """The room's members, in the order they joined."""
+    return [m.user for m in room.memberships.select_related("user").order_by("joined_at", "pk")]

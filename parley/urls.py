@@ -1,4 +1,12 @@
+"""Parley's pages; include them at any prefix (``path("chat/", include("parley.urls"))``)."""
+
 from django.urls import path
 
+from . import views
+
 app_name = "parley"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.room_list, name="rooms"),
+    path("rooms/<str:public_id>/", views.room_detail, name="room"),
+    path("rooms/<str:public_id>/invite/", views.room_invite, name="invite"),
+]

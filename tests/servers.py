@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+from asgiref.sync import sync_to_async
 from django.db import connection
-from django.test import Client
+
+from parley.testing import session_cookie
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
@@ -92,23 +94,31 @@ class Server:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def session_cookie(user: Any) -> str:
-    """A real session for ``user`` in the test database, as a Cookie header value."""
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
-
-
 class Peer:
-    """A real WebSocket client in a room, keeping every frame it receives."""
+    """A real WebSocket client in a room. A reader task keeps every frame it receives (so the
+    socket never stalls on unread frames); :meth:`expect` takes them in order."""
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
         self.frames: list[dict[str, Any]] = []
+        self.taken: set[int] = set()
+        self.arrived = asyncio.Event()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for text in self.ws:
+                self.frames.append(json.loads(text))
+                self.arrived.set()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.arrived.set()
 
     @classmethod
     async def connect(cls, server: Server, room: Any, user: Any, **headers: str) -> Peer:
-        all_headers = {"Cookie": session_cookie(user), "Origin": server.http_url, **headers}
+        cookie = await sync_to_async(session_cookie)(user)
+        all_headers = {"Cookie": cookie, "Origin": server.http_url, **headers}
         ws = await websockets.connect(
             f"{server.ws_url}/ws/rooms/{room.public_id}/", additional_headers=all_headers
         )
@@ -119,20 +129,31 @@ class Peer:
     async def send(self, **frame: Any) -> None:
         await self.ws.send(json.dumps(frame))
 
-    async def expect(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
-        """The first frame (already received or arriving) that matches ``predicate``."""
-        for frame in self.frames:
-            if predicate(frame):
-                return frame
+    async def expect(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Take the oldest frame not taken yet that matches ``predicate``, waiting for it."""
         deadline = asyncio.get_running_loop().time() + timeout
+        checked = 0
         while True:
+            for index in range(checked, len(self.frames)):
+                if index not in self.taken and predicate(self.frames[index]):
+                    self.taken.add(index)
+                    return self.frames[index]
+            checked = len(self.frames)
             remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                raise AssertionError(f"no matching frame within {timeout}s; got {self.frames[-5:]}")
-            frame = json.loads(await asyncio.wait_for(self.ws.recv(), remaining))
-            self.frames.append(frame)
-            if predicate(frame):
-                return frame
+            if remaining <= 0 or self.reader.done():
+                raise AssertionError(f"no matching frame within {timeout}s; last: {self.frames[-3:]}")
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), remaining)
+            except TimeoutError:
+                pass
 
     async def close(self) -> None:
         await self.ws.close()
+        await self.reader
+
+    def drop(self) -> None:
+        """Cut the TCP connection with no closing handshake, as a network failure would."""
+        self.ws.transport.abort()

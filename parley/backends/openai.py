@@ -1,0 +1,260 @@
+"""An assistant on any OpenAI-compatible chat-completions server: OpenAI itself, Ollama,
+llama.cpp's server, vLLM, LM Studio. Needs the ``openai`` extra (``pip install 'parley[openai]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+from ..exceptions import BackendError
+from .base import AssistantBackend, AssistantRequest
+
+
+class MissingDependency(ImproperlyConfigured, ImportError):
+    """An optional extra is not installed. An ``ImportError`` too, so that code importing
+    backends by dotted path (the backend handler, the system checks) reports it as such."""
+
+
+try:
+    import openai
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise MissingDependency(
+        "The OpenAI backend needs the openai package: pip install 'parley[openai]'"
+    ) from exc
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the assistant in a Parley chat room. Several people may talk to you in the same "
+    'room; each of their messages starts with the author\'s name and a colon, like "alice: ...". '
+    "Answer the latest message, addressing its author by name when several people are talking. "
+    "Do not start your reply with your own name. Use Markdown when it helps."
+)
+
+# Without a key the client refuses to start; local servers (Ollama, llama.cpp) need none.
+PLACEHOLDER_API_KEY = "not-needed"
+
+# The longest server error message passed on to users; longer ones are cut.
+MAX_DETAIL_CHARS = 200
+
+# OpenAI-style keys ("sk-...", "sk-proj-..."), which servers may echo back, even masked.
+_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_*.\-]{6,}")
+
+
+def build_messages(request: AssistantRequest, *, system_prompt: str) -> list[dict[str, str]]:
+    """The chat-completions ``messages`` for ``request``: the system prompt, then each turn.
+
+    User turns with an author are prefixed ``"<author>: "``, so that the model can tell the
+    members of a shared room apart; assistant turns go in as the assistant's own.
+    """
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for turn in request.turns:
+        if turn.role == "user" and turn.author:
+            messages.append({"role": "user", "content": f"{turn.author}: {turn.content}"})
+        else:
+            messages.append({"role": turn.role, "content": turn.content})
+    return messages
+
+
+def display_url(url: str) -> str:
+    """``url`` fit for an error message: no user name, password or query string."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+class OpenAIBackend(AssistantBackend):
+    """Streams answers from ``POST {base_url}/chat/completions`` with ``stream=true``.
+
+    Options (keyword only):
+        model: the model name (default ``gpt-4o-mini``).
+        base_url: the server's API root, e.g. ``http://127.0.0.1:11434/v1`` (default: the
+            ``OPENAI_BASE_URL`` environment variable, else OpenAI).
+        api_key: the key (default: ``OPENAI_API_KEY``, else a placeholder for local servers).
+        timeout: seconds to wait to connect, and for each piece of the reply.
+        system_prompt: the system message opening every request ("" for none).
+        temperature, max_tokens: sent when not ``None``.
+        extra_body: more JSON fields for the request body (server-specific options).
+        max_retries: retries of a failed request before any text arrives (default 0: the
+            room sees the error at once and a member can ask again).
+
+    One HTTP client is kept per event loop (connection pools belong to a loop); the first
+    ``stream`` on a loop creates it and :meth:`aclose` closes them.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "gpt-4o-mini",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        extra_body: dict[str, Any] | None = None,
+        max_retries: int = 0,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if not model:
+            raise ImproperlyConfigured("The OpenAI backend needs a model name (PARLEY_MODEL).")
+        self.model = model
+        self.base_url = base_url
+        self.api_key = api_key
+        self.timeout = float(timeout)
+        self.system_prompt = system_prompt
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.extra_body = dict(extra_body or {})
+        self.max_retries = max_retries
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
+        self._clients = weakref.WeakKeyDictionary()
+
+    def _client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            # A client of a closed loop cannot be closed any more; forget it (its connections
+            # hold a reference to that loop, so the weak key alone would not let it go).
+            for old in [old for old in self._clients if old.is_closed()]:
+                del self._clients[old]
+            client = openai.AsyncOpenAI(
+                api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or PLACEHOLDER_API_KEY,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+                # The SDK's default client closes itself on garbage collection on whatever
+                # loop runs then; this one is closed by aclose() on its own loop.
+                http_client=openai.DefaultAsyncHttpxClient(timeout=self.timeout),
+            )
+            self._clients[loop] = client
+        return client
+
+    async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
+        """Yield the text pieces of the model's answer as they arrive.
+
+        Raises :class:`BackendError` (with a message fit for users, never the API key) when
+        the server cannot be reached, times out, refuses the request, or reports an error
+        mid-answer. When the generator is closed or the task consuming it is cancelled, the
+        HTTP response is closed at once, which tells the server to stop generating.
+        """
+        client = self._client()
+        params: dict[str, Any] = {}
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            params["max_tokens"] = self.max_tokens
+        try:
+            response = await client.chat.completions.create(
+                model=self.model,
+                messages=build_messages(request, system_prompt=self.system_prompt),  # type: ignore[arg-type]
+                stream=True,
+                extra_body=self.extra_body or None,
+                **params,
+            )
+        except openai.OpenAIError as exc:
+            raise self._error(exc, client=client, answering=False) from None
+        try:
+            while True:
+                try:
+                    chunk = await response.__anext__()
+                except StopAsyncIteration:
+                    return
+                except openai.OpenAIError as exc:
+                    raise self._error(exc, client=client, answering=True) from None
+                except ValueError:  # a data line that is not JSON
+                    raise BackendError(
+                        f"The model server at {display_url(str(client.base_url))} sent a "
+                        "malformed reply."
+                    ) from None
+                if not chunk.choices:  # e.g. the usage summary at the end
+                    continue
+                delta = getattr(chunk.choices[0], "delta", None)
+                content = getattr(delta, "content", None)
+                if content:
+                    yield content
+        finally:
+            # Reached on exhaustion, error, aclose() and cancellation alike: closing the
+            # response drops the connection, and the server stops generating.
+            await response.close()
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients. The backend stays usable: the next ``stream`` makes a new one."""
+        clients = list(self._clients.items())
+        self._clients = weakref.WeakKeyDictionary()
+        current = asyncio.get_running_loop()
+        for loop, client in clients:
+            if loop is current:
+                await client.close()
+            elif not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(client.close(), loop)
+            # A closed loop's connections are gone with it.
+
+    # Errors ---------------------------------------------------------------------------------
+
+    def _error(self, exc: Exception, *, client: openai.AsyncOpenAI, answering: bool) -> BackendError:
+        """A :class:`BackendError` telling users what went wrong, without secrets."""
+        where = display_url(str(client.base_url))
+        if isinstance(exc, openai.APITimeoutError):
+            return BackendError(
+                f"The model server at {where} did not answer within {self.timeout:g} seconds."
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            if answering:
+                return BackendError(f"The connection to the model server at {where} broke off.")
+            return BackendError(f"Could not reach the model server at {where}: is it running?")
+        if isinstance(exc, openai.APIStatusError):
+            detail = self._detail(exc.body)
+            message = f"The model server at {where} answered HTTP {exc.status_code}"
+            message += f": {detail}" if detail else "."
+            hint = {
+                401: "Check the API key (OPENAI_API_KEY).",
+                403: "Check the API key (OPENAI_API_KEY) and its permissions.",
+                404: "Check the model name (PARLEY_MODEL) and the server URL (OPENAI_BASE_URL).",
+                429: "The server is busy or over quota; try again later.",
+            }.get(exc.status_code)
+            return BackendError(f"{message} {hint}" if hint else message)
+        if isinstance(exc, openai.APIError):  # an error event in the middle of the stream
+            detail = self._detail(exc.body) or self._detail({"message": exc.message})
+            return BackendError(
+                f"The model server at {where} reported an error while answering"
+                + (f": {detail}" if detail else ".")
+            )
+        return BackendError(f"The request to the model server at {where} failed.")
+
+    def _detail(self, body: object) -> str:
+        """The server's own error message from an error body, short and without secrets."""
+        if isinstance(body, dict):
+            inner = body.get("error", body)
+            if isinstance(inner, dict):  # OpenAI: {"error": {"message": ...}}
+                inner = inner.get("message") or inner.get("detail")
+            body = inner  # Ollama: {"error": "..."}
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "replace")
+        if not isinstance(body, str):
+            return ""
+        text = " ".join(body.split())
+        if text.startswith(("{", "[")):
+            try:
+                return self._detail(json.loads(text))
+            except ValueError:
+                pass
+        secrets = {self.api_key or "", os.environ.get("OPENAI_API_KEY", "")}
+        for secret in sorted(secrets, key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, "[redacted]")
+        text = _KEY_LIKE.sub("[redacted]", text)
+        if len(text) > MAX_DETAIL_CHARS:
+            text = text[: MAX_DETAIL_CHARS - 1].rstrip() + "…"
+        return text.rstrip(".") + "." if text else ""

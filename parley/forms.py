@@ -1,0 +1,39 @@
+"""Forms of Parley's pages. They validate input only; the views hand it to services."""
+
+from __future__ import annotations
+
+from django import forms
+
+from .models import Room
+
+
+class RoomCreateForm(forms.Form):
+    """A new room: its title, and whether others may be invited into it."""
+
+    title = forms.CharField(
+        max_length=Room._meta.get_field("title").max_length,
+        widget=forms.TextInput(attrs={"placeholder": "e.g. Trip planning", "autocomplete": "off"}),
+    )
+    kind = forms.ChoiceField(
+        choices=Room.Kind.choices,
+        initial=Room.Kind.PRIVATE,
+        widget=forms.RadioSelect,
+        label="Who can join",
+    )
+
+    def clean_title(self) -> str:
+        title = self.cleaned_data["title"].strip()
+        if not title:
+            raise forms.ValidationError("Give the room a title.")
+        return title
+
+
+class InviteForm(forms.Form):
+    """The username of someone to add to a shared room."""
+
+    username = forms.CharField(
+        max_length=150,
+        widget=forms.TextInput(
+            attrs={"autocomplete": "off", "autocapitalize": "none", "spellcheck": "false"}
+        ),
+    )

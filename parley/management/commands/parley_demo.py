@@ -1,0 +1,62 @@
+"""``manage.py parley_demo``: demo users and rooms to try Parley with (safe to run again)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+from django.urls import NoReverseMatch, reverse
+
+from parley import services
+from parley.models import Room
+
+PASSWORD = "demo-pass-123"
+
+
+class Command(BaseCommand):
+    help = "Create the demo users (demo, guest) and their rooms; prints how to log in."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--base-url",
+            default="http://127.0.0.1:8000",
+            help="Where the site is served, for the printed links.",
+        )
+
+    def handle(self, *args: Any, base_url: str, **options: Any) -> None:
+        with transaction.atomic():
+            demo = self._user("demo")
+            guest = self._user("guest")
+            private = self._room(owner=demo, title="Private notes", kind=Room.Kind.PRIVATE)
+            shared = self._room(owner=demo, title="Team room", kind=Room.Kind.SHARED)
+            if not services.room_is_member(room=shared, user=guest):
+                services.room_invite(room=shared, by=demo, user=guest)
+
+        base = base_url.rstrip("/")
+        self.stdout.write(self.style.SUCCESS("Parley demo ready."))
+        self.stdout.write(f"  Log in as demo / {PASSWORD} (or guest / {PASSWORD})")
+        for room in (private, shared):
+            self.stdout.write(f"  {room.title}: {base}{self._path(room)}")
+
+    def _user(self, username: str) -> Any:
+        """The demo user, created if missing; its password is (re)set to the demo one."""
+        user = services.user_get_by_username(username=username)
+        if user is None:
+            user = get_user_model()._default_manager.create_user(username=username)
+        user.set_password(PASSWORD)
+        user.save()
+        return user
+
+    def _room(self, *, owner: Any, title: str, kind: str) -> Room:
+        for room in services.rooms_for_user(user=owner):
+            if room.owner_id == owner.pk and room.title == title and room.kind == kind:
+                return room
+        return services.room_create(owner=owner, title=title, kind=kind)
+
+    def _path(self, room: Room) -> str:
+        try:
+            return reverse("parley:room", kwargs={"public_id": room.public_id})
+        except NoReverseMatch:
+            return f"/rooms/{room.public_id}/"

@@ -1,0 +1,371 @@
+// Parley's room protocol (v1, docs/protocol.md) without the DOM: RoomState applies server
+// frames to a local copy of the room, and ReconnectingSocket keeps a socket open with
+// exponential backoff. chat.js draws the result; tests/js/client.test.mjs tests it in Node.
+
+export const TERMINAL_STATUSES = new Set(["complete", "cancelled", "failed", "interrupted"]);
+
+// Errors after which resending the same frame cannot succeed.
+const REJECTED_SEND_CODES = new Set(["bad_frame", "empty_text", "text_too_long", "frame_too_large"]);
+
+// Close codes after which reconnecting cannot help (not logged in, not a member).
+export const FATAL_CLOSE_CODES = new Set([4401, 4403]);
+
+const DEFAULT_LIMITS = { max_frame_bytes: 32 * 1024, max_message_chars: 8000 };
+
+/** The room socket's URL for this page: wss: on https pages, ws: otherwise. */
+export function socketUrl(loc, roomId) {
+  const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${loc.host}/ws/rooms/${encodeURIComponent(roomId)}/`;
+}
+
+/** A fresh client_id for a send frame (letters, digits and '-': what the server accepts). */
+export function newClientId() {
+  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
+  return `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 12)}`;
+}
+
+/** Characters as the server counts them (code points, not UTF-16 units). */
+export function charCount(text) {
+  let n = 0;
+  for (const _ of text) n += 1;
+  return n;
+}
+
+/**
+ * The client's copy of one room, built only from server frames.
+ *
+ * Messages are keyed by seq, so a message seen twice (ack and broadcast, or history that
+ * overlaps live frames) is stored once. Assistant text grows through deltas placed by their
+ * character offset; a delta beyond the local text waits in a buffer until the gap is filled
+ * (usually by the offset-0 snapshot the server sends after a resume). Sends stay in the outbox
+ * until acknowledged and are sent again on every (re)connection; their client_id makes the
+ * server store each only once.
+ *
+ * apply(frame) returns {changed: Set of seqs, outbox: bool, send: frames to send now,
+ * error: the error frame or null, hello: bool, synced: bool (history is complete)}.
+ */
+export class RoomState {
+  constructor({ newId = newClientId } = {}) {
+    this.newId = newId;
+    this.messages = new Map(); // seq -> message payload (our own copy)
+    this.seqById = new Map(); // message id -> seq
+    this.pendingDeltas = new Map(); // message id -> [{offset, text}] not yet placeable
+    this.outbox = new Map(); // client_id -> {client_id, text, ask, error}
+    this.lastSeq = 0; // every message up to here is known (seqs have no gaps)
+    this.room = null;
+    this.user = null;
+    this.limits = { ...DEFAULT_LIMITS };
+    this.synced = false;
+  }
+
+  /** Messages oldest first. */
+  list() {
+    return [...this.messages.values()].sort((a, b) => a.seq - b.seq);
+  }
+
+  /** The assistant answer now streaming, if any. */
+  streaming() {
+    let found = null;
+    for (const m of this.messages.values()) {
+      if (m.status === "streaming" && (!found || m.seq > found.seq)) found = m;
+    }
+    return found;
+  }
+
+  /** Why `text` cannot be sent (a sentence), or null if it can. */
+  validate(text) {
+    if (!text.trim()) return "The message is empty.";
+    const chars = charCount(text);
+    if (chars > this.limits.max_message_chars) {
+      return `The message is ${chars} characters; the limit is ${this.limits.max_message_chars}.`;
+    }
+    const frame = { type: "send", client_id: "x".repeat(64), text, ask: true };
+    const bytes = new TextEncoder().encode(JSON.stringify(frame)).length;
+    if (bytes > this.limits.max_frame_bytes) return "The message is too large to send.";
+    return null;
+  }
+
+  /** Put a message in the outbox and return its send frame (send it if connected). */
+  queueSend(text, { ask = true } = {}) {
+    const entry = { client_id: this.newId(), text, ask: Boolean(ask), error: null };
+    this.outbox.set(entry.client_id, entry);
+    return sendFrame(entry);
+  }
+
+  /** Frames to send when a connection says hello: resume from lastSeq, then unacked sends. */
+  resumeFrames() {
+    return [{ type: "resume", after: this.lastSeq }, ...[...this.outbox.values()].map(sendFrame)];
+  }
+
+  apply(frame) {
+    const update = { changed: new Set(), outbox: false, send: [], error: null, hello: false, synced: false };
+    switch (frame?.type) {
+      case "hello":
+        this.room = frame.room ?? null;
+        this.user = frame.user ?? null;
+        this.limits = { ...DEFAULT_LIMITS, ...(frame.limits ?? {}) };
+        this.synced = false;
+        update.hello = true;
+        update.send = this.resumeFrames();
+        for (const entry of this.outbox.values()) entry.error = null;
+        update.outbox = this.outbox.size > 0;
+        break;
+      case "history":
+        for (const m of frame.messages ?? []) this._upsert(m, update);
+        // A page covers every seq from our resume point to its last_seq.
+        this.lastSeq = Math.max(this.lastSeq, frame.last_seq ?? 0);
+        this._advance();
+        if (frame.more) {
+          update.send.push({ type: "resume", after: this.lastSeq });
+        } else {
+          this.synced = true;
+          update.synced = true;
+        }
+        break;
+      case "ack":
+        if (this.outbox.delete(frame.client_id)) update.outbox = true;
+        if (frame.message) this._upsert(frame.message, update);
+        break;
+      case "message":
+      case "done":
+        this._upsert(frame.message, update);
+        break;
+      case "delta":
+        this._delta(frame, update);
+        break;
+      case "error": {
+        update.error = frame;
+        const entry = frame.client_id ? this.outbox.get(frame.client_id) : null;
+        if (entry && REJECTED_SEND_CODES.has(frame.code)) {
+          this.outbox.delete(frame.client_id);
+          update.outbox = true;
+        } else if (entry && frame.code === "unavailable") {
+          entry.error = frame.detail; // stays queued: sent again on the next retry
+          update.outbox = true;
+        }
+        break;
+      }
+      default:
+        break; // unknown frame types are ignored: newer servers may send more
+    }
+    return update;
+  }
+
+  _upsert(payload, update) {
+    if (!payload || typeof payload.seq !== "number") return;
+    const known = this.messages.get(payload.seq);
+    let message;
+    if (!known) {
+      message = { ...payload };
+    } else if (payload.status !== "streaming") {
+      message = { ...payload }; // a final state replaces whatever we had
+    } else if (known.status !== "streaming") {
+      return; // an older streaming copy (e.g. in history) never undoes a final state
+    } else {
+      // Both streaming: keep the longer text, which deltas may already have extended.
+      const text = payload.text.length > known.text.length ? payload.text : known.text;
+      message = { ...payload, text };
+    }
+    this.messages.set(message.seq, message);
+    this.seqById.set(message.id, message.seq);
+    update.changed.add(message.seq);
+    // Our own message, stored before its ack was lost: it is not waiting any more.
+    if (message.client_id && this.outbox.has(message.client_id) && this._mine(message)) {
+      this.outbox.delete(message.client_id);
+      update.outbox = true;
+    }
+    if (message.status === "streaming") {
+      this._drain(message);
+    } else {
+      this.pendingDeltas.delete(message.id);
+    }
+    this._advance();
+  }
+
+  _mine(message) {
+    return !this.user || message.author?.id === this.user.id;
+  }
+
+  _delta(frame, update) {
+    const seq = this.seqById.get(frame.message_id);
+    const message = seq === undefined ? null : this.messages.get(seq);
+    if (message && message.status !== "streaming") return; // finished: done has the text
+    const queue = this.pendingDeltas.get(frame.message_id) ?? [];
+    queue.push({ offset: frame.offset, text: frame.text ?? "" });
+    this.pendingDeltas.set(frame.message_id, queue);
+    if (message && this._drain(message)) update.changed.add(message.seq);
+  }
+
+  /** Place every buffered delta that fits; returns whether the text changed. */
+  _drain(message) {
+    const queue = this.pendingDeltas.get(message.id);
+    if (!queue) return false;
+    let changed = false;
+    let progress = true;
+    while (progress && queue.length) {
+      progress = false;
+      for (let i = 0; i < queue.length; i += 1) {
+        const { offset, text } = queue[i];
+        if (offset === 0) {
+          // A snapshot replaces our copy, unless it is an older prefix of what we have.
+          if (!message.text.startsWith(text)) {
+            message.text = text;
+            changed = true;
+          }
+        } else if (offset <= message.text.length) {
+          const extra = text.slice(message.text.length - offset);
+          if (extra) {
+            message.text += extra;
+            changed = true;
+          }
+        } else {
+          continue; // a gap before it: wait
+        }
+        queue.splice(i, 1);
+        progress = true;
+        break;
+      }
+    }
+    if (!queue.length) this.pendingDeltas.delete(message.id);
+    return changed;
+  }
+
+  _advance() {
+    while (this.messages.has(this.lastSeq + 1)) this.lastSeq += 1;
+  }
+}
+
+function sendFrame(entry) {
+  return { type: "send", client_id: entry.client_id, text: entry.text, ask: entry.ask };
+}
+
+/** Milliseconds before reconnect attempt `attempt` (0, 1, …): exponential, capped, jittered
+ * between half and all of the step so that many clients do not return at once. */
+export function backoffDelay(attempt, { base = 500, max = 15000, random = Math.random } = {}) {
+  const ceiling = Math.min(max, base * 2 ** Math.min(attempt, 30));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+/**
+ * A WebSocket that reconnects after losing its connection, with backoff and jitter.
+ *
+ * Callbacks: onOpen(), onFrame(parsed JSON), onState({state, ...}) where state is
+ * "connecting", "open", "reconnecting" (with delay and retryAt in ms since the epoch) or
+ * "closed" (with code and reason; fatal closes such as 4401/4403 are not retried).
+ */
+export class ReconnectingSocket {
+  constructor(url, options = {}) {
+    this.url = url;
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this.setTimeout = options.setTimeout ?? globalThis.setTimeout.bind(globalThis);
+    this.clearTimeout = options.clearTimeout ?? globalThis.clearTimeout.bind(globalThis);
+    this.now = options.now ?? Date.now;
+    this.backoff = { base: options.base ?? 500, max: options.max ?? 15000, random: options.random ?? Math.random };
+    this.connectTimeout = options.connectTimeout ?? 10000;
+    this.onOpen = options.onOpen ?? (() => {});
+    this.onFrame = options.onFrame ?? (() => {});
+    this.onState = options.onState ?? (() => {});
+    this.ws = null;
+    this.attempt = 0;
+    this.timer = null;
+    this.stopped = true;
+    this.state = { state: "closed" };
+  }
+
+  start() {
+    this.stopped = false;
+    this._connect();
+  }
+
+  /** Send a frame now; false if the socket is not open (the caller keeps it for later). */
+  send(frame) {
+    if (!this.ws || this.ws.readyState !== 1) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  get isOpen() {
+    return Boolean(this.ws && this.ws.readyState === 1);
+  }
+
+  /** Skip the wait and try at once (e.g. when the browser comes back online). */
+  reconnectNow() {
+    if (this.stopped || this.ws) return;
+    this._clearTimer();
+    this._connect();
+  }
+
+  /** Close for good. */
+  close() {
+    this.stopped = true;
+    this._clearTimer();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close(1000);
+    this._setState({ state: "closed", code: 1000, reason: "", fatal: true });
+  }
+
+  _connect() {
+    this._setState({ state: "connecting", attempt: this.attempt });
+    let ws;
+    try {
+      ws = new this.WebSocket(this.url);
+    } catch {
+      this._retry();
+      return;
+    }
+    this.ws = ws;
+    this.timer = this.setTimeout(() => {
+      if (this.ws === ws && ws.readyState !== 1) ws.close(); // took too long: start over
+    }, this.connectTimeout);
+    ws.onopen = () => {
+      if (this.ws !== ws) return;
+      this._clearTimer();
+      this._setState({ state: "open" });
+      this.onOpen();
+    };
+    ws.onmessage = (event) => {
+      if (this.ws !== ws) return;
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      this.attempt = 0; // the server talks: the next loss starts the backoff afresh
+      this.onFrame(frame);
+    };
+    ws.onclose = (event) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this._clearTimer();
+      if (this.stopped) return;
+      if (FATAL_CLOSE_CODES.has(event.code)) {
+        this.stopped = true;
+        this._setState({ state: "closed", code: event.code, reason: event.reason, fatal: true });
+        return;
+      }
+      this._retry();
+    };
+  }
+
+  _retry() {
+    const delay = backoffDelay(this.attempt, this.backoff);
+    this.attempt += 1;
+    this._setState({ state: "reconnecting", delay, retryAt: this.now() + delay, attempt: this.attempt });
+    this.timer = this.setTimeout(() => {
+      this.timer = null;
+      this._connect();
+    }, delay);
+  }
+
+  _clearTimer() {
+    if (this.timer !== null) this.clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  _setState(state) {
+    this.state = state;
+    this.onState(state);
+  }
+}

@@ -1,0 +1,87 @@
+"""Public helpers for testing a project that uses Parley."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.testing.websocket import WebsocketCommunicator
+from django.test import Client
+
+from .backends.scripted import ScriptedBackend
+
+__all__ = ["RoomClient", "ScriptedBackend", "session_cookie"]
+
+
+def session_cookie(user: Any) -> str:
+    """A real logged-in session for ``user``, as the value of a ``Cookie`` header."""
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+class RoomClient:
+    """A :class:`WebsocketCommunicator` in a Parley room, through the project's real ASGI
+    stack (Origin check, session auth), that keeps every frame it receives."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.communicator = communicator
+        self.frames: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        application: Any,
+        room: Any,
+        user: Any = None,
+        *,
+        origin: str | None = "http://127.0.0.1",
+        path: str | None = None,
+    ) -> RoomClient:
+        headers = []
+        if user is not None:
+            headers.append((b"cookie", (await sync_to_async(session_cookie)(user)).encode()))
+        if origin is not None:
+            headers.append((b"origin", origin.encode()))
+        communicator = WebsocketCommunicator(
+            application, path or f"/ws/rooms/{room.public_id}/", headers=headers
+        )
+        client = cls(communicator)
+        client.connected, client.subprotocol = await communicator.connect()
+        return client
+
+    async def send(self, **frame: Any) -> None:
+        await self.communicator.send_to(text_data=json.dumps(frame))
+
+    async def send_raw(self, text: str | None = None, data: bytes | None = None) -> None:
+        await self.communicator.send_to(text_data=text, bytes_data=data)
+
+    async def receive(self, timeout: float = 5) -> dict[str, Any]:
+        frame = json.loads(await self.communicator.receive_from(timeout))
+        self.frames.append(frame)
+        return frame
+
+    async def expect(self, type_: str, timeout: float = 5, **fields: Any) -> dict[str, Any]:
+        """Receive until a frame of ``type_`` whose top-level ``fields`` match arrives."""
+        for frame in self.frames:
+            if frame["type"] == type_ and all(frame.get(k) == v for k, v in fields.items()):
+                self.frames.remove(frame)
+                return frame
+        while True:
+            frame = json.loads(await self.communicator.receive_from(timeout))
+            if frame["type"] == type_ and all(frame.get(k) == v for k, v in fields.items()):
+                return frame
+            self.frames.append(frame)
+
+    async def closed(self, timeout: float = 5) -> int:
+        """Wait for the server to close the socket; returns the close code."""
+        while True:
+            output = await self.communicator.receive_output(timeout)
+            if output["type"] == "websocket.close":
+                return output.get("code", 1000)
+            if output["type"] == "websocket.send" and output.get("text"):
+                self.frames.append(json.loads(output["text"]))
+
+    async def disconnect(self) -> None:
+        await self.communicator.disconnect()

@@ -1,0 +1,113 @@
+"""Parley's pages: the room list and a room's chat page. Views validate forms, call
+services and render; the chat itself runs over the room socket (consumers.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from . import services
+from .exceptions import PermissionDenied
+from .forms import InviteForm, RoomCreateForm
+from .models import Room
+
+View = Callable[..., HttpResponse]
+
+
+def content_security_policy(view: View) -> View:
+    """Send a strict Content-Security-Policy with the view's responses (Django 5.2 has none
+    built in): scripts, styles and connections only from this origin, plus the room socket
+    on this host; no inline code, no framing. An existing header is left alone."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        if "Content-Security-Policy" not in response:
+            socket = f"{'wss' if request.is_secure() else 'ws'}://{request.get_host()}"
+            response["Content-Security-Policy"] = "; ".join(
+                [
+                    "default-src 'self'",
+                    "script-src 'self'",
+                    "style-src 'self'",
+                    "img-src 'self' data:",
+                    f"connect-src 'self' {socket}",
+                    "frame-ancestors 'none'",
+                    "base-uri 'none'",
+                    "form-action 'self'",
+                    "object-src 'none'",
+                ]
+            )
+        return response
+
+    return wrapped
+
+
+def _room_for_member(request: HttpRequest, public_id: str) -> Room:
+    """The room if the user is a member; otherwise 404, whether or not it exists."""
+    try:
+        return services.room_get_for_member(public_id=public_id, user=request.user)
+    except PermissionDenied:
+        raise Http404("No such room.") from None
+
+
+@content_security_policy
+@login_required
+@require_http_methods(["GET", "POST"])
+def room_list(request: HttpRequest) -> HttpResponse:
+    """The user's rooms, and the form that creates one (POST)."""
+    form = RoomCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        room = services.room_create(
+            owner=request.user, title=form.cleaned_data["title"], kind=form.cleaned_data["kind"]
+        )
+        return redirect("parley:room", public_id=room.public_id)
+    rooms = services.rooms_for_user(user=request.user)
+    status = 400 if form.errors else 200
+    return render(request, "parley/rooms.html", {"rooms": rooms, "form": form}, status=status)
+
+
+@content_security_policy
+@login_required
+@require_http_methods(["GET"])
+def room_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    """A room's chat page (404 for anyone but its members)."""
+    room = _room_for_member(request, public_id)
+    context = {
+        "room": room,
+        "members": services.room_members(room=room),
+        "invite_form": InviteForm() if room.kind == Room.Kind.SHARED else None,
+    }
+    return render(request, "parley/room.html", context)
+
+
+@content_security_policy
+@login_required
+@require_POST
+def room_invite(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Add a user, by username, to a shared room; the outcome is told as a message."""
+    room = _room_for_member(request, public_id)
+    form = InviteForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Type the username of the person to invite.")
+        return redirect("parley:room", public_id=room.public_id)
+    username = form.cleaned_data["username"]
+    user = services.user_get_by_username(username=username)
+    if user is None:
+        messages.error(request, f"There is no user called “{username}”.")
+    elif services.room_is_member(room=room, user=user):
+        messages.info(request, f"{user.get_username()} is already in this room.")
+    else:
+        try:
+            services.room_invite(room=room, by=request.user, user=user)
+        except PermissionDenied as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{user.get_username()} can now join this room.")
+    return redirect("parley:room", public_id=room.public_id)

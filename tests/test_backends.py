@@ -1,0 +1,413 @@
+"""Assistant backends: one contract suite run against every backend, then each backend's own
+behaviour. The OpenAI backend talks real HTTP to the fake model server of
+``tests/openai_server.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from parley.backends.base import AssistantBackend, AssistantRequest, Turn
+from parley.backends.offline import INTRO, OfflineBackend, calculate, compose_answer
+from parley.backends.openai import OpenAIBackend, build_messages
+from parley.backends.scripted import ScriptedBackend
+from parley.exceptions import BackendError
+from tests.openai_server import FakeOpenAIServer, Script, serve
+from tests.servers import free_port
+
+API_KEY = "sk-test-parley-0123456789abcdef"
+
+QUESTION = AssistantRequest(
+    turns=[
+        Turn(role="user", content="Shall we plan the trip?", author="bob"),
+        Turn(role="assistant", content="Happy to help with the trip."),
+        Turn(role="user", content="What is 2 * (3 + 4)?", author="alice"),
+    ],
+    room="Team",
+    user="alice",
+)
+OTHER_QUESTION = AssistantRequest(
+    turns=[Turn(role="user", content="hello", author="bob")], room="Team", user="bob"
+)
+
+
+def ask(text: str, *, user: str = "alice", room: str = "Notes") -> AssistantRequest:
+    return AssistantRequest(turns=[Turn(role="user", content=text, author=user)], room=room, user=user)
+
+
+async def collect(stream: AsyncIterator[str]) -> list[str]:
+    return [piece async for piece in stream]
+
+
+async def failure_of(backend: AssistantBackend, request: AssistantRequest = QUESTION) -> tuple[list[str], BackendError]:
+    """The pieces streamed before the backend failed, and its error (the test fails if it
+    does not fail within 10 s)."""
+    pieces: list[str] = []
+
+    async def drain() -> None:
+        async for piece in backend.stream(request):
+            pieces.append(piece)
+
+    with pytest.raises(BackendError) as info:
+        await asyncio.wait_for(drain(), 10)
+    return pieces, info.value
+
+
+# The contract ----------------------------------------------------------------------------
+
+
+class BackendContract:
+    """What every backend promises (parley/backends/base.py). A subclass provides the
+    ``backend`` fixture (answers at once), the ``slow_backend`` fixture (takes seconds to
+    answer, piece by piece) and :meth:`expected`."""
+
+    @pytest.fixture
+    def backend(self) -> AssistantBackend:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def slow_backend(self) -> AssistantBackend:
+        raise NotImplementedError
+
+    def expected(self, request: AssistantRequest) -> str:
+        """The whole answer the fast backend gives to ``request``."""
+        raise NotImplementedError
+
+    async def test_streams_non_empty_text_pieces_that_join_to_the_answer(self, backend):
+        pieces = await collect(backend.stream(QUESTION))
+        assert len(pieces) > 1, "the answer should stream in pieces"
+        assert all(isinstance(piece, str) and piece for piece in pieces)
+        assert "".join(pieces) == self.expected(QUESTION)
+
+    async def test_shared_instance_answers_concurrent_requests_independently(self, backend):
+        first, second = await asyncio.gather(
+            collect(backend.stream(QUESTION)), collect(backend.stream(OTHER_QUESTION))
+        )
+        assert "".join(first) == self.expected(QUESTION)
+        assert "".join(second) == self.expected(OTHER_QUESTION)
+
+    async def test_closing_the_stream_early_ends_it(self, slow_backend):
+        stream = slow_backend.stream(QUESTION)
+        first = await stream.__anext__()
+        assert first
+        await stream.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await stream.__anext__()
+
+    async def test_cancelling_the_consumer_propagates_and_is_not_an_error(self, slow_backend):
+        started = asyncio.Event()
+        pieces: list[str] = []
+
+        async def consume() -> None:
+            async for piece in slow_backend.stream(QUESTION):
+                pieces.append(piece)
+                started.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(started.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert pieces
+
+    async def test_aclose_is_idempotent_and_the_backend_stays_usable(self, backend):
+        await collect(backend.stream(QUESTION))
+        await backend.aclose()
+        await backend.aclose()
+        assert "".join(await collect(backend.stream(QUESTION))) == self.expected(QUESTION)
+
+
+# Scripted --------------------------------------------------------------------------------
+
+
+class TestScriptedBackend(BackendContract):
+    @pytest.fixture
+    def backend(self) -> AssistantBackend:
+        return ScriptedBackend()
+
+    @pytest.fixture
+    def slow_backend(self) -> AssistantBackend:
+        return ScriptedBackend(repeat=50, delay=0.02)
+
+    def expected(self, request: AssistantRequest) -> str:
+        return f"You said: {request.question}"
+
+    async def test_reply_template_fills_in_question_user_and_room(self):
+        backend = ScriptedBackend(reply="{user} in {room} asked: {question}")
+        answer = "".join(await collect(backend.stream(QUESTION)))
+        assert answer == "alice in Team asked: What is 2 * (3 + 4)?"
+
+    async def test_repeat_repeats_the_reply(self):
+        backend = ScriptedBackend(reply="one two ", repeat=3)
+        assert "".join(await collect(backend.stream(QUESTION))) == "one two one two one two "
+
+    async def test_fail_after_raises_backend_error_after_that_many_pieces(self):
+        backend = ScriptedBackend(reply="a b c d e", fail_after=2, error="Upstream fell over.")
+        pieces, error = await failure_of(backend)
+        assert pieces == ["a ", "b "]
+        assert str(error) == "Upstream fell over."
+
+    async def test_fail_after_the_last_piece_still_fails(self):
+        pieces, _ = await failure_of(ScriptedBackend(reply="a b", fail_after=5))
+        assert pieces == ["a ", "b"]
+
+
+# Offline ---------------------------------------------------------------------------------
+
+
+class TestOfflineBackend(BackendContract):
+    @pytest.fixture
+    def backend(self) -> AssistantBackend:
+        return OfflineBackend(delay=0)
+
+    @pytest.fixture
+    def slow_backend(self) -> AssistantBackend:
+        return OfflineBackend(delay=0.05)
+
+    def expected(self, request: AssistantRequest) -> str:
+        return compose_answer(request)
+
+    async def test_says_plainly_that_it_is_the_offline_assistant(self):
+        answer = "".join(await collect(OfflineBackend(delay=0).stream(ask("Summarise our plan"))))
+        assert "offline assistant" in answer
+        assert "no language model is connected" in answer
+        assert "PARLEY_BACKEND=openai" in answer  # and how to connect one
+
+    async def test_does_arithmetic(self):
+        answer = "".join(await collect(OfflineBackend(delay=0).stream(ask("2 * (3 + 4)"))))
+        assert answer.startswith("2 * (3 + 4) = 14")
+
+    async def test_greets_the_asker_by_name(self):
+        answer = "".join(await collect(OfflineBackend(delay=0).stream(ask("hi there", user="bob"))))
+        assert answer.startswith("Hello, bob!")
+
+    @pytest.mark.parametrize(
+        "expression, result",
+        [("1 + 2 * 3", "7"), ("-(4 - 10) / 4", "1.5"), ("7 // 2 + 7 % 2", "4"), ("2 ** 10 =", "1024")],
+    )
+    def test_calculate(self, expression, result):
+        assert calculate(expression) == f"{expression.rstrip('= ')} = {result}"
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "__import__('os').system('touch /tmp/parley-pwned')",
+            "__import__('os').getcwd()",
+            "(1).__class__",
+            "2 ** 100000",
+            "9 ** 9 ** 9",
+            "1 / 0",
+            "what is 2 + 2",
+            "()",
+        ],
+    )
+    def test_calculate_refuses_anything_but_small_arithmetic(self, text):
+        assert calculate(text) is None
+
+    async def test_code_is_answered_as_a_question_not_run(self):
+        request = ask("__import__('os').getcwd()")
+        answer = "".join(await collect(OfflineBackend(delay=0).stream(request)))
+        assert INTRO in answer
+        assert "You asked:" in answer
+        assert " = " not in answer.split("You asked:")[0]
+
+
+# OpenAI-compatible -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAIServer]:
+    yield from serve()
+
+
+class TestOpenAIBackend(BackendContract):
+    SLOW = Script(tokens=[f"word{i} " for i in range(200)], delay=0.05)
+
+    @pytest.fixture
+    async def make_backend(self, fake_openai):
+        made: list[OpenAIBackend] = []
+
+        def make(**options: Any) -> OpenAIBackend:
+            options = {"base_url": fake_openai.base_url, "api_key": API_KEY, "model": "fake-model", "timeout": 10, **options}
+            backend = OpenAIBackend(**options)
+            made.append(backend)
+            return backend
+
+        yield make
+        for backend in made:
+            await backend.aclose()
+
+    @pytest.fixture
+    def backend(self, make_backend) -> AssistantBackend:
+        return make_backend()
+
+    @pytest.fixture
+    def slow_backend(self, make_backend, fake_openai) -> AssistantBackend:
+        fake_openai.script = self.SLOW
+        return make_backend()
+
+    def expected(self, request: AssistantRequest) -> str:
+        return Script().text
+
+    # The request ---------------------------------------------------------------------------
+
+    async def test_request_carries_model_system_prompt_named_turns_stream_and_key(
+        self, make_backend, fake_openai
+    ):
+        backend = make_backend(model="llama3.2", system_prompt="You help the Team room.")
+        await collect(backend.stream(QUESTION))
+        exchange = fake_openai.last
+        assert exchange.path == "/v1/chat/completions"
+        assert exchange.headers["authorization"] == f"Bearer {API_KEY}"
+        assert exchange.body["model"] == "llama3.2"
+        assert exchange.body["stream"] is True
+        assert exchange.body["messages"] == [
+            {"role": "system", "content": "You help the Team room."},
+            {"role": "user", "content": "bob: Shall we plan the trip?"},
+            {"role": "assistant", "content": "Happy to help with the trip."},
+            {"role": "user", "content": "alice: What is 2 * (3 + 4)?"},
+        ]
+        for unset in ("temperature", "max_tokens"):
+            assert unset not in exchange.body
+
+    async def test_default_system_prompt_explains_the_shared_room(self, make_backend, fake_openai):
+        await collect(make_backend().stream(QUESTION))
+        system = fake_openai.last.body["messages"][0]
+        assert system["role"] == "system"
+        assert "Parley" in system["content"]
+        assert '"alice: ..."' in system["content"]
+
+    async def test_sampling_options_and_extra_body_are_sent(self, make_backend, fake_openai):
+        backend = make_backend(temperature=0.2, max_tokens=64, extra_body={"top_k": 20})
+        await collect(backend.stream(QUESTION))
+        body = fake_openai.last.body
+        assert (body["temperature"], body["max_tokens"], body["top_k"]) == (0.2, 64, 20)
+
+    async def test_without_a_key_a_placeholder_is_sent(self, make_backend, fake_openai, monkeypatch):
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        await collect(make_backend(api_key=None).stream(QUESTION))
+        assert fake_openai.last.headers["authorization"] == "Bearer not-needed"
+
+    def test_build_messages_without_system_prompt(self):
+        assert build_messages(ask("hi"), system_prompt="") == [{"role": "user", "content": "alice: hi"}]
+
+    # The answer ----------------------------------------------------------------------------
+
+    async def test_skips_role_usage_and_empty_chunks(self, make_backend, fake_openai):
+        fake_openai.script = Script(tokens=["Tea", "", " is", " ready."], usage=True)
+        assert await collect(make_backend().stream(QUESTION)) == ["Tea", " is", " ready."]
+
+    async def test_unicode_survives(self, make_backend, fake_openai):
+        fake_openai.script = Script(tokens=["Grüße", " 🎉", " 東京"])
+        assert "".join(await collect(make_backend().stream(QUESTION))) == "Grüße 🎉 東京"
+
+    def test_one_client_per_event_loop(self, fake_openai):
+        # Tests, and servers restarting their loop, use one instance from several loops; a
+        # pooled connection of a finished loop must not be reused.
+        backend = OpenAIBackend(base_url=fake_openai.base_url, api_key=API_KEY)
+
+        async def answer() -> str:
+            return "".join(await collect(backend.stream(QUESTION)))
+
+        assert asyncio.run(answer()) == Script().text
+        assert asyncio.run(answer()) == Script().text
+        assert len(fake_openai.exchanges) == 2
+
+    # Stopping ------------------------------------------------------------------------------
+
+    async def assert_upstream_stopped(self, fake: FakeOpenAIServer) -> None:
+        """The server saw the client go away, and wrote nothing more afterwards."""
+        await fake.wait_for(lambda: fake.last.disconnected)
+        sent = fake.last.tokens_sent
+        await asyncio.sleep(0.3)
+        assert fake.last.tokens_sent == sent < len(self.SLOW.tokens)
+        assert not fake.last.finished
+
+    async def test_closing_the_stream_closes_the_upstream_response(self, slow_backend, fake_openai):
+        stream = slow_backend.stream(QUESTION)
+        assert await stream.__anext__() == "word0 "
+        await stream.aclose()
+        await self.assert_upstream_stopped(fake_openai)
+
+    async def test_cancelling_the_consumer_closes_the_upstream_response(self, slow_backend, fake_openai):
+        received = asyncio.Event()
+
+        async def consume() -> None:
+            async for _ in slow_backend.stream(QUESTION):
+                received.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(received.wait(), 10)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await self.assert_upstream_stopped(fake_openai)
+
+    # Failures ------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        "status, message, shown",
+        [
+            (500, "The model crashed while loading.", "The model crashed while loading."),
+            (401, f"Incorrect API key provided: {API_KEY}.", "Check the API key"),
+            (404, "The model `fake-model` does not exist.", "Check the model name"),
+            (429, "Rate limit reached.", "try again later"),
+        ],
+    )
+    async def test_http_errors_become_backend_errors_without_the_key(
+        self, make_backend, fake_openai, status, message, shown
+    ):
+        fake_openai.script = Script(status=status, error={"message": message, "type": "error"})
+        pieces, error = await failure_of(make_backend())
+        assert pieces == []
+        assert f"HTTP {status}" in str(error)
+        assert shown in str(error)
+        assert API_KEY not in str(error)
+        assert API_KEY[:12] not in str(error)
+
+    async def test_long_server_messages_are_cut(self, make_backend, fake_openai):
+        fake_openai.script = Script(status=500, error={"message": "x" * 5000})
+        _, error = await failure_of(make_backend())
+        assert "HTTP 500" in str(error)
+        assert len(str(error)) < 400
+
+    async def test_connection_refused_becomes_backend_error(self, make_backend):
+        port = free_port()  # nothing listens there
+        backend = make_backend(base_url=f"http://user:hunter2@127.0.0.1:{port}/v1")
+        _, error = await failure_of(backend)
+        assert f"Could not reach the model server at http://127.0.0.1:{port}/v1" in str(error)
+        assert "hunter2" not in str(error)
+
+    async def test_error_mid_stream_comes_after_the_earlier_tokens(self, make_backend, fake_openai):
+        fake_openai.script = Script(
+            fail_after=3, error={"message": "CUDA out of memory", "type": "server_error"}
+        )
+        pieces, error = await failure_of(make_backend())
+        assert pieces == Script().tokens[:3]
+        assert "reported an error while answering: CUDA out of memory" in str(error)
+
+    async def test_a_server_that_hangs_times_out(self, make_backend, fake_openai):
+        fake_openai.script = Script(hang=True)
+        _, error = await failure_of(make_backend(timeout=0.5))
+        assert "did not answer within 0.5 seconds" in str(error)
+        await fake_openai.wait_for(lambda: fake_openai.last.disconnected)
+
+    async def test_a_stream_that_stalls_times_out(self, make_backend, fake_openai):
+        fake_openai.script = Script(tokens=["Hello", " there", " ..."], delay=3)
+        _, error = await failure_of(make_backend(timeout=0.5))
+        assert "did not answer within 0.5 seconds" in str(error)
+
+    def test_missing_openai_package_names_the_extra(self, monkeypatch):
+        monkeypatch.setitem(sys.modules, "openai", None)  # makes "import openai" fail
+        monkeypatch.delitem(sys.modules, "parley.backends.openai")
+        with pytest.raises(ImproperlyConfigured, match=r"pip install 'parley\[openai\]'") as info:
+            importlib.import_module("parley.backends.openai")
+        # An ImportError too: the backend handler and the system checks report it as such.
+        assert isinstance(info.value, ImportError)

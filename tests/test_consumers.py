@@ -1,0 +1,297 @@
+"""The room socket through the real ASGI stack (Origin validator, session auth, router)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+
+from example.asgi import application
+from parley.models import Message
+from parley.testing import RoomClient
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+def scripted(**options):
+    return {
+        "BACKENDS": {
+            "default": {"BACKEND": "parley.backends.scripted.ScriptedBackend", "OPTIONS": options}
+        },
+        "STREAM_FLUSH_INTERVAL": 0.01,
+        "STREAM_PERSIST_INTERVAL": 0.05,
+    }
+
+
+@pytest.fixture
+def backend(settings):
+    """Configure the scripted backend: ``backend(reply=..., delay=...)``."""
+
+    def configure(**options):
+        settings.PARLEY = scripted(**options)
+
+    configure(reply="Echo: {question}")
+    return configure
+
+
+@pytest.fixture
+async def connect():
+    clients: list[RoomClient] = []
+
+    async def open_(room, user, **kwargs) -> RoomClient:
+        client = await RoomClient.connect(application, room, user, **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_
+    for client in clients:
+        await client.disconnect()
+
+
+async def joined(connect, room, user) -> RoomClient:
+    client = await connect(room, user)
+    assert client.connected
+    hello = await client.expect("hello")
+    assert hello["room"]["id"] == room.public_id
+    return client
+
+
+async def finished(client: RoomClient, timeout: float = 10) -> dict:
+    return (await client.expect("done", timeout=timeout))["message"]
+
+
+def stored(room, **filters) -> list[Message]:
+    return list(Message.objects.filter(room=room, **filters).order_by("seq"))
+
+
+async def test_hello_names_room_user_and_limits(connect, alice, private_room, backend):
+    client = await connect(private_room, alice)
+    hello = await client.expect("hello")
+    assert hello["v"] == 1
+    assert hello["user"]["name"] == "alice"
+    assert hello["room"] == {"id": private_room.public_id, "title": "Notes", "kind": "private"}
+    assert hello["last_seq"] == 0
+    assert hello["limits"]["max_message_chars"] > 0
+
+
+async def test_anonymous_socket_is_told_and_closed(connect, private_room, backend):
+    client = await connect(private_room, None)
+    error = await client.expect("error")
+    assert error["code"] == "unauthenticated"
+    assert await client.closed() == 4401
+
+
+async def test_non_member_and_unknown_room_are_refused_alike(connect, bob, private_room, backend):
+    client = await connect(private_room, bob)
+    error = await client.expect("error")
+    assert error["code"] == "forbidden"
+    assert await client.closed() == 4403
+    ghost = await connect(private_room, bob, path="/ws/rooms/not-a-room/")
+    assert (await ghost.expect("error"))["detail"] == error["detail"]
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", None])
+async def test_foreign_or_missing_origin_is_refused_at_handshake(connect, alice, private_room, origin, backend):
+    client = await connect(private_room, alice, origin=origin)
+    assert not client.connected
+
+
+async def test_message_is_stored_acked_broadcast_and_answered(connect, alice, bob, shared_room, backend):
+    a = await joined(connect, shared_room, alice)
+    b = await joined(connect, shared_room, bob)
+    await a.send(type="send", client_id="c1", text="hello there")
+    ack = await a.expect("ack")
+    assert ack["client_id"] == "c1" and not ack["duplicate"]
+    assert ack["message"]["seq"] == 1 and ack["message"]["text"] == "hello there"
+    seen = await b.expect("message")
+    assert seen["message"]["id"] == ack["message"]["id"]
+    assert seen["message"]["author"]["name"] == "alice"
+    started = await b.expect("message")
+    assert started["message"]["role"] == "assistant" and started["message"]["status"] == "streaming"
+    for client in (a, b):
+        final = await finished(client)
+        assert final["status"] == "complete"
+        assert final["text"] == "Echo: hello there"
+        assert final["html"] == "<p>Echo: hello there</p>\n"
+    rows = await database_sync_to_async(stored)(shared_room)
+    assert [(m.seq, m.role, m.status) for m in rows] == [
+        (1, "user", "complete"),
+        (2, "assistant", "complete"),
+    ]
+
+
+async def test_deltas_rebuild_the_answer_in_order(connect, alice, private_room, backend):
+    backend(reply="one two three four five six seven eight", delay=0.005)
+    client = await joined(connect, private_room, alice)
+    await client.send(type="send", client_id="c1", text="count")
+    text = ""
+    while True:
+        frame = await client.receive()
+        if frame["type"] == "delta":
+            assert frame["offset"] == len(text)
+            text += frame["text"]
+        elif frame["type"] == "done":
+            break
+    assert text == frame["message"]["text"] == "one two three four five six seven eight"
+
+
+async def test_resend_after_reconnect_is_not_stored_twice(connect, alice, private_room, backend):
+    client = await joined(connect, private_room, alice)
+    await client.send(type="send", client_id="same", text="once", ask=False)
+    first = await client.expect("ack")
+    await client.disconnect()
+    again = await joined(connect, private_room, alice)
+    await again.send(type="send", client_id="same", text="once", ask=False)
+    second = await again.expect("ack")
+    assert second["duplicate"] and second["message"]["id"] == first["message"]["id"]
+    assert len(await database_sync_to_async(stored)(private_room)) == 1
+
+
+async def test_ask_false_stores_without_answer(connect, alice, bob, shared_room, backend):
+    a = await joined(connect, shared_room, alice)
+    await a.send(type="send", client_id="c1", text="just us", ask=False)
+    await a.expect("ack")
+    await a.send(type="resume", after=0)
+    history = await a.expect("history")
+    assert [m["role"] for m in history["messages"]] == ["user"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("{oops", "bad_json"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"type": "send", "client_id": "c", "text": 1}', "bad_frame"),
+        ('{"type": "send", "client_id": "c", "text": ""}', "empty_text"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_socket_stays_usable(connect, alice, private_room, raw, code, backend):
+    client = await joined(connect, private_room, alice)
+    await client.send_raw(raw)
+    error = await client.expect("error")
+    assert error["code"] == code and error["detail"]
+    await client.send(type="send", client_id="after", text="still here", ask=False)
+    assert (await client.expect("ack"))["message"]["text"] == "still here"
+    assert [m.text for m in await database_sync_to_async(stored)(private_room)] == ["still here"]
+
+
+async def test_binary_and_oversize_frames_are_refused(connect, alice, private_room, backend, settings):
+    settings.PARLEY = {**settings.PARLEY, "MAX_FRAME_BYTES": 1000}
+    client = await joined(connect, private_room, alice)
+    await client.send_raw(data=b"\x00\x01")
+    assert (await client.expect("error"))["code"] == "binary_frame"
+    await client.send(type="send", client_id="big", text="é" * 600)  # 1,200 bytes in UTF-8
+    error = await client.expect("error")
+    assert error["code"] == "frame_too_large" and "1000" in error["detail"]
+    assert await database_sync_to_async(stored)(private_room) == []
+
+
+async def test_resume_sends_missed_messages_in_pages(connect, alice, private_room, backend, settings):
+    settings.PARLEY = {**settings.PARLEY, "HISTORY_PAGE_SIZE": 2}
+    client = await joined(connect, private_room, alice)
+    for n in range(5):
+        await client.send(type="send", client_id=f"m{n}", text=f"m{n}", ask=False)
+        await client.expect("ack")
+    await client.send(type="resume", after=1)
+    page = await client.expect("history")
+    assert [m["seq"] for m in page["messages"]] == [2, 3] and page["more"]
+    await client.send(type="resume", after=page["last_seq"])
+    page = await client.expect("history")
+    assert [m["seq"] for m in page["messages"]] == [4, 5] and not page["more"]
+    await client.send(type="resume", after=5)
+    page = await client.expect("history")
+    assert page["messages"] == [] and page["last_seq"] == 5 and not page["more"]
+
+
+async def test_any_member_can_stop_an_answer(connect, alice, bob, shared_room, backend):
+    backend(reply="word ", repeat=500, delay=0.01)
+    a = await joined(connect, shared_room, alice)
+    b = await joined(connect, shared_room, bob)
+    await a.send(type="send", client_id="c1", text="talk a lot")
+    await b.expect("delta")
+    await b.send(type="cancel")
+    final = await finished(a)
+    assert final["status"] == "cancelled"
+    assert 0 < len(final["text"]) < len("word ") * 500
+    row = (await database_sync_to_async(stored)(shared_room, role="assistant"))[0]
+    assert row.status == "cancelled" and row.text == final["text"]
+
+
+async def test_cancel_without_streaming_answer_is_an_error(connect, alice, private_room, backend):
+    client = await joined(connect, private_room, alice)
+    await client.send(type="cancel")
+    assert (await client.expect("error"))["code"] == "nothing_to_cancel"
+
+
+async def test_one_answer_at_a_time_per_room(connect, alice, bob, shared_room, backend):
+    backend(reply="word ", repeat=300, delay=0.01)
+    a = await joined(connect, shared_room, alice)
+    b = await joined(connect, shared_room, bob)
+    await a.send(type="send", client_id="q1", text="first")
+    await a.expect("delta")
+    await b.send(type="send", client_id="q2", text="second")
+    assert (await b.expect("ack"))["message"]["text"] == "second"
+    busy = await b.expect("error")
+    assert busy["code"] == "busy" and busy["client_id"] == "q2"
+    await a.send(type="cancel")
+    await finished(a)
+    answers = await database_sync_to_async(stored)(shared_room, role="assistant")
+    assert len(answers) == 1
+
+
+async def test_answer_completes_after_the_asker_disconnects(connect, alice, bob, shared_room, backend):
+    backend(reply="word ", repeat=40, delay=0.01)
+    a = await joined(connect, shared_room, alice)
+    b = await joined(connect, shared_room, bob)
+    await a.send(type="send", client_id="c1", text="go on without me")
+    await a.expect("delta")
+    await a.disconnect()
+    final = await finished(b)
+    assert final["status"] == "complete" and final["text"] == "word " * 40
+
+
+async def test_resume_mid_answer_gets_text_so_far_then_live_deltas(connect, alice, private_room, backend):
+    backend(reply="tick ", repeat=60, delay=0.01)
+    first = await joined(connect, private_room, alice)
+    await first.send(type="send", client_id="c1", text="stream please")
+    for _ in range(5):
+        await first.expect("delta")
+    await first.disconnect()
+    await asyncio.sleep(0.1)
+    second = await joined(connect, private_room, alice)
+    await second.send(type="resume", after=0)
+    history = await second.expect("history")
+    streaming = [m for m in history["messages"] if m["status"] == "streaming"]
+    assert len(streaming) == 1
+    text = streaming[0]["text"]
+    pending: dict[int, str] = {}
+    while True:
+        frame = await second.receive()
+        if frame["type"] == "delta":
+            pending[frame["offset"]] = frame["text"]
+            while True:  # apply every delta that continues (or overlaps) what we have
+                usable = [o for o in pending if o <= len(text)]
+                if not usable:
+                    break
+                offset = usable[0]
+                piece = pending.pop(offset)
+                text = text[:offset] + piece if offset == 0 else text + piece[len(text) - offset :]
+        elif frame["type"] == "done":
+            break
+    assert frame["message"]["status"] == "complete"
+    assert text == frame["message"]["text"] == "tick " * 60
+
+
+async def test_failed_backend_gives_failed_message_and_error_frame(connect, alice, private_room, backend):
+    backend(reply="a b c d", fail_after=2, error="Upstream exploded.")
+    client = await joined(connect, private_room, alice)
+    await client.send(type="send", client_id="c1", text="try")
+    final = await finished(client)
+    assert final["status"] == "failed" and final["error"] == "Upstream exploded."
+    assert final["text"] == "a b "
+    error = await client.expect("error")
+    assert error["code"] == "assistant_failed" and error["message_id"] == final["id"]
+    backend(reply="fine now")
+    await client.send(type="send", client_id="c2", text="again")
+    assert (await finished(client))["status"] == "complete"

@@ -1,0 +1,135 @@
+"""A real uvicorn server (subprocess) driven by real WebSocket clients, on the in-memory
+layer and on Redis, including two servers sharing rooms through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.servers import Peer
+
+pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
+
+
+def slow_backend(reply: str = "tok ", repeat: int = 80, delay: float = 0.02) -> dict[str, str]:
+    options = {"reply": reply, "repeat": repeat, "delay": delay}
+    return {
+        "PARLEY_TEST_BACKEND": json.dumps(
+            {"BACKEND": "parley.backends.scripted.ScriptedBackend", "OPTIONS": options}
+        )
+    }
+
+
+@pytest.fixture(params=["memory", "redis"])
+def layer_env(request) -> dict[str, str]:
+    if request.param == "redis":
+        return request.getfixturevalue("redis_env")
+    return {}
+
+
+def apply_delta(text: str, offset: int, piece: str) -> str:
+    """How a client applies a delta it can use (offset at or before the end of its copy)."""
+    return piece if offset == 0 else text + piece[len(text) - offset :]
+
+
+async def follow_answer(peer: Peer, text: str = "") -> tuple[str, dict]:
+    """Apply deltas (buffering any that arrive ahead of a gap) until the answer is done."""
+    pending: dict[int, str] = {}
+    while True:
+        frame = await peer.expect(lambda f: f["type"] in {"delta", "done"})
+        if frame["type"] == "done":
+            return text, frame["message"]
+        pending[frame["offset"]] = frame["text"]
+        while usable := sorted(o for o in pending if o <= len(text)):
+            text = apply_delta(text, usable[0], pending.pop(usable[0]))
+
+
+async def test_members_see_each_other_and_the_streamed_answer(servers, layer_env, alice, bob, shared_room):
+    server = servers({**layer_env, **slow_backend(repeat=20, delay=0.005)})
+    a, b = await Peer.connect(server, shared_room, alice), await Peer.connect(server, shared_room, bob)
+    await a.send(type="send", client_id="q1", text="hello from alice")
+    ack = await a.expect(lambda f: f["type"] == "ack")
+    seen = await b.expect(lambda f: f["type"] == "message" and f["message"]["role"] == "user")
+    assert seen["message"]["id"] == ack["message"]["id"]
+    for p in (a, b):
+        text, final = await follow_answer(p)
+        assert final["status"] == "complete"
+        assert text == final["text"] == "tok " * 20
+    await a.close()
+    await b.close()
+
+
+async def test_reconnect_resumes_without_loss(servers, layer_env, alice, bob, shared_room):
+    server = servers({**layer_env, **slow_backend(repeat=150, delay=0.01)})
+    a, b = await Peer.connect(server, shared_room, alice), await Peer.connect(server, shared_room, bob)
+    await a.send(type="send", client_id="q1", text="long answer please")
+    ack = await a.expect(lambda f: f["type"] == "ack")
+    await a.expect(lambda f: f["type"] == "delta")
+    seen = [f["message"] for f in a.frames if f["type"] in {"ack", "message"}]
+    # A client resumes from just before the oldest message it still holds as streaming,
+    # so that it learns how that message went on.
+    open_seqs = [m["seq"] for m in seen if m["status"] == "streaming"]
+    resume_after = min(open_seqs) - 1 if open_seqs else max(m["seq"] for m in seen)
+    assert resume_after == ack["message"]["seq"]
+    a.drop()
+    # While alice is away: bob talks, and the answer keeps streaming.
+    for n in range(3):
+        await b.send(type="send", client_id=f"b{n}", text=f"bob {n}", ask=False)
+        await b.expect(lambda f, n=n: f["type"] == "ack" and f["client_id"] == f"b{n}")
+    await asyncio.sleep(0.3)
+    back = await Peer.connect(server, shared_room, alice)
+    await back.send(type="resume", after=resume_after)
+    history = await back.expect(lambda f: f["type"] == "history")
+    texts = [m["text"] for m in history["messages"] if m["role"] == "user"]
+    assert texts == ["bob 0", "bob 1", "bob 2"]
+    (answer,) = [m for m in history["messages"] if m["role"] == "assistant"]
+    assert answer["status"] == "streaming"  # 150 pieces 10 ms apart: still going
+    text, final = await follow_answer(back, answer["text"])
+    assert final["status"] == "complete"
+    assert text == final["text"] == "tok " * 150
+    assert ack["message"]["seq"] < final["seq"]
+    await back.close()
+    await b.close()
+
+
+async def test_two_servers_share_rooms_streams_and_stop(servers, redis_env, alice, bob, shared_room):
+    env = {**redis_env, **slow_backend(repeat=2000, delay=0.01)}
+    server_a, server_b = servers(env, name="server-a"), servers(env, name="server-b")
+    on_a, on_b = await Peer.connect(server_a, shared_room, alice), await Peer.connect(server_b, shared_room, bob)
+    # A message posted on B reaches a member on A.
+    await on_b.send(type="send", client_id="b1", text="hi from B", ask=False)
+    got = await on_a.expect(lambda f: f["type"] == "message" and f["message"]["text"] == "hi from B")
+    assert got["message"]["author"]["name"] == "bob"
+    # A question asked on A: the answer runs on A and streams live to the member on B.
+    await on_a.send(type="send", client_id="a1", text="question on A")
+    started = await on_b.expect(
+        lambda f: f["type"] == "message" and f["message"]["role"] == "assistant"
+    )
+    for _ in range(3):
+        await on_b.expect(lambda f: f["type"] == "delta")
+    # Stop sent to B stops the generation running on A.
+    await on_b.send(type="cancel")
+    for p in (on_a, on_b):
+        done = await p.expect(lambda f: f["type"] == "done")
+        assert done["message"]["id"] == started["message"]["id"]
+        assert done["message"]["status"] == "cancelled"
+        assert len(done["message"]["text"]) < len("tok ") * 2000
+    # And the other way round: asked on B, streamed live to A, stopped from A.
+    await on_b.send(type="send", client_id="b2", text="question on B")
+    second = await on_a.expect(
+        lambda f: f["type"] == "message" and f["message"]["role"] == "assistant"
+    )
+    assert second["message"]["reply_to"] != started["message"]["reply_to"]
+    text = ""
+    for _ in range(3):
+        delta = await on_a.expect(lambda f: f["type"] == "delta" and f["message_id"] == second["message"]["id"])
+        assert delta["offset"] == len(text)
+        text += delta["text"]
+    await on_a.send(type="cancel")
+    done = await on_b.expect(lambda f: f["type"] == "done" and f["message"]["id"] == second["message"]["id"])
+    assert done["message"]["status"] == "cancelled"
+    assert done["message"]["text"].startswith(text)
+    await on_a.close()
+    await on_b.close()

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import close_old_connections
+
+from parley import services
+from parley.exceptions import AssistantBusy, PermissionDenied
+from parley.models import Membership, Message, Room
+
+pytestmark = pytest.mark.django_db
+
+
+def test_room_create_makes_owner_a_member(alice):
+    room = services.room_create(owner=alice, title="  Ideas ", kind=Room.Kind.SHARED)
+    assert room.title == "Ideas"
+    assert list(room.members.all()) == [alice]
+    assert len(room.public_id) >= 16
+
+
+def test_invite_only_into_shared_rooms_and_only_by_members(alice, bob, make_user, private_room, shared_room):
+    carol = make_user("carol")
+    with pytest.raises(PermissionDenied):
+        services.room_invite(room=private_room, by=alice, user=bob)
+    with pytest.raises(PermissionDenied):
+        services.room_invite(room=shared_room, by=carol, user=carol)
+    services.room_invite(room=shared_room, by=bob, user=carol)
+    services.room_invite(room=shared_room, by=alice, user=carol)  # twice is harmless
+    assert Membership.objects.filter(room=shared_room, user=carol).count() == 1
+
+
+def test_room_get_for_member_hides_foreign_and_unknown_rooms(alice, bob, private_room):
+    assert services.room_get_for_member(public_id=private_room.public_id, user=alice) == private_room
+    with pytest.raises(PermissionDenied) as foreign:
+        services.room_get_for_member(public_id=private_room.public_id, user=bob)
+    with pytest.raises(PermissionDenied) as unknown:
+        services.room_get_for_member(public_id="no-such-room", user=bob)
+    assert str(foreign.value) == str(unknown.value)
+
+
+def test_sequence_numbers_increase_without_gaps(alice, private_room):
+    for n in range(5):
+        services.message_post(room=private_room, author=alice, text=f"m{n}")
+    assert list(private_room.messages.values_list("seq", flat=True)) == [1, 2, 3, 4, 5]
+    private_room.refresh_from_db()
+    assert private_room.last_seq == 5
+
+
+def test_resend_with_same_client_id_is_stored_once(alice, bob, shared_room):
+    first, created = services.message_post(room=shared_room, author=alice, text="hi", client_id="c1")
+    again, created_again = services.message_post(room=shared_room, author=alice, text="hi", client_id="c1")
+    assert created and not created_again
+    assert again.pk == first.pk
+    _, bob_created = services.message_post(room=shared_room, author=bob, text="hi", client_id="c1")
+    assert bob_created  # client ids are per author
+    assert shared_room.messages.count() == 2
+
+
+def test_one_streaming_answer_per_room(alice, private_room):
+    question, _ = services.message_post(room=private_room, author=alice, text="q")
+    answer = services.answer_start(room=private_room, reply_to=question, worker="w")
+    assert answer.status == Message.Status.STREAMING
+    with pytest.raises(AssistantBusy):
+        services.answer_start(room=private_room, reply_to=question, worker="w")
+    services.answer_finish(message_id=answer.pk, text="done", status=Message.Status.COMPLETE)
+    nxt, _ = services.message_post(room=private_room, author=alice, text="q2")
+    assert services.answer_start(room=private_room, reply_to=nxt, worker="w").seq == 4
+    # The refused attempt took no sequence number.
+    assert list(private_room.messages.values_list("seq", flat=True)) == [1, 2, 3, 4]
+
+
+def test_answer_finish_rejects_non_terminal_status(alice, private_room):
+    question, _ = services.message_post(room=private_room, author=alice, text="q")
+    answer = services.answer_start(room=private_room, reply_to=question, worker="w")
+    with pytest.raises(ValueError):
+        services.answer_finish(message_id=answer.pk, text="", status=Message.Status.STREAMING)
+
+
+def test_progress_is_saved_only_while_streaming(alice, private_room):
+    question, _ = services.message_post(room=private_room, author=alice, text="q")
+    answer = services.answer_start(room=private_room, reply_to=question, worker="w")
+    services.answer_save_progress(message_id=answer.pk, text="part")
+    assert services.message_get(message_id=answer.pk).text == "part"
+    services.answer_finish(message_id=answer.pk, text="final", status=Message.Status.CANCELLED)
+    services.answer_save_progress(message_id=answer.pk, text="late")
+    assert services.message_get(message_id=answer.pk).text == "final"
+
+
+def test_answer_request_has_recent_history_with_authors(alice, bob, shared_room, settings):
+    settings.PARLEY = {**settings.PARLEY, "CONTEXT_MESSAGES": 3}
+    services.message_post(room=shared_room, author=alice, text="old")
+    services.message_post(room=shared_room, author=bob, text="hello")
+    q1, _ = services.message_post(room=shared_room, author=alice, text="first?")
+    a1 = services.answer_start(room=shared_room, reply_to=q1, worker="w")
+    services.answer_finish(message_id=a1.pk, text="first!", status=Message.Status.COMPLETE)
+    q2, _ = services.message_post(room=shared_room, author=bob, text="second?")
+    a2 = services.answer_start(room=shared_room, reply_to=q2, worker="w")
+    request = services.answer_request(answer=a2)
+    assert [(t.role, t.content, t.author) for t in request.turns] == [
+        ("user", "first?", "alice"),
+        ("assistant", "first!", ""),
+        ("user", "second?", "bob"),
+    ]
+    assert request.question == "second?"
+    assert request.user == "bob"
+    assert request.room == "Team"
+
+
+def test_messages_after_pages(alice, private_room):
+    for n in range(5):
+        services.message_post(room=private_room, author=alice, text=f"m{n}")
+    page, more = services.messages_after(room=private_room, after=1, limit=2)
+    assert [m.seq for m in page] == [2, 3] and more
+    page, more = services.messages_after(room=private_room, after=3, limit=2)
+    assert [m.seq for m in page] == [4, 5] and not more
+
+
+def test_assistant_payload_is_sanitised_html_and_user_payload_is_text(alice, private_room):
+    question, _ = services.message_post(room=private_room, author=alice, text="<b>hi</b>")
+    answer = services.answer_start(room=private_room, reply_to=question, worker="w")
+    assert "html" not in services.message_payload(answer)  # not while streaming
+    final = services.answer_finish(
+        message_id=answer.pk,
+        text="**bold** <script>alert(1)</script> [x](javascript:alert(1)) ![i](https://evil.example/x.png)",
+        status=Message.Status.COMPLETE,
+    )
+    html = services.message_payload(final)["html"]
+    assert "<strong>bold</strong>" in html
+    assert "&lt;script&gt;" in html and "<script" not in html
+    assert 'href="javascript' not in html and "<img" not in html
+    user_payload = services.message_payload(question)
+    assert "html" not in user_payload and user_payload["text"] == "<b>hi</b>"
+    assert user_payload["author"] == {"id": alice.pk, "name": "alice"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_posts_get_distinct_gapless_numbers(alice, private_room):
+    errors: list[BaseException] = []
+
+    def post(worker: int) -> None:
+        try:
+            for n in range(10):
+                services.message_post(room=private_room, author=alice, text=f"{worker}-{n}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=post, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(private_room.messages.values_list("seq", flat=True)) == list(range(1, 41))
