@@ -9,11 +9,13 @@ django_asgi_app = get_asgi_application()  # set up Django before importing consu
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from parley.lifespan import lifespan_application  # noqa: E402
 from parley.routing import websocket_application, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": websocket_application(URLRouter(websocket_urlpatterns)),
+        "lifespan": lifespan_application,
     }
 )

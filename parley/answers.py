@@ -9,7 +9,6 @@ first at once, later ones every ``STREAM_FLUSH_INTERVAL`` seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -30,8 +29,10 @@ logger = logging.getLogger(__name__)
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-# Strong references to running answers: asyncio keeps only weak ones.
-_running: dict[int, Answer] = {}
+# Strong references to running answers (asyncio keeps only weak ones), with their tasks.
+_running: dict[int, tuple[Answer, asyncio.Task[None]]] = {}
+
+SHUTDOWN = "shutdown"
 
 
 def frame_event(frame: dict[str, Any]) -> dict[str, Any]:
@@ -53,7 +54,7 @@ class Answer:
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
         self.task: asyncio.Task[None] | None = None
-        self.cancelled_by: str | None = None
+        self.stop_reason: str | None = None
 
     @property
     def text(self) -> str:
@@ -63,14 +64,16 @@ class Answer:
         config = get_config()
         channel = await self.layer.new_channel("parley.answer.")
         await self.layer.group_add(self.room.control_group_name, channel)
-        control = asyncio.create_task(self._control(channel))
-        status, error = Message.Status.COMPLETE, ""
+        helpers = [
+            asyncio.create_task(self._control(channel)),
+            asyncio.create_task(self._heartbeat(config.stream_persist_interval)),
+        ]
         try:
-            status, error = await self._generate(config.stream_flush_interval, config.stream_persist_interval)
+            status, error = await self._generate(config.stream_flush_interval)
         finally:
-            control.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await control
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self.layer.group_discard(self.room.control_group_name, channel)
         final = await database_sync_to_async(services.answer_finish)(
             message_id=self.message.pk, text=self.text, status=status, error=error
@@ -86,14 +89,16 @@ class Answer:
             "answer %s in room %s: %s, %d characters", final.pk, self.room.pk, status, len(self.text)
         )
 
-    async def _generate(self, flush_interval: float, persist_interval: float) -> tuple[str, str]:
-        pump = asyncio.create_task(self._pump(flush_interval, persist_interval))
+    async def _generate(self, flush_interval: float) -> tuple[str, str]:
+        pump = asyncio.create_task(self._pump(flush_interval))
         self.task = pump
         try:
             await pump
         except asyncio.CancelledError:
-            if self.cancelled_by is None:  # our own task is being cancelled: shutting down
+            if self.stop_reason is None:  # not ours: the process is going down
                 raise
+            if self.stop_reason == SHUTDOWN:
+                return Message.Status.INTERRUPTED, "The server restarted during this answer."
             return Message.Status.CANCELLED, ""
         except BackendError as exc:
             return Message.Status.FAILED, str(exc)
@@ -104,10 +109,10 @@ class Answer:
             await self._flush()
         return Message.Status.COMPLETE, ""
 
-    async def _pump(self, flush_interval: float, persist_interval: float) -> None:
+    async def _pump(self, flush_interval: float) -> None:
         backend = get_backend(self.room.backend)
         request = await database_sync_to_async(services.answer_request)(answer=self.message)
-        last_flush = last_persist = time.monotonic()
+        last_flush = time.monotonic()
         flusher: asyncio.Task[None] | None = None
         stream = backend.stream(request)
         try:
@@ -122,11 +127,6 @@ class Answer:
                     delay = max(0.0, flush_interval - (time.monotonic() - last_flush))
                     flusher = asyncio.create_task(self._flush_later(delay))
                     last_flush = time.monotonic() + delay
-                if time.monotonic() - last_persist >= persist_interval:
-                    last_persist = time.monotonic()
-                    await database_sync_to_async(services.answer_save_progress)(
-                        message_id=self.message.pk, text=self.text
-                    )
         finally:
             # Closing the generator closes the upstream request: nothing more is generated.
             await stream.aclose()
@@ -149,6 +149,21 @@ class Answer:
             protocol.delta(message_id=self.message.pk, offset=offset, text=chunk),
         )
 
+    def stop(self, reason: str) -> None:
+        """Stop generating: ``reason`` is who pressed stop, or :data:`SHUTDOWN`."""
+        if self.task is not None and not self.task.done() and self.stop_reason is None:
+            self.stop_reason = reason
+            self.task.cancel()
+
+    async def _heartbeat(self, interval: float) -> None:
+        """Save the text so far every ``interval`` seconds. The write's timestamp tells other
+        processes this answer is alive; see :func:`parley.services.answers_interrupt_stale`."""
+        while True:
+            await asyncio.sleep(interval)
+            await database_sync_to_async(services.answer_save_progress)(
+                message_id=self.message.pk, text=self.text
+            )
+
     async def _control(self, channel: str) -> None:
         """Serve the room's control group: cancel requests and snapshot requests."""
         while True:
@@ -157,9 +172,8 @@ class Answer:
             target = event.get("message_id")
             if target not in (None, self.message.pk):
                 continue
-            if kind == "parley.cancel" and self.task is not None and not self.task.done():
-                self.cancelled_by = event.get("by") or "?"
-                self.task.cancel()
+            if kind == "parley.cancel":
+                self.stop(event.get("by") or "?")
             elif kind == "parley.snapshot":
                 # The whole text so far as a delta at offset 0: the asker replaces its copy.
                 await self.layer.send(
@@ -175,13 +189,14 @@ async def answer_begin(*, layer: BaseChannelLayer, room: Room, question: Message
     :class:`parley.exceptions.AssistantBusy` if the room already has an answer streaming.
     The answer goes on if the asker disconnects; any member stops it with :func:`answer_cancel`.
     """
+    await answers_interrupt_stale(layer=layer, room=room)
     message = await database_sync_to_async(services.answer_start)(
         room=room, reply_to=question, worker=WORKER_ID
     )
     await broadcast(layer, room, protocol.message(services.message_payload(message)))
     answer = Answer(layer=layer, room=room, message=message)
-    _running[message.pk] = answer
     task = asyncio.create_task(answer.run(), name=f"parley-answer-{message.pk}")
+    _running[message.pk] = (answer, task)
     task.add_done_callback(lambda _: _running.pop(message.pk, None))
     return message
 
@@ -203,6 +218,19 @@ async def answer_request_snapshot(
     )
 
 
-def answers_running() -> dict[int, Answer]:
-    """Answers this process is generating, by message id."""
-    return dict(_running)
+async def answers_interrupt_stale(*, layer: BaseChannelLayer, room: Room) -> None:
+    """Close the room's answers whose process stopped sending heartbeats (it crashed or was
+    killed) as ``interrupted``, and tell the room."""
+    for message in await database_sync_to_async(services.answers_interrupt_stale)(room=room):
+        await broadcast(layer, room, protocol.done(services.message_payload(message)))
+
+
+async def answers_shutdown(timeout: float = 5.0) -> None:
+    """Stop every answer of this process as ``interrupted`` and wait until each is stored
+    and announced. Called when the server shuts down."""
+    running = list(_running.values())
+    for answer, _ in running:
+        answer.stop(SHUTDOWN)
+    if running:
+        await asyncio.wait([task for _, task in running], timeout=timeout)
+        logger.info("interrupted %d running answer(s) at shutdown", len(running))

@@ -19,8 +19,11 @@ DEFAULTS: dict[str, Any] = {
     },
     # How often coalesced assistant deltas are flushed to the room (the first goes out at once).
     "STREAM_FLUSH_INTERVAL": 0.04,
-    # How often the text of a streaming answer is written to the database.
+    # How often the text of a streaming answer is written to the database (its heartbeat).
     "STREAM_PERSIST_INTERVAL": 1.0,
+    # A streaming answer with no heartbeat for this long is marked interrupted: its process
+    # died. Keep it well above STREAM_PERSIST_INTERVAL.
+    "ANSWER_STALE_AFTER": 15.0,
     # How many earlier messages of the room the assistant sees as context.
     "CONTEXT_MESSAGES": 20,
     # Largest text frame accepted from a client, in bytes; larger frames get an error frame.
@@ -41,6 +44,7 @@ class ParleyConfig:
     backends: dict[str, dict[str, Any]] = field(default_factory=dict)
     stream_flush_interval: float = 0.04
     stream_persist_interval: float = 1.0
+    answer_stale_after: float = 15.0
     context_messages: int = 20
     max_frame_bytes: int = 32 * 1024
     max_message_chars: int = 8000

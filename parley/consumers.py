@@ -111,6 +111,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 await self._error("busy", f"{exc} Your message was stored.", client_id=frame.client_id)
 
     async def _on_cancel(self, frame: protocol.Cancel) -> None:
+        await answers.answers_interrupt_stale(layer=self.channel_layer, room=self.room)
         streaming = await database_sync_to_async(services.answer_streaming)(room=self.room)
         if streaming is None or frame.message_id not in (None, streaming.pk):
             await self._error("nothing_to_cancel", "No answer is streaming in this room.")
@@ -123,6 +124,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         )
 
     async def _on_resume(self, frame: protocol.Resume) -> None:
+        await answers.answers_interrupt_stale(layer=self.channel_layer, room=self.room)
         messages, more = await database_sync_to_async(services.messages_after)(
             room=self.room, after=frame.after
         )

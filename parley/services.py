@@ -6,11 +6,13 @@ Functions are keyword-only and named ``<entity>_<action>``.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from .backends.base import AssistantRequest, Turn
 from .conf import get_config
@@ -195,15 +197,38 @@ def answer_streaming(*, room: Room) -> Message | None:
 
 
 def answer_save_progress(*, message_id: int, text: str) -> None:
-    """Record the text generated so far (only while the answer is still streaming)."""
-    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(text=text)
+    """Record the text generated so far (only while the answer is still streaming). The
+    ``updated_at`` stamp doubles as the answer's heartbeat."""
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+        text=text, updated_at=timezone.now()
+    )
+
+
+def answers_interrupt_stale(*, room: Room | None = None) -> list[Message]:
+    """Mark ``interrupted`` the streaming answers (of ``room``, or everywhere) whose process
+    has not written a heartbeat for ``ANSWER_STALE_AFTER`` seconds; returns them."""
+    cutoff = timezone.now() - timedelta(seconds=get_config().answer_stale_after)
+    stale = Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff)
+    if room is not None:
+        stale = stale.filter(room=room)
+    ids = list(stale.values_list("pk", flat=True))
+    if not ids:
+        return []
+    Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
+        status=Message.Status.INTERRUPTED,
+        error="The server generating this answer stopped.",
+        updated_at=timezone.now(),
+    )
+    return list(Message.objects.select_related("author").filter(pk__in=ids))
 
 
 def answer_finish(*, message_id: int, text: str, status: str, error: str = "") -> Message:
     """Close an answer with its final text and a terminal status."""
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status!r} is not a terminal status")
-    Message.objects.filter(pk=message_id).update(text=text, status=status, error=error[:500])
+    Message.objects.filter(pk=message_id).update(
+        text=text, status=status, error=error[:500], updated_at=timezone.now()
+    )
     return message_get(message_id=message_id)
 
 

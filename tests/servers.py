@@ -61,7 +61,7 @@ class Server:
             [
                 sys.executable, "-m", "uvicorn", "example.asgi:application",
                 "--host", "127.0.0.1", "--port", str(self.port),
-                "--ws-max-size", "1048576", "--no-access-log", "--lifespan", "off",
+                "--ws-max-size", "1048576", "--no-access-log",
             ],
             cwd=ROOT,
             env=self.env,

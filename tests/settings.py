@@ -32,4 +32,5 @@ PARLEY = {
         )
     },
     "STREAM_FLUSH_INTERVAL": 0.02,
+    **json.loads(os.environ.get("PARLEY_TEST_OPTIONS", "{}")),
 }

@@ -295,3 +295,19 @@ async def test_failed_backend_gives_failed_message_and_error_frame(connect, alic
     backend(reply="fine now")
     await client.send(type="send", client_id="c2", text="again")
     assert (await finished(client))["status"] == "complete"
+
+
+async def test_ticket_lets_a_cookieless_client_into_its_room_only(connect, alice, private_room, shared_room, backend, settings):
+    from parley.auth import ticket_issue
+
+    ticket = await database_sync_to_async(ticket_issue)(user=alice, room=private_room.public_id)
+    path = f"/ws/rooms/{private_room.public_id}/?ticket={ticket}"
+    client = await connect(private_room, None, path=path)
+    assert (await client.expect("hello"))["user"]["name"] == "alice"
+    elsewhere = await connect(shared_room, None, path=f"/ws/rooms/{shared_room.public_id}/?ticket={ticket}")
+    assert (await elsewhere.expect("error"))["code"] == "forbidden"
+    forged = await connect(private_room, None, path=path[:-3] + "xyz")
+    assert (await forged.expect("error"))["code"] == "unauthenticated"
+    settings.PARLEY = {**settings.PARLEY, "TICKET_MAX_AGE": -1}
+    expired = await connect(private_room, None, path=path)
+    assert (await expired.expect("error"))["code"] == "unauthenticated"

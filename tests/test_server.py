@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 import pytest
 
@@ -134,3 +135,36 @@ async def test_two_servers_share_rooms_streams_and_stop(servers, redis_env, alic
     assert done["message"]["text"].startswith(text)
     await on_a.close()
     await on_b.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+async def test_answer_of_a_dead_server_ends_interrupted(servers, redis_env, alice, bob, shared_room, sig):
+    options = {"PARLEY_TEST_OPTIONS": json.dumps({"STREAM_PERSIST_INTERVAL": 0.2, "ANSWER_STALE_AFTER": 1.0})}
+    env = {**redis_env, **slow_backend(repeat=2000, delay=0.01), **options}
+    doomed, survivor = servers(env, name="doomed"), servers(env, name="survivor")
+    on_doomed = await Peer.connect(doomed, shared_room, alice)
+    on_survivor = await Peer.connect(survivor, shared_room, bob)
+    await on_doomed.send(type="send", client_id="q1", text="long one")
+    started = await on_survivor.expect(
+        lambda f: f["type"] == "message" and f["message"]["role"] == "assistant"
+    )
+    await on_survivor.expect(lambda f: f["type"] == "delta")
+    doomed.stop(sig)
+    if sig == signal.SIGKILL:
+        # Nobody is left to say so: the next member to resume finds the heartbeat gone.
+        await asyncio.sleep(1.5)
+        await on_survivor.send(type="resume", after=started["message"]["seq"] - 1)
+    done = await on_survivor.expect(lambda f: f["type"] == "done")
+    assert done["message"]["id"] == started["message"]["id"]
+    assert done["message"]["status"] == "interrupted"
+    # The room is usable again: ask again on the surviving server.
+    await on_survivor.send(type="send", client_id="q2", text="once more")
+    retry = await on_survivor.expect(
+        lambda f: f["type"] == "message"
+        and f["message"]["role"] == "assistant"
+        and f["message"]["id"] != started["message"]["id"]
+    )
+    assert retry["message"]["status"] == "streaming"
+    await on_survivor.send(type="cancel")
+    await on_survivor.expect(lambda f: f["type"] == "done" and f["message"]["id"] == retry["message"]["id"])
+    await on_survivor.close()

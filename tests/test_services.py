@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import close_old_connections
+from django.utils import timezone
 
 from parley import services
 from parley.exceptions import AssistantBusy, PermissionDenied
@@ -154,3 +156,20 @@ def test_concurrent_posts_get_distinct_gapless_numbers(alice, private_room):
         thread.join()
     assert errors == []
     assert sorted(private_room.messages.values_list("seq", flat=True)) == list(range(1, 41))
+
+
+def test_only_answers_without_heartbeat_are_interrupted(alice, private_room, shared_room, settings):
+    settings.PARLEY = {**settings.PARLEY, "ANSWER_STALE_AFTER": 60}
+    q1, _ = services.message_post(room=private_room, author=alice, text="q")
+    stale = services.answer_start(room=private_room, reply_to=q1, worker="dead")
+    q2, _ = services.message_post(room=shared_room, author=alice, text="q")
+    alive = services.answer_start(room=shared_room, reply_to=q2, worker="alive")
+    Message.objects.filter(pk=stale.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    services.answer_save_progress(message_id=alive.pk, text="still going")
+    assert [m.pk for m in services.answers_interrupt_stale()] == [stale.pk]
+    stale.refresh_from_db()
+    alive.refresh_from_db()
+    assert stale.status == "interrupted" and stale.error
+    assert alive.status == "streaming"
+    # The room takes a new answer again.
+    assert services.answer_start(room=private_room, reply_to=q1, worker="w").status == "streaming"

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from parley import services
+from parley.auth import ticket_issue
+from parley.exceptions import PermissionDenied
+
+
+class Command(BaseCommand):
+    help = (
+        "Print a WebSocket ticket (and URL) for a user in a room, for clients that carry no "
+        "session cookie: scripts, bots, load generators."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("username")
+        parser.add_argument("room", help="The room's public id (as in its URL) or exact title.")
+        parser.add_argument("--host", default="127.0.0.1:8000")
+
+    def handle(self, *args: Any, username: str, room: str, host: str, **options: Any) -> None:
+        user = get_user_model()._default_manager.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"No user {username!r}.")
+        rooms = [r for r in services.rooms_for_user(user=user) if room in (r.public_id, r.title)]
+        if len(rooms) != 1:
+            raise CommandError(f"{username} is a member of no single room {room!r}.")
+        try:
+            target = services.room_get_for_member(public_id=rooms[0].public_id, user=user)
+        except PermissionDenied as exc:
+            raise CommandError(str(exc)) from exc
+        ticket = ticket_issue(user=user, room=target.public_id)
+        self.stdout.write(f"ws://{host}/ws/rooms/{target.public_id}/?ticket={ticket}")

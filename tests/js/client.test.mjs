@@ -1,0 +1,316 @@
+// node --test tests/js/ — the protocol state of parley/static/parley/client.js, without a DOM.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import {
+  ReconnectingSocket,
+  RoomState,
+  backoffDelay,
+  charCount,
+  socketUrl,
+} from "../../parley/static/parley/client.js";
+
+const HELLO = {
+  type: "hello",
+  v: 1,
+  room: { id: "r1", title: "Room", kind: "shared" },
+  user: { id: 7, name: "alice" },
+  last_seq: 0,
+  limits: { max_frame_bytes: 1024, max_message_chars: 20 },
+};
+
+function userMessage(seq, overrides = {}) {
+  return {
+    id: 100 + seq,
+    seq,
+    role: "user",
+    author: { id: 7, name: "alice" },
+    text: `message ${seq}`,
+    status: "complete",
+    created_at: "2026-01-01T00:00:00+00:00",
+    reply_to: null,
+    ...overrides,
+  };
+}
+
+function answer(seq, text = "", status = "streaming", extra = {}) {
+  return {
+    id: 100 + seq,
+    seq,
+    role: "assistant",
+    author: null,
+    text,
+    status,
+    created_at: "2026-01-01T00:00:00+00:00",
+    reply_to: 100 + seq - 1,
+    ...extra,
+  };
+}
+
+const delta = (seq, offset, text) => ({ type: "delta", message_id: 100 + seq, offset, text });
+
+function ids() {
+  let n = 0;
+  return () => `c${++n}`;
+}
+
+test("hello asks to resume from the last seq and records the limits", () => {
+  const state = new RoomState();
+  const update = state.apply(HELLO);
+  assert.equal(update.hello, true);
+  assert.deepEqual(update.send, [{ type: "resume", after: 0 }]);
+  assert.equal(state.limits.max_message_chars, 20);
+  assert.equal(state.user.name, "alice");
+});
+
+test("a message seen as ack, broadcast and history is stored once", () => {
+  const state = new RoomState({ newId: ids() });
+  state.apply(HELLO);
+  const frame = state.queueSend("hi", { ask: false });
+  assert.deepEqual(frame, { type: "send", client_id: "c1", text: "hi", ask: false });
+  const stored = userMessage(1, { text: "hi", client_id: "c1" });
+  const ack = state.apply({ type: "ack", client_id: "c1", message: stored, duplicate: false });
+  assert.equal(ack.outbox, true);
+  assert.deepEqual([...ack.changed], [1]);
+  state.apply({ type: "message", message: stored });
+  state.apply({ type: "history", messages: [stored], more: false, last_seq: 1 });
+  assert.equal(state.messages.size, 1);
+  assert.equal(state.list()[0].text, "hi");
+  assert.equal(state.outbox.size, 0);
+  assert.equal(state.lastSeq, 1);
+});
+
+test("deltas append at their offset; overlaps apply only the new part", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  state.apply({ type: "message", message: answer(2) });
+  state.apply(delta(2, 0, "Hello"));
+  state.apply(delta(2, 5, ", wor"));
+  assert.equal(state.messages.get(2).text, "Hello, wor");
+  // A repeat and an overlapping delta: only the characters beyond ours count.
+  state.apply(delta(2, 5, ", wor"));
+  const update = state.apply(delta(2, 7, "world!"));
+  assert.deepEqual([...update.changed], [2]);
+  assert.equal(state.messages.get(2).text, "Hello, world!");
+  assert.equal(state.apply(delta(2, 0, "Hello")).changed.size, 0, "an older snapshot changes nothing");
+  assert.equal(state.messages.get(2).text, "Hello, world!");
+});
+
+test("a delta beyond a gap waits for the snapshot, then both apply", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  // History holds the text persisted a while ago; live deltas are further on.
+  state.apply({ type: "history", messages: [userMessage(1), answer(2, "One ")], more: false, last_seq: 2 });
+  state.apply(delta(2, 12, "three "));
+  assert.equal(state.messages.get(2).text, "One ", "the gap (4..12) is not filled yet");
+  state.apply(delta(2, 18, "four"));
+  state.apply(delta(2, 0, "One two and "));
+  assert.equal(state.messages.get(2).text, "One two and three four");
+  assert.equal(state.pendingDeltas.size, 0);
+});
+
+test("deltas for a message not yet known wait for it", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  // A fresh client joins mid-answer: live deltas arrive before the history.
+  state.apply(delta(2, 10, "more"));
+  state.apply(delta(2, 0, "Snapshot: "));
+  state.apply({ type: "history", messages: [userMessage(1), answer(2, "Snap")], more: false, last_seq: 2 });
+  assert.equal(state.messages.get(2).text, "Snapshot: more");
+});
+
+test("done replaces the text, and later deltas or stale copies do not undo it", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  state.apply({ type: "message", message: answer(2) });
+  state.apply(delta(2, 0, "Hi **there**"));
+  state.apply({ type: "done", message: answer(2, "Hi **there**", "cancelled", { html: "<p>Hi <strong>there</strong></p>" }) });
+  state.apply(delta(2, 12, " late"));
+  state.apply({ type: "history", messages: [answer(2, "Hi")], more: false, last_seq: 2 });
+  const message = state.messages.get(2);
+  assert.equal(message.status, "cancelled");
+  assert.equal(message.text, "Hi **there**");
+  assert.equal(message.html, "<p>Hi <strong>there</strong></p>");
+  assert.equal(state.streaming(), null);
+});
+
+test("a streaming copy from history keeps the longer local text", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  state.apply({ type: "message", message: answer(1) });
+  state.apply(delta(1, 0, "abcdef"));
+  state.apply({ type: "history", messages: [answer(1, "abc")], more: false, last_seq: 1 });
+  assert.equal(state.messages.get(1).text, "abcdef");
+  assert.equal(state.streaming().seq, 1);
+});
+
+test("unacked sends are sent again after a reconnect; acked ones are not", () => {
+  const state = new RoomState({ newId: ids() });
+  state.apply(HELLO);
+  state.queueSend("first");
+  state.queueSend("second", { ask: false });
+  state.apply({ type: "ack", client_id: "c1", message: userMessage(1, { text: "first", client_id: "c1" }), duplicate: false });
+  // The connection drops; the next hello resumes after seq 1 and resends "second" only.
+  const update = state.apply({ ...HELLO, last_seq: 1 });
+  assert.deepEqual(update.send, [
+    { type: "resume", after: 1 },
+    { type: "send", client_id: "c2", text: "second", ask: false },
+  ]);
+  // The server had stored it before the drop: the ack says duplicate, one copy is kept.
+  state.apply({ type: "history", messages: [userMessage(2, { text: "second", client_id: "c2" })], more: false, last_seq: 2 });
+  assert.equal(state.outbox.size, 0, "seeing our own message in history settles the send");
+  state.apply({ type: "ack", client_id: "c2", message: userMessage(2, { text: "second", client_id: "c2" }), duplicate: true });
+  assert.equal(state.messages.size, 2);
+  assert.deepEqual(state.apply(HELLO).send, [{ type: "resume", after: 2 }]);
+});
+
+test("a send the server rejects leaves the outbox; an unavailable database keeps it", () => {
+  const state = new RoomState({ newId: ids() });
+  state.apply(HELLO);
+  state.queueSend("a");
+  state.queueSend("b");
+  state.apply({ type: "error", code: "text_too_long", detail: "too long", client_id: "c1" });
+  const update = state.apply({ type: "error", code: "unavailable", detail: "db down", client_id: "c2" });
+  assert.equal(update.error.code, "unavailable");
+  assert.deepEqual([...state.outbox.keys()], ["c2"]);
+  assert.equal(state.outbox.get("c2").error, "db down");
+});
+
+test("history pages: more=true asks for the next page; lastSeq follows contiguous seqs", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  // A live message overtakes the history.
+  state.apply({ type: "message", message: userMessage(5) });
+  assert.equal(state.lastSeq, 0);
+  const first = state.apply({ type: "history", messages: [userMessage(1), userMessage(2)], more: true, last_seq: 2 });
+  assert.deepEqual(first.send, [{ type: "resume", after: 2 }]);
+  assert.equal(first.synced, false);
+  const second = state.apply({ type: "history", messages: [userMessage(3), userMessage(4)], more: false, last_seq: 4 });
+  assert.equal(second.synced, true);
+  assert.equal(state.lastSeq, 5);
+  assert.deepEqual(state.list().map((m) => m.seq), [1, 2, 3, 4, 5]);
+});
+
+test("validate counts characters as the server does and applies the limits", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  assert.equal(charCount("😀😀"), 2);
+  assert.equal(state.validate("   "), "The message is empty.");
+  assert.equal(state.validate("😀".repeat(20)), null);
+  assert.match(state.validate("x".repeat(21)), /limit is 20/);
+});
+
+test("socketUrl picks wss: on https pages", () => {
+  assert.equal(socketUrl({ protocol: "https:", host: "chat.example" }, "abc"), "wss://chat.example/ws/rooms/abc/");
+  assert.equal(socketUrl({ protocol: "http:", host: "127.0.0.1:8000" }, "abc"), "ws://127.0.0.1:8000/ws/rooms/abc/");
+});
+
+test("backoff grows exponentially, is capped, and jitters within [half, full]", () => {
+  assert.equal(backoffDelay(0, { base: 500, max: 15000, random: () => 0 }), 250);
+  assert.equal(backoffDelay(0, { base: 500, max: 15000, random: () => 1 }), 500);
+  assert.equal(backoffDelay(3, { base: 500, max: 15000, random: () => 1 }), 4000);
+  assert.equal(backoffDelay(20, { base: 500, max: 15000, random: () => 1 }), 15000);
+  assert.equal(backoffDelay(20, { base: 500, max: 15000, random: () => 0 }), 7500);
+});
+
+class FakeSocket {
+  static made = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    FakeSocket.made.push(this);
+  }
+  send(data) {
+    this.sent.push(JSON.parse(data));
+  }
+  close(code = 1000) {
+    this.readyState = 3;
+    this.onclose?.({ code });
+  }
+  open() {
+    this.readyState = 1;
+    this.onopen?.();
+  }
+  receive(frame) {
+    this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+}
+
+function fakeTimers() {
+  const timers = new Map();
+  let next = 1;
+  return {
+    timers,
+    setTimeout: (fn, ms) => {
+      timers.set(next, { fn, ms });
+      return next++;
+    },
+    clearTimeout: (id) => timers.delete(id),
+    fire(predicate = () => true) {
+      for (const [id, t] of [...timers]) {
+        if (predicate(t)) {
+          timers.delete(id);
+          t.fn();
+          return t.ms;
+        }
+      }
+      return null;
+    },
+  };
+}
+
+test("the socket reconnects with growing delays and resets after the server talks", () => {
+  FakeSocket.made = [];
+  const timers = fakeTimers();
+  const states = [];
+  const frames = [];
+  const socket = new ReconnectingSocket("ws://x/ws/rooms/r/", {
+    WebSocket: FakeSocket,
+    setTimeout: timers.setTimeout,
+    clearTimeout: timers.clearTimeout,
+    random: () => 1,
+    now: () => 0,
+    connectTimeout: 99999,
+    onState: (s) => states.push(s.state),
+    onFrame: (f) => frames.push(f),
+  });
+  socket.start();
+  FakeSocket.made[0].close(1006); // refused
+  FakeSocket.made.length = 0;
+  assert.equal(socket.state.state, "reconnecting");
+  assert.equal(socket.state.delay, 500);
+  timers.fire((t) => t.ms === 500);
+  FakeSocket.made[0].close(1006);
+  assert.equal(socket.state.delay, 1000);
+  timers.fire((t) => t.ms === 1000);
+  const ws = FakeSocket.made.at(-1);
+  ws.open();
+  assert.equal(socket.send({ type: "resume", after: 0 }), true);
+  ws.receive({ type: "hello" });
+  assert.deepEqual(frames, [{ type: "hello" }]);
+  ws.close(1006);
+  assert.equal(socket.state.delay, 500, "backoff starts again after a working connection");
+  assert.deepEqual(states.slice(0, 4), ["connecting", "reconnecting", "connecting", "reconnecting"]);
+});
+
+test("the socket gives up on 4401/4403 closes", () => {
+  FakeSocket.made = [];
+  const timers = fakeTimers();
+  const socket = new ReconnectingSocket("ws://x/", {
+    WebSocket: FakeSocket,
+    setTimeout: timers.setTimeout,
+    clearTimeout: timers.clearTimeout,
+    connectTimeout: 99999,
+  });
+  socket.start();
+  FakeSocket.made[0].open();
+  FakeSocket.made[0].close(4403);
+  assert.equal(socket.state.state, "closed");
+  assert.equal(socket.state.code, 4403);
+  assert.equal(timers.timers.size, 0);
+  socket.reconnectNow();
+  assert.equal(FakeSocket.made.length, 1);
+  assert.equal(socket.send({ type: "cancel" }), false);
+});
