@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 from tests.conftest import require
-from tests.servers import ROOT
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_client_js_with_node() -> None:
