@@ -27,7 +27,7 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py parley_demo
 	$(BIN)/python -m uvicorn example.asgi:application --host $(HOST) --port $(PORT) \
-		--loop uvloop --http httptools --ws websockets --ws-max-size 1048576 --no-access-log
+		--loop uvloop --http httptools --ws websockets-sansio --ws-max-size 1048576 --no-access-log
 
 ## make test: the whole suite (Redis, PostgreSQL and browser tests skip with a reason when missing)
 test: install-dev

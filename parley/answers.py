@@ -53,6 +53,7 @@ class Answer:
         self.message = message
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
+        self.channel = ""  # set by listen()
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: str | None = None
 
@@ -60,10 +61,15 @@ class Answer:
     def text(self) -> str:
         return "".join(self.parts)
 
+    async def listen(self) -> None:
+        """Join the room's control group. Done before the answer is announced, so that a stop
+        pressed as soon as it appears is not lost (it waits in the channel until read)."""
+        self.channel = await self.layer.new_channel("parley.answer.")
+        await self.layer.group_add(self.room.control_group_name, self.channel)
+
     async def run(self) -> None:
         config = get_config()
-        channel = await self.layer.new_channel("parley.answer.")
-        await self.layer.group_add(self.room.control_group_name, channel)
+        channel = self.channel
         helpers = [
             asyncio.create_task(self._control(channel)),
             asyncio.create_task(self._heartbeat(config.stream_persist_interval)),
@@ -193,8 +199,9 @@ async def answer_begin(*, layer: BaseChannelLayer, room: Room, question: Message
     message = await database_sync_to_async(services.answer_start)(
         room=room, reply_to=question, worker=WORKER_ID
     )
-    await broadcast(layer, room, protocol.message(services.message_payload(message)))
     answer = Answer(layer=layer, room=room, message=message)
+    await answer.listen()
+    await broadcast(layer, room, protocol.message(services.message_payload(message)))
     task = asyncio.create_task(answer.run(), name=f"parley-answer-{message.pk}")
     _running[message.pk] = (answer, task)
     task.add_done_callback(lambda _: _running.pop(message.pk, None))

@@ -143,6 +143,16 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     reply_to=self.channel_name,
                 )
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # The room's frames are the hot path (one per member per message) and touch no
+        # database: skip the base class's per-message close_old_connections thread hop.
+        # Handlers that do use the ORM go through database_sync_to_async, which closes old
+        # connections itself.
+        if message["type"] == "parley.frame":
+            await self.parley_frame(message)
+        else:
+            await super().dispatch(message)
+
     async def parley_frame(self, event: dict[str, Any]) -> None:
         """A frame for the room, already serialised by whoever sent it."""
         await self.send(text_data=event["frame"])

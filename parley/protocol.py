@@ -21,7 +21,8 @@ MAX_SEQ = 2**63 - 1
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Post ``text``; ``client_id`` makes a resend after a reconnect idempotent."""
+    """Post ``text``; a ``client_id`` makes a resend after a reconnect idempotent (without
+    one, every frame is a new message)."""
 
     client_id: str
     text: str
@@ -80,8 +81,10 @@ def parse_client_frame(raw: str, *, max_chars: int) -> ClientFrame:
             "unsupported_version", f"This server speaks protocol version {VERSION}."
         )
     if kind == "send":
-        client_id = _field(frame, "client_id", (str,))
-        if not _CLIENT_ID.match(client_id):
+        client_id = _field(frame, "client_id", (str,), None)
+        if client_id is None:
+            client_id = ""
+        elif not _CLIENT_ID.match(client_id):
             raise ProtocolError(
                 "bad_frame", "'client_id' must be 1–64 letters, digits or '_.:-' characters."
             )

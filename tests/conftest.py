@@ -91,3 +91,11 @@ def servers(transactional_db):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def fake_openai():
+    """A real HTTP server on loopback speaking the OpenAI chat-completions wire format."""
+    from tests.openai_server import serve
+
+    yield from serve()

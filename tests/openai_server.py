@@ -33,6 +33,8 @@ class Script:
     delay: seconds to wait before each token.
     status: an HTTP status other than 200 answers with ``error`` as the JSON body instead.
     fail_after: after this many tokens, send an SSE error event and end the stream.
+    drop_after: after this many tokens, close the connection mid-response (a crash).
+    garbage_after: after this many tokens, send a data line that is not JSON.
     hang: never answer (until the client gives up or the server stops).
     usage: end with a usage chunk with no choices, as OpenAI does for
         ``stream_options.include_usage`` (it is sent anyway when the request asks for it).
@@ -49,6 +51,8 @@ class Script:
         }
     )
     fail_after: int | None = None
+    drop_after: int | None = None
+    garbage_after: int | None = None
     hang: bool = False
     usage: bool = False
 
@@ -69,6 +73,7 @@ class Exchange:
     script: Script
     tokens_sent: int = 0
     disconnected: bool = False  # the client closed the connection before the response ended
+    dropped: bool = False  # the server closed it, as scripted by ``drop_after``
     finished: bool = False  # the whole response was written
 
 
@@ -110,7 +115,9 @@ class FakeOpenAIServer:
     # Lifecycle ------------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> FakeOpenAIServer:
-        self._thread = threading.Thread(target=self._run, name=f"fake-openai-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"fake-openai-{self.port}", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(timeout) or self._failure is not None:
             raise RuntimeError(f"the fake model server did not start: {self._failure!r}")
@@ -167,13 +174,28 @@ class FakeOpenAIServer:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met within {timeout}s; exchanges: {self.exchanges}")
+                raise AssertionError(
+                    f"condition not met within {timeout}s; exchanges: {self.exchanges}"
+                )
             await asyncio.sleep(0.01)
+
+    async def client_went_away(self, *, settle: float = 0.3, timeout: float = 5.0) -> Exchange:
+        """Wait until the client of the latest request has closed its connection, then check
+        for ``settle`` seconds that no more tokens are written. Returns that exchange."""
+        exchange = self.last
+        await self.wait_for(lambda: exchange.disconnected, timeout)
+        sent = exchange.tokens_sent
+        await asyncio.sleep(settle)
+        assert exchange.tokens_sent == sent, "tokens were written after the client went away"
+        assert not exchange.finished
+        return exchange
 
     # HTTP -----------------------------------------------------------------------------------
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": "fake-model", "object": "model"}]}
+        )
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         task = asyncio.current_task()
@@ -196,7 +218,9 @@ class FakeOpenAIServer:
             try:
                 return await self._answer(request, exchange)
             except (asyncio.CancelledError, ConnectionResetError):
-                exchange.disconnected = True
+                # Unless the server itself hung up (scripted, or stopping), the client did.
+                stopping = self._stopping is not None and self._stopping.is_set()
+                exchange.disconnected = not (exchange.dropped or stopping)
                 raise
         finally:
             self._handlers.discard(task)
@@ -228,6 +252,16 @@ class FakeOpenAIServer:
         for index, token in enumerate(script.tokens):
             if script.fail_after is not None and index >= script.fail_after:
                 await event({"error": script.error})
+                await response.write_eof()
+                exchange.finished = True
+                return response
+            if script.drop_after is not None and index >= script.drop_after:
+                exchange.dropped = True
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+            if script.garbage_after is not None and index >= script.garbage_after:
+                await response.write(b"data: {this is not json\n\n")
                 await response.write_eof()
                 exchange.finished = True
                 return response
@@ -283,7 +317,9 @@ def _chunk_factory(model: str) -> Callable[..., dict[str, Any]]:
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     count = 0
 
-    def chunk(delta: dict[str, Any], *, finish_reason: str | None = None, usage: bool = False) -> dict[str, Any]:
+    def chunk(
+        delta: dict[str, Any], *, finish_reason: str | None = None, usage: bool = False
+    ) -> dict[str, Any]:
         nonlocal count
         if "content" in delta and delta["content"]:
             count += 1

@@ -4,6 +4,7 @@ WebSocket clients talking to them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -56,18 +57,19 @@ class Server:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> Server:
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn", "example.asgi:application",
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--ws-max-size", "1048576", "--no-access-log",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        with self.log_path.open("wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "uvicorn", "example.asgi:application",
+                    "--host", "127.0.0.1", "--port", str(self.port),
+                    "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
+                    "--ws-max-size", "1048576", "--no-access-log",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -145,10 +147,8 @@ class Peer:
             if remaining <= 0 or self.reader.done():
                 raise AssertionError(f"no matching frame within {timeout}s; last: {self.frames[-3:]}")
             self.arrived.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), remaining)
-            except TimeoutError:
-                pass
 
     async def close(self) -> None:
         await self.ws.close()

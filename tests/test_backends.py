@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import sys
-from collections.abc import AsyncIterator, Iterator
+import warnings
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from parley.backends.offline import INTRO, OfflineBackend, calculate, compose_an
 from parley.backends.openai import OpenAIBackend, build_messages
 from parley.backends.scripted import ScriptedBackend
 from parley.exceptions import BackendError
-from tests.openai_server import FakeOpenAIServer, Script, serve
+from tests.openai_server import FakeOpenAIServer, Script
 from tests.servers import free_port
 
 API_KEY = "sk-test-parley-0123456789abcdef"
@@ -39,14 +41,18 @@ OTHER_QUESTION = AssistantRequest(
 
 
 def ask(text: str, *, user: str = "alice", room: str = "Notes") -> AssistantRequest:
-    return AssistantRequest(turns=[Turn(role="user", content=text, author=user)], room=room, user=user)
+    return AssistantRequest(
+        turns=[Turn(role="user", content=text, author=user)], room=room, user=user
+    )
 
 
 async def collect(stream: AsyncIterator[str]) -> list[str]:
     return [piece async for piece in stream]
 
 
-async def failure_of(backend: AssistantBackend, request: AssistantRequest = QUESTION) -> tuple[list[str], BackendError]:
+async def failure_of(
+    backend: AssistantBackend, request: AssistantRequest = QUESTION
+) -> tuple[list[str], BackendError]:
     """The pieces streamed before the backend failed, and its error (the test fails if it
     does not fail within 10 s)."""
     pieces: list[str] = []
@@ -190,7 +196,12 @@ class TestOfflineBackend(BackendContract):
 
     @pytest.mark.parametrize(
         "expression, result",
-        [("1 + 2 * 3", "7"), ("-(4 - 10) / 4", "1.5"), ("7 // 2 + 7 % 2", "4"), ("2 ** 10 =", "1024")],
+        [
+            ("1 + 2 * 3", "7"),
+            ("-(4 - 10) / 4", "1.5"),
+            ("7 // 2 + 7 % 2", "4"),
+            ("2 ** 10 =", "1024"),
+        ],
     )
     def test_calculate(self, expression, result):
         assert calculate(expression) == f"{expression.rstrip('= ')} = {result}"
@@ -222,11 +233,6 @@ class TestOfflineBackend(BackendContract):
 # OpenAI-compatible -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAIServer]:
-    yield from serve()
-
-
 class TestOpenAIBackend(BackendContract):
     SLOW = Script(tokens=[f"word{i} " for i in range(200)], delay=0.05)
 
@@ -235,7 +241,13 @@ class TestOpenAIBackend(BackendContract):
         made: list[OpenAIBackend] = []
 
         def make(**options: Any) -> OpenAIBackend:
-            options = {"base_url": fake_openai.base_url, "api_key": API_KEY, "model": "fake-model", "timeout": 10, **options}
+            options = {
+                "base_url": fake_openai.base_url,
+                "api_key": API_KEY,
+                "model": "fake-model",
+                "timeout": 10,
+                **options,
+            }
             backend = OpenAIBackend(**options)
             made.append(backend)
             return backend
@@ -290,13 +302,17 @@ class TestOpenAIBackend(BackendContract):
         body = fake_openai.last.body
         assert (body["temperature"], body["max_tokens"], body["top_k"]) == (0.2, 64, 20)
 
-    async def test_without_a_key_a_placeholder_is_sent(self, make_backend, fake_openai, monkeypatch):
+    async def test_without_a_key_a_placeholder_is_sent(
+        self, make_backend, fake_openai, monkeypatch
+    ):
         monkeypatch.delenv("OPENAI_API_KEY", raising=False)
         await collect(make_backend(api_key=None).stream(QUESTION))
         assert fake_openai.last.headers["authorization"] == "Bearer not-needed"
 
     def test_build_messages_without_system_prompt(self):
-        assert build_messages(ask("hi"), system_prompt="") == [{"role": "user", "content": "alice: hi"}]
+        assert build_messages(ask("hi"), system_prompt="") == [
+            {"role": "user", "content": "alice: hi"}
+        ]
 
     # The answer ----------------------------------------------------------------------------
 
@@ -309,26 +325,30 @@ class TestOpenAIBackend(BackendContract):
         assert "".join(await collect(make_backend().stream(QUESTION))) == "Grüße 🎉 東京"
 
     def test_one_client_per_event_loop(self, fake_openai):
-        # Tests, and servers restarting their loop, use one instance from several loops; a
-        # pooled connection of a finished loop must not be reused.
+        # One instance serves several loops in turn (tests; a server restarting its loop):
+        # a pooled connection of a finished loop must not be reused by the next.
         backend = OpenAIBackend(base_url=fake_openai.base_url, api_key=API_KEY)
 
-        async def answer() -> str:
-            return "".join(await collect(backend.stream(QUESTION)))
+        async def answer(*, close: bool) -> str:
+            try:
+                return "".join(await collect(backend.stream(QUESTION)))
+            finally:
+                if close:
+                    await backend.aclose()
 
-        assert asyncio.run(answer()) == Script().text
-        assert asyncio.run(answer()) == Script().text
+        assert asyncio.run(answer(close=False)) == Script().text  # as a test's loop ends
+        assert asyncio.run(answer(close=True)) == Script().text
         assert len(fake_openai.exchanges) == 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()  # the first loop's connection died with its loop, unclosed
 
     # Stopping ------------------------------------------------------------------------------
 
     async def assert_upstream_stopped(self, fake: FakeOpenAIServer) -> None:
-        """The server saw the client go away, and wrote nothing more afterwards."""
-        await fake.wait_for(lambda: fake.last.disconnected)
-        sent = fake.last.tokens_sent
-        await asyncio.sleep(0.3)
-        assert fake.last.tokens_sent == sent < len(self.SLOW.tokens)
-        assert not fake.last.finished
+        """The server saw the client go away well before the end, and wrote nothing more."""
+        exchange = await fake.client_went_away()
+        assert exchange.tokens_sent < len(self.SLOW.tokens) // 2
 
     async def test_closing_the_stream_closes_the_upstream_response(self, slow_backend, fake_openai):
         stream = slow_backend.stream(QUESTION)
@@ -336,7 +356,9 @@ class TestOpenAIBackend(BackendContract):
         await stream.aclose()
         await self.assert_upstream_stopped(fake_openai)
 
-    async def test_cancelling_the_consumer_closes_the_upstream_response(self, slow_backend, fake_openai):
+    async def test_cancelling_the_consumer_closes_the_upstream_response(
+        self, slow_backend, fake_openai
+    ):
         received = asyncio.Event()
 
         async def consume() -> None:
@@ -349,6 +371,18 @@ class TestOpenAIBackend(BackendContract):
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await self.assert_upstream_stopped(fake_openai)
+
+    async def test_cancelling_before_the_first_token_abandons_the_request(
+        self, make_backend, fake_openai
+    ):
+        fake_openai.script = Script(hang=True)  # a model still loading
+        task = asyncio.create_task(collect(make_backend().stream(QUESTION)))
+        await fake_openai.wait_for(lambda: bool(fake_openai.exchanges))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        exchange = await fake_openai.client_went_away()
+        assert exchange.tokens_sent == 0
 
     # Failures ------------------------------------------------------------------------------
 
@@ -393,6 +427,22 @@ class TestOpenAIBackend(BackendContract):
         assert pieces == Script().tokens[:3]
         assert "reported an error while answering: CUDA out of memory" in str(error)
 
+    async def test_a_connection_dropped_mid_stream_becomes_backend_error(
+        self, make_backend, fake_openai
+    ):
+        fake_openai.script = Script(drop_after=2)
+        pieces, error = await failure_of(make_backend())
+        assert pieces == Script().tokens[:2]
+        assert f"The connection to the model server at {fake_openai.base_url} broke off" in str(
+            error
+        )
+
+    async def test_a_malformed_stream_becomes_backend_error(self, make_backend, fake_openai):
+        fake_openai.script = Script(garbage_after=1)
+        pieces, error = await failure_of(make_backend())
+        assert pieces == Script().tokens[:1]
+        assert "sent a malformed reply" in str(error)
+
     async def test_a_server_that_hangs_times_out(self, make_backend, fake_openai):
         fake_openai.script = Script(hang=True)
         _, error = await failure_of(make_backend(timeout=0.5))
@@ -411,3 +461,29 @@ class TestOpenAIBackend(BackendContract):
             importlib.import_module("parley.backends.openai")
         # An ImportError too: the backend handler and the system checks report it as such.
         assert isinstance(info.value, ImportError)
+
+
+async def test_the_fake_model_server_speaks_the_wire_format(fake_openai):
+    """The fake server, checked with the real client: whole answers and streamed chunks."""
+    import openai
+
+    messages = [{"role": "user", "content": "hi"}]
+    async with openai.AsyncOpenAI(base_url=fake_openai.base_url, api_key=API_KEY) as client:
+        whole = await client.chat.completions.create(model="m", messages=messages)
+        stream = await client.chat.completions.create(
+            model="m", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in stream]
+    assert whole.object == "chat.completion"
+    assert whole.choices[0].message.content == Script().text
+    assert {(chunk.id, chunk.object, chunk.model) for chunk in chunks} == {
+        (chunks[0].id, "chat.completion.chunk", "m")
+    }
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content = [chunk.choices[0].delta.content for chunk in chunks[1:-2]]
+    assert content == Script().tokens
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == len(Script().tokens)
+    assert [exchange.finished for exchange in fake_openai.exchanges] == [True, True]

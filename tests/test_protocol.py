@@ -18,6 +18,7 @@ def test_send_frame_parses_with_defaults():
         client_id="a-1", text="hi", ask=True
     )
     assert parse({"type": "send", "client_id": "x", "text": "hi", "ask": False}).ask is False
+    assert parse({"type": "send", "text": "no id"}).client_id == ""
 
 
 def test_cancel_and_resume_frames_parse():
@@ -37,8 +38,11 @@ def test_cancel_and_resume_frames_parse():
         ({"text": "no type"}, "bad_frame"),
         ({"type": 3}, "bad_frame"),
         ({"type": "shout"}, "unknown_type"),
-        ({"type": "send", "text": "hi"}, "bad_frame"),
+        ({"type": "send", "client_id": "", "text": "hi"}, "bad_frame"),
+        ({"type": "send"}, "bad_frame"),
         ({"type": "send", "client_id": "c", "text": 5}, "bad_frame"),
+        ({"type": "send", "client_id": "", "text": "hi"}, "bad_frame"),
+        ({"type": "send"}, "bad_frame"),
         ({"type": "send", "client_id": "has space", "text": "hi"}, "bad_frame"),
         ({"type": "send", "client_id": "x" * 65, "text": "hi"}, "bad_frame"),
         ({"type": "send", "client_id": "c", "text": "   \n"}, "empty_text"),

@@ -203,7 +203,9 @@ class OpenAIBackend(AssistantBackend):
 
     # Errors ---------------------------------------------------------------------------------
 
-    def _error(self, exc: Exception, *, client: openai.AsyncOpenAI, answering: bool) -> BackendError:
+    def _error(
+        self, exc: Exception, *, client: openai.AsyncOpenAI, answering: bool
+    ) -> BackendError:
         """A :class:`BackendError` telling users what went wrong, without secrets."""
         where = display_url(str(client.base_url))
         if isinstance(exc, openai.APITimeoutError):

@@ -1,0 +1,236 @@
+"""Answers end to end: a member's socket through the real routing and middleware stack
+(``example.asgi.application``), the answer runner, and the OpenAI backend talking HTTP to the
+fake model server."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+
+from example.asgi import application
+from parley import answers
+from parley.backends import get_backend
+from parley.models import Message
+from parley.testing import RoomClient
+from tests.openai_server import FakeOpenAIServer, Script
+from tests.servers import Peer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SLOW = Script(tokens=[f"word{i} " for i in range(200)], delay=0.05)
+
+
+async def ask(
+    client: RoomClient, text: str, client_id: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Send ``text``; the frames received, in order, up to the assistant's ``done``, and it."""
+    start = len(client.frames)
+    await client.send(type="send", client_id=client_id, text=text)
+    return await frames_until(client, "done", start=start)
+
+
+async def frames_until(
+    client: RoomClient, kind: str, *, start: int, timeout: float = 10
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Receive until a frame of ``kind``; the frames from ``start`` on, and that frame."""
+    while True:
+        frame = await client.receive(timeout)
+        if frame["type"] == kind:
+            return client.frames[start:], frame
+
+
+def of_type(frames: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [frame for frame in frames if frame["type"] == kind]
+
+
+def streamed_text(frames: list[dict[str, Any]], message_id: int) -> str:
+    """The answer as a client assembles it from the deltas (each must continue the text)."""
+    text = ""
+    for frame in of_type(frames, "delta"):
+        if frame["message_id"] == message_id:
+            assert frame["offset"] == len(text), "a delta left a gap or overlapped"
+            text += frame["text"]
+    return text
+
+
+@database_sync_to_async
+def stored(message_id: int) -> Message:
+    return Message.objects.get(pk=message_id)
+
+
+@pytest.fixture
+async def openai_backend(settings, fake_openai):
+    """Rooms answer with the OpenAI backend, pointed at the fake model server."""
+    settings.PARLEY = {
+        "BACKENDS": {
+            "default": {
+                "BACKEND": "parley.backends.openai.OpenAIBackend",
+                "OPTIONS": {
+                    "base_url": fake_openai.base_url,
+                    "api_key": "sk-test-answers-0123456789",
+                    "model": "fake-model",
+                    "timeout": 10,
+                },
+            }
+        },
+        "STREAM_FLUSH_INTERVAL": 0.01,
+    }
+    yield
+    await get_backend().aclose()
+
+
+@pytest.fixture
+async def member(openai_backend, private_room, alice):
+    """Alice, connected to her private room (the hello frame already received)."""
+    client = await RoomClient.connect(application, private_room, alice)
+    assert client.connected
+    assert (await client.receive())["type"] == "hello"
+    yield client
+    await answers.answers_shutdown()  # nothing of this test may outlive its event loop
+    await client.disconnect()
+
+
+async def test_an_answer_streams_from_the_model_to_the_room(member, fake_openai):
+    frames, done = await ask(member, "hi", client_id="c1")
+
+    [ack] = of_type(frames, "ack")
+    assert ack["client_id"] == "c1" and ack["duplicate"] is False
+    assert ack["message"]["role"] == "user" and ack["message"]["text"] == "hi"
+    question, answer = (frame["message"] for frame in of_type(frames, "message"))
+    assert question["id"] == ack["message"]["id"]
+    assert answer["role"] == "assistant" and answer["status"] == "streaming"
+    assert answer["reply_to"] == question["id"]
+
+    assert streamed_text(frames, answer["id"]) == Script().text
+    assert done["message"]["id"] == answer["id"]
+    assert done["message"]["status"] == "complete"
+    assert done["message"]["text"] == Script().text
+    assert "Hello from the fake model." in done["message"]["html"]
+    assert not of_type(frames, "error")
+
+    message = await stored(answer["id"])
+    assert (message.status, message.text) == (Message.Status.COMPLETE, Script().text)
+    assert fake_openai.last.body["messages"][-1] == {"role": "user", "content": "alice: hi"}
+
+
+async def test_stop_cancels_the_answer_and_the_model_stops_generating(member, fake_openai):
+    fake_openai.script = SLOW
+    start = len(member.frames)
+    await member.send(type="send", client_id="c1", text="Tell me a long story")
+    _, first = await frames_until(member, "delta", start=start)
+    await member.send(type="cancel")
+    frames, done = await frames_until(member, "done", start=start)
+
+    assert done["message"]["status"] == "cancelled"
+    partial = done["message"]["text"]
+    assert partial and SLOW.text.startswith(partial) and len(partial) < len(SLOW.text)
+    assert streamed_text(frames, first["message_id"]) == partial
+
+    # The model server saw the request go away, and wrote nothing more.
+    exchange = await fake_openai.client_went_away()
+    assert exchange.tokens_sent < len(SLOW.tokens) // 2
+
+    message = await stored(first["message_id"])
+    assert (message.status, message.text) == (Message.Status.CANCELLED, partial)
+
+
+async def test_stop_while_the_model_is_still_thinking(member, fake_openai):
+    fake_openai.script = Script(hang=True)  # e.g. a local model still loading
+    start = len(member.frames)
+    await member.send(type="send", client_id="c1", text="Are you there?")
+    _, started = await frames_until(member, "message", start=start)
+    while started["message"]["role"] != "assistant":
+        _, started = await frames_until(member, "message", start=start)
+    await member.send(type="cancel")
+    frames, done = await frames_until(member, "done", start=start, timeout=5)
+
+    assert done["message"]["id"] == started["message"]["id"]
+    assert (done["message"]["status"], done["message"]["text"]) == ("cancelled", "")
+    assert not of_type(frames, "delta") and not of_type(frames, "error")
+    await fake_openai.client_went_away()
+
+
+@pytest.mark.parametrize(
+    "failure, shown, partial",
+    [
+        (
+            Script(
+                status=500, error={"message": "The model is overloaded.", "type": "server_error"}
+            ),
+            "HTTP 500: The model is overloaded.",
+            "",
+        ),
+        (
+            Script(fail_after=3, error={"message": "CUDA out of memory", "type": "server_error"}),
+            "reported an error while answering: CUDA out of memory",
+            "".join(Script().tokens[:3]),
+        ),
+    ],
+    ids=["http-500", "error-mid-stream"],
+)
+async def test_a_failed_answer_is_reported_and_the_room_can_ask_again(
+    member, fake_openai, failure, shown, partial
+):
+    fake_openai.enqueue(failure)
+    frames, done = await ask(member, "hi", client_id="c1")
+    answer_id = done["message"]["id"]
+
+    assert done["message"]["status"] == "failed"
+    assert done["message"]["text"] == partial == streamed_text(frames, answer_id)
+    assert shown in done["message"]["error"]
+    _, error = await frames_until(member, "error", start=len(member.frames))
+    assert error["code"] == "assistant_failed"
+    assert error["message_id"] == answer_id
+    assert shown in error["detail"] and fake_openai.base_url in error["detail"]
+    assert "sk-test" not in error["detail"]
+    message = await stored(answer_id)
+    assert message.status == Message.Status.FAILED
+
+    # The next question gets a whole answer.
+    frames, done = await ask(member, "hi again", client_id="c2")
+    assert done["message"]["status"] == "complete"
+    assert done["message"]["text"] == Script().text == streamed_text(frames, done["message"]["id"])
+    assert len(fake_openai.exchanges) == 2
+
+
+def openai_env(fake: FakeOpenAIServer) -> dict[str, str]:
+    """Environment for a server subprocess answering with the OpenAI backend and ``fake``."""
+    options = {"base_url": fake.base_url, "api_key": "sk-test-server", "model": "fake-model"}
+    backend = {"BACKEND": "parley.backends.openai.OpenAIBackend", "OPTIONS": options}
+    return {"PARLEY_TEST_BACKEND": json.dumps(backend)}
+
+
+@pytest.mark.server
+async def test_a_real_server_streams_from_the_model_and_stop_reaches_it(
+    servers, fake_openai, alice, private_room
+):
+    server = servers(openai_env(fake_openai))
+    peer = await Peer.connect(server, private_room, alice)
+    await peer.send(type="send", client_id="c1", text="hi")
+    done = await peer.expect(lambda f: f["type"] == "done")
+    assert (done["message"]["status"], done["message"]["text"]) == ("complete", Script().text)
+
+    fake_openai.script = SLOW
+    await peer.send(type="send", client_id="c2", text="Tell me a long story")
+    started = await peer.expect(
+        lambda f: (
+            f["type"] == "message"
+            and f["message"]["role"] == "assistant"
+            and f["message"]["id"] != done["message"]["id"]
+        )
+    )
+    await peer.expect(
+        lambda f: f["type"] == "delta" and f["message_id"] == started["message"]["id"]
+    )
+    await peer.send(type="cancel")
+    stopped = await peer.expect(
+        lambda f: f["type"] == "done" and f["message"]["id"] == started["message"]["id"]
+    )
+    assert stopped["message"]["status"] == "cancelled"
+    exchange = await fake_openai.client_went_away()
+    assert exchange.tokens_sent < len(SLOW.tokens) // 2
+    assert SLOW.text.startswith(stopped["message"]["text"])
+    await peer.close()
