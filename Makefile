@@ -25,7 +25,7 @@ install-dev: $(VENV)/.installed-dev
 ## make run: install, migrate, seed the demo, serve on http://$(HOST):$(PORT)
 run: install
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py parley_demo
+	$(BIN)/python manage.py parley_demo --base-url http://$(HOST):$(PORT)
 	$(BIN)/python -m uvicorn example.asgi:application --host $(HOST) --port $(PORT) \
 		--loop uvloop --http httptools --ws websockets-sansio --ws-max-size 1048576 --no-access-log
 

@@ -78,7 +78,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         try:
             frame = protocol.parse_client_frame(text_data, max_chars=config.max_message_chars)
         except ProtocolError as exc:
-            await self._error(exc.code, exc.detail)
+            extra = {"client_id": exc.client_id} if exc.client_id else {}
+            await self._error(exc.code, exc.detail, **extra)
             return
         try:
             if isinstance(frame, protocol.Send):

@@ -8,10 +8,11 @@ class ParleyError(Exception):
 class ProtocolError(ParleyError):
     """A client frame Parley cannot accept. ``code`` is stable; ``detail`` is for people."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, client_id: str = "") -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.client_id = client_id  # of the refused send frame, when it named a valid one
 
 
 class PermissionDenied(ParleyError):

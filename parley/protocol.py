@@ -81,21 +81,7 @@ def parse_client_frame(raw: str, *, max_chars: int) -> ClientFrame:
             "unsupported_version", f"This server speaks protocol version {VERSION}."
         )
     if kind == "send":
-        client_id = _field(frame, "client_id", (str,), None)
-        if client_id is None:
-            client_id = ""
-        elif not _CLIENT_ID.match(client_id):
-            raise ProtocolError(
-                "bad_frame", "'client_id' must be 1–64 letters, digits or '_.:-' characters."
-            )
-        text = _field(frame, "text", (str,))
-        if not text.strip():
-            raise ProtocolError("empty_text", "The message is empty.")
-        if len(text) > max_chars:
-            raise ProtocolError(
-                "text_too_long", f"The message is {len(text)} characters; the limit is {max_chars}."
-            )
-        return Send(client_id=client_id, text=text, ask=_field(frame, "ask", (bool,), True))
+        return _parse_send(frame, max_chars=max_chars)
     if kind == "cancel":
         message_id = _field(frame, "message_id", (int, type(None)), None)
         return Cancel(message_id=message_id)
@@ -107,6 +93,28 @@ def parse_client_frame(raw: str, *, max_chars: int) -> ClientFrame:
     raise ProtocolError(
         "unknown_type", f"Unknown frame type {kind[:40]!r}; expected send, cancel or resume."
     )
+
+
+def _parse_send(frame: dict[str, Any], *, max_chars: int) -> Send:
+    client_id = _field(frame, "client_id", (str,), None)
+    if client_id is None:
+        client_id = ""
+    elif not _CLIENT_ID.match(client_id):
+        raise ProtocolError(
+            "bad_frame", "'client_id' must be 1–64 letters, digits or '_.:-' characters."
+        )
+    try:
+        text = _field(frame, "text", (str,))
+        if not text.strip():
+            raise ProtocolError("empty_text", "The message is empty.")
+        if len(text) > max_chars:
+            raise ProtocolError(
+                "text_too_long", f"The message is {len(text)} characters; the limit is {max_chars}."
+            )
+        return Send(client_id=client_id, text=text, ask=_field(frame, "ask", (bool,), True))
+    except ProtocolError as exc:
+        exc.client_id = client_id  # so the client knows which of its messages was refused
+        raise
 
 
 def encode(frame: dict[str, Any]) -> str:

@@ -30,7 +30,10 @@ def content_security_policy(view: View) -> View:
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         response = view(request, *args, **kwargs)
         if "Content-Security-Policy" not in response:
-            socket = f"{'wss' if request.is_secure() else 'ws'}://{request.get_host()}"
+            host = request.get_host()
+            # A page seen as plain http may still reach the browser over https (a proxy
+            # without SECURE_PROXY_SSL_HEADER): allow the secure socket as well.
+            socket = f"wss://{host}" if request.is_secure() else f"ws://{host} wss://{host}"
             response["Content-Security-Policy"] = "; ".join(
                 [
                     "default-src 'self'",
@@ -69,8 +72,7 @@ def room_list(request: HttpRequest) -> HttpResponse:
         )
         return redirect("parley:room", public_id=room.public_id)
     rooms = services.rooms_for_user(user=request.user)
-    status = 400 if form.errors else 200
-    return render(request, "parley/rooms.html", {"rooms": rooms, "form": form}, status=status)
+    return render(request, "parley/rooms.html", {"rooms": rooms, "form": form})
 
 
 @content_security_policy

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +48,8 @@ XSS = "<img src=x onerror=alert(1)>"
 
 
 def backend_env(backend: dict[str, Any]) -> dict[str, str]:
-    return {"PARLEY_TEST_BACKEND": json.dumps(backend)}
+    # The servers keep Django's guard against ORM calls from async code (see `browser`).
+    return {"PARLEY_TEST_BACKEND": json.dumps(backend), "DJANGO_ALLOW_ASYNC_UNSAFE": ""}
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +58,30 @@ def browser() -> Iterator[Any]:
         from playwright.sync_api import sync_playwright
     except ImportError:
         sync_playwright = None
-    require(sync_playwright is not None, "Playwright for Python is not installed (pip install playwright)")
+    require(
+        sync_playwright is not None, "Playwright for Python is missing (pip install playwright)"
+    )
     require(
         os.access(CHROMIUM, os.X_OK),
         f"{CHROMIUM} is missing: `make browser` installs Debian's chromium",
     )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        yield browser
-        browser.close()
+    # Playwright's sync API keeps an asyncio loop marked as running in this thread, which
+    # trips Django's SynchronousOnlyOperation guard for the (synchronous) test's ORM calls
+    # and database fixtures. Nothing here is async: lift the guard while the browser lives.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @dataclass
@@ -127,6 +142,11 @@ def open_room(tab: Tab, room: Any) -> None:
     expect(tab.page.locator("#connection-state")).to_contain_text("Connected")
 
 
+def text_of(locator: Any) -> str:
+    """The element's exact text (innerText would reflow white space)."""
+    return locator.evaluate("element => element.textContent")
+
+
 def send(tab: Tab, text: str) -> None:
     box = tab.page.locator("#composer-text")
     box.fill(text)
@@ -152,14 +172,25 @@ def test_answer_streams_stops_and_renders_markdown(servers, alice, private_room,
     expect(stop).to_be_visible()
     body = answer.locator(".msg-body")
     expect(body).to_contain_text("Here is")
-    first = len(body.inner_text())
+    first = text_of(body)
     time.sleep(1.0)
-    second = len(body.inner_text())
-    assert second > first, f"the answer did not grow: {first} then {second} characters"
+    second = text_of(body)
+    assert len(second) > len(first), f"the answer did not grow: {first!r} then {second!r}"
+    assert second.startswith(first)
     expect(answer.locator(".badge")).to_have_text("Writing…")
     # While streaming the Markdown is plain text; nothing is parsed as HTML yet.
     assert answer.locator("strong").count() == 0
     tab.shot("streaming")
+
+    # A second page joining mid-answer gets the stored text plus a snapshot, then live deltas.
+    late = page.context.new_page()
+    late.goto(page.url)
+    expect(late.locator("#connection-state")).to_have_attribute("data-state", "connected")
+    late_body = late.locator(".msg-assistant .msg-body")
+    expect(late_body).to_contain_text("Here is")
+    joined = text_of(late_body)
+    time.sleep(0.5)
+    assert len(text_of(late_body)) > len(joined), "the late page does not follow the stream"
 
     stop.click()
     expect(answer).to_have_attribute("data-status", "cancelled")
@@ -173,6 +204,12 @@ def test_answer_streams_stops_and_renders_markdown(servers, alice, private_room,
     stored = Message.objects.get(room=private_room, role="assistant")
     assert stored.status == Message.Status.CANCELLED
     assert stored.text.startswith("Here is **bold**")
+    # Every text either page showed while streaming was a prefix of the final answer: no
+    # delta was lost, doubled or misplaced.
+    for seen in (first, second, joined):
+        assert stored.text.startswith(seen)
+    expect(late.locator(".msg-assistant")).to_have_attribute("data-status", "cancelled")
+    assert late.locator(".msg-assistant .msg-body").inner_html() == body.inner_html()
     assert tab.dialogs == []
     assert tab.errors == []
 
@@ -211,12 +248,30 @@ def test_user_text_is_shown_as_text_never_as_html(servers, alice, bob, shared_ro
     )
     tab.shot("escaping")
 
+    # Shift+Enter starts a new line; Enter sends.
+    ask.uncheck()
+    box = page.locator("#composer-text")
+    box.press_sequentially("line one")
+    box.press("Shift+Enter")
+    box.press_sequentially("<b>line two</b>")
+    expect(page.locator(".msg-user")).to_have_count(2)
+    box.press("Enter")
+    expect(page.locator(".msg-user")).to_have_count(3)
+    assert text_of(page.locator(".msg-user .msg-body").last) == "line one\n<b>line two</b>"
+    expect(box).to_have_value("")
+
     for who in (tab, watcher):
-        assert who.page.locator("#messages img").count() == 0
+        expect(who.page.locator(".msg-user")).to_have_count(3)
+        assert who.page.locator("#messages img, #messages b, #messages script").count() == 0
         assert who.dialogs == []
         assert who.errors == []
-    texts = page.locator("#messages .msg-body").all_inner_texts()
-    assert texts == [XSS, f"Echo this: {XSS}", f"You said: Echo this: {XSS}"]
+    texts = [text_of(body).rstrip("\n") for body in page.locator("#messages .msg-body").all()]
+    assert texts == [
+        XSS,
+        f"Echo this: {XSS}",
+        f"You said: Echo this: {XSS}",
+        "line one\n<b>line two</b>",
+    ]
 
 
 def test_history_is_restored_after_reload(servers, alice, private_room, new_tab):
@@ -235,6 +290,15 @@ def test_history_is_restored_after_reload(servers, alice, private_room, new_tab)
     before = page.locator("#messages .msg-body").all_inner_texts()
     assert len(before) == 4
 
+    # Over the limit from hello (MAX_MESSAGE_CHARS, 8000): counted, and not sent.
+    box = page.locator("#composer-text")
+    box.fill("x" * 8001)
+    expect(page.locator("#composer-count")).to_have_text("8001 / 8000")
+    expect(page.get_by_role("button", name="Send")).to_be_disabled()
+    box.press("Enter")
+    expect(page.locator("#notice")).to_contain_text("the limit is 8000")
+    assert page.locator("#messages > li").count() == 4
+
     page.reload()
     expect(page.locator("#connection-state")).to_have_attribute("data-state", "connected")
     expect(page.locator("#messages > li")).to_have_count(4)
@@ -246,18 +310,49 @@ def test_history_is_restored_after_reload(servers, alice, private_room, new_tab)
     assert tab.errors == []
 
 
-def test_reconnects_and_delivers_what_was_typed_offline(servers, alice, private_room, new_tab):
+def retry_now(page: Any) -> None:
+    """Press "Retry now" rather than wait out the backoff, unless the page is already
+    connecting on its own."""
+    from playwright.sync_api import Error
+
+    button = page.locator("#retry-now")
+    try:
+        if button.is_visible():
+            button.click(timeout=2_000)
+    except Error:
+        pass  # it started connecting meanwhile
+
+
+@contextmanager
+def restarted(server: Server, env: dict[str, str]) -> Iterator[Server]:
+    """A new server on the stopped ``server``'s port: the page reconnects to the address
+    it knows. Stopped on leaving the block."""
+    again = Server(env=env, name=f"{server.name}-again")
+    again.port = server.port
+    again.log_path = OUTPUT / f"{again.name}-{again.port}.log"
+    again.start()
+    try:
+        yield again
+    finally:
+        again.stop()
+
+
+def test_reconnect_resumes_interrupted_answer_and_sends_queued_message(
+    servers, alice, private_room, new_tab
+):
     from playwright.sync_api import expect
 
-    server = servers(env=backend_env(FAST), name="browser-restart")
+    server = servers(env=backend_env(SLOW), name="browser-restart")
     tab = new_tab()
     page = tab.page
     log_in(tab, server, "alice")
     open_room(tab, private_room)
     send(tab, "before the restart")
-    expect(page.locator(".msg-assistant[data-status=complete]")).to_have_count(1)
+    answer = page.locator(".msg-assistant").first
+    expect(answer).to_have_attribute("data-status", "streaming")
+    expect(answer.locator(".msg-body")).to_contain_text("Here is")
 
-    server.stop()
+    server.stop()  # the server interrupts its answer as it goes down
     state = page.locator("#connection-state")
     expect(state).to_have_attribute("data-state", "reconnecting")
     expect(state).to_contain_text("Reconnecting in")
@@ -267,27 +362,75 @@ def test_reconnects_and_delivers_what_was_typed_offline(servers, alice, private_
     expect(pending.locator(".badge")).to_have_text("Waiting for connection…")
     tab.shot("reconnecting")
 
-    again = Server(env=backend_env(FAST), name="browser-restarted")
-    again.port = server.port  # the page reconnects to the address it knows
-    again.start()
-    try:
-        page.get_by_role("button", name="Retry now").click(timeout=2_000)
-    except Exception:
-        pass  # it may have reconnected by itself already
-    try:
+    with restarted(server, backend_env(SLOW)):
+        retry_now(page)
         expect(state).to_have_attribute("data-state", "connected", timeout=30_000)
+        # The answer's end, missed while disconnected, comes back with the history.
+        expect(answer).to_have_attribute("data-status", "interrupted")
+        expect(answer.locator(".badge")).to_have_text("Interrupted")
+        expect(answer.locator(".msg-error")).to_have_text(
+            "The server restarted during this answer."
+        )
+        # The message typed offline was sent once, and the assistant answers it.
         expect(pending).to_have_count(0)
-        expect(page.locator(".msg-assistant[data-status=complete]")).to_have_count(2)
-        texts = page.locator("#messages .msg-body").all_inner_texts()
-        assert texts == [
-            "before the restart",
-            "You said: before the restart",
-            "typed while offline",
-            "You said: typed while offline",
-        ]
+        expect(page.locator(".msg-user .msg-body")).to_have_text(
+            ["before the restart", "typed while offline"]
+        )
+        second = page.locator(".msg-assistant").nth(1)
+        expect(second).to_have_attribute("data-status", "streaming")
         tab.shot("reconnected")
-    finally:
-        again.stop()
+        page.get_by_role("button", name="Stop").click()
+        expect(second).to_have_attribute("data-status", "cancelled")
     assert Message.objects.filter(room=private_room, text="typed while offline").count() == 1
+    seqs = page.locator("#messages > li").evaluate_all("els => els.map(e => e.dataset.seq)")
+    assert seqs == ["1", "2", "3", "4"]
     # Only the failed connection attempts while the server was down may be logged.
-    assert all("WebSocket" in error or "ERR_CONNECTION" in error for error in tab.errors), tab.errors
+    assert all("ERR_CONNECTION_REFUSED" in error for error in tab.errors), tab.errors
+
+
+def test_no_retrying_once_logged_out(servers, alice, private_room, new_tab):
+    from playwright.sync_api import expect
+
+    server = servers(env=backend_env(FAST), name="browser-logout")
+    tab = new_tab()
+    page = tab.page
+    log_in(tab, server, "alice")
+    open_room(tab, private_room)
+    # Log out in another tab of the same browser: the session is gone.
+    other = page.context.new_page()
+    other.goto(f"{server.http_url}/")
+    other.get_by_role("button", name="Log out").click()
+    other.wait_for_url("**/login/")
+    server.stop()
+    state = page.locator("#connection-state")
+    expect(state).to_have_attribute("data-state", "reconnecting")
+    with restarted(server, backend_env(FAST)):
+        retry_now(page)
+        # The server refuses the socket with 4401; the page stops trying and says why.
+        expect(state).to_have_attribute("data-state", "offline", timeout=30_000)
+        expect(state).to_contain_text("session has ended")
+        expect(page.get_by_role("button", name="Retry now")).to_be_hidden()
+        tab.shot("logged-out")
+
+
+def test_failed_answer_shows_its_error(servers, alice, private_room, new_tab):
+    from playwright.sync_api import expect
+
+    failing = {
+        "BACKEND": "parley.backends.scripted.ScriptedBackend",
+        "OPTIONS": {"reply": "A partial answer", "fail_after": 2, "error": "Upstream exploded."},
+    }
+    server = servers(env=backend_env(failing), name="browser-fail")
+    tab = new_tab()
+    page = tab.page
+    log_in(tab, server, "alice")
+    open_room(tab, private_room)
+    send(tab, "Will this work?")
+    answer = page.locator(".msg-assistant")
+    expect(answer).to_have_attribute("data-status", "failed")
+    expect(answer.locator(".badge")).to_have_text("Failed")
+    expect(answer.locator(".msg-error")).to_have_text("Upstream exploded.")
+    expect(answer.locator(".msg-body")).to_have_text("A partial")
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    tab.shot("failed")
+    assert tab.errors == []

@@ -83,3 +83,9 @@ def test_error_frame_carries_extra_fields():
         "detail": "later",
         "client_id": "c1",
     }
+
+
+def test_refused_send_names_its_client_id():
+    with pytest.raises(ProtocolError) as info:
+        parse({"type": "send", "client_id": "c-9", "text": "x" * 101})
+    assert info.value.code == "text_too_long" and info.value.client_id == "c-9"

@@ -314,3 +314,23 @@ test("the socket gives up on 4401/4403 closes", () => {
   assert.equal(FakeSocket.made.length, 1);
   assert.equal(socket.send({ type: "cancel" }), false);
 });
+
+test("a reconnect resumes before an answer still streaming, so a missed done comes back", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  state.apply({ type: "history", messages: [userMessage(1), answer(2, "Part")], more: false, last_seq: 2 });
+  state.apply({ type: "message", message: userMessage(3) });
+  // The connection drops; meanwhile the answer ends. The next hello resumes after seq 1.
+  const update = state.apply({ ...HELLO, last_seq: 3 });
+  assert.deepEqual(update.send, [{ type: "resume", after: 1 }]);
+  state.apply({
+    type: "history",
+    messages: [answer(2, "Partly done", "interrupted", { error: "The server restarted during this answer.", html: "<p>Partly done</p>" }), userMessage(3)],
+    more: false,
+    last_seq: 3,
+  });
+  assert.equal(state.messages.get(2).status, "interrupted");
+  assert.equal(state.streaming(), null);
+  assert.equal(state.lastSeq, 3);
+  assert.deepEqual(state.apply(HELLO).send, [{ type: "resume", after: 3 }]);
+});

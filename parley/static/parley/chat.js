@@ -1,15 +1,9 @@
-// The room page: draws RoomState into the DOM and wires the composer to the socket.
-// User text is only ever set with textContent; the one HTML insertion is the server's
-// sanitised rendering of an assistant answer (see renderBody).
+// The room page: wires RoomState (client.js) to the socket, the message list (messages.js),
+// the connection indicator and the composer. No HTML is built here: text goes through
+// textContent, and messages.js inserts only the server's sanitised answer HTML.
 
 import { ReconnectingSocket, RoomState, charCount, socketUrl } from "./client.js";
-
-const STATUS_LABELS = {
-  streaming: "Writing…",
-  cancelled: "Stopped",
-  failed: "Failed",
-  interrupted: "Interrupted",
-};
+import { MessageList } from "./messages.js";
 
 const root = document.getElementById("room");
 if (root) start(root);
@@ -32,11 +26,11 @@ function start(root) {
     stop: document.getElementById("stop"),
   };
   const state = new RoomState();
-  const nodes = new Map(); // seq -> <li>
-  const pendingNodes = new Map(); // client_id -> <li>
+  const messages = new MessageList(els.list, () => state.user);
   let ready = false; // hello received on the current connection
   let countdown = null;
   let cancelRequested = null; // id of the answer we asked to stop
+  let refused = false; // the server refused us (4401/4403): nothing can be sent any more
 
   const socket = new ReconnectingSocket(socketUrl(window.location, root.dataset.roomId), {
     onFrame: onFrame,
@@ -49,15 +43,14 @@ function start(root) {
     if (update.hello) {
       ready = true;
       setConnection("connected", "Connected");
-      els.text.maxLength = state.limits.max_message_chars;
-      updateComposer();
+      updateComposer(); // the limits came with hello
     }
     for (const frameOut of update.send) socket.send(frameOut);
-    for (const seq of update.changed) renderMessage(state.messages.get(seq));
+    for (const seq of update.changed) messages.render(state.messages.get(seq));
     if (update.outbox) renderOutbox();
     if (update.error) showError(update.error);
     updateStreaming();
-    els.empty.hidden = state.messages.size > 0 || state.outbox.size > 0;
+    showEmpty();
     if (stick || update.outbox) scrollToBottom();
   }
 
@@ -69,7 +62,8 @@ function start(root) {
     els.retry.hidden = true;
     if (s.state !== "open") ready = false;
     if (s.state === "connecting") {
-      setConnection(navigator.onLine === false ? "offline" : "connecting", "Connecting…");
+      if (navigator.onLine === false) setConnection("offline", "Offline: waiting for the network");
+      else setConnection("connecting", "Connecting…");
     } else if (s.state === "open") {
       setConnection("connecting", "Joining the room…");
     } else if (s.state === "reconnecting") {
@@ -85,6 +79,7 @@ function start(root) {
       }
       els.retry.hidden = false;
     } else if (s.state === "closed") {
+      refused = true;
       const why =
         s.code === 4401
           ? "Offline: your session has ended; reload the page to log in again"
@@ -109,140 +104,14 @@ function start(root) {
     if (!socket.isOpen) setConnection("offline", "Offline: waiting for the network");
   });
 
-  // Messages --------------------------------------------------------------------------------
-
-  function renderMessage(message) {
-    if (!message) return;
-    let li = nodes.get(message.seq);
-    if (!li) {
-      li = buildMessage(message);
-      nodes.set(message.seq, li);
-      insertInOrder(li, message.seq);
-    }
-    li.dataset.status = message.status;
-    renderBody(li, message);
-    renderStatus(li, message);
-  }
-
-  function buildMessage(message) {
-    const li = document.createElement("li");
-    const mine = message.role === "user" && message.author?.id === state.user?.id;
-    li.className = `msg msg-${message.role}${mine ? " msg-mine" : ""}`;
-    li.dataset.seq = String(message.seq);
-    li.dataset.role = message.role;
-    li.id = `message-${message.seq}`;
-
-    const meta = document.createElement("div");
-    meta.className = "msg-meta";
-    const who = document.createElement("span");
-    who.className = "msg-author";
-    who.textContent = message.role === "assistant" ? "Assistant" : mine ? "You" : message.author?.name ?? "Someone";
-    meta.append(who);
-    if (message.created_at) {
-      const time = document.createElement("time");
-      time.dateTime = message.created_at;
-      const when = new Date(message.created_at);
-      time.textContent = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-      time.title = when.toLocaleString();
-      meta.append(time);
-    }
-    const badge = document.createElement("span");
-    badge.className = "badge";
-    badge.hidden = true;
-    meta.append(badge);
-
-    const body = document.createElement("div");
-    body.className = "msg-body";
-    const error = document.createElement("p");
-    error.className = "msg-error";
-    error.hidden = true;
-    li.append(meta, body, error);
-    return li;
-  }
-
-  function renderBody(li, message) {
-    const el = li.querySelector(".msg-body");
-    if (message.role === "assistant" && message.status !== "streaming" && typeof message.html === "string") {
-      if (el.dataset.rendered === "html" && el.parleyHtml === message.html) return;
-      // The only HTML Parley ever inserts: the server's rendering of the assistant's Markdown,
-      // sanitised by nh3 (parley/rendering.py). Never build HTML from strings here.
-      el.innerHTML = message.html;
-      el.parleyHtml = message.html;
-      el.dataset.rendered = "html";
-      el.classList.remove("plain");
-      return;
-    }
-    // Everything else, user text above all, is set as text: it can never become markup.
-    if (el.dataset.rendered !== "text" || el.textContent !== message.text) {
-      el.textContent = message.text;
-      el.dataset.rendered = "text";
-      el.classList.add("plain");
-    }
-  }
-
-  function renderStatus(li, message) {
-    const badge = li.querySelector(".badge");
-    const label = STATUS_LABELS[message.status];
-    badge.hidden = !label;
-    badge.textContent = label ?? "";
-    badge.className = `badge badge-${message.status}`;
-    const error = li.querySelector(".msg-error");
-    let text = message.error ?? "";
-    if (!text && message.status === "interrupted") text = "The answer was cut off when the server restarted.";
-    if (!text && message.status === "cancelled" && !message.text) text = "Stopped before any text was written.";
-    error.hidden = !text;
-    error.textContent = text;
-  }
-
-  function insertInOrder(li, seq) {
-    // Messages usually arrive in order: walk back from the end of the list.
-    let before = null;
-    for (let node = els.list.lastElementChild; node; node = node.previousElementSibling) {
-      if (node.dataset.seq === undefined) {
-        before = node; // pending sends stay last
-        continue;
-      }
-      if (Number(node.dataset.seq) < seq) break;
-      before = node;
-    }
-    els.list.insertBefore(li, before);
-  }
-
   function renderOutbox() {
-    for (const [clientId, li] of pendingNodes) {
-      if (!state.outbox.has(clientId)) {
-        li.remove();
-        pendingNodes.delete(clientId);
-      }
-    }
-    for (const entry of state.outbox.values()) {
-      let li = pendingNodes.get(entry.client_id);
-      if (!li) {
-        li = document.createElement("li");
-        li.className = "msg msg-user msg-mine msg-pending";
-        li.dataset.clientId = entry.client_id;
-        const meta = document.createElement("div");
-        meta.className = "msg-meta";
-        const who = document.createElement("span");
-        who.className = "msg-author";
-        who.textContent = "You";
-        const badge = document.createElement("span");
-        badge.className = "badge badge-pending";
-        meta.append(who, badge);
-        const body = document.createElement("div");
-        body.className = "msg-body plain";
-        body.textContent = entry.text;
-        li.append(meta, body);
-        els.list.append(li);
-        pendingNodes.set(entry.client_id, li);
-      }
-      li.querySelector(".badge").textContent = entry.error
-        ? "Not sent yet, will retry"
-        : ready
-          ? "Sending…"
-          : "Waiting for connection…";
-    }
+    messages.renderOutbox(state.outbox, (entry) => {
+      if (entry.error) return "Not sent yet, will retry";
+      return ready ? "Sending…" : "Waiting for connection…";
+    });
   }
+
+  // Answers ---------------------------------------------------------------------------------
 
   function updateStreaming() {
     const streaming = state.streaming();
@@ -252,17 +121,21 @@ function start(root) {
     root.dataset.streaming = streaming ? "true" : "false";
   }
 
+  function showEmpty() {
+    els.empty.hidden = !state.synced || state.messages.size > 0 || state.outbox.size > 0;
+  }
+
   // Notices ---------------------------------------------------------------------------------
 
   let noticeTimer = null;
 
   function showError(frame) {
-    const messages = {
+    const explanations = {
       busy: "The assistant is still answering; your message was saved without a reply.",
       nothing_to_cancel: "There was no answer to stop.",
     };
     if (frame.code === "assistant_failed") return; // shown on the failed message itself
-    notify(messages[frame.code] ?? frame.detail ?? "Something went wrong.");
+    notify(explanations[frame.code] ?? frame.detail ?? "Something went wrong.");
     if (frame.code === "unavailable" && frame.client_id) {
       setTimeout(() => resendPending(), 3000);
     }
@@ -291,7 +164,8 @@ function start(root) {
     const limit = state.limits.max_message_chars;
     els.count.textContent = chars > limit * 0.8 ? `${chars} / ${limit}` : "";
     els.count.classList.toggle("over", chars > limit);
-    els.send.disabled = !els.text.value.trim() || chars > limit;
+    els.send.disabled = refused || !els.text.value.trim() || chars > limit;
+    els.text.disabled = refused;
     autosize();
   }
 
@@ -301,6 +175,7 @@ function start(root) {
   }
 
   function submit() {
+    if (refused) return;
     const text = els.text.value;
     const problem = state.validate(text);
     if (problem) {
@@ -313,7 +188,7 @@ function start(root) {
     els.text.value = "";
     updateComposer();
     renderOutbox();
-    els.empty.hidden = true;
+    showEmpty();
     scrollToBottom();
     els.text.focus();
   }
@@ -335,6 +210,13 @@ function start(root) {
     if (socket.send({ type: "cancel", message_id: streaming.id })) {
       cancelRequested = streaming.id;
       updateStreaming();
+      // If no done follows (the answer's server may be gone), let the user try again.
+      setTimeout(() => {
+        if (cancelRequested === streaming.id) {
+          cancelRequested = null;
+          updateStreaming();
+        }
+      }, 5000);
     }
   });
 

@@ -92,9 +92,19 @@ export class RoomState {
     return sendFrame(entry);
   }
 
-  /** Frames to send when a connection says hello: resume from lastSeq, then unacked sends. */
+  /** Where a resume starts: after lastSeq, or just before the oldest answer we still hold
+   * as streaming, so that a `done` missed while disconnected comes back in the history. */
+  resumePoint() {
+    let after = this.lastSeq;
+    for (const m of this.messages.values()) {
+      if (m.status === "streaming" && m.seq <= after) after = m.seq - 1;
+    }
+    return after;
+  }
+
+  /** Frames to send when a connection says hello: resume, then every unacked send. */
   resumeFrames() {
-    return [{ type: "resume", after: this.lastSeq }, ...[...this.outbox.values()].map(sendFrame)];
+    return [{ type: "resume", after: this.resumePoint() }, ...[...this.outbox.values()].map(sendFrame)];
   }
 
   apply(frame) {

@@ -1,0 +1,36 @@
+"""``manage.py parley_demo``: demo users and rooms, created once however often it runs."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import call_command
+
+from parley import services
+from parley.models import Room
+
+pytestmark = pytest.mark.django_db
+
+
+def test_parley_demo_is_idempotent():
+    first, second = StringIO(), StringIO()
+    call_command("parley_demo", stdout=first)
+    call_command("parley_demo", "--base-url", "http://demo.test", stdout=second)
+
+    demo = authenticate(username="demo", password="demo-pass-123")
+    guest = authenticate(username="guest", password="demo-pass-123")
+    assert demo is not None and guest is not None
+    assert Room.objects.count() == 2
+    private = Room.objects.get(title="Private notes")
+    team = Room.objects.get(title="Team room")
+    assert private.kind == "private" and private.owner == demo
+    assert team.kind == "shared" and team.owner == demo
+    assert services.room_members(room=team) == [demo, guest]
+    assert services.rooms_for_user(user=guest) == [team]
+
+    out = second.getvalue()
+    assert "demo / demo-pass-123" in out
+    assert f"http://demo.test/rooms/{private.public_id}/" in out
+    assert f"http://demo.test/rooms/{team.public_id}/" in out
