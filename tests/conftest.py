@@ -99,3 +99,18 @@ def fake_openai():
     from tests.openai_server import serve
 
     yield from serve()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_connections(django_db_setup, django_db_blocker):
+    """Async tests leave connections open in asgiref's worker thread; PostgreSQL will not drop
+    the test database while they live, so end them before it tries."""
+    yield
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
