@@ -151,5 +151,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {"parley": {"handlers": ["console"], "level": os.environ.get("PARLEY_LOG_LEVEL", "INFO")}},
+    "loggers": {
+        "parley": {"handlers": ["console"], "level": os.environ.get("PARLEY_LOG_LEVEL", "INFO")}
+    },
 }

@@ -92,7 +92,11 @@ class Answer:
                 protocol.error("assistant_failed", error, message_id=final.pk),
             )
         logger.info(
-            "answer %s in room %s: %s, %d characters", final.pk, self.room.pk, status, len(self.text)
+            "answer %s in room %s: %s, %d characters",
+            final.pk,
+            self.room.pk,
+            status,
+            len(self.text),
         )
 
     async def _generate(self, flush_interval: float) -> tuple[str, str]:
@@ -184,7 +188,9 @@ class Answer:
                 # The whole text so far as a delta at offset 0: the asker replaces its copy.
                 await self.layer.send(
                     event["reply_to"],
-                    frame_event(protocol.delta(message_id=self.message.pk, offset=0, text=self.text)),
+                    frame_event(
+                        protocol.delta(message_id=self.message.pk, offset=0, text=self.text)
+                    ),
                 )
 
 
@@ -208,7 +214,9 @@ async def answer_begin(*, layer: BaseChannelLayer, room: Room, question: Message
     return message
 
 
-async def answer_cancel(*, layer: BaseChannelLayer, room: Room, by: str, message_id: int | None) -> None:
+async def answer_cancel(
+    *, layer: BaseChannelLayer, room: Room, by: str, message_id: int | None
+) -> None:
     """Ask whichever process runs the room's answer to stop it."""
     await layer.group_send(
         room.control_group_name, {"type": "parley.cancel", "message_id": message_id, "by": by}

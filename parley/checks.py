@@ -34,7 +34,8 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         except ImportError as exc:
             errors.append(
                 checks.Error(
-                    f"PARLEY['BACKENDS'][{alias!r}]['BACKEND'] = {path!r} cannot be imported: {exc}",
+                    f"PARLEY['BACKENDS'][{alias!r}]['BACKEND'] = {path!r} cannot be imported: "
+                    f"{exc}",
                     hint="Install the backend's extra (e.g. pip install 'parley[openai]') "
                     "or correct the dotted path.",
                     id="parley.E001",

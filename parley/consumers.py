@@ -30,7 +30,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         await self.accept()
         if user is None or not user.is_authenticated:
-            await self._refuse("unauthenticated", "Log in to join this room.", CLOSE_UNAUTHENTICATED)
+            await self._refuse(
+                "unauthenticated", "Log in to join this room.", CLOSE_UNAUTHENTICATED
+            )
             return
         public_id = self.scope["url_route"]["kwargs"]["room"]
         ticket_room = self.scope.get("parley_ticket_room")
@@ -101,15 +103,21 @@ class RoomConsumer(AsyncWebsocketConsumer):
             room=self.room, author=user, text=frame.text, client_id=frame.client_id
         )
         payload = services.message_payload(message)
-        await self._send(protocol.ack(client_id=frame.client_id, message=payload, duplicate=not created))
+        await self._send(
+            protocol.ack(client_id=frame.client_id, message=payload, duplicate=not created)
+        )
         if not created:
             return
         await answers.broadcast(self.channel_layer, self.room, protocol.message(payload))
         if frame.ask:
             try:
-                await answers.answer_begin(layer=self.channel_layer, room=self.room, question=message)
+                await answers.answer_begin(
+                    layer=self.channel_layer, room=self.room, question=message
+                )
             except AssistantBusy as exc:
-                await self._error("busy", f"{exc} Your message was stored.", client_id=frame.client_id)
+                await self._error(
+                    "busy", f"{exc} Your message was stored.", client_id=frame.client_id
+                )
 
     async def _on_cancel(self, frame: protocol.Cancel) -> None:
         await answers.answers_interrupt_stale(layer=self.channel_layer, room=self.room)
@@ -132,7 +140,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         last_seq = messages[-1].seq if messages else frame.after
         await self._send(
             protocol.history(
-                messages=[services.message_payload(m) for m in messages], more=more, last_seq=last_seq
+                messages=[services.message_payload(m) for m in messages],
+                more=more,
+                last_seq=last_seq,
             )
         )
         for message in messages:

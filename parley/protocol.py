@@ -55,7 +55,9 @@ def _field(frame: dict[str, Any], name: str, kinds: tuple[type, ...], default: A
     # bool is a subclass of int in Python, but true is not a sequence number.
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         names = {str: "a string", int: "an integer", bool: "true or false", type(None): "null"}
-        raise ProtocolError("bad_frame", f"'{name}' must be {' or '.join(names[k] for k in kinds)}.")
+        raise ProtocolError(
+            "bad_frame", f"'{name}' must be {' or '.join(names[k] for k in kinds)}."
+        )
     return value
 
 
@@ -122,8 +124,17 @@ def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def hello(*, room: dict[str, Any], user: dict[str, Any], last_seq: int, limits: dict[str, int]) -> dict[str, Any]:
-    return {"type": "hello", "v": VERSION, "room": room, "user": user, "last_seq": last_seq, "limits": limits}
+def hello(
+    *, room: dict[str, Any], user: dict[str, Any], last_seq: int, limits: dict[str, int]
+) -> dict[str, Any]:
+    return {
+        "type": "hello",
+        "v": VERSION,
+        "room": room,
+        "user": user,
+        "last_seq": last_seq,
+        "limits": limits,
+    }
 
 
 def ack(*, client_id: str, message: dict[str, Any], duplicate: bool) -> dict[str, Any]:

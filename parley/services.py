@@ -21,7 +21,12 @@ from .models import Membership, Message, Room
 from .rendering import render_markdown
 
 TERMINAL_STATUSES = frozenset(
-    {Message.Status.COMPLETE, Message.Status.CANCELLED, Message.Status.FAILED, Message.Status.INTERRUPTED}
+    {
+        Message.Status.COMPLETE,
+        Message.Status.CANCELLED,
+        Message.Status.FAILED,
+        Message.Status.INTERRUPTED,
+    }
 )
 
 
@@ -141,7 +146,9 @@ def message_post(
     return message, True
 
 
-def _message_by_client_id(*, room: Room, author: AbstractBaseUser, client_id: str) -> Message | None:
+def _message_by_client_id(
+    *, room: Room, author: AbstractBaseUser, client_id: str
+) -> Message | None:
     return (
         Message.objects.select_related("author")
         .filter(room=room, author=author, client_id=client_id)
@@ -149,7 +156,9 @@ def _message_by_client_id(*, room: Room, author: AbstractBaseUser, client_id: st
     )
 
 
-def messages_after(*, room: Room, after: int, limit: int | None = None) -> tuple[list[Message], bool]:
+def messages_after(
+    *, room: Room, after: int, limit: int | None = None
+) -> tuple[list[Message], bool]:
     """Messages of ``room`` with ``seq > after``, oldest first, at most ``limit``; and whether
     more follow."""
     limit = limit or get_config().history_page_size
@@ -268,10 +277,9 @@ def user_get_by_username(*, username: str) -> AbstractBaseUser | None:
     from django.contrib.auth import get_user_model
 
     model = get_user_model()
-    return (
-        model._default_manager.filter(**{model.USERNAME_FIELD: username.strip(), "is_active": True})
-        .first()
-    )
+    return model._default_manager.filter(
+        **{model.USERNAME_FIELD: username.strip(), "is_active": True}
+    ).first()
 
 
 def room_members(*, room: Room) -> list[AbstractBaseUser]:

@@ -145,7 +145,9 @@ class Peer:
             checked = len(self.frames)
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0 or self.reader.done():
-                raise AssertionError(f"no matching frame within {timeout}s; last: {self.frames[-3:]}")
+                raise AssertionError(
+                    f"no matching frame within {timeout}s; last: {self.frames[-3:]}"
+                )
             self.arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), remaining)

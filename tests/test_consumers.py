@@ -92,12 +92,16 @@ async def test_non_member_and_unknown_room_are_refused_alike(connect, bob, priva
 
 
 @pytest.mark.parametrize("origin", ["http://evil.example", None])
-async def test_foreign_or_missing_origin_is_refused_at_handshake(connect, alice, private_room, origin, backend):
+async def test_foreign_or_missing_origin_is_refused_at_handshake(
+    connect, alice, private_room, origin, backend
+):
     client = await connect(private_room, alice, origin=origin)
     assert not client.connected
 
 
-async def test_message_is_stored_acked_broadcast_and_answered(connect, alice, bob, shared_room, backend):
+async def test_message_is_stored_acked_broadcast_and_answered(
+    connect, alice, bob, shared_room, backend
+):
     a = await joined(connect, shared_room, alice)
     b = await joined(connect, shared_room, bob)
     await a.send(type="send", client_id="c1", text="hello there")
@@ -166,7 +170,9 @@ async def test_ask_false_stores_without_answer(connect, alice, bob, shared_room,
         ('{"type": "send", "client_id": "c", "text": ""}', "empty_text"),
     ],
 )
-async def test_bad_frames_get_an_error_and_the_socket_stays_usable(connect, alice, private_room, raw, code, backend):
+async def test_bad_frames_get_an_error_and_the_socket_stays_usable(
+    connect, alice, private_room, raw, code, backend
+):
     client = await joined(connect, private_room, alice)
     await client.send_raw(raw)
     error = await client.expect("error")
@@ -176,7 +182,9 @@ async def test_bad_frames_get_an_error_and_the_socket_stays_usable(connect, alic
     assert [m.text for m in await database_sync_to_async(stored)(private_room)] == ["still here"]
 
 
-async def test_binary_and_oversize_frames_are_refused(connect, alice, private_room, backend, settings):
+async def test_binary_and_oversize_frames_are_refused(
+    connect, alice, private_room, backend, settings
+):
     settings.PARLEY = {**settings.PARLEY, "MAX_FRAME_BYTES": 1000}
     client = await joined(connect, private_room, alice)
     await client.send_raw(data=b"\x00\x01")
@@ -187,7 +195,9 @@ async def test_binary_and_oversize_frames_are_refused(connect, alice, private_ro
     assert await database_sync_to_async(stored)(private_room) == []
 
 
-async def test_resume_sends_missed_messages_in_pages(connect, alice, private_room, backend, settings):
+async def test_resume_sends_missed_messages_in_pages(
+    connect, alice, private_room, backend, settings
+):
     settings.PARLEY = {**settings.PARLEY, "HISTORY_PAGE_SIZE": 2}
     client = await joined(connect, private_room, alice)
     for n in range(5):
@@ -240,7 +250,9 @@ async def test_one_answer_at_a_time_per_room(connect, alice, bob, shared_room, b
     assert len(answers) == 1
 
 
-async def test_answer_completes_after_the_asker_disconnects(connect, alice, bob, shared_room, backend):
+async def test_answer_completes_after_the_asker_disconnects(
+    connect, alice, bob, shared_room, backend
+):
     backend(reply="word ", repeat=40, delay=0.01)
     a = await joined(connect, shared_room, alice)
     b = await joined(connect, shared_room, bob)
@@ -251,7 +263,9 @@ async def test_answer_completes_after_the_asker_disconnects(connect, alice, bob,
     assert final["status"] == "complete" and final["text"] == "word " * 40
 
 
-async def test_resume_mid_answer_gets_text_so_far_then_live_deltas(connect, alice, private_room, backend):
+async def test_resume_mid_answer_gets_text_so_far_then_live_deltas(
+    connect, alice, private_room, backend
+):
     backend(reply="tick ", repeat=60, delay=0.01)
     first = await joined(connect, private_room, alice)
     await first.send(type="send", client_id="c1", text="stream please")
@@ -283,7 +297,9 @@ async def test_resume_mid_answer_gets_text_so_far_then_live_deltas(connect, alic
     assert text == frame["message"]["text"] == "tick " * 60
 
 
-async def test_failed_backend_gives_failed_message_and_error_frame(connect, alice, private_room, backend):
+async def test_failed_backend_gives_failed_message_and_error_frame(
+    connect, alice, private_room, backend
+):
     backend(reply="a b c d", fail_after=2, error="Upstream exploded.")
     client = await joined(connect, private_room, alice)
     await client.send(type="send", client_id="c1", text="try")
@@ -297,14 +313,18 @@ async def test_failed_backend_gives_failed_message_and_error_frame(connect, alic
     assert (await finished(client))["status"] == "complete"
 
 
-async def test_ticket_lets_a_cookieless_client_into_its_room_only(connect, alice, private_room, shared_room, backend, settings):
+async def test_ticket_lets_a_cookieless_client_into_its_room_only(
+    connect, alice, private_room, shared_room, backend, settings
+):
     from parley.auth import ticket_issue
 
     ticket = await database_sync_to_async(ticket_issue)(user=alice, room=private_room.public_id)
     path = f"/ws/rooms/{private_room.public_id}/?ticket={ticket}"
     client = await connect(private_room, None, path=path)
     assert (await client.expect("hello"))["user"]["name"] == "alice"
-    elsewhere = await connect(shared_room, None, path=f"/ws/rooms/{shared_room.public_id}/?ticket={ticket}")
+    elsewhere = await connect(
+        shared_room, None, path=f"/ws/rooms/{shared_room.public_id}/?ticket={ticket}"
+    )
     assert (await elsewhere.expect("error"))["code"] == "forbidden"
     forged = await connect(private_room, None, path=path[:-3] + "xyz")
     assert (await forged.expect("error"))["code"] == "unauthenticated"

@@ -47,9 +47,14 @@ async def follow_answer(peer: Peer, text: str = "") -> tuple[str, dict]:
             text = apply_delta(text, usable[0], pending.pop(usable[0]))
 
 
-async def test_members_see_each_other_and_the_streamed_answer(servers, layer_env, alice, bob, shared_room):
+async def test_members_see_each_other_and_the_streamed_answer(
+    servers, layer_env, alice, bob, shared_room
+):
     server = servers({**layer_env, **slow_backend(repeat=20, delay=0.005)})
-    a, b = await Peer.connect(server, shared_room, alice), await Peer.connect(server, shared_room, bob)
+    a, b = (
+        await Peer.connect(server, shared_room, alice),
+        await Peer.connect(server, shared_room, bob),
+    )
     await a.send(type="send", client_id="q1", text="hello from alice")
     ack = await a.expect(lambda f: f["type"] == "ack")
     seen = await b.expect(lambda f: f["type"] == "message" and f["message"]["role"] == "user")
@@ -64,7 +69,10 @@ async def test_members_see_each_other_and_the_streamed_answer(servers, layer_env
 
 async def test_reconnect_resumes_without_loss(servers, layer_env, alice, bob, shared_room):
     server = servers({**layer_env, **slow_backend(repeat=150, delay=0.01)})
-    a, b = await Peer.connect(server, shared_room, alice), await Peer.connect(server, shared_room, bob)
+    a, b = (
+        await Peer.connect(server, shared_room, alice),
+        await Peer.connect(server, shared_room, bob),
+    )
     await a.send(type="send", client_id="q1", text="long answer please")
     ack = await a.expect(lambda f: f["type"] == "ack")
     await a.expect(lambda f: f["type"] == "delta")
@@ -95,13 +103,20 @@ async def test_reconnect_resumes_without_loss(servers, layer_env, alice, bob, sh
     await b.close()
 
 
-async def test_two_servers_share_rooms_streams_and_stop(servers, redis_env, alice, bob, shared_room):
+async def test_two_servers_share_rooms_streams_and_stop(
+    servers, redis_env, alice, bob, shared_room
+):
     env = {**redis_env, **slow_backend(repeat=2000, delay=0.01)}
     server_a, server_b = servers(env, name="server-a"), servers(env, name="server-b")
-    on_a, on_b = await Peer.connect(server_a, shared_room, alice), await Peer.connect(server_b, shared_room, bob)
+    on_a, on_b = (
+        await Peer.connect(server_a, shared_room, alice),
+        await Peer.connect(server_b, shared_room, bob),
+    )
     # A message posted on B reaches a member on A.
     await on_b.send(type="send", client_id="b1", text="hi from B", ask=False)
-    got = await on_a.expect(lambda f: f["type"] == "message" and f["message"]["text"] == "hi from B")
+    got = await on_a.expect(
+        lambda f: f["type"] == "message" and f["message"]["text"] == "hi from B"
+    )
     assert got["message"]["author"]["name"] == "bob"
     # A question asked on A: the answer runs on A and streams live to the member on B.
     await on_a.send(type="send", client_id="a1", text="question on A")
@@ -120,17 +135,23 @@ async def test_two_servers_share_rooms_streams_and_stop(servers, redis_env, alic
     # And the other way round: asked on B, streamed live to A, stopped from A.
     await on_b.send(type="send", client_id="b2", text="question on B")
     second = await on_a.expect(
-        lambda f: f["type"] == "message"
-        and f["message"]["role"] == "assistant"
-        and f["message"]["id"] != started["message"]["id"]
+        lambda f: (
+            f["type"] == "message"
+            and f["message"]["role"] == "assistant"
+            and f["message"]["id"] != started["message"]["id"]
+        )
     )
     text = ""
     for _ in range(3):
-        delta = await on_a.expect(lambda f: f["type"] == "delta" and f["message_id"] == second["message"]["id"])
+        delta = await on_a.expect(
+            lambda f: f["type"] == "delta" and f["message_id"] == second["message"]["id"]
+        )
         assert delta["offset"] == len(text)
         text += delta["text"]
     await on_a.send(type="cancel")
-    done = await on_b.expect(lambda f: f["type"] == "done" and f["message"]["id"] == second["message"]["id"])
+    done = await on_b.expect(
+        lambda f: f["type"] == "done" and f["message"]["id"] == second["message"]["id"]
+    )
     assert done["message"]["status"] == "cancelled"
     assert done["message"]["text"].startswith(text)
     await on_a.close()
@@ -138,8 +159,14 @@ async def test_two_servers_share_rooms_streams_and_stop(servers, redis_env, alic
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
-async def test_answer_of_a_dead_server_ends_interrupted(servers, redis_env, alice, bob, shared_room, sig):
-    options = {"PARLEY_TEST_OPTIONS": json.dumps({"STREAM_PERSIST_INTERVAL": 0.2, "ANSWER_STALE_AFTER": 1.0})}
+async def test_answer_of_a_dead_server_ends_interrupted(
+    servers, redis_env, alice, bob, shared_room, sig
+):
+    options = {
+        "PARLEY_TEST_OPTIONS": json.dumps(
+            {"STREAM_PERSIST_INTERVAL": 0.2, "ANSWER_STALE_AFTER": 1.0}
+        )
+    }
     env = {**redis_env, **slow_backend(repeat=2000, delay=0.01), **options}
     doomed, survivor = servers(env, name="doomed"), servers(env, name="survivor")
     on_doomed = await Peer.connect(doomed, shared_room, alice)
@@ -160,11 +187,15 @@ async def test_answer_of_a_dead_server_ends_interrupted(servers, redis_env, alic
     # The room is usable again: ask again on the surviving server.
     await on_survivor.send(type="send", client_id="q2", text="once more")
     retry = await on_survivor.expect(
-        lambda f: f["type"] == "message"
-        and f["message"]["role"] == "assistant"
-        and f["message"]["id"] != started["message"]["id"]
+        lambda f: (
+            f["type"] == "message"
+            and f["message"]["role"] == "assistant"
+            and f["message"]["id"] != started["message"]["id"]
+        )
     )
     assert retry["message"]["status"] == "streaming"
     await on_survivor.send(type="cancel")
-    await on_survivor.expect(lambda f: f["type"] == "done" and f["message"]["id"] == retry["message"]["id"])
+    await on_survivor.expect(
+        lambda f: f["type"] == "done" and f["message"]["id"] == retry["message"]["id"]
+    )
     await on_survivor.close()

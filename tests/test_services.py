@@ -21,7 +21,9 @@ def test_room_create_makes_owner_a_member(alice):
     assert len(room.public_id) >= 16
 
 
-def test_invite_only_into_shared_rooms_and_only_by_members(alice, bob, make_user, private_room, shared_room):
+def test_invite_only_into_shared_rooms_and_only_by_members(
+    alice, bob, make_user, private_room, shared_room
+):
     carol = make_user("carol")
     with pytest.raises(PermissionDenied):
         services.room_invite(room=private_room, by=alice, user=bob)
@@ -33,7 +35,9 @@ def test_invite_only_into_shared_rooms_and_only_by_members(alice, bob, make_user
 
 
 def test_room_get_for_member_hides_foreign_and_unknown_rooms(alice, bob, private_room):
-    assert services.room_get_for_member(public_id=private_room.public_id, user=alice) == private_room
+    assert (
+        services.room_get_for_member(public_id=private_room.public_id, user=alice) == private_room
+    )
     with pytest.raises(PermissionDenied) as foreign:
         services.room_get_for_member(public_id=private_room.public_id, user=bob)
     with pytest.raises(PermissionDenied) as unknown:
@@ -50,8 +54,12 @@ def test_sequence_numbers_increase_without_gaps(alice, private_room):
 
 
 def test_resend_with_same_client_id_is_stored_once(alice, bob, shared_room):
-    first, created = services.message_post(room=shared_room, author=alice, text="hi", client_id="c1")
-    again, created_again = services.message_post(room=shared_room, author=alice, text="hi", client_id="c1")
+    first, created = services.message_post(
+        room=shared_room, author=alice, text="hi", client_id="c1"
+    )
+    again, created_again = services.message_post(
+        room=shared_room, author=alice, text="hi", client_id="c1"
+    )
     assert created and not created_again
     assert again.pk == first.pk
     _, bob_created = services.message_post(room=shared_room, author=bob, text="hi", client_id="c1")

@@ -57,5 +57,5 @@ class AssistantBackend(abc.ABC):
         so that nothing more is generated.
         """
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release clients and connections held by the backend."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import ast
+import asyncio
 import operator
 import re
 from collections.abc import AsyncIterator
@@ -85,7 +85,11 @@ def compose_answer(request: AssistantRequest) -> str:
     summary = (
         f"You asked: “{question[:200]}{'…' if len(question) > 200 else ''}” "
         f"({words} word{'s' if words != 1 else ''}"
-        + (f"; {earlier} earlier question{'s' if earlier != 1 else ''} in this room" if earlier > 0 else "")
+        + (
+            f"; {earlier} earlier question{'s' if earlier != 1 else ''} in this room"
+            if earlier > 0
+            else ""
+        )
         + ")."
     )
     return (
