@@ -11,7 +11,7 @@ from django.test import Client
 
 from .backends.scripted import ScriptedBackend
 
-__all__ = ["RoomClient", "ScriptedBackend", "session_cookie"]
+__all__ = ["AnswerText", "RoomClient", "ScriptedBackend", "session_cookie"]
 
 
 def session_cookie(user: Any) -> str:
@@ -19,6 +19,22 @@ def session_cookie(user: Any) -> str:
     client = Client()
     client.force_login(user)
     return f"sessionid={client.cookies['sessionid'].value}"
+
+
+class AnswerText:
+    """A client's copy of a streaming answer, built from ``delta`` frames the way
+    docs/protocol.md says: deltas that arrive ahead of a gap wait until it is filled."""
+
+    def __init__(self, text: str = "") -> None:
+        self.text = text
+        self.pending: dict[int, str] = {}
+
+    def apply(self, offset: int, piece: str) -> None:
+        self.pending[offset] = piece
+        while usable := sorted(o for o in self.pending if o <= len(self.text)):
+            offset = usable[0]
+            piece = self.pending.pop(offset)
+            self.text = piece if offset == 0 else self.text + piece[len(self.text) - offset :]
 
 
 class RoomClient:

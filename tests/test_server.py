@@ -9,6 +9,7 @@ import signal
 
 import pytest
 
+from parley.testing import AnswerText
 from tests.servers import Peer
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
@@ -30,21 +31,21 @@ def layer_env(request) -> dict[str, str]:
     return {}
 
 
-def apply_delta(text: str, offset: int, piece: str) -> str:
-    """How a client applies a delta it can use (offset at or before the end of its copy)."""
-    return piece if offset == 0 else text + piece[len(text) - offset :]
-
-
-async def follow_answer(peer: Peer, text: str = "") -> tuple[str, dict]:
-    """Apply deltas (buffering any that arrive ahead of a gap) until the answer is done."""
-    pending: dict[int, str] = {}
+async def follow_answer(
+    peer: Peer, text: str = "", cancel_after: int | None = None
+) -> tuple[str, dict]:
+    """Apply deltas until the answer is done (sending a cancel after ``cancel_after`` deltas);
+    returns the client's copy of the text and the final message."""
+    copy = AnswerText(text)
+    deltas = 0
     while True:
         frame = await peer.expect(lambda f: f["type"] in {"delta", "done"})
         if frame["type"] == "done":
-            return text, frame["message"]
-        pending[frame["offset"]] = frame["text"]
-        while usable := sorted(o for o in pending if o <= len(text)):
-            text = apply_delta(text, usable[0], pending.pop(usable[0]))
+            return copy.text, frame["message"]
+        copy.apply(frame["offset"], frame["text"])
+        deltas += 1
+        if deltas == cancel_after:
+            await peer.send(type="cancel")
 
 
 async def test_members_see_each_other_and_the_streamed_answer(
@@ -68,7 +69,7 @@ async def test_members_see_each_other_and_the_streamed_answer(
 
 
 async def test_reconnect_resumes_without_loss(servers, layer_env, alice, bob, shared_room):
-    server = servers({**layer_env, **slow_backend(repeat=150, delay=0.01)})
+    server = servers({**layer_env, **slow_backend(repeat=2000, delay=0.01)})
     a, b = (
         await Peer.connect(server, shared_room, alice),
         await Peer.connect(server, shared_room, bob),
@@ -94,10 +95,11 @@ async def test_reconnect_resumes_without_loss(servers, layer_env, alice, bob, sh
     texts = [m["text"] for m in history["messages"] if m["role"] == "user"]
     assert texts == ["bob 0", "bob 1", "bob 2"]
     (answer,) = [m for m in history["messages"] if m["role"] == "assistant"]
-    assert answer["status"] == "streaming"  # 150 pieces 10 ms apart: still going
-    text, final = await follow_answer(back, answer["text"])
-    assert final["status"] == "complete"
-    assert text == final["text"] == "tok " * 150
+    assert answer["status"] == "streaming"  # 2,000 pieces 10 ms apart: still going
+    text, final = await follow_answer(back, answer["text"], cancel_after=5)
+    assert final["status"] == "cancelled"
+    assert len(text) > len("tok ") * 5
+    assert text == final["text"]
     assert ack["message"]["seq"] < final["seq"]
     await back.close()
     await b.close()
