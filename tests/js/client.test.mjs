@@ -334,3 +334,15 @@ test("a reconnect resumes before an answer still streaming, so a missed done com
   assert.equal(state.lastSeq, 3);
   assert.deepEqual(state.apply(HELLO).send, [{ type: "resume", after: 3 }]);
 });
+
+test("a live message past a gap asks once for the missed ones", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  state.apply({ type: "history", messages: [userMessage(1)], more: false, last_seq: 1 });
+  const update = state.apply({ type: "message", message: userMessage(4) });
+  assert.deepEqual(update.send, [{ type: "resume", after: 1 }]);
+  assert.deepEqual(state.apply({ type: "message", message: userMessage(5) }).send, []);
+  state.apply({ type: "history", messages: [userMessage(2), userMessage(3)], more: false, last_seq: 3 });
+  assert.equal(state.lastSeq, 5);
+  assert.deepEqual(state.apply({ type: "message", message: userMessage(6) }).send, []);
+});

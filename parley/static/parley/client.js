@@ -52,6 +52,7 @@ export class RoomState {
     this.pendingDeltas = new Map(); // message id -> [{offset, text}] not yet placeable
     this.outbox = new Map(); // client_id -> {client_id, text, ask, error}
     this.lastSeq = 0; // every message up to here is known (seqs have no gaps)
+    this.gapAskedAfter = null; // lastSeq when we last asked for missed messages
     this.room = null;
     this.user = null;
     this.limits = { ...DEFAULT_LIMITS };
@@ -135,10 +136,12 @@ export class RoomState {
       case "ack":
         if (this.outbox.delete(frame.client_id)) update.outbox = true;
         if (frame.message) this._upsert(frame.message, update);
+        this._fillGap(update);
         break;
       case "message":
       case "done":
         this._upsert(frame.message, update);
+        this._fillGap(update);
         break;
       case "delta":
         this._delta(frame, update);
@@ -242,6 +245,19 @@ export class RoomState {
 
   _advance() {
     while (this.messages.has(this.lastSeq + 1)) this.lastSeq += 1;
+  }
+
+  /** A live message numbered past lastSeq + 1 means some were missed (a server under load
+   * may drop frames; the database has them all): ask for them, once per gap. */
+  _fillGap(update) {
+    if (!this.synced || this.gapAskedAfter === this.lastSeq) return;
+    for (const seq of this.messages.keys()) {
+      if (seq > this.lastSeq + 1) {
+        this.gapAskedAfter = this.lastSeq;
+        update.send.push({ type: "resume", after: this.lastSeq });
+        return;
+      }
+    }
   }
 }
 
