@@ -140,6 +140,25 @@ async def test_deltas_rebuild_the_answer_in_order(connect, alice, private_room, 
     assert text == frame["message"]["text"] == "one two three four five six seven eight"
 
 
+async def test_first_delta_goes_out_at_once_and_the_rest_are_coalesced(
+    connect, alice, private_room, settings
+):
+    settings.PARLEY = {
+        **scripted(reply="x ", repeat=400, delay=0.001),
+        "STREAM_FLUSH_INTERVAL": 0.05,
+    }
+    client = await joined(connect, private_room, alice)
+    await client.send(type="send", client_id="c1", text="many small pieces")
+    deltas = []
+    while (frame := await client.receive())["type"] != "done":
+        if frame["type"] == "delta":
+            deltas.append(frame["text"])
+    assert deltas[0] == "x "  # the first piece alone, not held back for the interval
+    assert "".join(deltas) == frame["message"]["text"] == "x " * 400
+    # 400 pieces at least 1 ms apart take 0.4 s or more: at most one flush per 50 ms.
+    assert len(deltas) < 400 / 5
+
+
 async def test_resend_after_reconnect_is_not_stored_twice(connect, alice, private_room, backend):
     client = await joined(connect, private_room, alice)
     await client.send(type="send", client_id="same", text="once", ask=False)
