@@ -152,6 +152,17 @@ class Peer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), remaining)
 
+    async def answer_started(self, *, not_id: int | None = None) -> dict[str, Any]:
+        """The announcement of an assistant answer (other than message ``not_id``)."""
+        frame = await self.expect(
+            lambda f: (
+                f["type"] == "message"
+                and f["message"]["role"] == "assistant"
+                and f["message"]["id"] != not_id
+            )
+        )
+        return frame["message"]
+
     async def close(self) -> None:
         await self.ws.close()
         await self.reader

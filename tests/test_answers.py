@@ -215,19 +215,11 @@ async def test_a_real_server_streams_from_the_model_and_stop_reaches_it(
 
     fake_openai.script = SLOW
     await peer.send(type="send", client_id="c2", text="Tell me a long story")
-    started = await peer.expect(
-        lambda f: (
-            f["type"] == "message"
-            and f["message"]["role"] == "assistant"
-            and f["message"]["id"] != done["message"]["id"]
-        )
-    )
-    await peer.expect(
-        lambda f: f["type"] == "delta" and f["message_id"] == started["message"]["id"]
-    )
+    started = await peer.answer_started(not_id=done["message"]["id"])
+    await peer.expect(lambda f: f["type"] == "delta" and f["message_id"] == started["id"])
     await peer.send(type="cancel")
     stopped = await peer.expect(
-        lambda f: f["type"] == "done" and f["message"]["id"] == started["message"]["id"]
+        lambda f: f["type"] == "done" and f["message"]["id"] == started["id"]
     )
     assert stopped["message"]["status"] == "cancelled"
     exchange = await fake_openai.client_went_away()

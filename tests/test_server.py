@@ -122,38 +122,28 @@ async def test_two_servers_share_rooms_streams_and_stop(
     assert got["message"]["author"]["name"] == "bob"
     # A question asked on A: the answer runs on A and streams live to the member on B.
     await on_a.send(type="send", client_id="a1", text="question on A")
-    started = await on_b.expect(
-        lambda f: f["type"] == "message" and f["message"]["role"] == "assistant"
-    )
+    started = await on_b.answer_started()
     for _ in range(3):
         await on_b.expect(lambda f: f["type"] == "delta")
     # Stop sent to B stops the generation running on A.
     await on_b.send(type="cancel")
     for p in (on_a, on_b):
         done = await p.expect(lambda f: f["type"] == "done")
-        assert done["message"]["id"] == started["message"]["id"]
+        assert done["message"]["id"] == started["id"]
         assert done["message"]["status"] == "cancelled"
         assert len(done["message"]["text"]) < len("tok ") * 2000
     # And the other way round: asked on B, streamed live to A, stopped from A.
     await on_b.send(type="send", client_id="b2", text="question on B")
-    second = await on_a.expect(
-        lambda f: (
-            f["type"] == "message"
-            and f["message"]["role"] == "assistant"
-            and f["message"]["id"] != started["message"]["id"]
-        )
-    )
+    second = await on_a.answer_started(not_id=started["id"])
     text = ""
     for _ in range(3):
         delta = await on_a.expect(
-            lambda f: f["type"] == "delta" and f["message_id"] == second["message"]["id"]
+            lambda f: f["type"] == "delta" and f["message_id"] == second["id"]
         )
         assert delta["offset"] == len(text)
         text += delta["text"]
     await on_a.send(type="cancel")
-    done = await on_b.expect(
-        lambda f: f["type"] == "done" and f["message"]["id"] == second["message"]["id"]
-    )
+    done = await on_b.expect(lambda f: f["type"] == "done" and f["message"]["id"] == second["id"])
     assert done["message"]["status"] == "cancelled"
     assert done["message"]["text"].startswith(text)
     await on_a.close()
@@ -174,30 +164,20 @@ async def test_answer_of_a_dead_server_ends_interrupted(
     on_doomed = await Peer.connect(doomed, shared_room, alice)
     on_survivor = await Peer.connect(survivor, shared_room, bob)
     await on_doomed.send(type="send", client_id="q1", text="long one")
-    started = await on_survivor.expect(
-        lambda f: f["type"] == "message" and f["message"]["role"] == "assistant"
-    )
+    started = await on_survivor.answer_started()
     await on_survivor.expect(lambda f: f["type"] == "delta")
     doomed.stop(sig)
     if sig == signal.SIGKILL:
         # Nobody is left to say so: the next member to resume finds the heartbeat gone.
         await asyncio.sleep(1.5)
-        await on_survivor.send(type="resume", after=started["message"]["seq"] - 1)
+        await on_survivor.send(type="resume", after=started["seq"] - 1)
     done = await on_survivor.expect(lambda f: f["type"] == "done")
-    assert done["message"]["id"] == started["message"]["id"]
+    assert done["message"]["id"] == started["id"]
     assert done["message"]["status"] == "interrupted"
     # The room is usable again: ask again on the surviving server.
     await on_survivor.send(type="send", client_id="q2", text="once more")
-    retry = await on_survivor.expect(
-        lambda f: (
-            f["type"] == "message"
-            and f["message"]["role"] == "assistant"
-            and f["message"]["id"] != started["message"]["id"]
-        )
-    )
-    assert retry["message"]["status"] == "streaming"
+    retry = await on_survivor.answer_started(not_id=started["id"])
+    assert retry["status"] == "streaming"
     await on_survivor.send(type="cancel")
-    await on_survivor.expect(
-        lambda f: f["type"] == "done" and f["message"]["id"] == retry["message"]["id"]
-    )
+    await on_survivor.expect(lambda f: f["type"] == "done" and f["message"]["id"] == retry["id"])
     await on_survivor.close()
