@@ -66,8 +66,10 @@ TEMPLATES = [
 ]
 
 DATABASES = {
+    # Persistent connections: every message is a write, and opening a connection per
+    # message would cost more than the write.
     "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=600, conn_health_checks=True
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -91,7 +93,14 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Each process reads its rooms' frames from one channel (parley.hub): let it queue a
+    # burst of them rather than drop any.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 10_000},
+        }
+    }
 
 _backend = os.environ.get("PARLEY_BACKEND", "offline")
 _BACKEND_PATHS = {

@@ -35,13 +35,14 @@ _running: dict[int, tuple[Answer, asyncio.Task[None]]] = {}
 SHUTDOWN = "shutdown"
 
 
-def frame_event(frame: dict[str, Any]) -> dict[str, Any]:
-    """A channel-layer event carrying one server frame, serialised once for every member."""
-    return {"type": "parley.frame", "frame": protocol.encode(frame)}
+def frame_event(frame: dict[str, Any], **address: str) -> dict[str, Any]:
+    """A channel-layer event carrying one server frame, serialised once for every member;
+    ``address`` says for whom (``group=``: a room's members, ``to=``: one member)."""
+    return {"type": "parley.frame", "frame": protocol.encode(frame), **address}
 
 
 async def broadcast(layer: BaseChannelLayer, room: Room, frame: dict[str, Any]) -> None:
-    await layer.group_send(room.group_name, frame_event(frame))
+    await layer.group_send(room.group_name, frame_event(frame, group=room.group_name))
 
 
 class Answer:
@@ -186,12 +187,9 @@ class Answer:
                 self.stop(event.get("by") or "?")
             elif kind == "parley.snapshot":
                 # The whole text so far as a delta at offset 0: the asker replaces its copy.
-                await self.layer.send(
-                    event["reply_to"],
-                    frame_event(
-                        protocol.delta(message_id=self.message.pk, offset=0, text=self.text)
-                    ),
-                )
+                snapshot = protocol.delta(message_id=self.message.pk, offset=0, text=self.text)
+                reply_to = event["reply_to"]
+                await self.layer.send(reply_to["channel"], frame_event(snapshot, to=reply_to["to"]))
 
 
 async def answer_begin(*, layer: BaseChannelLayer, room: Room, question: Message) -> Message:
@@ -224,9 +222,10 @@ async def answer_cancel(
 
 
 async def answer_request_snapshot(
-    *, layer: BaseChannelLayer, room: Room, message_id: int, reply_to: str
+    *, layer: BaseChannelLayer, room: Room, message_id: int, reply_to: dict[str, str]
 ) -> None:
-    """Ask the process running ``message_id`` to send its text so far to ``reply_to``."""
+    """Ask the process running ``message_id`` to send its text so far to ``reply_to`` (a
+    hub's :meth:`~parley.hub.RoomHub.reply_address`)."""
     await layer.group_send(
         room.control_group_name,
         {"type": "parley.snapshot", "message_id": message_id, "reply_to": reply_to},

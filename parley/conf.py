@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_FRAME_BYTES": 32 * 1024,
     # Longest message text, in characters.
     "MAX_MESSAGE_CHARS": 8000,
+    # Frames waiting for a client that reads slowly; past this it is disconnected (4008).
+    "MAX_BACKLOG": 1000,
     # Messages per history page sent in answer to a resume frame.
     "HISTORY_PAGE_SIZE": 200,
     # How long a websocket ticket (?ticket=...) stays valid, in seconds.
@@ -48,6 +50,7 @@ class ParleyConfig:
     context_messages: int = 20
     max_frame_bytes: int = 32 * 1024
     max_message_chars: int = 8000
+    max_backlog: int = 1000
     history_page_size: int = 200
     ticket_max_age: int = 300
     group_prefix: str = "parley"

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.db import DatabaseError
 
 from . import answers, protocol, services
 from .conf import get_config
 from .exceptions import AssistantBusy, PermissionDenied, ProtocolError
+from .hub import Outbox, get_hub
 from .models import Message, Room
 
 logger = logging.getLogger(__name__)
@@ -19,12 +24,51 @@ logger = logging.getLogger(__name__)
 # Close codes (4000–4999 are for applications): the browser sees them and stops retrying.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_SLOW = 4008  # the client stopped reading: its backlog passed MAX_BACKLOG
 
 
 class RoomConsumer(AsyncWebsocketConsumer):
-    """One member's socket in one room (``/ws/rooms/<public_id>/``)."""
+    """One member's socket in one room (``/ws/rooms/<public_id>/``).
+
+    It has no channel-layer channel of its own: the process's :class:`~parley.hub.RoomHub`
+    joins the room's group once and delivers the room's frames to every local member.
+    """
 
     room: Room | None = None
+    outbox: Outbox | None = None
+    joined = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Channels' loop would also wait on a per-socket layer channel (one task and one
+        # asyncio.wait per frame) and hop to a thread to close database connections before
+        # every handler; our handlers reach the ORM only through database_sync_to_async,
+        # which does that itself.
+        self.scope = scope
+        self.channel_layer = get_channel_layer()  # to send to groups; no channel of our own
+        self.base_send = send
+        self.token = uuid.uuid4().hex
+        self.outbox = Outbox(send, limit=get_config().max_backlog, on_overflow=self._overflow)
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+        finally:
+            await self._leave()
+
+    def deliver(self, frame: str) -> None:
+        """Called by the hub for each of the room's frames."""
+        self.outbox.put({"type": "websocket.send", "text": frame})
+
+    def _overflow(self) -> None:
+        logger.warning("room %s: a client stopped reading; closing it", self.room and self.room.pk)
+        asyncio.ensure_future(self._leave())
+        asyncio.ensure_future(self.close(code=CLOSE_TOO_SLOW))
+
+    async def _leave(self) -> None:
+        if self.room is not None and self.joined:
+            self.joined = False
+            await get_hub().leave(self.room.group_name, self, self.token)
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -45,7 +89,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         except PermissionDenied as exc:
             await self._refuse("forbidden", str(exc), CLOSE_FORBIDDEN)
             return
-        await self.channel_layer.group_add(self.room.group_name, self.channel_name)
+        await get_hub().join(self.room.group_name, self, self.token)
+        self.joined = True
         config = get_config()
         await self._send(
             protocol.hello(
@@ -60,8 +105,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         )
 
     async def disconnect(self, code: int) -> None:
-        if self.room is not None:
-            await self.channel_layer.group_discard(self.room.group_name, self.channel_name)
+        if self.outbox is not None:
+            self.outbox.close()
+        await self._leave()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.room is None:
@@ -151,25 +197,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     layer=self.channel_layer,
                     room=self.room,
                     message_id=message.pk,
-                    reply_to=self.channel_name,
+                    reply_to=get_hub().reply_address(self.token),
                 )
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # The room's frames are the hot path (one per member per message) and touch no
-        # database: skip the base class's per-message close_old_connections thread hop.
-        # Handlers that do use the ORM go through database_sync_to_async, which closes old
-        # connections itself.
-        if message["type"] == "parley.frame":
-            await self.parley_frame(message)
-        else:
-            await super().dispatch(message)
-
-    async def parley_frame(self, event: dict[str, Any]) -> None:
-        """A frame for the room, already serialised by whoever sent it."""
-        await self.send(text_data=event["frame"])
-
     async def _send(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=protocol.encode(frame))
+        # Through the outbox, so that replies keep their order with the room's frames.
+        self.outbox.put({"type": "websocket.send", "text": protocol.encode(frame)})
 
     async def _error(self, code: str, detail: str, **extra: Any) -> None:
         await self._send(protocol.error(code, detail, **extra))

@@ -144,6 +144,7 @@ async def test_stop_while_the_model_is_still_thinking(member, fake_openai):
     _, started = await frames_until(member, "message", start=start)
     while started["message"]["role"] != "assistant":
         _, started = await frames_until(member, "message", start=start)
+    await fake_openai.wait_for(lambda: bool(fake_openai.exchanges))  # the model got it
     await member.send(type="cancel")
     frames, done = await frames_until(member, "done", start=start, timeout=5)
 

@@ -1,0 +1,194 @@
+"""Process-local fan-out of room frames.
+
+Channels' usual pattern gives every socket a channel of its own and puts every socket in the
+room's group, so one message to a room of N members is N layer messages, N queue hand-offs
+and N task wake-ups (with channels-redis' core layer, N Redis round trips too). Here each
+server process joins a room's group once, with one layer channel for the whole process, and
+hands each frame to its local members itself: one layer message per process, however many
+members it serves.
+
+Frames are written to each member eagerly, without a task per delivery: a write to a socket
+that can take it completes at once. Only a member whose socket pushes back (its client reads
+slowly) gets a task of its own, and later frames wait in its backlog, in order, up to
+``PARLEY["MAX_BACKLOG"]`` frames; past that the member is told to go (``overflow``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import weakref
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from channels.layers import BaseChannelLayer, get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+
+class Member(Protocol):
+    """What the hub needs of a socket."""
+
+    def deliver(self, frame: str) -> None: ...
+
+
+def run_eagerly(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+    """Run ``coro`` up to its first suspension. ``None`` if it finished there (its result is
+    dropped, its exception raised); otherwise a task that resumes it exactly where it stopped.
+
+    Python 3.12's eager tasks do the same; this keeps 3.11 supported. A write to a socket
+    that is not paused never suspends, so the common case costs no task at all.
+    """
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_resume(coro, waiting_on))
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
+    while True:
+        try:
+            if waiting_on is None:  # a bare yield: asyncio.sleep(0)
+                await asyncio.sleep(0)
+            else:
+                await waiting_on
+        except BaseException as exc:  # noqa: BLE001 - handed to the coroutine, as a Task does
+            step = coro.throw, exc
+        else:
+            step = coro.send, None
+        try:
+            waiting_on = step[0](step[1])
+        except StopIteration as done:
+            return done.value
+
+
+class Outbox:
+    """The ordered write path of one socket: eager writes while the socket takes them, a
+    backlog with one writer task while it does not."""
+
+    def __init__(self, send: Any, *, limit: int, on_overflow: Any) -> None:
+        self._send = send
+        self._limit = limit
+        self._on_overflow = on_overflow
+        self._backlog: collections.deque[dict[str, Any]] = collections.deque()
+        self._writer: asyncio.Task[Any] | None = None
+        self.overflowed = False
+
+    def put(self, message: dict[str, Any]) -> None:
+        if self.overflowed:
+            return
+        if self._writer is not None:
+            if len(self._backlog) >= self._limit:
+                self.overflowed = True
+                self._backlog.clear()
+                self._on_overflow()
+                return
+            self._backlog.append(message)
+            return
+        try:
+            blocked = run_eagerly(self._send(message))
+        except Exception:  # the socket is gone: its disconnect is on its way
+            return
+        if blocked is not None:
+            self._writer = asyncio.ensure_future(self._drain(blocked))
+
+    async def _drain(self, blocked: asyncio.Task[Any]) -> None:
+        try:
+            await blocked
+            while self._backlog:
+                await self._send(self._backlog.popleft())
+        except Exception:
+            self._backlog.clear()
+        finally:
+            self._writer = None
+
+    def close(self) -> None:
+        self._backlog.clear()
+        if self._writer is not None:
+            self._writer.cancel()
+
+
+class RoomHub:
+    """One per process and event loop (see :func:`get_hub`)."""
+
+    def __init__(self, layer: BaseChannelLayer) -> None:
+        self.layer = layer
+        self.rooms: dict[str, set[Member]] = {}
+        self.members: dict[str, Member] = {}  # token -> member, for frames to one socket
+        self.channel = ""
+        self._ready: asyncio.Lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def _start(self) -> None:
+        async with self._ready:
+            if not self.channel:
+                self.channel = await self.layer.new_channel("parley.hub.")
+                self._reader = asyncio.create_task(self._read(), name="parley-hub")
+
+    async def join(self, group: str, member: Member, token: str) -> None:
+        """Add ``member`` to the room ``group``; the process joins the group with its first."""
+        if not self.channel:
+            await self._start()
+        self.members[token] = member
+        local = self.rooms.get(group)
+        if local is None:
+            self.rooms[group] = local = set()
+            local.add(member)
+            await self.layer.group_add(group, self.channel)
+        else:
+            local.add(member)
+
+    async def leave(self, group: str, member: Member, token: str) -> None:
+        """Remove ``member``; the process leaves the group with its last."""
+        self.members.pop(token, None)
+        local = self.rooms.get(group)
+        if local is None:
+            return
+        local.discard(member)
+        if not local:
+            del self.rooms[group]
+            await self.layer.group_discard(group, self.channel)
+
+    def reply_address(self, token: str) -> dict[str, str]:
+        """Where a frame for one member goes: this process's channel, and the member."""
+        return {"channel": self.channel, "to": token}
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("hub could not read from the channel layer")
+                await asyncio.sleep(1)
+                continue
+            frame = event.get("frame")
+            if frame is None:
+                continue
+            if "to" in event:
+                member = self.members.get(event["to"])
+                if member is not None:
+                    member.deliver(frame)
+                continue
+            for member in tuple(self.rooms.get(event.get("group", ""), ())):
+                member.deliver(frame)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomHub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> RoomHub:
+    """This process's hub for the running event loop, on the default channel layer."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        layer = get_channel_layer()
+        if layer is None:
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured("Parley needs a channel layer (CHANNEL_LAYERS).")
+        hub = _hubs[loop] = RoomHub(layer)
+    return hub
