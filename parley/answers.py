@@ -248,3 +248,8 @@ async def answers_shutdown(timeout: float = 5.0) -> None:
     if running:
         await asyncio.wait([task for _, task in running], timeout=timeout)
         logger.info("interrupted %d running answer(s) at shutdown", len(running))
+
+
+def answers_running() -> list[int]:
+    """Ids of the answers this process is generating."""
+    return list(_running)

@@ -76,6 +76,11 @@ class Outbox:
         self._writer: asyncio.Task[Any] | None = None
         self.overflowed = False
 
+    @property
+    def backlogged(self) -> bool:
+        """Whether the socket is pushing back (frames are waiting for it)."""
+        return self._writer is not None
+
     def put(self, message: dict[str, Any]) -> None:
         if self.overflowed:
             return

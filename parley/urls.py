@@ -9,4 +9,5 @@ urlpatterns = [
     path("", views.room_list, name="rooms"),
     path("rooms/<str:public_id>/", views.room_detail, name="room"),
     path("rooms/<str:public_id>/invite/", views.room_invite, name="invite"),
+    path("status/", views.status, name="status"),
 ]

@@ -9,13 +9,14 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import services
+from . import answers, services
 from .exceptions import PermissionDenied
 from .forms import InviteForm, RoomCreateForm
+from .hub import get_hub
 from .models import Room
 
 View = Callable[..., HttpResponse]
@@ -113,3 +114,21 @@ def room_invite(request: HttpRequest, public_id: str) -> HttpResponse:
         else:
             messages.success(request, f"{user.get_username()} can now join this room.")
     return redirect("parley:room", public_id=room.public_id)
+
+
+async def status(request: HttpRequest) -> JsonResponse:
+    """This process's live state, for staff and monitoring: rooms it serves, sockets per
+    room, backlogs, answers it is generating."""
+    user = await request.auser()
+    if not user.is_staff:
+        raise Http404("No such page.")
+    hub = get_hub()
+    return JsonResponse(
+        {
+            "worker": answers.WORKER_ID,
+            "rooms": {group: len(members) for group, members in hub.rooms.items()},
+            "sockets": len(hub.members),
+            "backlogged": sum(1 for m in hub.members.values() if m.outbox.backlogged),
+            "answers": sorted(answers.answers_running()),
+        }
+    )

@@ -8,6 +8,7 @@ import json
 import signal
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from parley.testing import AnswerText
 from tests.servers import Peer
@@ -181,3 +182,47 @@ async def test_answer_of_a_dead_server_ends_interrupted(
     await on_survivor.send(type="cancel")
     await on_survivor.expect(lambda f: f["type"] == "done" and f["message"]["id"] == retry["id"])
     await on_survivor.close()
+
+
+async def test_closed_sockets_leave_no_members_behind(
+    servers, layer_env, admin_user, alice, shared_room
+):
+    import aiohttp
+
+    from parley.testing import session_cookie
+
+    server = servers(layer_env)
+    cookie = await sync_to_async(session_cookie)(admin_user)
+
+    async def status() -> dict:
+        async with (
+            aiohttp.ClientSession(headers={"Cookie": cookie}) as http,
+            http.get(f"{server.http_url}/status/") as response,
+        ):
+            assert response.status == 200
+            return await response.json()
+
+    async def redis_subscribers() -> int:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(layer_env["REDIS_URL"])
+        channel = f"{layer_env['PARLEY_LAYER_PREFIX']}__group__{shared_room.group_name}"
+        ((_, count),) = await client.pubsub_numsub(channel)
+        await client.aclose()
+        return count
+
+    peers = [await Peer.connect(server, shared_room, alice) for _ in range(20)]
+    assert sum((await status())["rooms"].values()) == 20
+    if "REDIS_URL" in layer_env:  # one subscription for the process, not one per socket
+        assert await redis_subscribers() == 1
+    for peer in peers[:10]:
+        peer.drop()  # cut without a closing handshake
+    await asyncio.gather(*(peer.close() for peer in peers[10:]))
+    for _ in range(50):
+        state = await status()
+        if not state["rooms"]:
+            break
+        await asyncio.sleep(0.1)
+    assert state["rooms"] == {} and state["sockets"] == 0
+    if "REDIS_URL" in layer_env:  # and the process left the room's Redis channel
+        assert await redis_subscribers() == 0

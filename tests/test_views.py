@@ -194,3 +194,11 @@ def test_usernames_are_escaped(client, make_user, alice):
     body = client.get(room_url(room.public_id)).content.decode()
     assert "<b>mallory</b>" not in body
     assert "&lt;b&gt;mallory&lt;/b&gt;" in body
+
+
+def test_status_is_for_staff_only(client, alice, admin_user):
+    client.force_login(alice)
+    assert client.get(reverse("parley:status")).status_code == 404
+    client.force_login(admin_user)
+    body = client.get(reverse("parley:status")).json()
+    assert set(body) == {"worker", "rooms", "sockets", "backlogged", "answers"}
