@@ -35,7 +35,7 @@ _running: dict[int, tuple[Answer, asyncio.Task[None]]] = {}
 SHUTDOWN = "shutdown"
 
 
-def frame_event(frame: dict[str, Any], **address: str) -> dict[str, Any]:
+def frame_event(frame: dict[str, Any], **address: Any) -> dict[str, Any]:
     """A channel-layer event carrying one server frame, serialised once for every member;
     ``address`` says for whom (``group=``: a room's members, ``to=``: one member)."""
     return {"type": "parley.frame", "frame": protocol.encode(frame), **address}
@@ -222,7 +222,7 @@ async def answer_cancel(
 
 
 async def answer_request_snapshot(
-    *, layer: BaseChannelLayer, room: Room, message_id: int, reply_to: dict[str, str]
+    *, layer: BaseChannelLayer, room: Room, message_id: int, reply_to: dict[str, Any]
 ) -> None:
     """Ask the process running ``message_id`` to send its text so far to ``reply_to`` (a
     hub's :meth:`~parley.hub.RoomHub.reply_address`)."""

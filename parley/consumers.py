@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 # Close codes (4000–4999 are for applications): the browser sees them and stops retrying.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+_tokens = itertools.count(1)  # ids of this process's sockets, for frames meant for one
 CLOSE_TOO_SLOW = 4008  # the client stopped reading: its backlog passed MAX_BACKLOG
 
 
@@ -46,7 +47,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = get_channel_layer()  # to send to groups; no channel of our own
         self.base_send = send
-        self.token = uuid.uuid4().hex
+        self.token = next(_tokens)
         self.outbox = Outbox(send, limit=get_config().max_backlog, on_overflow=self._overflow)
         try:
             while True:

@@ -72,7 +72,7 @@ class Outbox:
         self._send = send
         self._limit = limit
         self._on_overflow = on_overflow
-        self._backlog: collections.deque[dict[str, Any]] = collections.deque()
+        self._backlog: collections.deque[dict[str, Any]] | None = None  # while blocked
         self._writer: asyncio.Task[Any] | None = None
         self.overflowed = False
 
@@ -97,6 +97,7 @@ class Outbox:
         except Exception:  # the socket is gone: its disconnect is on its way
             return
         if blocked is not None:
+            self._backlog = collections.deque()
             self._writer = asyncio.ensure_future(self._drain(blocked))
 
     async def _drain(self, blocked: asyncio.Task[Any]) -> None:
@@ -108,9 +109,9 @@ class Outbox:
             self._backlog.clear()
         finally:
             self._writer = None
+            self._backlog = None
 
     def close(self) -> None:
-        self._backlog.clear()
         if self._writer is not None:
             self._writer.cancel()
 
@@ -121,7 +122,7 @@ class RoomHub:
     def __init__(self, layer: BaseChannelLayer) -> None:
         self.layer = layer
         self.rooms: dict[str, set[Member]] = {}
-        self.members: dict[str, Member] = {}  # token -> member, for frames to one socket
+        self.members: dict[int, Member] = {}  # token -> member, for frames to one socket
         self.channel = ""
         self._ready: asyncio.Lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
@@ -132,7 +133,7 @@ class RoomHub:
                 self.channel = await self.layer.new_channel("parley.hub.")
                 self._reader = asyncio.create_task(self._read(), name="parley-hub")
 
-    async def join(self, group: str, member: Member, token: str) -> None:
+    async def join(self, group: str, member: Member, token: int) -> None:
         """Add ``member`` to the room ``group``; the process joins the group with its first."""
         if not self.channel:
             await self._start()
@@ -145,7 +146,7 @@ class RoomHub:
         else:
             local.add(member)
 
-    async def leave(self, group: str, member: Member, token: str) -> None:
+    async def leave(self, group: str, member: Member, token: int) -> None:
         """Remove ``member``; the process leaves the group with its last."""
         self.members.pop(token, None)
         local = self.rooms.get(group)
@@ -156,7 +157,7 @@ class RoomHub:
             del self.rooms[group]
             await self.layer.group_discard(group, self.channel)
 
-    def reply_address(self, token: str) -> dict[str, str]:
+    def reply_address(self, token: int) -> dict[str, Any]:
         """Where a frame for one member goes: this process's channel, and the member."""
         return {"channel": self.channel, "to": token}
 

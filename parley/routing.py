@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.urls import path
 
-from .auth import TicketAuthMiddleware
+from .auth import SocketAuthMiddleware
 from .consumers import RoomConsumer
 
 websocket_urlpatterns = [
@@ -18,5 +17,6 @@ websocket_urlpatterns = [
 
 def websocket_application(inner: Any) -> Any:
     """Wrap a websocket router the way Parley expects: Origin checked against
-    ``ALLOWED_HOSTS`` (refusing cross-site hijacking), then session auth, then tickets."""
-    return AllowedHostsOriginValidator(AuthMiddlewareStack(TicketAuthMiddleware(inner)))
+    ``ALLOWED_HOSTS`` (refusing cross-site hijacking), then the user from a ticket or the
+    Django session (:class:`~parley.auth.SocketAuthMiddleware`)."""
+    return AllowedHostsOriginValidator(SocketAuthMiddleware(inner))
