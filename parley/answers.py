@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import BaseChannelLayer
+from channels.layers import BaseChannelLayer, get_channel_layer
 
 from . import protocol, services
 from .backends import get_backend
@@ -41,7 +41,10 @@ def frame_event(frame: dict[str, Any], **address: Any) -> dict[str, Any]:
     return {"type": "parley.frame", "frame": protocol.encode(frame), **address}
 
 
-async def broadcast(layer: BaseChannelLayer, room: Room, frame: dict[str, Any]) -> None:
+async def broadcast(room: Room, frame: dict[str, Any]) -> None:
+    """Send ``frame`` to every member of ``room``, in every process (each process's hub
+    hands it to its own members)."""
+    layer = get_channel_layer()
     await layer.group_send(room.group_name, frame_event(frame, group=room.group_name))
 
 
@@ -85,10 +88,9 @@ class Answer:
         final = await database_sync_to_async(services.answer_finish)(
             message_id=self.message.pk, text=self.text, status=status, error=error
         )
-        await broadcast(self.layer, self.room, protocol.done(services.message_payload(final)))
+        await broadcast(self.room, protocol.done(services.message_payload(final)))
         if status == Message.Status.FAILED:
             await broadcast(
-                self.layer,
                 self.room,
                 protocol.error("assistant_failed", error, message_id=final.pk),
             )
@@ -155,7 +157,6 @@ class Answer:
         chunk, offset = text[self.sent :], self.sent
         self.sent = len(text)
         await broadcast(
-            self.layer,
             self.room,
             protocol.delta(message_id=self.message.pk, offset=offset, text=chunk),
         )
@@ -199,13 +200,13 @@ async def answer_begin(*, layer: BaseChannelLayer, room: Room, question: Message
     :class:`parley.exceptions.AssistantBusy` if the room already has an answer streaming.
     The answer goes on if the asker disconnects; any member stops it with :func:`answer_cancel`.
     """
-    await answers_interrupt_stale(layer=layer, room=room)
+    await answers_interrupt_stale(room=room)
     message = await database_sync_to_async(services.answer_start)(
         room=room, reply_to=question, worker=WORKER_ID
     )
     answer = Answer(layer=layer, room=room, message=message)
     await answer.listen()
-    await broadcast(layer, room, protocol.message(services.message_payload(message)))
+    await broadcast(room, protocol.message(services.message_payload(message)))
     task = asyncio.create_task(answer.run(), name=f"parley-answer-{message.pk}")
     _running[message.pk] = (answer, task)
     task.add_done_callback(lambda _: _running.pop(message.pk, None))
@@ -232,11 +233,11 @@ async def answer_request_snapshot(
     )
 
 
-async def answers_interrupt_stale(*, layer: BaseChannelLayer, room: Room) -> None:
+async def answers_interrupt_stale(*, room: Room) -> None:
     """Close the room's answers whose process stopped sending heartbeats (it crashed or was
     killed) as ``interrupted``, and tell the room."""
     for message in await database_sync_to_async(services.answers_interrupt_stale)(room=room):
-        await broadcast(layer, room, protocol.done(services.message_payload(message)))
+        await broadcast(room, protocol.done(services.message_payload(message)))
 
 
 async def answers_shutdown(timeout: float = 5.0) -> None:

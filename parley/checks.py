@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -66,3 +67,22 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.compatibility)
+def check_knowledge(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    from .conf import get_config
+
+    try:
+        folders = get_config().knowledge["FOLDERS"]
+    except ImproperlyConfigured:
+        return []  # reported by check_backends as parley.E002
+    return [
+        checks.Warning(
+            f"PARLEY['KNOWLEDGE']['FOLDERS'] names {str(folder)!r}, which does not exist.",
+            hint="Correct the path, or remove it; parley_index skips it.",
+            id="parley.W002",
+        )
+        for folder in folders
+        if not Path(folder).exists()
+    ]

@@ -38,6 +38,15 @@ DEFAULTS: dict[str, Any] = {
     "TICKET_MAX_AGE": 300,
     # Group name prefix on the channel layer.
     "GROUP_PREFIX": "parley",
+    # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
+    "KNOWLEDGE": {
+        # Folders (or single files) of Markdown and text documents, indexed by parley_index.
+        "FOLDERS": [],
+        # How many passages an answer is given at most.
+        "TOP_K": 4,
+        # The share (0-1) of a question's weight a passage must match to be given at all.
+        "MIN_SCORE": 0.5,
+    },
 }
 
 
@@ -54,6 +63,7 @@ class ParleyConfig:
     history_page_size: int = 200
     ticket_max_age: int = 300
     group_prefix: str = "parley"
+    knowledge: dict[str, Any] = field(default_factory=dict)
 
 
 @cache
@@ -68,6 +78,15 @@ def get_config() -> ParleyConfig:
 
         raise ImproperlyConfigured(f"Unknown PARLEY setting(s): {', '.join(sorted(unknown))}")
     merged = {**DEFAULTS, **user}
+    knowledge = user.get("KNOWLEDGE") or {}
+    unknown = set(knowledge) - set(DEFAULTS["KNOWLEDGE"])
+    if unknown:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"Unknown PARLEY['KNOWLEDGE'] setting(s): {', '.join(sorted(unknown))}"
+        )
+    merged["KNOWLEDGE"] = {**DEFAULTS["KNOWLEDGE"], **knowledge}
     return ParleyConfig(**{key.lower(): value for key, value in merged.items()})
 
 

@@ -61,8 +61,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         """Called by the hub for each of the room's frames."""
         self.outbox.put({"type": "websocket.send", "text": frame})
 
-    def _overflow(self) -> None:
+    def _overflow(self, backlog: object) -> None:
         logger.warning("room %s: a client stopped reading; closing it", self.room and self.room.pk)
+        self.outbox.close()
         asyncio.ensure_future(self._leave())
         asyncio.ensure_future(self.close(code=CLOSE_TOO_SLOW))
 
@@ -155,7 +156,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         )
         if not created:
             return
-        await answers.broadcast(self.channel_layer, self.room, protocol.message(payload))
+        await answers.broadcast(self.room, protocol.message(payload))
         if frame.ask:
             try:
                 await answers.answer_begin(
@@ -167,7 +168,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 )
 
     async def _on_cancel(self, frame: protocol.Cancel) -> None:
-        await answers.answers_interrupt_stale(layer=self.channel_layer, room=self.room)
+        await answers.answers_interrupt_stale(room=self.room)
         streaming = await database_sync_to_async(services.answer_streaming)(room=self.room)
         if streaming is None or frame.message_id not in (None, streaming.pk):
             await self._error("nothing_to_cancel", "No answer is streaming in this room.")
@@ -180,7 +181,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         )
 
     async def _on_resume(self, frame: protocol.Resume) -> None:
-        await answers.answers_interrupt_stale(layer=self.channel_layer, room=self.room)
+        await answers.answers_interrupt_stale(room=self.room)
         messages, more = await database_sync_to_async(services.messages_after)(
             room=self.room, after=frame.after
         )

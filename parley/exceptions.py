@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
+
 
 class ParleyError(Exception):
     """Base class of Parley's errors."""
@@ -28,3 +30,8 @@ class BackendError(ParleyError):
 
     The message is shown to users, so it must not leak secrets.
     """
+
+
+class MissingDependency(ImproperlyConfigured, ImportError):
+    """An optional extra is not installed. An ``ImportError`` too, so that code importing
+    backends by dotted path (the backend handler, the system checks) reports it as such."""

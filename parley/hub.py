@@ -19,7 +19,7 @@ import asyncio
 import collections
 import logging
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from channels.layers import BaseChannelLayer, get_channel_layer
@@ -38,7 +38,9 @@ def run_eagerly(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
     dropped, its exception raised); otherwise a task that resumes it exactly where it stopped.
 
     Python 3.12's eager tasks do the same; this keeps 3.11 supported. A write to a socket
-    that is not paused never suspends, so the common case costs no task at all.
+    that is not paused never suspends, so the common case costs no task at all. Only for
+    coroutines that do not depend on which task runs them (an ASGI ``send`` does not; code
+    using ``asyncio.timeout`` does, and must not be run this way).
     """
     try:
         waiting_on = coro.send(None)
@@ -65,53 +67,69 @@ async def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
 
 
 class Outbox:
-    """The ordered write path of one socket: eager writes while the socket takes them, a
-    backlog with one writer task while it does not."""
+    """An ordered write path: each item is written eagerly while the writes complete at once,
+    and queued behind the one that did not (with one task to drain them) while it waits.
 
-    def __init__(self, send: Any, *, limit: int, on_overflow: Any) -> None:
+    ``on_overflow(backlog)`` is called when ``limit`` items are waiting; it decides what to
+    drop (and may :meth:`close` the outbox). ``on_error(exc)`` hears of failed writes.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Any], Coroutine[Any, Any, Any]],
+        *,
+        limit: int,
+        on_overflow: Callable[[collections.deque[Any]], None],
+        on_error: Callable[[Exception], None] = lambda exc: None,
+    ) -> None:
         self._send = send
         self._limit = limit
         self._on_overflow = on_overflow
-        self._backlog: collections.deque[dict[str, Any]] | None = None  # while blocked
+        self._on_error = on_error
+        self._backlog: collections.deque[Any] = collections.deque()
         self._writer: asyncio.Task[Any] | None = None
-        self.overflowed = False
+        self.closed = False
 
     @property
     def backlogged(self) -> bool:
-        """Whether the socket is pushing back (frames are waiting for it)."""
+        """Whether a write is waiting (the other side pushes back)."""
         return self._writer is not None
 
-    def put(self, message: dict[str, Any]) -> None:
-        if self.overflowed:
+    def put(self, item: Any) -> None:
+        if self.closed:
             return
         if self._writer is not None:
             if len(self._backlog) >= self._limit:
-                self.overflowed = True
-                self._backlog.clear()
-                self._on_overflow()
-                return
-            self._backlog.append(message)
+                self._on_overflow(self._backlog)
+                if self.closed:
+                    return
+            self._backlog.append(item)
             return
         try:
-            blocked = run_eagerly(self._send(message))
-        except Exception:  # the socket is gone: its disconnect is on its way
+            blocked = run_eagerly(self._send(item))
+        except Exception as exc:
+            self._on_error(exc)
             return
         if blocked is not None:
-            self._backlog = collections.deque()
             self._writer = asyncio.ensure_future(self._drain(blocked))
 
     async def _drain(self, blocked: asyncio.Task[Any]) -> None:
         try:
-            await blocked
+            try:
+                await blocked
+            except Exception as exc:
+                self._on_error(exc)
             while self._backlog:
-                await self._send(self._backlog.popleft())
-        except Exception:
-            self._backlog.clear()
+                try:
+                    await self._send(self._backlog.popleft())
+                except Exception as exc:
+                    self._on_error(exc)
         finally:
             self._writer = None
-            self._backlog = None
 
     def close(self) -> None:
+        self.closed = True
+        self._backlog.clear()
         if self._writer is not None:
             self._writer.cancel()
 

@@ -130,3 +130,42 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.room} #{self.seq} ({self.role})"
+
+
+class KnowledgePassage(models.Model):
+    """One passage of the knowledge index: a section of a document, as retrieval ranks it.
+
+    ``source`` is ``"files"`` for documents read from ``KNOWLEDGE["FOLDERS"]``, or the label of
+    a registered model (``"blog.article"``); ``document`` is the file's key
+    (``"docs/backends.md"``) or the object's primary key. Who may read a passage is decided
+    at query time from its source (parley/knowledge/permissions.py), never stored here, so a
+    changed permission rule needs no reindexing.
+    """
+
+    source = models.CharField(max_length=100)
+    document = models.CharField(max_length=255)
+    position = models.PositiveIntegerField(help_text="Order of the passage in its document.")
+    title = models.CharField(max_length=300, help_text="The heading path, e.g. 'Doc › Section'.")
+    url = models.CharField(max_length=500, blank=True)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["source", "document", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "document", "position"], name="parley_passage_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class KnowledgeVersion(models.Model):
+    """One row whose ``stamp`` changes with every write to the knowledge index: each server
+    process compares it with the stamp of the index it holds and rebuilds when they differ."""
+
+    stamp = models.CharField(max_length=32)
+
+    def __str__(self) -> str:
+        return self.stamp

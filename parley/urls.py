@@ -9,5 +9,6 @@ urlpatterns = [
     path("", views.room_list, name="rooms"),
     path("rooms/<str:public_id>/", views.room_detail, name="room"),
     path("rooms/<str:public_id>/invite/", views.room_invite, name="invite"),
+    path("knowledge/<path:key>", views.knowledge_document, name="knowledge"),
     path("status/", views.status, name="status"),
 ]

@@ -92,6 +92,25 @@ def room_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 
 @content_security_policy
 @login_required
+@require_http_methods(["GET"])
+def knowledge_document(request: HttpRequest, key: str) -> HttpResponse:
+    """A document of the knowledge folders, rendered (the assistant's source links point
+    here). Only indexed documents are served, to users who may read them; 404 otherwise."""
+    from .knowledge.permissions import Reader
+    from .knowledge.sources import FILES
+    from .knowledge.store import document_text
+    from .rendering import render_document
+
+    found = document_text(source=FILES, key=key)
+    if found is None or not Reader(request.user).document_allowed(FILES, key):
+        raise Http404("No such document.")
+    title, text = found
+    context = {"title": title, "key": key, "html": render_document(text)}
+    return render(request, "parley/knowledge.html", context)
+
+
+@content_security_policy
+@login_required
 @require_POST
 def room_invite(request: HttpRequest, public_id: str) -> HttpResponse:
     """Add a user, by username, to a shared room; the outcome is told as a message."""

@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from parley.backends.base import AssistantBackend, AssistantRequest, Turn
-from parley.backends.offline import INTRO, OfflineBackend, calculate, compose_answer
+from parley.backends.base import AssistantBackend, AssistantRequest, Passage, Turn
+from parley.backends.offline import INTRO, UNKNOWN, OfflineBackend, calculate, compose_answer
 from parley.backends.openai import OpenAIBackend, build_messages
 from parley.backends.scripted import ScriptedBackend
 from parley.exceptions import BackendError
+from parley.rendering import render_markdown
 from tests.openai_server import FakeOpenAIServer, Script
 from tests.servers import free_port
 
@@ -40,10 +41,47 @@ OTHER_QUESTION = AssistantRequest(
 )
 
 
-def ask(text: str, *, user: str = "alice", room: str = "Notes") -> AssistantRequest:
+def ask(
+    text: str, *, user: str = "alice", room: str = "Notes", passages: tuple[Passage, ...] = ()
+) -> AssistantRequest:
     return AssistantRequest(
-        turns=[Turn(role="user", content=text, author=user)], room=room, user=user
+        turns=[Turn(role="user", content=text, author=user)],
+        room=room,
+        user=user,
+        passages=passages,
     )
+
+
+# Passages as retrieval gives them, best first.
+OLLAMA = Passage(
+    title="Backends › Ollama",
+    url="/knowledge/docs/backends.md#ollama",
+    document="files:docs/backends.md",
+    score=6.0,
+    text=(
+        "## Ollama\n\nOllama runs models on your machine. It is free. To connect Ollama, "
+        "start it and run:\n\n```sh\nPARLEY_BACKEND=openai "
+        "OPENAI_BASE_URL=http://127.0.0.1:11434/v1 make run\n```\n\nPull a model first."
+    ),
+)
+SETTINGS = Passage(
+    title="Configuration › Variables",
+    url="/knowledge/docs/configuration.md#variables",
+    document="files:docs/configuration.md",
+    score=5.0,
+    text=(
+        "| variable | default | meaning |\n| --- | --- | --- |\n"
+        "| `DEBUG` | `true` | Django's DEBUG |\n"
+        "| `OPENAI_BASE_URL` | unset | the server: Ollama `http://127.0.0.1:11434/v1` |\n"
+        "| `REDIS_URL` | unset | the channel layer |"
+    ),
+)
+UNRELATED = Passage(
+    title="Deploying › Database",
+    url="/knowledge/docs/deploying.md#database",
+    score=4.9,
+    text="PostgreSQL is the production database.",
+)
 
 
 async def collect(stream: AsyncIterator[str]) -> list[str]:
@@ -180,11 +218,56 @@ class TestOfflineBackend(BackendContract):
     def expected(self, request: AssistantRequest) -> str:
         return compose_answer(request)
 
-    async def test_says_plainly_that_it_is_the_offline_assistant(self):
+    async def test_says_plainly_that_it_does_not_know_without_passages(self):
         answer = "".join(await collect(OfflineBackend(delay=0).stream(ask("Summarise our plan"))))
+        assert answer.startswith(UNKNOWN)
         assert "offline assistant" in answer
         assert "no language model is connected" in answer
-        assert "PARLEY_BACKEND=openai" in answer  # and how to connect one
+        assert "Sources" not in answer
+
+    async def test_explains_how_to_connect_a_model_when_asked_about_models(self):
+        answer = compose_answer(ask("Can you use a language model?"))
+        assert answer.startswith(UNKNOWN)
+        assert "PARLEY_BACKEND=openai" in answer
+
+    async def test_quotes_what_answers_the_question_and_links_its_source(self):
+        request = ask("How do I connect Ollama?", passages=(OLLAMA,))
+        answer = "".join(await collect(OfflineBackend(delay=0).stream(request)))
+        assert answer.startswith("From *Backends › Ollama* [1]:")
+        # The sentence that answers and the code it introduces; not the rest of the passage.
+        assert "To connect Ollama, start it and run:\n\n```sh\nPARLEY_BACKEND=openai" in answer
+        assert "It is free" not in answer and "Pull a model first" not in answer
+        assert answer.endswith(
+            "**Sources**\n\n1. [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
+        )
+        html = render_markdown(answer)
+        assert '<a href="/knowledge/docs/backends.md#ollama"' in html
+        assert "<pre><code" in html
+
+    async def test_quotes_table_rows_under_their_header(self):
+        answer = compose_answer(ask("What is OPENAI_BASE_URL?", passages=(SETTINGS,)))
+        assert (
+            "| variable | default | meaning |\n| --- | --- | --- |\n| `OPENAI_BASE_URL`" in answer
+        )
+        assert "REDIS_URL" not in answer and "`DEBUG`" not in answer
+        assert "<table>" in render_markdown(answer)
+
+    async def test_quotes_a_second_passage_only_if_it_adds_to_the_first(self):
+        answer = compose_answer(
+            ask("Which URL for Ollama's server?", passages=(OLLAMA, SETTINGS, UNRELATED))
+        )
+        assert "[1]" in answer and "From *Configuration › Variables* [2]:" in answer
+        assert (
+            "2. [Configuration › Variables](/knowledge/docs/configuration.md#variables)" in answer
+        )
+        assert "Deploying" not in answer  # holds no word of the question
+        answer = compose_answer(ask("How do I connect Ollama?", passages=(OLLAMA, SETTINGS)))
+        assert "Configuration" not in answer  # adds nothing the first quote lacks
+
+    async def test_a_source_without_a_url_is_named_not_linked(self):
+        passage = Passage(title="Notes [draft]", text="The ferry leaves at nine.")
+        answer = compose_answer(ask("When does the ferry leave?", passages=(passage,)))
+        assert answer.endswith("**Sources**\n\n1. Notes \\[draft\\]\n")
 
     async def test_does_arithmetic(self):
         answer = "".join(await collect(OfflineBackend(delay=0).stream(ask("2 * (3 + 4)"))))
@@ -226,8 +309,8 @@ class TestOfflineBackend(BackendContract):
         request = ask("__import__('os').getcwd()")
         answer = "".join(await collect(OfflineBackend(delay=0).stream(request)))
         assert INTRO in answer
-        assert "You asked:" in answer
-        assert " = " not in answer.split("You asked:")[0]
+        assert answer.startswith(UNKNOWN)
+        assert " = " not in answer
 
 
 # OpenAI-compatible -----------------------------------------------------------------------
@@ -313,6 +396,41 @@ class TestOpenAIBackend(BackendContract):
         assert build_messages(ask("hi"), system_prompt="") == [
             {"role": "user", "content": "alice: hi"}
         ]
+
+    async def test_passages_go_into_the_prompt_as_numbered_sources(self, make_backend, fake_openai):
+        request = ask("Which URL for Ollama?", passages=(OLLAMA, SETTINGS))
+        await collect(make_backend(system_prompt="You help.").stream(request))
+        messages = fake_openai.last.body["messages"]
+        assert [m["role"] for m in messages] == ["system", "user"]
+        system = messages[0]["content"]
+        assert system.startswith("You help.\n\nNumbered excerpts of this site's documents")
+        assert "cite the ones you use by number, like [1]" in system
+        assert f"[1] Backends › Ollama\n{OLLAMA.text}" in system
+        assert f"[2] Configuration › Variables\n{SETTINGS.text}" in system
+        assert messages[1] == {"role": "user", "content": "alice: Which URL for Ollama?"}
+
+    async def test_the_answer_ends_with_the_sources(self, make_backend, fake_openai):
+        request = ask("Which URL for Ollama?", passages=(OLLAMA, SETTINGS))
+        pieces = await collect(make_backend().stream(request))
+        assert "".join(pieces[:-1]) == Script().text
+        assert pieces[-1] == (
+            "\n\n**Sources**\n\n"
+            "1. [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
+            "2. [Configuration › Variables](/knowledge/docs/configuration.md#variables)\n"
+        )
+
+    async def test_a_failed_answer_gets_no_sources(self, make_backend, fake_openai):
+        fake_openai.script = Script(fail_after=2)
+        pieces, _ = await failure_of(make_backend(), ask("Ollama?", passages=(OLLAMA,)))
+        assert "Sources" not in "".join(pieces)
+
+    def test_long_passages_are_cut_and_parts_of_one_section_are_one_source(self):
+        first = Passage(title="Guide", url="/g", text="a " * 1000)
+        second = Passage(title="Guide", url="/g", text="b b")
+        [system, _] = build_messages(ask("q", passages=(first, second)), system_prompt="")
+        assert system["content"].count("[1] Guide") == 1 and "[2]" not in system["content"]
+        assert len(system["content"]) < 1800
+        assert system["content"].endswith("…")
 
     # The answer ----------------------------------------------------------------------------
 

@@ -434,3 +434,51 @@ def test_failed_answer_shows_its_error(servers, alice, private_room, new_tab):
     expect(page.get_by_role("button", name="Stop")).to_be_hidden()
     tab.shot("failed")
     assert tab.errors == []
+
+
+def test_the_offline_assistant_answers_from_the_docs_with_a_source_link(
+    servers, alice, private_room, new_tab, settings
+):
+    """The demo's promise: ask about Parley, get the answer streamed from its documentation,
+    with a link to the section it comes from."""
+    from io import StringIO
+
+    from django.core.management import call_command
+    from playwright.sync_api import expect
+
+    from tests.servers import ROOT
+
+    folders = [str(ROOT / "docs"), str(ROOT / "README.md")]
+    settings.PARLEY = {**settings.PARLEY, "KNOWLEDGE": {"FOLDERS": folders}}
+    call_command("parley_index", "--no-progress", stdout=StringIO())
+    offline = {"BACKEND": "parley.backends.offline.OfflineBackend", "OPTIONS": {"delay": 0.03}}
+    server = servers(env=backend_env(offline), name="browser-knowledge")
+    tab = new_tab()
+    page = tab.page
+    log_in(tab, server, "alice")
+    open_room(tab, private_room)
+
+    send(tab, "How do I connect Ollama?")
+    answer = page.locator(".msg-assistant")
+    expect(answer).to_have_attribute("data-status", "streaming")
+    body = answer.locator(".msg-body")
+    expect(body).to_contain_text("Ollama")
+    streamed = text_of(body)
+    tab.shot("knowledge-streaming")
+    expect(answer).to_have_attribute("data-status", "complete")
+    assert len(text_of(body)) > len(streamed), "the answer arrived whole, not streamed"
+    expect(body.locator("pre code")).to_contain_text("OPENAI_BASE_URL=http://127.0.0.1:11434/v1")
+    link = body.get_by_role("link", name="Questions and answers › How do I connect Ollama?")
+    expect(link).to_have_attribute("href", "/knowledge/docs/faq.md#how-do-i-connect-ollama")
+    tab.shot("knowledge-answer")
+
+    # The source link opens the document at that section, under the strict CSP.
+    with page.context.expect_page() as opened:
+        link.click()
+    source = opened.value
+    source.wait_for_load_state()
+    assert source.url == f"{server.http_url}/knowledge/docs/faq.md#how-do-i-connect-ollama"
+    expect(source.locator("h2#how-do-i-connect-ollama")).to_have_text("How do I connect Ollama?")
+    expect(source.locator("article.document")).to_contain_text("ollama pull llama3.2")
+    source.screenshot(path=str(OUTPUT / "browser-knowledge-source.png"))
+    assert tab.errors == []

@@ -23,6 +23,16 @@ def test_unknown_setting_is_named(settings):
     assert error.id == "parley.E002" and "STREAM_FLUSH" in error.msg
 
 
+def test_unknown_knowledge_setting_is_named_and_the_others_keep_their_defaults(settings):
+    from parley.conf import get_config
+
+    settings.PARLEY = {"KNOWLEDGE": {"TOP_K": 2}}
+    assert get_config().knowledge == {"FOLDERS": [], "TOP_K": 2, "MIN_SCORE": 0.5}
+    settings.PARLEY = {"KNOWLEDGE": {"FOLDER": ["docs"]}}
+    (error,) = check_backends()
+    assert error.id == "parley.E002" and "FOLDER" in error.msg
+
+
 def test_in_memory_layer_warns_only_without_debug(settings):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.DEBUG = True

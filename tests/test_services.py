@@ -117,6 +117,45 @@ def test_answer_request_has_recent_history_with_authors(alice, bob, shared_room,
     assert request.room == "Team"
 
 
+def test_answer_request_carries_the_passages_for_the_question(alice, bob, shared_room):
+    from parley.knowledge.chunking import Section
+    from parley.knowledge.sources import Document
+    from parley.knowledge.store import document_store
+
+    section = Section(title="Travel › Ferry", anchor="ferry", text="The ferry leaves at nine.")
+    document_store(
+        document=Document(
+            source="files", key="kb/travel.md", title="Travel", url="/kb/travel", sections=[section]
+        )
+    )
+    question, _ = services.message_post(room=shared_room, author=bob, text="When is the ferry?")
+    answer = services.answer_start(room=shared_room, reply_to=question, worker="w")
+    request = services.answer_request(answer=answer)
+    assert [(p.title, p.url, p.text) for p in request.passages] == [
+        ("Travel › Ferry", "/kb/travel#ferry", "The ferry leaves at nine.")
+    ]
+
+
+def test_answer_request_searches_as_the_asker_and_survives_a_broken_index(
+    alice, bob, shared_room, monkeypatch, caplog
+):
+    from parley.knowledge import index
+
+    asked = []
+    monkeypatch.setattr(index, "passages_search", lambda **kw: asked.append(kw) or [])
+    question, _ = services.message_post(room=shared_room, author=bob, text="When is the ferry?")
+    answer = services.answer_start(room=shared_room, reply_to=question, worker="w")
+    services.answer_request(answer=answer)
+    assert asked == [{"query": "When is the ferry?", "user": bob}]
+
+    def broken(**kwargs):
+        raise RuntimeError("index exploded")
+
+    monkeypatch.setattr(index, "passages_search", broken)
+    assert services.answer_request(answer=answer).passages == ()
+    assert "knowledge search failed" in caplog.text
+
+
 def test_messages_after_pages(alice, private_room):
     for n in range(5):
         services.message_post(room=private_room, author=alice, text=f"m{n}")

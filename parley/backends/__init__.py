@@ -5,9 +5,16 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .base import AssistantBackend, AssistantRequest, Turn
+from .base import AssistantBackend, AssistantRequest, Passage, Turn
 
-__all__ = ["AssistantBackend", "AssistantRequest", "Turn", "backends", "get_backend"]
+__all__ = [
+    "AssistantBackend",
+    "AssistantRequest",
+    "Passage",
+    "Turn",
+    "backends",
+    "get_backend",
+]
 
 
 class BackendHandler:

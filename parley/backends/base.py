@@ -20,14 +20,35 @@ class Turn:
 
 
 @dataclass(frozen=True, slots=True)
+class Passage:
+    """A passage of the site's own content that may answer the question (docs/knowledge.md).
+
+    ``title`` is its heading path ("Doc › Section"), ``url`` where a reader finds it ("" if
+    nowhere), ``document`` the key of the document it comes from, ``score`` its rank score
+    (higher is better; comparable only within one request).
+    """
+
+    title: str
+    text: str
+    url: str = ""
+    document: str = ""
+    score: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class AssistantRequest:
     """What a backend is asked: the room's recent conversation, oldest first, ending with the
-    question, plus who asked and where."""
+    question, plus who asked and where.
+
+    ``passages`` are the knowledge passages retrieved for the question that the asker may
+    read, best first; empty when nothing matched well enough (or no knowledge is indexed).
+    """
 
     turns: list[Turn]
     room: str = ""
     user: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    passages: tuple[Passage, ...] = ()
 
     @property
     def question(self) -> str:

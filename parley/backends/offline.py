@@ -1,4 +1,9 @@
-"""The offline default: answers without a language model, and says so."""
+"""The offline default: answers from the site's own documents without a language model.
+
+It quotes the sentences of the retrieved passages that best answer the question, with
+links to their sources, and says plainly that it does not know when no passage matches.
+It also does arithmetic, greets, and explains how to connect a model.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,20 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .base import AssistantBackend, AssistantRequest
+from ..knowledge.excerpts import excerpts_for
+from ..knowledge.text import text_terms
+from .base import AssistantBackend, AssistantRequest, Passage
+from .prompt import passages_sources, sources_markdown
 from .scripted import split_words
 
 INTRO = (
     "I am Parley's built-in offline assistant: no language model is connected, so I answer "
-    "only a few things myself."
+    "from this site's documents, quoting them with links to the sources."
+)
+
+UNKNOWN = (
+    "I don't know: I found nothing about that in this site's documents, and without a "
+    "language model I don't guess. Try asking in other words."
 )
 
 HELP = """To connect a real model, set these environment variables and restart the server:
@@ -27,6 +40,13 @@ for LM Studio, or leave it unset for OpenAI itself
 - `PARLEY_MODEL`: the model name, for example `gpt-4o-mini` or `llama3.2`
 
 docs/configuration.md lists every setting."""
+
+# A passage is quoted besides the best one only if it scores at least this share of it.
+RELATED_SCORE = 0.6
+MAX_QUOTED = 2
+
+_GREETING = re.compile(r"\b(hello|hi|hey|good (morning|afternoon|evening))\b")
+_ABOUT_MODELS = re.compile(r"\b(models?|llms?|openai|gpt|language model|api key)\b")
 
 _BINOPS: dict[type, Any] = {
     ast.Add: operator.add,
@@ -70,37 +90,61 @@ def calculate(expression: str) -> str | None:
     return f"{expression} = {value}"
 
 
+def knowledge_answer(request: AssistantRequest) -> str | None:
+    """The answer quoted from ``request.passages``, ending with their sources; ``None``
+    when no passage holds a word of the question."""
+    passages = list(request.passages)
+    if not passages:
+        return None
+    quoted: list[tuple[Passage, str]] = []
+    covered: set[str] = set()
+    wanted = set(text_terms(request.question))
+    for passage, excerpt in zip(
+        passages, excerpts_for(request.question, [p.text for p in passages]), strict=True
+    ):
+        # Another passage is quoted only if it scores close to the best one and holds
+        # words of the question that the quotes so far (and their titles) do not.
+        terms = set(text_terms(excerpt)) & wanted
+        if excerpt and (
+            not quoted or (passage.score >= RELATED_SCORE * passages[0].score and terms - covered)
+        ):
+            quoted.append((passage, excerpt))
+            covered |= terms | set(text_terms(passage.title))
+        if len(quoted) >= MAX_QUOTED:
+            break
+    if not quoted:
+        return None
+    used = [passage for passage, _ in quoted]
+    numbers = {(s.title, s.url): s.number for s in passages_sources(used)}
+    blocks = [
+        f"From *{passage.title}* [{numbers[(passage.title, passage.url)]}]:\n\n{excerpt}"
+        for passage, excerpt in quoted
+    ]
+    return "\n\n".join(blocks) + sources_markdown(used)
+
+
 def compose_answer(request: AssistantRequest) -> str:
-    """The offline answer to the last question of ``request``."""
+    """The offline answer to the last question of ``request``: arithmetic if it is that,
+    else quoted from the passages, else a greeting, else a plain "I don't know"."""
     question = request.question.strip()
     lowered = question.lower()
     result = calculate(question.split(":", 1)[-1]) if question else None
     if result:
         return f"{result}\n\n_({INTRO})_"
-    if re.search(r"\b(hello|hi|hey|good (morning|afternoon|evening))\b", lowered):
+    answer = knowledge_answer(request)
+    if answer:
+        return answer
+    if _GREETING.search(lowered):
         name = f", {request.user}" if request.user else ""
-        return f"Hello{name}! {INTRO}\n\n{HELP}"
-    earlier = sum(1 for turn in request.turns if turn.role == "user") - 1
-    words = len(question.split())
-    summary = (
-        f"You asked: “{question[:200]}{'…' if len(question) > 200 else ''}” "
-        f"({words} word{'s' if words != 1 else ''}"
-        + (
-            f"; {earlier} earlier question{'s' if earlier != 1 else ''} in this room"
-            if earlier > 0
-            else ""
-        )
-        + ")."
-    )
-    return (
-        f"{INTRO} I can do arithmetic (try `2 * (3 + 4)`), and I can tell you how to connect "
-        f"a model.\n\n{summary}\n\n{HELP}"
-    )
+        return f"Hello{name}! {INTRO} Ask me anything they cover."
+    if _ABOUT_MODELS.search(lowered):
+        return f"{UNKNOWN}\n\n{INTRO}\n\n{HELP}"
+    return f"{UNKNOWN}\n\n_({INTRO})_"
 
 
 class OfflineBackend(AssistantBackend):
-    """Needs no network and no model. Streams word by word, ``delay`` seconds apart, so the
-    streaming path of the UI is exercised even without a model."""
+    """Needs no network and no model: answers with :func:`compose_answer`, streamed word
+    by word, ``delay`` seconds apart, like a model's answer."""
 
     def __init__(self, *, delay: float = 0.02, **options: Any) -> None:
         super().__init__(**options)

@@ -15,13 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from ..exceptions import BackendError
+from ..exceptions import BackendError, MissingDependency
 from .base import AssistantBackend, AssistantRequest
+from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown
 
-
-class MissingDependency(ImproperlyConfigured, ImportError):
-    """An optional extra is not installed. An ``ImportError`` too, so that code importing
-    backends by dotted path (the backend handler, the system checks) reports it as such."""
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIBackend", "build_messages"]
 
 
 try:
@@ -31,13 +29,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "The OpenAI backend needs the openai package: pip install 'parley[openai]'"
     ) from exc
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are the assistant in a Parley chat room. Several people may talk to you in the same "
-    'room; each of their messages starts with the author\'s name and a colon, like "alice: ...". '
-    "Answer the latest message, addressing its author by name when several people are talking. "
-    "Do not start your reply with your own name. Use Markdown when it helps."
-)
-
 # Without a key the client refuses to start; local servers (Ollama, llama.cpp) need none.
 PLACEHOLDER_API_KEY = "not-needed"
 
@@ -46,21 +37,6 @@ MAX_DETAIL_CHARS = 200
 
 # OpenAI-style keys ("sk-...", "sk-proj-..."), which servers may echo back, even masked.
 _KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_*.\-]{6,}")
-
-
-def build_messages(request: AssistantRequest, *, system_prompt: str) -> list[dict[str, str]]:
-    """The chat-completions ``messages`` for ``request``: the system prompt, then each turn.
-
-    User turns with an author are prefixed ``"<author>: "``, so that the model can tell the
-    members of a shared room apart; assistant turns go in as the assistant's own.
-    """
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    for turn in request.turns:
-        if turn.role == "user" and turn.author:
-            messages.append({"role": "user", "content": f"{turn.author}: {turn.content}"})
-        else:
-            messages.append({"role": turn.role, "content": turn.content})
-    return messages
 
 
 def display_url(url: str) -> str:
@@ -142,7 +118,8 @@ class OpenAIBackend(AssistantBackend):
         return client
 
     async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
-        """Yield the text pieces of the model's answer as they arrive.
+        """Yield the text pieces of the model's answer as they arrive; with passages, the
+        prompt carries them as numbered sources and the answer ends with their links.
 
         Raises :class:`BackendError` (with a message fit for users, never the API key) when
         the server cannot be reached, times out, refuses the request, or reports an error
@@ -170,7 +147,7 @@ class OpenAIBackend(AssistantBackend):
                 try:
                     chunk = await response.__anext__()
                 except StopAsyncIteration:
-                    return
+                    break
                 except openai.OpenAIError as exc:
                     raise self._error(exc, client=client, answering=True) from None
                 except ValueError:  # a data line that is not JSON
@@ -188,6 +165,9 @@ class OpenAIBackend(AssistantBackend):
             # Reached on exhaustion, error, aclose() and cancellation alike: closing the
             # response drops the connection, and the server stops generating.
             await response.close()
+        sources = sources_markdown(request.passages)
+        if sources:
+            yield sources
 
     async def aclose(self) -> None:
         """Close the HTTP clients. The backend stays usable: the next ``stream`` makes a new one."""

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Assistant stream latency: how long after the backend yields a piece does it reach a member?
+
+Parley runs as ``make run`` serves it (and with Redis), with :class:`StampedBackend`: every
+piece it yields carries the monotonic clock at the moment it was yielded (CLOCK_MONOTONIC is
+system-wide, so the client compares it with its own). One member asks ``--answers`` questions
+in turn, ``--members`` others listen; for each answer the first delta's delay is recorded
+(the first delta is sent at once; later ones are coalesced by design, every
+``STREAM_FLUSH_INTERVAL``).
+
+    .venv/bin/python bench/stream.py --answers 200 --members 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from parley.backends.base import AssistantBackend, AssistantRequest  # noqa: E402
+
+STAMP = re.compile(r"~(\d+)~")
+
+
+class StampedBackend(AssistantBackend):
+    """Yields ``pieces`` pieces ``interval`` seconds apart, each stamped ``~<ns>~``."""
+
+    def __init__(self, *, pieces: int = 10, interval: float = 0.005, **options: Any) -> None:
+        super().__init__(**options)
+        self.pieces = pieces
+        self.interval = interval
+
+    async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
+        for _ in range(self.pieces):
+            await asyncio.sleep(self.interval)
+            yield f"~{time.monotonic_ns()}~ "
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+async def measure(target: Any, answers: int, members: int) -> list[float]:
+    import websockets
+
+    headers = {"Origin": target.origin()}
+    listeners = [
+        await websockets.connect(target.url(), additional_headers=headers) for _ in range(members)
+    ]
+
+    async def drain(ws: Any) -> None:
+        async for _ in ws:
+            pass
+
+    drains = [asyncio.create_task(drain(ws)) for ws in listeners]
+    delays: list[float] = []
+    async with websockets.connect(target.url(), additional_headers=headers) as asker:
+        for n in range(answers):
+            await asker.send(json.dumps({"type": "send", "client_id": f"q{n}", "text": "go"}))
+            first = True
+            while True:
+                frame = json.loads(await asker.recv())
+                if frame["type"] == "delta" and first:
+                    stamp = int(STAMP.search(frame["text"]).group(1))
+                    delays.append((time.monotonic_ns() - stamp) / 1e6)
+                    first = False
+                elif frame["type"] == "done":
+                    break
+    for ws in listeners:
+        await ws.close()
+    for task in drains:
+        task.cancel()
+    return delays
+
+
+def main() -> None:
+    from bench.targets import make_targets, workdir
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--answers", type=int, default=200)
+    parser.add_argument(
+        "--members", type=int, default=100, help="listening members besides the asker"
+    )
+    parser.add_argument("--targets", default="parley,parley-redis")
+    args = parser.parse_args()
+    env = {"PARLEY_BACKEND": "bench.stream.StampedBackend"}
+    targets = make_targets(args.targets.split(","), workdir(), extra_env=env)
+    logdir = workdir()
+    for target in targets:
+        target.start(logdir)
+    try:
+        for target in targets:
+            delays = asyncio.run(measure(target, args.answers, args.members))
+            print(
+                f"{target.name:<13} first delta after the backend yields it, "
+                f"{len(delays)} answers, {args.members + 1} members: "
+                f"p50 {statistics.median(delays):.2f} ms  p99 {percentile(delays, 99):.2f} ms  "
+                f"max {max(delays):.2f} ms",
+                flush=True,
+            )
+    finally:
+        for target in targets:
+            target.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""What a language model is sent, shared by every model backend (OpenAI-compatible,
+llama.cpp): the system prompt, the retrieved passages as numbered sources, the room's
+turns; and the list of those sources that ends each answer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .base import AssistantRequest, Passage
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the assistant in a Parley chat room. Several people may talk to you in the same "
+    'room; each of their messages starts with the author\'s name and a colon, like "alice: ...". '
+    "Answer the latest message, addressing its author by name when several people are talking. "
+    "Do not start your reply with your own name. Use Markdown when it helps."
+)
+
+KNOWLEDGE_PROMPT = (
+    "Numbered excerpts of this site's documents that may answer the latest message follow. "
+    "Answer from them and cite the ones you use by number, like [1]. If they do not answer "
+    "it, say that you do not know rather than guess."
+)
+
+# Passage text beyond this, per source, is left out of the prompt.
+MAX_SOURCE_CHARS = 1500
+
+_LINK_TEXT = re.compile(r"([\[\]\\])")
+
+
+@dataclass
+class Source:
+    """One numbered source: a title and URL, with the text of its passages."""
+
+    number: int
+    title: str
+    url: str
+    texts: list[str] = field(default_factory=list)
+
+
+def passages_sources(passages: tuple[Passage, ...] | list[Passage]) -> list[Source]:
+    """The passages grouped by source (title and URL), numbered from 1 in order of first
+    appearance: two parts of one long section are one source."""
+    sources: dict[tuple[str, str], Source] = {}
+    for passage in passages:
+        key = (passage.title, passage.url)
+        if key not in sources:
+            sources[key] = Source(number=len(sources) + 1, title=passage.title, url=passage.url)
+        sources[key].texts.append(passage.text.strip())
+    return list(sources.values())
+
+
+def passages_prompt(
+    passages: tuple[Passage, ...] | list[Passage], *, max_chars: int = MAX_SOURCE_CHARS
+) -> str:
+    """The passages for a prompt: :data:`KNOWLEDGE_PROMPT`, then each source as
+    ``[n] title`` and its text (cut at ``max_chars``). Empty without passages."""
+    if not passages:
+        return ""
+    blocks = [KNOWLEDGE_PROMPT]
+    for source in passages_sources(passages):
+        text = "\n\n".join(source.texts)
+        if len(text) > max_chars:
+            text = text[: max_chars - 1].rstrip() + "…"
+        blocks.append(f"[{source.number}] {source.title}\n{text}")
+    return "\n\n".join(blocks)
+
+
+def build_messages(
+    request: AssistantRequest, *, system_prompt: str, max_source_chars: int = MAX_SOURCE_CHARS
+) -> list[dict[str, str]]:
+    """The chat ``messages`` for ``request``: one system message (the system prompt, then
+    the passages as numbered sources, if any), then each turn.
+
+    User turns with an author are prefixed ``"<author>: "``, so that the model can tell the
+    members of a shared room apart; assistant turns go in as the assistant's own.
+    """
+    context = passages_prompt(request.passages, max_chars=max_source_chars)
+    system = "\n\n".join(part for part in (system_prompt, context) if part)
+    messages = [{"role": "system", "content": system}] if system else []
+    for turn in request.turns:
+        if turn.role == "user" and turn.author:
+            messages.append({"role": "user", "content": f"{turn.author}: {turn.content}"})
+        else:
+            messages.append({"role": turn.role, "content": turn.content})
+    return messages
+
+
+def markdown_link(title: str, url: str) -> str:
+    """``[title](url)`` with the title's brackets escaped; the bare title without a URL."""
+    text = _LINK_TEXT.sub(r"\\\1", title)
+    if not url:
+        return text
+    if any(char in url for char in " ()<>"):
+        url = f"<{url.replace('<', '%3C').replace('>', '%3E')}>"
+    return f"[{text}]({url})"
+
+
+def sources_markdown(passages: tuple[Passage, ...] | list[Passage]) -> str:
+    """The Markdown that ends an answer given ``passages``: a "Sources" heading and a
+    numbered list of links, numbered as in the prompt. Empty without passages."""
+    if not passages:
+        return ""
+    lines = [f"{s.number}. {markdown_link(s.title, s.url)}" for s in passages_sources(passages)]
+    return "\n\n**Sources**\n\n" + "\n".join(lines) + "\n"

@@ -1,0 +1,142 @@
+"""Writes to the knowledge index tables. Every change bumps the index version in the same
+transaction, which is how every server process learns that its in-memory index is stale."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from ..models import KnowledgePassage, KnowledgeVersion
+from .chunking import TITLE_SEPARATOR
+from .sources import Document
+
+
+def version_get() -> str:
+    """The index's current version stamp ("" before anything was ever indexed)."""
+    return KnowledgeVersion.objects.filter(pk=1).values_list("stamp", flat=True).first() or ""
+
+
+def version_bump() -> None:
+    """Give the index a new version stamp. Call inside the transaction that changed it."""
+    stamp = uuid.uuid4().hex
+    if not KnowledgeVersion.objects.filter(pk=1).update(stamp=stamp):
+        KnowledgeVersion.objects.update_or_create(pk=1, defaults={"stamp": stamp})
+
+
+def _rows(document: Document) -> list[tuple[str, str, str]]:
+    return [
+        (section.title[:300], document.section_url(section)[:500], section.text)
+        for section in document.sections
+    ]
+
+
+def document_store(*, document: Document) -> bool:
+    """Store ``document``'s passages in place of its old ones; returns whether anything
+    changed (an unchanged document is not written, and the version stays)."""
+    rows = _rows(document)
+    with transaction.atomic():
+        stored = list(
+            KnowledgePassage.objects.filter(source=document.source, document=document.key)
+            .order_by("position")
+            .values_list("title", "url", "text")
+        )
+        if stored == rows:
+            return False
+        KnowledgePassage.objects.filter(source=document.source, document=document.key).delete()
+        KnowledgePassage.objects.bulk_create(
+            KnowledgePassage(
+                source=document.source,
+                document=document.key,
+                position=position,
+                title=title,
+                url=url,
+                text=text,
+            )
+            for position, (title, url, text) in enumerate(rows)
+        )
+        version_bump()
+    return True
+
+
+def document_remove(*, source: str, key: str) -> bool:
+    """Remove a document's passages; returns whether it had any."""
+    with transaction.atomic():
+        deleted, _ = KnowledgePassage.objects.filter(source=source, document=key).delete()
+        if deleted:
+            version_bump()
+    return bool(deleted)
+
+
+@dataclass
+class SyncReport:
+    """What :func:`source_sync` did, counted in documents (and passages stored)."""
+
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    passages: int = 0
+    keys: set[str] = field(default_factory=set)
+
+
+def source_sync(
+    *,
+    source: str,
+    documents: Iterable[Document],
+    on_document: Callable[[Document], None] | None = None,
+) -> SyncReport:
+    """Make the index hold exactly ``documents`` for ``source``: store each (one transaction
+    per document, so readers are never blocked for long) and remove the documents of the
+    source that are no longer there. ``on_document`` is called after each one (progress)."""
+    report = SyncReport()
+    known = set(KnowledgePassage.objects.filter(source=source).values_list("document", flat=True))
+    for document in documents:
+        report.keys.add(document.key)
+        report.passages += len(document.sections)
+        if document_store(document=document):
+            if document.key in known:
+                report.changed += 1
+            else:
+                report.added += 1
+        else:
+            report.unchanged += 1
+        if on_document is not None:
+            on_document(document)
+    for key in sorted(known - report.keys):
+        document_remove(source=source, key=key)
+        report.removed += 1
+    return report
+
+
+def sources_stored() -> set[str]:
+    """The sources that have passages in the index."""
+    return set(KnowledgePassage.objects.order_by().values_list("source", flat=True).distinct())
+
+
+def source_remove(*, source: str) -> int:
+    """Remove every passage of ``source`` (a folder list or model no longer configured);
+    returns how many documents went."""
+    with transaction.atomic():
+        keys = set(
+            KnowledgePassage.objects.filter(source=source).values_list("document", flat=True)
+        )
+        if keys:
+            KnowledgePassage.objects.filter(source=source).delete()
+            version_bump()
+    return len(keys)
+
+
+def document_text(*, source: str, key: str) -> tuple[str, str] | None:
+    """The title and whole Markdown text of an indexed document, its passages joined in
+    order; ``None`` if the index has no such document."""
+    rows = list(
+        KnowledgePassage.objects.filter(source=source, document=key)
+        .order_by("position")
+        .values_list("title", "text")
+    )
+    if not rows:
+        return None
+    return rows[0][0].split(TITLE_SEPARATOR)[0], "\n\n".join(text for _, text in rows)
