@@ -98,7 +98,11 @@ def round_trip(target: Target, log: list) -> float:
     return run["rtt_ms"]["p50"]
 
 
-def idle_memory(target: Target, clients: int, log: list) -> float:
+def idle_memory(target: Target, clients: int, log: list, logdir: Path) -> float:
+    # A fresh process: one that served the sweeps reuses the memory it freed, and its RSS
+    # would hardly grow per connection.
+    target.stop()
+    target.start(logdir)
     run = wsload(
         target, "--clients", str(clients), "--senders", "0", "--hold", "3",
         "--clients-procs", str(max(1, clients // 2500)), "--connect-concurrency", "200",
@@ -190,7 +194,9 @@ def main() -> None:
             for clients in (1000, 10000):
                 print(f"== idle memory, {clients:,} connections", flush=True)
                 for target in targets:
-                    summary[target.name][f"kib_{clients}"] = idle_memory(target, clients, log)
+                    summary[target.name][f"kib_{clients}"] = idle_memory(
+                        target, clients, log, logdir
+                    )
         if "close" not in skip:
             print("== 1,000 sockets closing at once", flush=True)
             for target in targets:

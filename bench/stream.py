@@ -20,6 +20,7 @@ import re
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,11 @@ async def measure(target: Any, answers: int, members: int) -> list[float]:
 
     drains = [asyncio.create_task(drain(ws)) for ws in listeners]
     delays: list[float] = []
+    run = uuid.uuid4().hex[:8]  # client ids are per author and room: new ones each run
     async with websockets.connect(target.url(), additional_headers=headers) as asker:
         for n in range(answers):
-            await asker.send(json.dumps({"type": "send", "client_id": f"q{n}", "text": "go"}))
+            question = {"type": "send", "client_id": f"{run}-{n}", "text": "go"}
+            await asker.send(json.dumps(question))
             first = True
             while True:
                 frame = json.loads(await asker.recv())
