@@ -49,14 +49,16 @@ async def follow_answer(
             await peer.send(type="cancel")
 
 
+async def members(server, room, *users) -> list[Peer]:
+    """One connected peer per user, in order."""
+    return [await Peer.connect(server, room, user) for user in users]
+
+
 async def test_members_see_each_other_and_the_streamed_answer(
     servers, layer_env, alice, bob, shared_room
 ):
     server = servers({**layer_env, **slow_backend(repeat=20, delay=0.005)})
-    a, b = (
-        await Peer.connect(server, shared_room, alice),
-        await Peer.connect(server, shared_room, bob),
-    )
+    a, b = await members(server, shared_room, alice, bob)
     await a.send(type="send", client_id="q1", text="hello from alice")
     ack = await a.expect(lambda f: f["type"] == "ack")
     seen = await b.expect(lambda f: f["type"] == "message" and f["message"]["role"] == "user")
@@ -71,10 +73,7 @@ async def test_members_see_each_other_and_the_streamed_answer(
 
 async def test_reconnect_resumes_without_loss(servers, layer_env, alice, bob, shared_room):
     server = servers({**layer_env, **slow_backend(repeat=2000, delay=0.01)})
-    a, b = (
-        await Peer.connect(server, shared_room, alice),
-        await Peer.connect(server, shared_room, bob),
-    )
+    a, b = await members(server, shared_room, alice, bob)
     await a.send(type="send", client_id="q1", text="long answer please")
     ack = await a.expect(lambda f: f["type"] == "ack")
     await a.expect(lambda f: f["type"] == "delta")
