@@ -141,6 +141,7 @@ class RoomHub:
         self.layer = layer
         self.rooms: dict[str, set[Member]] = {}
         self.members: dict[int, Member] = {}  # token -> member, for frames to one socket
+        self._joining: dict[str, asyncio.Event] = {}  # groups whose group_add is under way
         self.channel = ""
         self._ready: asyncio.Lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
@@ -160,9 +161,17 @@ class RoomHub:
         if local is None:
             self.rooms[group] = local = set()
             local.add(member)
-            await self.layer.group_add(group, self.channel)
+            self._joining[group] = joined = asyncio.Event()
+            try:
+                await self.layer.group_add(group, self.channel)
+            finally:
+                joined.set()
+                del self._joining[group]
         else:
             local.add(member)
+            joining = self._joining.get(group)
+            if joining is not None:  # a member joined just before us: wait for the group
+                await joining.wait()
 
     async def leave(self, group: str, member: Member, token: int) -> None:
         """Remove ``member``; the process leaves the group with its last."""
