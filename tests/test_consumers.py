@@ -57,6 +57,17 @@ async def joined(connect, room, user) -> RoomClient:
     return client
 
 
+async def long_answer_streaming(connect, room, asker, other, backend, *, repeat: int):
+    """Two members in ``room``; ``asker`` has asked, and the answer (``repeat`` words, 10 ms
+    apart) has started reaching ``other``. Returns their clients."""
+    backend(reply="word ", repeat=repeat, delay=0.01)
+    a = await joined(connect, room, asker)
+    b = await joined(connect, room, other)
+    await a.send(type="send", client_id="q1", text="talk a lot")
+    await b.expect("delta")
+    return a, b
+
+
 async def finished(client: RoomClient, timeout: float = 10) -> dict:
     return (await client.expect("done", timeout=timeout))["message"]
 
@@ -234,11 +245,7 @@ async def test_resume_sends_missed_messages_in_pages(
 
 
 async def test_any_member_can_stop_an_answer(connect, alice, bob, shared_room, backend):
-    backend(reply="word ", repeat=500, delay=0.01)
-    a = await joined(connect, shared_room, alice)
-    b = await joined(connect, shared_room, bob)
-    await a.send(type="send", client_id="c1", text="talk a lot")
-    await b.expect("delta")
+    a, b = await long_answer_streaming(connect, shared_room, alice, bob, backend, repeat=500)
     await b.send(type="cancel")
     final = await finished(a)
     assert final["status"] == "cancelled"
@@ -254,11 +261,7 @@ async def test_cancel_without_streaming_answer_is_an_error(connect, alice, priva
 
 
 async def test_one_answer_at_a_time_per_room(connect, alice, bob, shared_room, backend):
-    backend(reply="word ", repeat=300, delay=0.01)
-    a = await joined(connect, shared_room, alice)
-    b = await joined(connect, shared_room, bob)
-    await a.send(type="send", client_id="q1", text="first")
-    await a.expect("delta")
+    a, b = await long_answer_streaming(connect, shared_room, alice, bob, backend, repeat=300)
     await b.send(type="send", client_id="q2", text="second")
     assert (await b.expect("ack"))["message"]["text"] == "second"
     busy = await b.expect("error")

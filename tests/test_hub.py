@@ -26,10 +26,13 @@ class SlowJoinLayer(InMemoryChannelLayer):
 
 
 async def until(condition, timeout: float = 2.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
+    """Wait for ``condition``; a TimeoutError fails the test if it never holds."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
 
 
 async def test_one_layer_channel_per_process_and_room():
