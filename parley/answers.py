@@ -1,9 +1,10 @@
 """Running assistant answers. An answer belongs to its room, not to the socket that asked.
 
-Each answer runs as a task of the server process that accepted the question. It listens on a
-channel of its own, joined to the room's control group, so that a member connected to any
-process can stop it or ask for the text so far. Deltas go to the room group, coalesced: the
-first at once, later ones every ``STREAM_FLUSH_INTERVAL`` seconds.
+Each answer runs as a task of the server process that accepted the question. Its process's hub
+listens to the room's control group for it, so that a member connected to any process can stop
+it or ask for the text so far. Deltas go to the room group, coalesced: the first at once, later
+ones every ``STREAM_FLUSH_INTERVAL`` seconds. If the channel layer fails meanwhile, the answer
+goes on (its text is saved by its heartbeat) and clients catch up once the layer is back.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import BaseChannelLayer, get_channel_layer
 
 from . import protocol, services
 from .backends import get_backend
 from .conf import get_config
-from .exceptions import BackendError
+from .exceptions import BackendError, LayerUnavailable
+from .hub import get_hub
 from .models import Message, Room
 
 logger = logging.getLogger(__name__)
@@ -41,50 +42,43 @@ def frame_event(frame: dict[str, Any], **address: Any) -> dict[str, Any]:
     return {"type": "parley.frame", "frame": protocol.encode(frame), **address}
 
 
-async def broadcast(room: Room, frame: dict[str, Any]) -> None:
+async def broadcast(room: Room, frame: dict[str, Any]) -> bool:
     """Send ``frame`` to every member of ``room``, in every process (each process's hub
-    hands it to its own members)."""
-    layer = get_channel_layer()
-    await layer.group_send(room.group_name, frame_event(frame, group=room.group_name))
+    hands it to its own members). ``False`` if the channel layer failed: the members resync
+    from the database once it is back, so callers need not retry."""
+    return await get_hub().group_send(room.group_name, frame_event(frame, group=room.group_name))
 
 
 class Answer:
     """One answer being generated; see :func:`answer_begin`."""
 
-    def __init__(self, *, layer: BaseChannelLayer, room: Room, message: Message) -> None:
-        self.layer = layer
+    def __init__(self, *, room: Room, message: Message) -> None:
         self.room = room
         self.message = message
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
-        self.channel = ""  # set by listen()
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: str | None = None
+        self._replies: set[asyncio.Task[bool]] = set()  # snapshots being sent
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
 
     async def listen(self) -> None:
-        """Join the room's control group. Done before the answer is announced, so that a stop
-        pressed as soon as it appears is not lost (it waits in the channel until read)."""
-        self.channel = await self.layer.new_channel("parley.answer.")
-        await self.layer.group_add(self.room.control_group_name, self.channel)
+        """Have the hub pass the room's control events to :meth:`control`. Done before the
+        answer is announced, so that a stop pressed as soon as it appears is not lost."""
+        await get_hub().listen(self.room.control_group_name, self.control)
 
     async def run(self) -> None:
         config = get_config()
-        channel = self.channel
-        helpers = [
-            asyncio.create_task(self._control(channel)),
-            asyncio.create_task(self._heartbeat(config.stream_persist_interval)),
-        ]
+        heartbeat = asyncio.create_task(self._heartbeat(config.stream_persist_interval))
         try:
             status, error = await self._generate(config.stream_flush_interval)
         finally:
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
-            await self.layer.group_discard(self.room.control_group_name, channel)
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            await get_hub().unlisten(self.room.control_group_name, self.control)
         final = await database_sync_to_async(services.answer_finish)(
             message_id=self.message.pk, text=self.text, status=status, error=error
         )
@@ -176,24 +170,26 @@ class Answer:
                 message_id=self.message.pk, text=self.text
             )
 
-    async def _control(self, channel: str) -> None:
-        """Serve the room's control group: cancel requests and snapshot requests."""
-        while True:
-            event = await self.layer.receive(channel)
-            kind = event.get("type")
-            target = event.get("message_id")
-            if target not in (None, self.message.pk):
-                continue
-            if kind == "parley.cancel":
-                self.stop(event.get("by") or "?")
-            elif kind == "parley.snapshot":
-                # The whole text so far as a delta at offset 0: the asker replaces its copy.
-                snapshot = protocol.delta(message_id=self.message.pk, offset=0, text=self.text)
-                reply_to = event["reply_to"]
-                await self.layer.send(reply_to["channel"], frame_event(snapshot, to=reply_to["to"]))
+    def control(self, event: dict[str, Any]) -> None:
+        """A control event of the room: a cancel request or a snapshot request."""
+        kind = event.get("type")
+        target = event.get("message_id")
+        if target not in (None, self.message.pk):
+            return
+        if kind == "parley.cancel":
+            self.stop(event.get("by") or "?")
+        elif kind == "parley.snapshot":
+            # The whole text so far as a delta at offset 0: the asker replaces its copy.
+            snapshot = protocol.delta(message_id=self.message.pk, offset=0, text=self.text)
+            reply_to = event["reply_to"]
+            reply = asyncio.create_task(
+                get_hub().send(reply_to["channel"], frame_event(snapshot, to=reply_to["to"]))
+            )
+            self._replies.add(reply)
+            reply.add_done_callback(self._replies.discard)
 
 
-async def answer_begin(*, layer: BaseChannelLayer, room: Room, question: Message) -> Message:
+async def answer_begin(*, room: Room, question: Message) -> Message:
     """Open an answer to ``question`` and start generating it in the background.
 
     Returns the stored streaming message once it has been broadcast. Raises
@@ -204,7 +200,7 @@ async def answer_begin(*, layer: BaseChannelLayer, room: Room, question: Message
     message = await database_sync_to_async(services.answer_start)(
         room=room, reply_to=question, worker=WORKER_ID
     )
-    answer = Answer(layer=layer, room=room, message=message)
+    answer = Answer(room=room, message=message)
     await answer.listen()
     await broadcast(room, protocol.message(services.message_payload(message)))
     task = asyncio.create_task(answer.run(), name=f"parley-answer-{message.pk}")
@@ -213,24 +209,24 @@ async def answer_begin(*, layer: BaseChannelLayer, room: Room, question: Message
     return message
 
 
-async def answer_cancel(
-    *, layer: BaseChannelLayer, room: Room, by: str, message_id: int | None
-) -> None:
-    """Ask whichever process runs the room's answer to stop it."""
-    await layer.group_send(
-        room.control_group_name, {"type": "parley.cancel", "message_id": message_id, "by": by}
-    )
+async def answer_cancel(*, room: Room, by: str, message_id: int | None) -> None:
+    """Ask whichever process runs the room's answer to stop it. Raises
+    :class:`~parley.exceptions.LayerUnavailable` if the request could not be sent."""
+    await _control(room, {"type": "parley.cancel", "message_id": message_id, "by": by})
 
 
-async def answer_request_snapshot(
-    *, layer: BaseChannelLayer, room: Room, message_id: int, reply_to: dict[str, Any]
-) -> None:
+async def answer_request_snapshot(*, room: Room, message_id: int, reply_to: dict[str, Any]) -> None:
     """Ask the process running ``message_id`` to send its text so far to ``reply_to`` (a
     hub's :meth:`~parley.hub.RoomHub.reply_address`)."""
-    await layer.group_send(
-        room.control_group_name,
-        {"type": "parley.snapshot", "message_id": message_id, "reply_to": reply_to},
+    await _control(
+        room, {"type": "parley.snapshot", "message_id": message_id, "reply_to": reply_to}
     )
+
+
+async def _control(room: Room, event: dict[str, Any]) -> None:
+    group = room.control_group_name
+    if not await get_hub().group_send(group, {**event, "group": group}):
+        raise LayerUnavailable("The server could not reach the answer's process; try again.")
 
 
 async def answers_interrupt_stale(*, room: Room) -> None:

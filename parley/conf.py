@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -38,6 +39,19 @@ DEFAULTS: dict[str, Any] = {
     "TICKET_MAX_AGE": 300,
     # Group name prefix on the channel layer.
     "GROUP_PREFIX": "parley",
+    # How often each process pings the channel layer, in seconds (four times as often after a
+    # failure): a layer that returns is noticed within a quarter of this, then clients resync.
+    "LAYER_CHECK_INTERVAL": 1.0,
+    # Flood limits, as (frames per second, burst): token buckets. None turns one off.
+    # Frames refused get an error frame `rate_limited`; a socket that goes on sending STRIKES
+    # frames in a row past its limit is closed with 4029. Merged key by key.
+    "RATE_LIMITS": {
+        # Every frame one socket sends.
+        "CONNECTION": (20, 60),
+        # Messages (send frames) one user posts, across all their sockets in this process.
+        "USER": (5, 20),
+        "STRIKES": 30,
+    },
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
     "KNOWLEDGE": {
         # Folders (or single files) of Markdown and text documents, indexed by parley_index.
@@ -63,7 +77,13 @@ class ParleyConfig:
     history_page_size: int = 200
     ticket_max_age: int = 300
     group_prefix: str = "parley"
+    layer_check_interval: float = 1.0
+    rate_limits: dict[str, Any] = field(default_factory=dict)
     knowledge: dict[str, Any] = field(default_factory=dict)
+
+
+# Settings that are dicts themselves, merged key by key over their defaults.
+_NESTED = ("KNOWLEDGE", "RATE_LIMITS")
 
 
 @cache
@@ -74,19 +94,16 @@ def get_config() -> ParleyConfig:
     user = getattr(settings, "PARLEY", {}) or {}
     unknown = set(user) - set(DEFAULTS)
     if unknown:
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured(f"Unknown PARLEY setting(s): {', '.join(sorted(unknown))}")
     merged = {**DEFAULTS, **user}
-    knowledge = user.get("KNOWLEDGE") or {}
-    unknown = set(knowledge) - set(DEFAULTS["KNOWLEDGE"])
-    if unknown:
-        from django.core.exceptions import ImproperlyConfigured
-
-        raise ImproperlyConfigured(
-            f"Unknown PARLEY['KNOWLEDGE'] setting(s): {', '.join(sorted(unknown))}"
-        )
-    merged["KNOWLEDGE"] = {**DEFAULTS["KNOWLEDGE"], **knowledge}
+    for key in _NESTED:
+        nested = user.get(key) or {}
+        unknown = set(nested) - set(DEFAULTS[key])
+        if unknown:
+            raise ImproperlyConfigured(
+                f"Unknown PARLEY[{key!r}] setting(s): {', '.join(sorted(unknown))}"
+            )
+        merged[key] = {**DEFAULTS[key], **nested}
     return ParleyConfig(**{key.lower(): value for key, value in merged.items()})
 
 
@@ -95,5 +112,7 @@ def _reset(*, setting: str, **kwargs: Any) -> None:
     if setting == "PARLEY":
         get_config.cache_clear()
         from .backends import backends
+        from .throttling import user_buckets
 
         backends.reset()
+        user_buckets.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from typing import Any
@@ -10,22 +11,25 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.db import DatabaseError
 
 from . import answers, protocol, services
 from .conf import get_config
-from .exceptions import AssistantBusy, PermissionDenied, ProtocolError
+from .exceptions import AssistantBusy, LayerUnavailable, PermissionDenied, ProtocolError
 from .hub import Outbox, get_hub
 from .models import Message, Room
+from .throttling import TokenBucket, make_bucket, user_buckets
 
 logger = logging.getLogger(__name__)
 
-# Close codes (4000–4999 are for applications): the browser sees them and stops retrying.
+# Close codes. After 4401 and 4403 the browser stops retrying; after the others it reconnects.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-_tokens = itertools.count(1)  # ids of this process's sockets, for frames meant for one
 CLOSE_TOO_SLOW = 4008  # the client stopped reading: its backlog passed MAX_BACKLOG
+CLOSE_RATE_LIMITED = 4029  # the client went on flooding past its rate limit
+CLOSE_TRY_AGAIN = 1013  # the server cannot reach its channel layer yet
+
+_tokens = itertools.count(1)  # ids of this process's sockets, for frames meant for one
 
 
 class RoomConsumer(AsyncWebsocketConsumer):
@@ -38,6 +42,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
     room: Room | None = None
     outbox: Outbox | None = None
     joined = False
+    frame_bucket: TokenBucket | None = None
+    strikes = 0  # frames refused in a row by a rate limit
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Channels' loop would also wait on a per-socket layer channel (one task and one
@@ -45,7 +51,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
         # every handler; our handlers reach the ORM only through database_sync_to_async,
         # which does that itself.
         self.scope = scope
-        self.channel_layer = get_channel_layer()  # to send to groups; no channel of our own
         self.base_send = send
         self.token = next(_tokens)
         self.outbox = Outbox(send, limit=get_config().max_backlog, on_overflow=self._overflow)
@@ -91,9 +96,17 @@ class RoomConsumer(AsyncWebsocketConsumer):
         except PermissionDenied as exc:
             await self._refuse("forbidden", str(exc), CLOSE_FORBIDDEN)
             return
-        await get_hub().join(self.room.group_name, self, self.token)
+        try:
+            await get_hub().join(self.room.group_name, self, self.token)
+        except LayerUnavailable:
+            await self._refuse(
+                "unavailable", "The server cannot reach its channel layer; retrying.",
+                CLOSE_TRY_AGAIN,
+            )  # fmt: skip
+            return
         self.joined = True
         config = get_config()
+        self.frame_bucket = make_bucket(config.rate_limits["CONNECTION"])
         await self._send(
             protocol.hello(
                 room=services.room_payload(self.room),
@@ -112,7 +125,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self._leave()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.room is None:
+        if not self.joined:
+            return
+        if self.frame_bucket is not None and not self.frame_bucket.take():
+            await self._limited(self.frame_bucket, "You are sending frames too fast.")
             return
         if text_data is None:
             await self._error("binary_frame", "Frames must be JSON text, not binary.")
@@ -131,6 +147,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
             extra = {"client_id": exc.client_id} if exc.client_id else {}
             await self._error(exc.code, exc.detail, **extra)
             return
+        if isinstance(frame, protocol.Send):
+            bucket = user_buckets.get(self.scope["user"].pk, config.rate_limits["USER"])
+            if bucket is not None and not bucket.take():
+                await self._limited(
+                    bucket, "You are posting messages too fast.", client_id=frame.client_id
+                )
+                return
+        self.strikes = 0
         try:
             if isinstance(frame, protocol.Send):
                 await self._on_send(frame)
@@ -159,9 +183,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await answers.broadcast(self.room, protocol.message(payload))
         if frame.ask:
             try:
-                await answers.answer_begin(
-                    layer=self.channel_layer, room=self.room, question=message
-                )
+                await answers.answer_begin(room=self.room, question=message)
             except AssistantBusy as exc:
                 await self._error(
                     "busy", f"{exc} Your message was stored.", client_id=frame.client_id
@@ -173,12 +195,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if streaming is None or frame.message_id not in (None, streaming.pk):
             await self._error("nothing_to_cancel", "No answer is streaming in this room.")
             return
-        await answers.answer_cancel(
-            layer=self.channel_layer,
-            room=self.room,
-            by=self.scope["user"].get_username(),
-            message_id=streaming.pk,
-        )
+        try:
+            await answers.answer_cancel(
+                room=self.room, by=self.scope["user"].get_username(), message_id=streaming.pk
+            )
+        except LayerUnavailable as exc:
+            await self._error("unavailable", str(exc))
 
     async def _on_resume(self, frame: protocol.Resume) -> None:
         await answers.answers_interrupt_stale(room=self.room)
@@ -195,12 +217,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
         )
         for message in messages:
             if message.status == Message.Status.STREAMING:
-                await answers.answer_request_snapshot(
-                    layer=self.channel_layer,
-                    room=self.room,
-                    message_id=message.pk,
-                    reply_to=get_hub().reply_address(self.token),
-                )
+                # If the layer is down, the sync frame sent once it is back brings a new resume.
+                with contextlib.suppress(LayerUnavailable):
+                    await answers.answer_request_snapshot(
+                        room=self.room,
+                        message_id=message.pk,
+                        reply_to=get_hub().reply_address(self.token),
+                    )
 
     async def _send(self, frame: dict[str, Any]) -> None:
         # Through the outbox, so that replies keep their order with the room's frames.
@@ -208,6 +231,24 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def _error(self, code: str, detail: str, **extra: Any) -> None:
         await self._send(protocol.error(code, detail, **extra))
+
+    async def _limited(self, bucket: TokenBucket, detail: str, **extra: Any) -> None:
+        """Refuse a frame over a rate limit; close the socket if the client keeps flooding."""
+        self.strikes += 1
+        if self.strikes > get_config().rate_limits["STRIKES"]:
+            logger.warning("room %s: closing a socket that kept flooding", self.room.pk)
+            await self._leave()
+            await self._refuse(
+                "rate_limited", "Too many frames past the rate limit.", CLOSE_RATE_LIMITED
+            )
+            return
+        wait = bucket.retry_after()
+        await self._error(
+            "rate_limited",
+            f"{detail} Try again in {wait:.1f} s.",
+            retry_after=round(wait, 3),
+            **extra,
+        )
 
     async def _refuse(self, code: str, detail: str, close_code: int) -> None:
         await self._error(code, detail)

@@ -35,3 +35,7 @@ class BackendError(ParleyError):
 class MissingDependency(ImproperlyConfigured, ImportError):
     """An optional extra is not installed. An ``ImportError`` too, so that code importing
     backends by dotted path (the backend handler, the system checks) reports it as such."""
+
+
+class LayerUnavailable(ParleyError):
+    """The channel layer (Redis) cannot be reached, so nothing can be sent to other sockets."""

@@ -11,6 +11,12 @@ Frames are written to each member eagerly, without a task per delivery: a write 
 that can take it completes at once. Only a member whose socket pushes back (its client reads
 slowly) gets a task of its own, and later frames wait in its backlog, in order, up to
 ``PARLEY["MAX_BACKLOG"]`` frames; past that the member is told to go (``overflow``).
+
+The channel layer may fail (Redis restarting): frames sent meanwhile are lost for live
+delivery, though every message is stored. The hub notices (a failed send, a failed read, or its
+own ping not coming back), and once the layer answers again it joins its groups again (the
+core layer forgets them when Redis restarts) and sends its members a ``sync`` frame, after which
+clients resume from their last ``seq`` and nothing is missing.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from channels.layers import BaseChannelLayer, get_channel_layer
+
+from . import protocol
+from .conf import get_config
+from .exceptions import LayerUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -137,23 +147,39 @@ class Outbox:
 class RoomHub:
     """One per process and event loop (see :func:`get_hub`)."""
 
-    def __init__(self, layer: BaseChannelLayer) -> None:
+    def __init__(self, layer: BaseChannelLayer, *, check_interval: float = 1.0) -> None:
         self.layer = layer
         self.rooms: dict[str, set[Member]] = {}
         self.members: dict[int, Member] = {}  # token -> member, for frames to one socket
+        # Groups this process listens to for events that are not frames (answers' controls).
+        self.listeners: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._joining: dict[str, asyncio.Event] = {}  # groups whose group_add is under way
         self.channel = ""
+        self.healthy = True  # False from a layer failure until the layer answers again
+        self.check_interval = check_interval
+        self._stale: set[str] = set()  # groups whose frames failed to go out while unhealthy
+        self._pings = 0  # pings sent to our own channel
+        self._pongs = 0  # the last of them that came back
         self._ready: asyncio.Lock = asyncio.Lock()
-        self._reader: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def _start(self) -> None:
         async with self._ready:
             if not self.channel:
-                self.channel = await self.layer.new_channel("parley.hub.")
-                self._reader = asyncio.create_task(self._read(), name="parley-hub")
+                try:
+                    self.channel = await self.layer.new_channel("parley.hub.")
+                except Exception as exc:
+                    raise LayerUnavailable("The channel layer cannot be reached.") from exc
+                self._tasks = [
+                    asyncio.create_task(self._read(), name="parley-hub"),
+                    asyncio.create_task(self._watch(), name="parley-hub-watch"),
+                ]
 
     async def join(self, group: str, member: Member, token: int) -> None:
-        """Add ``member`` to the room ``group``; the process joins the group with its first."""
+        """Add ``member`` to the room ``group``; the process joins the group with its first.
+
+        Raises :class:`LayerUnavailable` only if this process never reached the layer; a
+        group it cannot join now is joined when the layer returns."""
         if not self.channel:
             await self._start()
         self.members[token] = member
@@ -163,7 +189,7 @@ class RoomHub:
             local.add(member)
             self._joining[group] = joined = asyncio.Event()
             try:
-                await self.layer.group_add(group, self.channel)
+                await self._group_add(group)
             finally:
                 joined.set()
                 del self._joining[group]
@@ -182,11 +208,66 @@ class RoomHub:
         local.discard(member)
         if not local:
             del self.rooms[group]
-            await self.layer.group_discard(group, self.channel)
+            await self._group_discard(group)
+
+    async def listen(self, group: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Pass the events sent to ``group`` that are not frames to ``handler``."""
+        if not self.channel:
+            await self._start()
+        self.listeners[group] = handler
+        await self._group_add(group)
+
+    async def unlisten(self, group: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        if self.listeners.get(group) == handler:
+            del self.listeners[group]
+            await self._group_discard(group)
+
+    async def group_send(self, group: str, event: dict[str, Any]) -> bool:
+        """Send ``event`` to ``group``; ``False`` if the layer failed (it is logged, and the
+        group's members are told to resync once the layer is back)."""
+        try:
+            await self.layer.group_send(group, event)
+        except Exception as exc:
+            self.layer_failed(exc, group=group)
+            return False
+        return True
+
+    async def send(self, channel: str, event: dict[str, Any]) -> bool:
+        """Send ``event`` to one channel; ``False`` if the layer failed."""
+        try:
+            await self.layer.send(channel, event)
+        except Exception as exc:
+            self.layer_failed(exc)
+            return False
+        return True
 
     def reply_address(self, token: int) -> dict[str, Any]:
         """Where a frame for one member goes: this process's channel, and the member."""
         return {"channel": self.channel, "to": token}
+
+    def layer_failed(self, exc: BaseException | None = None, *, group: str | None = None) -> None:
+        """Note that the layer failed (``group``: a send to it was lost)."""
+        if self.healthy:
+            logger.warning(
+                "channel layer unavailable (%s): live frames are lost until it returns; "
+                "clients will resync then",
+                exc or "a ping did not come back",
+            )
+        self.healthy = False
+        if group is not None:
+            self._stale.add(group)
+
+    async def _group_add(self, group: str) -> None:
+        try:
+            await self.layer.group_add(group, self.channel)
+        except Exception as exc:  # joined again by _recover()
+            self.layer_failed(exc)
+
+    async def _group_discard(self, group: str) -> None:
+        try:
+            await self.layer.group_discard(group, self.channel)
+        except Exception as exc:  # the core layer's group entry expires by itself
+            self.layer_failed(exc)
 
     async def _read(self) -> None:
         while True:
@@ -194,20 +275,73 @@ class RoomHub:
                 event = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("hub could not read from the channel layer")
-                await asyncio.sleep(1)
+            except Exception as exc:
+                self.layer_failed(exc)
+                await asyncio.sleep(self.check_interval / 4)
                 continue
             frame = event.get("frame")
             if frame is None:
-                continue
-            if "to" in event:
+                self._on_event(event)
+            elif "to" in event:
                 member = self.members.get(event["to"])
                 if member is not None:
                     member.deliver(frame)
-                continue
-            for member in tuple(self.rooms.get(event.get("group", ""), ())):
-                member.deliver(frame)
+            else:
+                for member in tuple(self.rooms.get(event.get("group", ""), ())):
+                    member.deliver(frame)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "parley.ping":
+            self._pongs = max(self._pongs, event.get("n", 0))
+            if not self.healthy and self._pongs == self._pings:
+                self._tasks.append(asyncio.create_task(self._recover()))
+            return
+        handler = self.listeners.get(event.get("group", ""))
+        if handler is not None:
+            handler(event)
+
+    async def _watch(self) -> None:
+        """Ping our own channel: every ``check_interval`` while healthy, four times as often
+        after a failure, so that the layer's return is noticed within a fraction of a second.
+        A ping unanswered for three intervals counts as a failure (a dead subscription)."""
+        sent_at = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(self.check_interval if self.healthy else self.check_interval / 4)
+            now = asyncio.get_running_loop().time()
+            if self.healthy and self._pongs < self._pings:
+                if now - sent_at < 3 * self.check_interval:
+                    continue
+                self.layer_failed()
+            self._pings += 1
+            sent_at = now
+            await self.send(self.channel, {"type": "parley.ping", "n": self._pings})
+
+    async def _recover(self) -> None:
+        """The layer answers again: join every group again, then tell the members to resync
+        (the members of other processes too, in the rooms whose frames we failed to send)."""
+        self._tasks = [task for task in self._tasks if not task.done()]
+        groups = [*self.rooms, *self.listeners]
+        try:
+            for group in groups:
+                await self.layer.group_add(group, self.channel)
+        except Exception as exc:
+            self.layer_failed(exc)
+            return
+        self.healthy = True
+        stale, self._stale = self._stale, set()
+        sync = protocol.encode(protocol.sync())
+        for group in stale:
+            await self.group_send(group, {"type": "parley.frame", "frame": sync, "group": group})
+        local = [m for group, ms in self.rooms.items() if group not in stale for m in ms]
+        for member in local:
+            member.deliver(sync)
+        logger.info(
+            "channel layer is back: joined %d group(s) again; asked %d room(s) and %d local "
+            "socket(s) to resync",
+            len(groups),
+            len(stale),
+            len(local),
+        )
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomHub] = weakref.WeakKeyDictionary()
@@ -223,5 +357,5 @@ def get_hub() -> RoomHub:
             from django.core.exceptions import ImproperlyConfigured
 
             raise ImproperlyConfigured("Parley needs a channel layer (CHANNEL_LAYERS).")
-        hub = _hubs[loop] = RoomHub(layer)
+        hub = _hubs[loop] = RoomHub(layer, check_interval=get_config().layer_check_interval)
     return hub

@@ -159,5 +159,10 @@ def history(*, messages: list[dict[str, Any]], more: bool, last_seq: int) -> dic
     return {"type": "history", "messages": messages, "more": more, "last_seq": last_seq}
 
 
+def sync() -> dict[str, Any]:
+    """Live frames may have been lost (the channel layer was down): resume from your last seq."""
+    return {"type": "sync"}
+
+
 def error(code: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"type": "error", "code": code, "detail": detail, **extra}

@@ -116,3 +116,17 @@ def _end_stray_connections(django_db_setup, django_db_blocker):
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+@pytest.fixture
+def redis_server():
+    """A redis-server of the test's own, to stop and restart (see tests.servers.RedisServer)."""
+    import shutil
+
+    from tests.servers import RedisServer
+
+    binary = shutil.which("redis-server")
+    require(binary is not None, "redis-server is not installed: fault tests start their own")
+    server = RedisServer(binary).start()
+    yield server
+    server.stop()

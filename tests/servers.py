@@ -32,6 +32,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def scripted_backend(reply: str = "tok ", repeat: int = 80, delay: float = 0.02) -> dict[str, str]:
+    """Server environment for an assistant that says ``reply`` ``repeat`` times, a piece
+    every ``delay`` seconds."""
+    options = {"reply": reply, "repeat": repeat, "delay": delay}
+    return {
+        "PARLEY_TEST_BACKEND": json.dumps(
+            {"BACKEND": "parley.backends.scripted.ScriptedBackend", "OPTIONS": options}
+        )
+    }
+
+
 class Server:
     """``uvicorn example.asgi:application`` on a free loopback port, using the test database."""
 
@@ -170,3 +181,112 @@ class Peer:
     def drop(self) -> None:
         """Cut the TCP connection with no closing handshake, as a network failure would."""
         self.ws.transport.abort()
+
+
+class StalledReader:
+    """A real WebSocket client in a room that stops reading its socket, as a client on a
+    frozen tab or a congested link does: nothing is read off the socket, so the kernel's
+    buffers fill and the server's writes to it push back.
+
+    Its receive buffer is made small before it connects, so that a few hundred kilobytes
+    fill the path, and it sends no keepalive pings of its own (their unread replies would
+    make it give up first).
+    """
+
+    RECEIVE_BUFFER = 4096
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, server: Server, room: Any, user: Any) -> StalledReader:
+        cookie = await sync_to_async(session_cookie)(user)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, cls.RECEIVE_BUFFER)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        ws = await websockets.connect(
+            f"{server.ws_url}/ws/rooms/{room.public_id}/",
+            additional_headers={"Cookie": cookie, "Origin": server.http_url},
+            sock=sock,
+            ping_interval=None,
+            max_queue=None,
+        )
+        hello = json.loads(await ws.recv())
+        assert hello["type"] == "hello", hello
+        return cls(ws)
+
+    @property
+    def local_port(self) -> int:
+        return self.ws.transport.get_extra_info("sockname")[1]
+
+    def stop_reading(self) -> None:
+        self.ws.transport.pause_reading()
+
+    async def read_to_the_end(self) -> tuple[list[dict[str, Any]], int | None]:
+        """Read again: every frame still on its way, and the close code the server sent."""
+        self.ws.transport.resume_reading()
+        frames = []
+        try:
+            async for text in self.ws:
+                frames.append(json.loads(text))
+        except websockets.ConnectionClosed:
+            pass
+        return frames, self.ws.close_code
+
+
+async def server_status(server: Server, user: Any) -> dict[str, Any]:
+    """The server's staff ``/status/`` page (its live rooms, sockets and backlogs) as seen by
+    ``user``, who must be staff."""
+    import aiohttp
+
+    cookie = await sync_to_async(session_cookie)(user)
+    async with (
+        aiohttp.ClientSession(headers={"Cookie": cookie}) as http,
+        http.get(f"{server.http_url}/status/") as response,
+    ):
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+class RedisServer:
+    """A ``redis-server`` of the test's own on a free loopback port, which the test may stop
+    and start again on the same port (the machine's shared Redis is never touched)."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        OUTPUT.mkdir(exist_ok=True)
+        self.log_path = OUTPUT / f"redis-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                    "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        """Kill it, as a crash would (no persistence: everything in it is gone)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

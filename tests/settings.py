@@ -34,3 +34,12 @@ PARLEY = {
     "STREAM_FLUSH_INTERVAL": 0.02,
     **json.loads(os.environ.get("PARLEY_TEST_OPTIONS", "{}")),
 }
+
+# PARLEY_TEST_LAYER=core: channels-redis' core layer instead of the pub/sub one (fault tests).
+if os.environ.get("PARLEY_TEST_LAYER") == "core" and os.environ.get("REDIS_URL"):
+    CHANNEL_LAYERS = {  # noqa: F405
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["REDIS_URL"]], "prefix": "parley-core"},
+        }
+    }

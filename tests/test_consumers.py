@@ -350,3 +350,59 @@ async def test_ticket_lets_a_cookieless_client_into_its_room_only(
     settings.PARLEY = {**settings.PARLEY, "TICKET_MAX_AGE": -1}
     expired = await connect(private_room, None, path=path)
     assert (await expired.expect("error"))["code"] == "unauthenticated"
+
+
+def limits(settings, **rate_limits) -> None:
+    settings.PARLEY = {**settings.PARLEY, "RATE_LIMITS": rate_limits}
+
+
+async def test_a_socket_over_its_frame_rate_is_told_to_wait_and_nothing_is_stored(
+    connect, alice, private_room, backend, settings
+):
+    limits(settings, CONNECTION=(5, 3), USER=None)
+    client = await joined(connect, private_room, alice)
+    for n in range(4):
+        await client.send(type="send", client_id=f"m{n}", text=f"message {n}", ask=False)
+    for n in range(3):
+        assert (await client.expect("ack"))["client_id"] == f"m{n}"
+    refused = await client.expect("error")
+    assert refused["code"] == "rate_limited" and 0 < refused["retry_after"] <= 0.2
+    await asyncio.sleep(refused["retry_after"])
+    await client.send(type="send", client_id="m3", text="message 3", ask=False)
+    assert (await client.expect("ack"))["client_id"] == "m3"
+    texts = [m.text for m in await database_sync_to_async(stored)(private_room)]
+    assert texts == ["message 0", "message 1", "message 2", "message 3"]
+
+
+async def test_the_user_limit_is_shared_by_all_their_sockets(
+    connect, alice, bob, shared_room, backend, settings
+):
+    limits(settings, CONNECTION=None, USER=(0.5, 2))
+    first = await joined(connect, shared_room, alice)
+    second = await joined(connect, shared_room, alice)
+    other = await joined(connect, shared_room, bob)
+    for client, client_id in ((first, "a1"), (second, "a2")):
+        await client.send(type="send", client_id=client_id, text=client_id, ask=False)
+        await client.expect("ack", client_id=client_id)
+    await second.send(type="send", client_id="a3", text="a3", ask=False)
+    refused = await second.expect("error")
+    assert (refused["code"], refused["client_id"]) == ("rate_limited", "a3")
+    await other.send(type="send", client_id="b1", text="b1", ask=False)  # others are not limited
+    await other.expect("ack", client_id="b1")
+    texts = [m.text for m in await database_sync_to_async(stored)(shared_room)]
+    assert texts == ["a1", "a2", "b1"]
+
+
+async def test_a_socket_that_keeps_flooding_is_closed_with_4029(
+    connect, alice, private_room, backend, settings
+):
+    limits(settings, CONNECTION=(1, 2), USER=None, STRIKES=5)
+    client = await joined(connect, private_room, alice)
+    for n in range(10):
+        await client.send(type="cancel")
+    codes = []
+    while len(codes) < 8:
+        frame = await client.expect("error")
+        codes.append(frame["code"])
+    assert codes == ["nothing_to_cancel"] * 2 + ["rate_limited"] * 6
+    assert await client.closed() == 4029

@@ -1,12 +1,17 @@
-"""The process-local fan-out (parley/hub.py) on a real in-memory channel layer."""
+"""The process-local fan-out (parley/hub.py): on a real in-memory channel layer, and between
+real server processes on a Redis of the test's own that is killed and started again."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
+import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
 
 from parley.hub import Outbox, RoomHub
+from tests.servers import Peer, scripted_backend
 
 
 class Member:
@@ -99,3 +104,81 @@ async def test_outbox_keeps_order_behind_a_blocked_write_and_caps_the_backlog():
     gate.set()
     await until(lambda: not outbox.backlogged)
     assert written == [0, 1, 2, 3, 4, 5]
+
+
+def is_type(kind: str, **fields):
+    return lambda f: f["type"] == kind and all(f.get(k) == v for k, v in fields.items())
+
+
+@pytest.mark.server
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("layer", ["pubsub", "core"])
+async def test_redis_restart_loses_nothing_and_the_rooms_work_again(
+    servers, redis_server, layer, alice, bob, shared_room
+):
+    """Redis is killed while an answer streams between two server processes and both members
+    post; when it returns, each member is told to resync and gets everything it missed, the
+    answer ends complete everywhere, and new messages reach the other process live again."""
+    env = {
+        "REDIS_URL": redis_server.url,
+        "PARLEY_LAYER_PREFIX": "restart",
+        "PARLEY_TEST_LAYER": layer,
+        **scripted_backend(repeat=250, delay=0.02),  # a 5-second answer
+    }
+    one, two = servers(env, name="one"), servers(env, name="two")
+    a = await Peer.connect(one, shared_room, alice)
+    b = await Peer.connect(two, shared_room, bob)
+    await a.send(type="send", client_id="q", text="a long answer please", ask=True)
+    answer = await b.answer_started()
+    await b.expect(is_type("delta", message_id=answer["id"]))
+
+    redis_server.stop()
+    during = {a: ["a0", "a1", "a2"], b: ["b0"]}
+    for peer, client_ids in during.items():
+        for client_id in client_ids:
+            await peer.send(type="send", client_id=client_id, text=f"sent {client_id}", ask=False)
+            ack = await peer.expect(is_type("ack", client_id=client_id))
+            assert ack["message"]["seq"] > answer["seq"]  # stored, though nobody else saw it
+    await asyncio.sleep(1.0)
+    redis_server.start()
+    back = time.monotonic()
+
+    resync_seconds = []
+    final: dict[Peer, dict] = {}
+    for peer, missed in ((b, {"sent a0", "sent a1", "sent a2"}), (a, {"sent b0"})):
+        await peer.expect(is_type("sync"))
+        # What the browser client does on sync: resume from before the answer it holds as
+        # streaming (RoomState.resumePoint).
+        await peer.send(type="resume", after=answer["seq"] - 1)
+        history = await peer.expect(is_type("history"))
+        resync_seconds.append(time.monotonic() - back)
+        assert missed <= {m["text"] for m in history["messages"]}
+        copy = next(m for m in history["messages"] if m["id"] == answer["id"])
+        if copy["status"] != "streaming":  # it ended while Redis was away
+            final[peer] = copy
+
+    await a.send(type="send", client_id="after", text="back to normal", ask=False)
+    live = await b.expect(
+        lambda f: f["type"] == "message" and f["message"]["text"] == "back to normal"
+    )
+    assert live["message"]["author"]["name"] == "alice"
+
+    for peer in (a, b):
+        if peer not in final:
+            final[peer] = (await peer.expect(is_type("done"), timeout=30))["message"]
+        assert final[peer]["id"] == answer["id"]
+        assert (final[peer]["status"], final[peer]["text"]) == ("complete", "tok " * 250)
+
+    stored = await sync_to_async(list)(shared_room.messages.order_by("seq"))
+    assert [m.seq for m in stored] == list(range(1, len(stored) + 1))
+    texts = [m.text for m in stored]
+    for text in (
+        "a long answer please",
+        "sent a0",
+        "sent a1",
+        "sent a2",
+        "sent b0",
+        "back to normal",
+    ):
+        assert texts.count(text) == 1
+    print(f"{layer}: resynced {max(resync_seconds):.2f} s after Redis returned")

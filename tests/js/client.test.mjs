@@ -346,3 +346,22 @@ test("a live message past a gap asks once for the missed ones", () => {
   assert.equal(state.lastSeq, 5);
   assert.deepEqual(state.apply({ type: "message", message: userMessage(6) }).send, []);
 });
+
+test("sync (the server's layer was down) resumes from before any answer still streaming", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  state.apply({ type: "history", messages: [userMessage(1), { ...userMessage(2), role: "assistant", author: null, status: "streaming", text: "Hel" }, userMessage(3)], more: false, last_seq: 3 });
+  const update = state.apply({ type: "sync" });
+  assert.deepEqual(update.send, [{ type: "resume", after: 1 }]);
+  assert.equal(state.synced, false);
+});
+
+test("a rate-limited send stays in the outbox to be sent again", () => {
+  const state = new RoomState({ newId: ids() });
+  state.apply(HELLO);
+  state.queueSend("a");
+  const update = state.apply({ type: "error", code: "rate_limited", detail: "slow down", retry_after: 0.4, client_id: "c1" });
+  assert.equal(update.outbox, true);
+  assert.deepEqual([...state.outbox.keys()], ["c1"]);
+  assert.equal(state.outbox.get("c1").error, "slow down");
+});

@@ -2,7 +2,7 @@
 // the connection indicator and the composer. No HTML is built here: text goes through
 // textContent, and messages.js inserts only the server's sanitised answer HTML.
 
-import { ReconnectingSocket, RoomState, charCount, socketUrl } from "./client.js";
+import { RETRY_SEND_CODES, ReconnectingSocket, RoomState, charCount, socketUrl } from "./client.js";
 import { MessageList } from "./messages.js";
 
 const root = document.getElementById("room");
@@ -136,8 +136,8 @@ function start(root) {
     };
     if (frame.code === "assistant_failed") return; // shown on the failed message itself
     notify(explanations[frame.code] ?? frame.detail ?? "Something went wrong.");
-    if (frame.code === "unavailable" && frame.client_id) {
-      setTimeout(() => resendPending(), 3000);
+    if (RETRY_SEND_CODES.has(frame.code) && frame.client_id) {
+      scheduleResend(frame.retry_after ? frame.retry_after * 1000 + 100 : 3000);
     }
   }
 
@@ -148,6 +148,17 @@ function start(root) {
     noticeTimer = setTimeout(() => {
       els.notice.hidden = true;
     }, 8000);
+  }
+
+  // One timer for every refused send: each resend sends the whole outbox.
+  let resendTimer = null;
+
+  function scheduleResend(wait) {
+    if (resendTimer !== null) return;
+    resendTimer = setTimeout(() => {
+      resendTimer = null;
+      resendPending();
+    }, wait);
   }
 
   function resendPending() {

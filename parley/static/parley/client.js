@@ -7,6 +7,9 @@ export const TERMINAL_STATUSES = new Set(["complete", "cancelled", "failed", "in
 // Errors after which resending the same frame cannot succeed.
 const REJECTED_SEND_CODES = new Set(["bad_frame", "empty_text", "text_too_long", "frame_too_large"]);
 
+// Errors after which the same frame should be sent again later (error.retry_after: seconds).
+export const RETRY_SEND_CODES = new Set(["unavailable", "rate_limited"]);
+
 // Close codes after which reconnecting cannot help (not logged in, not a member).
 export const FATAL_CLOSE_CODES = new Set([4401, 4403]);
 
@@ -146,13 +149,18 @@ export class RoomState {
       case "delta":
         this._delta(frame, update);
         break;
+      case "sync":
+        // The server's channel layer was down: live frames may be lost. The database has them.
+        this.synced = false;
+        update.send.push({ type: "resume", after: this.resumePoint() });
+        break;
       case "error": {
         update.error = frame;
         const entry = frame.client_id ? this.outbox.get(frame.client_id) : null;
         if (entry && REJECTED_SEND_CODES.has(frame.code)) {
           this.outbox.delete(frame.client_id);
           update.outbox = true;
-        } else if (entry && frame.code === "unavailable") {
+        } else if (entry && RETRY_SEND_CODES.has(frame.code)) {
           entry.error = frame.detail; // stays queued: sent again on the next retry
           update.outbox = true;
         }

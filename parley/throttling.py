@@ -1,0 +1,86 @@
+"""Flood limits for sockets: token buckets, per connection and per user.
+
+The per-user buckets live in the server process: with several processes behind a load
+balancer, a user spreading sockets over them gets up to that many times the rate. They are
+kept while a user has tokens to regain, so reconnecting does not reset a limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; each frame takes one."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp", "clock")
+
+    def __init__(
+        self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.clock = clock
+        self.stamp = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def take(self) -> bool:
+        """Take a token if there is one."""
+        self._refill()
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def retry_after(self) -> float:
+        """Seconds until a token is there."""
+        self._refill()
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
+    @property
+    def full(self) -> bool:
+        self._refill()
+        return self.tokens >= self.burst
+
+
+def make_bucket(limit: tuple[float, float] | list[float] | None) -> TokenBucket | None:
+    """A bucket for a ``(rate, burst)`` setting, or ``None`` for no limit."""
+    if limit is None:
+        return None
+    rate, burst = limit
+    return TokenBucket(rate, burst)
+
+
+class UserBuckets:
+    """One bucket per user id, shared by that user's sockets in this process."""
+
+    PRUNE_EVERY = 1000  # look for full (idle) buckets to drop after this many new users
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, TokenBucket] = {}
+        self._created = 0
+
+    def get(
+        self, user_id: int, limit: tuple[float, float] | list[float] | None
+    ) -> TokenBucket | None:
+        if limit is None:
+            return None
+        bucket = self._buckets.get(user_id)
+        if bucket is None or (bucket.rate, bucket.burst) != tuple(map(float, limit)):
+            self._created += 1
+            if self._created % self.PRUNE_EVERY == 0:
+                self._buckets = {k: b for k, b in self._buckets.items() if not b.full}
+            bucket = self._buckets[user_id] = make_bucket(limit)
+        return bucket
+
+    def clear(self) -> None:
+        self._buckets.clear()
+
+
+user_buckets = UserBuckets()
