@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -19,9 +21,13 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = os.environ.get("SECRET_KEY") or (
-    "django-insecure-parley-example-only" if DEBUG else ""
-)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    # Django itself only fails on the first signed cookie, and `check --deploy` merely warns:
+    # refuse to start at all rather than serve errors.
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false.")
+    SECRET_KEY = "django-insecure-parley-example-only"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
@@ -129,6 +135,8 @@ PARLEY = {
         "default": {"BACKEND": _BACKEND_PATHS.get(_backend, _backend), "OPTIONS": _options}
     },
     "STREAM_FLUSH_INTERVAL": float(os.environ.get("PARLEY_FLUSH_INTERVAL", "0.04")),
+    # e.g. '{"CONNECTION": [500, 1000], "USER": null}' for load tests (docs/configuration.md).
+    "RATE_LIMITS": json.loads(os.environ.get("PARLEY_RATE_LIMITS", "{}")),
     # The knowledge base of the demo: Parley's own documentation (make run indexes it).
     "KNOWLEDGE": {"FOLDERS": [BASE_DIR / "docs", BASE_DIR / "README.md"]},
 }

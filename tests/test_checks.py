@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import os
+import secrets
+import subprocess
+import sys
+
 from parley.checks import check_backends, check_channel_layer
+from tests.servers import ROOT
 
 
 def ids(messages) -> list[str]:
@@ -41,3 +47,55 @@ def test_in_memory_layer_warns_only_without_debug(settings):
     assert ids(check_channel_layer()) == ["parley.W001"]
     settings.CHANNEL_LAYERS = {}
     assert ids(check_channel_layer()) == ["parley.E003"]
+
+
+# `manage.py check --deploy` on the example project's production settings, in a subprocess
+# with nothing but the environment a deployment would set (docs/deploying.md).
+
+PRODUCTION_ENV = {
+    "DEBUG": "false",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "ALLOWED_HOSTS": "chat.example.com",
+    "CSRF_TRUSTED_ORIGINS": "https://chat.example.com",
+    # Port 1: nothing listens there, so a check that tried to connect would fail loudly.
+    "DATABASE_URL": "postgres://parley:secret@127.0.0.1:1/parley",
+    "REDIS_URL": "redis://127.0.0.1:1/0",
+    "PARLEY_LAYER_PREFIX": "parley-prod",
+}
+
+
+def check_deploy(env: dict[str, str]) -> tuple[int, str]:
+    """``(exit status, output)`` of ``manage.py check --deploy --fail-level WARNING`` run with
+    only ``env`` (and PATH): no settings module or variable leaks in from the test run."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_production_settings_pass_check_deploy():
+    status, output = check_deploy(PRODUCTION_ENV)
+    assert status == 0, output
+    assert "System check identified no issues" in output
+
+
+def test_production_settings_refuse_to_start_without_secret_key():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "SECRET_KEY"}
+    status, output = check_deploy(env)
+    assert status != 0
+    assert "SECRET_KEY must be set when DEBUG is false" in output
+
+
+def test_in_memory_layer_without_debug_fails_check_deploy_with_w001():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "REDIS_URL"}
+    status, output = check_deploy(env)
+    assert status != 0, output
+    assert "(parley.W001)" in output
+    assert "System check identified 1 issue" in output, output  # W001 and nothing else
+    status, output = check_deploy({**env, "DEBUG": "true"})
+    assert "parley.W001" not in output
