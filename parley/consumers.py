@@ -155,6 +155,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 )
                 return
         self.strikes = 0
+        extra = {"client_id": frame.client_id} if isinstance(frame, protocol.Send) else {}
         try:
             if isinstance(frame, protocol.Send):
                 await self._on_send(frame)
@@ -164,10 +165,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 await self._on_resume(frame)
         except DatabaseError:
             logger.exception("database error in room %s", self.room.pk)
-            extra = {"client_id": frame.client_id} if isinstance(frame, protocol.Send) else {}
             await self._error(
                 "unavailable", "The server could not reach its database; try again.", **extra
             )
+        except Exception:  # a bug: say so, and keep the socket (and the room) going
+            logger.exception(
+                "error handling a %s frame in room %s", type(frame).__name__, self.room.pk
+            )
+            await self._error("internal_error", "The server failed to handle this frame.", **extra)
 
     async def _on_send(self, frame: protocol.Send) -> None:
         user = self.scope["user"]

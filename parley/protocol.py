@@ -15,7 +15,10 @@ from .exceptions import ProtocolError
 
 VERSION = 1
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # whole value: fullmatch ("$" takes "x\n")
+# What the database cannot store: NUL (PostgreSQL refuses it) and surrogates, which JSON can
+# escape ("\ud800") but UTF-8 cannot encode (json.loads joins a valid pair into one character).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 MAX_SEQ = 2**63 - 1
 
 
@@ -101,12 +104,16 @@ def _parse_send(frame: dict[str, Any], *, max_chars: int) -> Send:
     client_id = _field(frame, "client_id", (str,), None)
     if client_id is None:
         client_id = ""
-    elif not _CLIENT_ID.match(client_id):
+    elif not _CLIENT_ID.fullmatch(client_id):
         raise ProtocolError(
             "bad_frame", "'client_id' must be 1–64 letters, digits or '_.:-' characters."
         )
     try:
         text = _field(frame, "text", (str,))
+        if _UNSTORABLE.search(text):
+            raise ProtocolError(
+                "bad_frame", "'text' must not contain NUL characters or unpaired surrogates."
+            )
         if not text.strip():
             raise ProtocolError("empty_text", "The message is empty.")
         if len(text) > max_chars:

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import json
+import operator
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from parley import protocol
 from parley.exceptions import ProtocolError
@@ -45,6 +49,14 @@ def test_cancel_and_resume_frames_parse():
         ({"type": "send"}, "bad_frame"),
         ({"type": "send", "client_id": "has space", "text": "hi"}, "bad_frame"),
         ({"type": "send", "client_id": "x" * 65, "text": "hi"}, "bad_frame"),
+        # Found by Hypothesis: "$" matched before a trailing newline, so these were accepted
+        # (and 64 characters and a newline overflow the column on PostgreSQL).
+        ({"type": "send", "client_id": "0\n", "text": "hi"}, "bad_frame"),
+        ({"type": "send", "client_id": "x" * 64 + "\n", "text": "hi"}, "bad_frame"),
+        # Found by Hypothesis: texts the database cannot store were accepted, and failed there.
+        ({"type": "send", "client_id": "c", "text": "\ud800"}, "bad_frame"),
+        ({"type": "send", "client_id": "c", "text": "a\udfffb"}, "bad_frame"),
+        ({"type": "send", "client_id": "c", "text": "\x00"}, "bad_frame"),
         ({"type": "send", "client_id": "c", "text": "   \n"}, "empty_text"),
         ({"type": "send", "client_id": "c", "text": "x" * 101}, "text_too_long"),
         ({"type": "send", "client_id": "c", "text": "hi", "ask": "yes"}, "bad_frame"),
@@ -85,7 +97,251 @@ def test_error_frame_carries_extra_fields():
     }
 
 
+def test_escaped_surrogate_pairs_are_one_character():
+    """Only unpaired surrogates are refused: a pair escaped in JSON is a character like any."""
+    assert parse('{"type": "send", "text": "\\ud83d\\ude00"}').text == "\U0001f600"
+
+
 def test_refused_send_names_its_client_id():
     with pytest.raises(ProtocolError) as info:
         parse({"type": "send", "client_id": "c-9", "text": "x" * 101})
     assert info.value.code == "text_too_long" and info.value.client_id == "c-9"
+
+
+# Hostile input, fuzzed -----------------------------------------------------------------------
+
+MAX_CHARS = 100
+CODES = {"bad_json", "bad_frame", "unknown_type", "unsupported_version", "empty_text"}
+CODES.add("text_too_long")
+CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+# Characters that break naive code: NUL, lone surrogates (valid in JSON escapes, not in
+# UTF-8), BOM, noncharacters, line/paragraph separators, bidi overrides, combining marks, emoji.
+odd_chars = st.sampled_from(
+    ["\x00", "\n", "\x1b", "\x7f", "\ufeff", "\uffff", "\u2028", "\u202e", "\u0301"]
+    + ["\U0001f600", "\U0010ffff", "\ud800", "\udbff", "\udc00", "\udfff", "\ud83d", "\ude00"]
+)
+with_odd_chars = st.builds(
+    "{}{}{}".format, st.text(max_size=5), st.text(odd_chars, min_size=1, max_size=3), st.text()
+)
+odd_text = st.one_of(
+    st.text(),
+    with_odd_chars,
+    st.sampled_from(["", " ", "\n\t", "\u3000", "\u200b", "c-1\n", "x" * (MAX_CHARS + 1)]),
+    st.integers(MAX_CHARS - 2, MAX_CHARS + 2).map("é".__mul__),
+    st.just(40_000).map("x".__mul__),  # (built when drawn: a short repr)
+)
+odd_numbers = st.one_of(
+    st.integers(),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, 1, -1, protocol.MAX_SEQ, protocol.MAX_SEQ + 1, 10**300]),
+    st.floats(),  # NaN and ±Infinity go out as the NaN/Infinity literals json accepts
+    st.sampled_from([1.0, 0.0, -0.0, 1.5]),
+)
+scalars = st.one_of(st.none(), st.booleans(), odd_numbers, odd_text)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+client_ids = st.from_regex(CLIENT_ID, fullmatch=True)
+FIELDS = ["client_id", "text", "ask", "message_id", "after", "v"]
+
+
+def mostly(valid: st.SearchStrategy, *hostile: st.SearchStrategy) -> st.SearchStrategy:
+    """``valid`` three times in four or so, so that frames with a single bad field are common
+    (Hypothesis' ``one_of`` leans towards the branch with more to explore)."""
+    return st.sampled_from([valid, valid, valid, st.one_of(*hostile)]).flatmap(lambda s: s)
+
+
+field_values = {
+    "client_id": mostly(
+        client_ids, st.builds(operator.add, client_ids, odd_chars), odd_text, json_values
+    ),
+    "text": mostly(st.text(max_size=MAX_CHARS + 2), with_odd_chars, odd_text, scalars),
+    "ask": mostly(st.booleans(), scalars),
+    "message_id": mostly(st.none() | st.integers(0, protocol.MAX_SEQ), odd_numbers, json_values),
+    "after": mostly(st.integers(0, protocol.MAX_SEQ), odd_numbers, json_values),
+    "v": mostly(st.just(1), scalars),
+}
+
+
+def frame_dicts_of(
+    kind: st.SearchStrategy, *optional: str, **required: st.SearchStrategy
+) -> st.SearchStrategy[dict]:
+    """Frames of ``kind`` with the ``required`` fields, any of the ``optional`` ones and maybe
+    stray keys."""
+    return st.builds(
+        lambda kind, fields, extra: {**extra, "type": kind, **fields},
+        kind,
+        st.fixed_dictionaries(required, optional={name: field_values[name] for name in optional}),
+        st.dictionaries(st.text(max_size=8).filter(lambda k: k not in FIELDS), scalars, max_size=2),
+    )
+
+
+frame_dicts = st.one_of(
+    frame_dicts_of(st.just("send"), "client_id", "ask", "v", text=field_values["text"]),
+    frame_dicts_of(st.just("cancel"), "message_id", "v"),
+    frame_dicts_of(st.just("resume"), "after", "v"),
+    frame_dicts_of(st.sampled_from(["send", "cancel", "resume"]), *FIELDS),
+    frame_dicts_of(st.sampled_from(["Send", "send ", "hello", "ack", "error", ""]), *FIELDS),
+    frame_dicts_of(scalars, *FIELDS),
+)
+
+
+def dumps(value: object, ascii_only: bool) -> str:
+    return json.dumps(value, ensure_ascii=ascii_only)
+
+
+def check_outcome(raw: str, max_chars: int = MAX_CHARS) -> protocol.ClientFrame | ProtocolError:
+    """Parse ``raw``: a frame every field of which is valid, or a ProtocolError a client can
+    be told about; any other exception fails the test."""
+    try:
+        frame = protocol.parse_client_frame(raw, max_chars=max_chars)
+    except ProtocolError as exc:
+        assert exc.code in CODES
+        assert isinstance(exc.detail, str) and exc.detail.strip()
+        assert exc.client_id == "" or CLIENT_ID.fullmatch(exc.client_id)
+        # The error frame itself must be sendable: UTF-8, no lone surrogates echoed back.
+        reply = protocol.error(exc.code, exc.detail, client_id=exc.client_id)
+        protocol.encode(reply).encode("utf-8")
+        assert len(exc.detail) < 300
+        return exc
+    if isinstance(frame, protocol.Send):
+        assert frame.client_id == "" or CLIENT_ID.fullmatch(frame.client_id)
+        assert isinstance(frame.text, str) and frame.text.strip()
+        assert len(frame.text) <= max_chars
+        # Storable: no NUL (PostgreSQL refuses it) and valid UTF-8 (no lone surrogates).
+        assert "\x00" not in frame.text
+        frame.text.encode("utf-8")
+        assert frame.ask is True or frame.ask is False
+    elif isinstance(frame, protocol.Cancel):
+        assert frame.message_id is None or type(frame.message_id) is int
+    else:
+        assert isinstance(frame, protocol.Resume)
+        assert type(frame.after) is int and 0 <= frame.after <= protocol.MAX_SEQ
+    return frame
+
+
+def violations(frame: object, max_chars: int = MAX_CHARS) -> set[str]:
+    """The error codes docs/protocol.md allows for ``frame`` (empty: it is valid)."""
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        return {"bad_frame"}
+    found = set()
+    version = frame.get("v", 1)
+    if isinstance(version, bool) or version != 1:
+        found.add("unsupported_version")
+    kind = frame["type"]
+    if kind not in {"send", "cancel", "resume"}:
+        return found | {"unknown_type"}
+    if kind == "send":
+        client_id = frame.get("client_id", "absent")  # optional, but never null or ""
+        if client_id != "absent" and not (
+            isinstance(client_id, str) and CLIENT_ID.fullmatch(client_id)
+        ):
+            found.add("bad_frame")
+        if not isinstance(frame.get("ask", True), bool):
+            found.add("bad_frame")
+        text = frame.get("text")
+        if not isinstance(text, str) or "\x00" in text or re.search("[\ud800-\udfff]", text):
+            found.add("bad_frame")
+        elif not text.strip():
+            found.add("empty_text")
+        elif len(text) > max_chars:
+            found.add("text_too_long")
+    elif kind == "cancel":
+        message_id = frame.get("message_id")
+        if message_id is not None and type(message_id) is not int:
+            found.add("bad_frame")
+    else:
+        after = frame.get("after", 0)
+        if type(after) is not int or not 0 <= after <= protocol.MAX_SEQ:
+            found.add("bad_frame")
+    return found
+
+
+json_ish = st.text(st.sampled_from('{}[]":,\\/ -+.0123456789eEtrufalsnNIiyu') | odd_chars)
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.text(), json_ish))
+def test_any_text_is_parsed_or_refused(raw):
+    check_outcome(raw)
+
+
+@settings(max_examples=500)
+@given(json_values, st.booleans())
+def test_any_json_value_is_parsed_or_refused(value, ascii_only):
+    outcome = check_outcome(dumps(value, ascii_only))
+    if not isinstance(value, dict):
+        assert isinstance(outcome, ProtocolError) and outcome.code == "bad_frame"
+
+
+@settings(max_examples=1000)
+@given(frame_dicts, st.booleans())
+def test_frames_are_accepted_exactly_when_valid(frame, ascii_only):
+    """Wrong types, NaN, huge numbers, lone surrogates, extra or missing keys: a frame is
+    parsed only when every field is valid, into exactly the values it carried."""
+    raw = dumps(frame, ascii_only)
+    try:
+        wanted = violations(json.loads(raw))  # judged on what the server reads
+    except ValueError:  # integers beyond Python's digit limit do not even parse
+        wanted = {"bad_json"}
+    outcome = check_outcome(raw)
+    if not wanted:
+        assert not isinstance(outcome, ProtocolError), outcome.detail
+        expected = {
+            "send": lambda: protocol.Send(
+                client_id=frame.get("client_id") or "",
+                text=frame["text"],
+                ask=frame.get("ask", True),
+            ),
+            "cancel": lambda: protocol.Cancel(message_id=frame.get("message_id")),
+            "resume": lambda: protocol.Resume(after=frame.get("after", 0)),
+        }[frame["type"]]()
+        assert outcome == expected
+    else:
+        assert isinstance(outcome, ProtocolError), f"accepted {outcome!r}"
+        assert outcome.code in wanted
+
+
+storable_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1).filter(
+    str.strip
+)
+valid_frames = st.one_of(
+    st.builds(
+        protocol.Send,
+        client_id=st.just("") | client_ids,
+        text=storable_text.map(lambda t: t[:MAX_CHARS]).filter(str.strip),
+        ask=st.booleans(),
+    ),
+    st.builds(protocol.Cancel, message_id=st.none() | st.integers(1, protocol.MAX_SEQ)),
+    st.builds(protocol.Resume, after=st.integers(0, protocol.MAX_SEQ)),
+)
+
+
+def to_wire(frame: protocol.ClientFrame, *, explicit: bool) -> dict:
+    """The client frame for ``frame``; ``explicit`` also spells out defaults and ``v``."""
+    wire: dict = {"type": type(frame).__name__.lower()}
+    if isinstance(frame, protocol.Send):
+        wire["text"] = frame.text
+        if frame.client_id:
+            wire["client_id"] = frame.client_id
+        if not frame.ask or explicit:
+            wire["ask"] = frame.ask
+    elif isinstance(frame, protocol.Cancel):
+        if frame.message_id is not None or explicit:
+            wire["message_id"] = frame.message_id
+    elif frame.after or explicit:
+        wire["after"] = frame.after
+    if explicit:
+        wire["v"] = protocol.VERSION
+    return wire
+
+
+@settings(max_examples=500)
+@given(valid_frames, st.booleans(), st.booleans())
+def test_valid_frames_round_trip(frame, explicit, ascii_only):
+    assert check_outcome(dumps(to_wire(frame, explicit=explicit), ascii_only)) == frame
