@@ -52,9 +52,9 @@ async def broadcast(room: Room, frame: dict[str, Any]) -> bool:
 class Answer:
     """One answer being generated; see :func:`answer_begin`."""
 
-    def __init__(self, *, room: Room, message: Message) -> None:
+    def __init__(self, *, room: Room, message: Message | None = None) -> None:
         self.room = room
-        self.message = message
+        self.message = message  # None until answer_begin() has stored it
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
         self.task: asyncio.Task[None] | None = None
@@ -70,6 +70,9 @@ class Answer:
         answer is announced, so that a stop pressed as soon as it appears is not lost."""
         await get_hub().listen(self.room.control_group_name, self.control)
 
+    async def unlisten(self) -> None:
+        await get_hub().unlisten(self.room.control_group_name, self.control)
+
     async def run(self) -> None:
         config = get_config()
         heartbeat = asyncio.create_task(self._heartbeat(config.stream_persist_interval))
@@ -78,7 +81,7 @@ class Answer:
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-            await get_hub().unlisten(self.room.control_group_name, self.control)
+            await self.unlisten()
         final = await database_sync_to_async(services.answer_finish)(
             message_id=self.message.pk, text=self.text, status=status, error=error
         )
@@ -150,10 +153,17 @@ class Answer:
             return
         chunk, offset = text[self.sent :], self.sent
         self.sent = len(text)
-        await broadcast(
-            self.room,
-            protocol.delta(message_id=self.message.pk, offset=offset, text=chunk),
-        )
+        try:
+            await broadcast(
+                self.room,
+                protocol.delta(message_id=self.message.pk, offset=offset, text=chunk),
+            )
+        except asyncio.CancelledError:
+            # Stopped while sending (the answer ended or was stopped): with a layer whose
+            # send suspends (Redis) the delta may not have gone out, so the next flush sends
+            # it again. A delta that did go out twice only overlaps, which clients handle.
+            self.sent = offset
+            raise
 
     def stop(self, reason: str) -> None:
         """Stop generating: ``reason`` is who pressed stop, or :data:`SHUTDOWN`."""
@@ -172,6 +182,8 @@ class Answer:
 
     def control(self, event: dict[str, Any]) -> None:
         """A control event of the room: a cancel request or a snapshot request."""
+        if self.message is None:  # not stored yet: the event is for an earlier answer
+            return
         kind = event.get("type")
         target = event.get("message_id")
         if target not in (None, self.message.pk):
@@ -197,11 +209,19 @@ async def answer_begin(*, room: Room, question: Message) -> Message:
     The answer goes on if the asker disconnects; any member stops it with :func:`answer_cancel`.
     """
     await answers_interrupt_stale(room=room)
-    message = await database_sync_to_async(services.answer_start)(
-        room=room, reply_to=question, worker=WORKER_ID
-    )
-    answer = Answer(room=room, message=message)
+    # Listen before the answer takes its seq: nothing may suspend between storing a message
+    # and broadcasting it, or a later message of the room goes out first (with Redis, the
+    # SUBSCRIBE is a round trip) and every member sees a gap and resumes.
+    answer = Answer(room=room)
     await answer.listen()
+    try:
+        message = await database_sync_to_async(services.answer_start)(
+            room=room, reply_to=question, worker=WORKER_ID
+        )
+    except BaseException:
+        await answer.unlisten()
+        raise
+    answer.message = message
     await broadcast(room, protocol.message(services.message_payload(message)))
     task = asyncio.create_task(answer.run(), name=f"parley-answer-{message.pk}")
     _running[message.pk] = (answer, task)
@@ -229,11 +249,23 @@ async def _control(room: Room, event: dict[str, Any]) -> None:
         raise LayerUnavailable("The server could not reach the answer's process; try again.")
 
 
-async def answers_interrupt_stale(*, room: Room) -> None:
-    """Close the room's answers whose process stopped sending heartbeats (it crashed or was
-    killed) as ``interrupted``, and tell the room."""
+async def answers_interrupt_stale(*, room: Room | None = None) -> None:
+    """Close the answers (of ``room``, or of every room) whose process stopped sending
+    heartbeats (it crashed or was killed) as ``interrupted``, and tell their rooms."""
     for message in await database_sync_to_async(services.answers_interrupt_stale)(room=room):
-        await broadcast(room, protocol.done(services.message_payload(message)))
+        await broadcast(message.room, protocol.done(services.message_payload(message)))
+
+
+async def answers_watch(interval: float | None = None) -> None:
+    """Every ``interval`` seconds (half of ``ANSWER_STALE_AFTER``), close the answers of dead
+    processes, so that no answer stays ``streaming`` until someone happens to look. Runs for
+    as long as the server does (see :mod:`parley.lifespan`); every process may run it."""
+    while True:
+        await asyncio.sleep(interval or get_config().answer_stale_after / 2)
+        try:
+            await answers_interrupt_stale()
+        except Exception:  # the database or the layer is away: next round
+            logger.exception("could not check for answers of dead processes")
 
 
 async def answers_shutdown(timeout: float = 5.0) -> None:

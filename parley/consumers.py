@@ -53,7 +53,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.base_send = send
         self.token = next(_tokens)
-        self.outbox = Outbox(send, limit=get_config().max_backlog, on_overflow=self._overflow)
+        self.outbox = Outbox(
+            send,
+            limit=get_config().max_backlog,
+            on_overflow=self._overflow,
+            on_error=self._send_failed,
+        )
         try:
             while True:
                 await self.dispatch(await receive())
@@ -65,6 +70,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
     def deliver(self, frame: str) -> None:
         """Called by the hub for each of the room's frames."""
         self.outbox.put({"type": "websocket.send", "text": frame})
+
+    def _send_failed(self, exc: Exception) -> None:
+        if not isinstance(exc, OSError):  # OSError: the client went (uvicorn's ClientDisconnected)
+            logger.error(
+                "room %s: a frame could not be sent", self.room and self.room.pk, exc_info=exc
+            )
 
     def _overflow(self, backlog: object) -> None:
         logger.warning("room %s: a client stopped reading; closing it", self.room and self.room.pk)

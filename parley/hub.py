@@ -65,6 +65,10 @@ async def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
             if waiting_on is None:  # a bare yield: asyncio.sleep(0)
                 await asyncio.sleep(0)
             else:
+                # The coroutine yielded this future to a task, which would have taken it
+                # over by clearing its blocking flag; awaiting it with the flag still set
+                # raises "await wasn't used with future".
+                waiting_on._asyncio_future_blocking = False
                 await waiting_on
         except BaseException as exc:  # noqa: BLE001 - handed to the coroutine, as a Task does
             step = coro.throw, exc
@@ -152,7 +156,8 @@ class RoomHub:
         self.rooms: dict[str, set[Member]] = {}
         self.members: dict[int, Member] = {}  # token -> member, for frames to one socket
         # Groups this process listens to for events that are not frames (answers' controls).
-        self.listeners: dict[str, Callable[[dict[str, Any]], None]] = {}
+        # Several per group for a moment: a new answer listens before the last one has gone.
+        self.listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
         self._joining: dict[str, asyncio.Event] = {}  # groups whose group_add is under way
         self.channel = ""
         self.healthy = True  # False from a layer failure until the layer answers again
@@ -214,13 +219,18 @@ class RoomHub:
         """Pass the events sent to ``group`` that are not frames to ``handler``."""
         if not self.channel:
             await self._start()
-        self.listeners[group] = handler
-        await self._group_add(group)
+        handlers = self.listeners.setdefault(group, [])
+        handlers.append(handler)
+        if len(handlers) == 1:
+            await self._group_add(group)
 
     async def unlisten(self, group: str, handler: Callable[[dict[str, Any]], None]) -> None:
-        if self.listeners.get(group) == handler:
-            del self.listeners[group]
-            await self._group_discard(group)
+        handlers = self.listeners.get(group, [])
+        if handler in handlers:
+            handlers.remove(handler)
+            if not handlers:
+                del self.listeners[group]
+                await self._group_discard(group)
 
     async def group_send(self, group: str, event: dict[str, Any]) -> bool:
         """Send ``event`` to ``group``; ``False`` if the layer failed (it is logged, and the
@@ -296,8 +306,7 @@ class RoomHub:
             if not self.healthy and self._pongs == self._pings:
                 self._tasks.append(asyncio.create_task(self._recover()))
             return
-        handler = self.listeners.get(event.get("group", ""))
-        if handler is not None:
+        for handler in tuple(self.listeners.get(event.get("group", ""), ())):
             handler(event)
 
     async def _watch(self) -> None:

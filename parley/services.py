@@ -251,7 +251,7 @@ def answers_interrupt_stale(*, room: Room | None = None) -> list[Message]:
         error="The server generating this answer stopped.",
         updated_at=timezone.now(),
     )
-    return list(Message.objects.select_related("author").filter(pk__in=ids))
+    return list(Message.objects.select_related("author", "room").filter(pk__in=ids))
 
 
 def answer_finish(*, message_id: int, text: str, status: str, error: str = "") -> Message:

@@ -36,6 +36,7 @@ class Script:
     drop_after: after this many tokens, close the connection mid-response (a crash).
     garbage_after: after this many tokens, send a data line that is not JSON.
     hang: never answer (until the client gives up or the server stops).
+    hang_after: after this many tokens, send nothing more (a model that stalls mid-answer).
     usage: end with a usage chunk with no choices, as OpenAI does for
         ``stream_options.include_usage`` (it is sent anyway when the request asks for it).
     """
@@ -54,6 +55,7 @@ class Script:
     drop_after: int | None = None
     garbage_after: int | None = None
     hang: bool = False
+    hang_after: int | None = None
     usage: bool = False
 
     @property
@@ -128,6 +130,8 @@ class FakeOpenAIServer:
             self._loop.call_soon_threadsafe(self._stopping.set)
         if self._thread is not None:
             self._thread.join(timeout)
+        else:  # never started: give the port back
+            self._sock.close()
 
     def __enter__(self) -> FakeOpenAIServer:
         return self.start()
@@ -260,6 +264,8 @@ class FakeOpenAIServer:
                 assert request.transport is not None
                 request.transport.abort()
                 return response
+            if script.hang_after is not None and index >= script.hang_after:
+                await asyncio.sleep(3600)
             if script.garbage_after is not None and index >= script.garbage_after:
                 await response.write(b"data: {this is not json\n\n")
                 await response.write_eof()

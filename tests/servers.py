@@ -106,6 +106,18 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
+    def ports_connected_to(self, port: int) -> list[int]:
+        """The local ports of this server's TCP connections to ``port`` at the other end
+        (a client's port, the database's), as the operating system sees them."""
+        import psutil
+
+        assert self.proc is not None
+        return [
+            c.laddr.port
+            for c in psutil.Process(self.proc.pid).net_connections("tcp")
+            if c.raddr and c.raddr.port == port
+        ]
+
 
 class Peer:
     """A real WebSocket client in a room. A reader task keeps every frame it receives (so the
@@ -211,6 +223,7 @@ class StalledReader:
             sock=sock,
             ping_interval=None,
             max_queue=None,
+            compression=None,  # text must fill the buffers as it is, not deflated
         )
         hello = json.loads(await ws.recv())
         assert hello["type"] == "hello", hello

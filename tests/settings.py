@@ -22,6 +22,17 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": os.path.join(tempfile.gettempdir(), f"parley-test-{os.getpid()}.sqlite3")
     }
 
+# PARLEY_TEST_DB_TIMEOUT (seconds): how long a server subprocess waits on a database lock
+# before the statement fails (SQLite's busy timeout, PostgreSQL's lock_timeout), so that
+# fault tests see the failure at once instead of after the production setting's 20 s.
+if os.environ.get("PARLEY_TEST_DB_TIMEOUT"):
+    _lock_wait = float(os.environ["PARLEY_TEST_DB_TIMEOUT"])
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        _db_options["timeout"] = _lock_wait
+    else:
+        _db_options["options"] = f"-c lock_timeout={int(_lock_wait * 1000)}"
+
 PARLEY = {
     "BACKENDS": {
         "default": json.loads(

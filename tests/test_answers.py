@@ -197,9 +197,15 @@ async def test_a_failed_answer_is_reported_and_the_room_can_ask_again(
     assert len(fake_openai.exchanges) == 2
 
 
-def openai_env(fake: FakeOpenAIServer) -> dict[str, str]:
-    """Environment for a server subprocess answering with the OpenAI backend and ``fake``."""
-    options = {"base_url": fake.base_url, "api_key": "sk-test-server", "model": "fake-model"}
+def openai_env(fake: FakeOpenAIServer, **more: Any) -> dict[str, str]:
+    """Environment for a server subprocess answering with the OpenAI backend and ``fake``
+    (``more``: further backend options)."""
+    options = {
+        "base_url": fake.base_url,
+        "api_key": "sk-test-server",
+        "model": "fake-model",
+        **more,
+    }
     backend = {"BACKEND": "parley.backends.openai.OpenAIBackend", "OPTIONS": options}
     return {"PARLEY_TEST_BACKEND": json.dumps(backend)}
 
@@ -226,4 +232,75 @@ async def test_a_real_server_streams_from_the_model_and_stop_reaches_it(
     exchange = await fake_openai.client_went_away()
     assert exchange.tokens_sent < len(SLOW.tokens) // 2
     assert SLOW.text.startswith(stopped["message"]["text"])
+    await peer.close()
+
+
+@pytest.fixture
+def model_server_down():
+    """A fake model server that is not up yet: its port is taken but nobody listens, so
+    connections to it are refused until the test calls ``start()``."""
+    server = FakeOpenAIServer()
+    yield server
+    server.stop()
+
+
+MID_ANSWER_ERROR = {"message": "CUDA out of memory", "type": "server_error"}
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    "fault, script, shown",
+    [
+        ("refused", None, "The assistant could not be reached."),
+        ("hangs", Script(hang=True), "The assistant timed out"),
+        ("stalls", Script(hang_after=3), "The assistant timed out"),
+        ("drops", Script(drop_after=3), "The assistant's answer was cut off."),
+        ("errs", Script(fail_after=3, error=MID_ANSWER_ERROR), "failed while answering"),
+    ],
+    ids=["refused", "hangs", "stalls", "drops", "errs"],
+)
+async def test_a_real_server_survives_a_failing_model(
+    request, servers, alice, private_room, fault, script, shown
+):
+    """The model server is down, too slow (the backend's timeout fires), or fails after some
+    tokens: the answer fails with a plain error for the room, the room goes on, and asking
+    again works once the model server is well."""
+    if script is None:
+        model = request.getfixturevalue("model_server_down")
+    else:
+        model = request.getfixturevalue("fake_openai")
+        model.enqueue(script)  # the first request fails; later ones answer in full
+    partial = "".join(Script().tokens[:3]) if fault in {"stalls", "drops", "errs"} else ""
+    server = servers(openai_env(model, timeout=1))
+    peer = await Peer.connect(server, private_room, alice)
+
+    await peer.send(type="send", client_id="q1", text="hi")
+    started = await peer.answer_started()
+    done = await peer.expect(lambda f: f["type"] == "done")
+    assert done["message"]["id"] == started["id"]
+    assert done["message"]["status"] == "failed"
+    assert done["message"]["text"] == partial
+    error = await peer.expect(lambda f: f["type"] == "error")
+    assert (error["code"], error["message_id"]) == ("assistant_failed", started["id"])
+    assert error["detail"] == done["message"]["error"]
+    assert error["detail"].startswith("The assistant") and shown in error["detail"]
+    assert model.base_url in error["detail"]  # for whoever runs the site
+    assert "Traceback" not in error["detail"] and "sk-test" not in error["detail"]
+    stored_answer = await stored(started["id"])
+    assert (stored_answer.status, stored_answer.text) == (Message.Status.FAILED, partial)
+
+    # The room stays usable: a plain message posts.
+    await peer.send(type="send", client_id="m1", text="still here?", ask=False)
+    ack = await peer.expect(lambda f: f["type"] == "ack" and f["client_id"] == "m1")
+    assert ack["message"]["seq"] == done["message"]["seq"] + 1
+
+    # Once the model server is well, asking again gets a whole answer.
+    if fault == "refused":
+        model.start()
+    await peer.send(type="send", client_id="q2", text="hi again")
+    retry = await peer.answer_started(not_id=started["id"])
+    done = await peer.expect(lambda f: f["type"] == "done" and f["message"]["id"] == retry["id"])
+    assert (done["message"]["status"], done["message"]["text"]) == ("complete", Script().text)
+    assert (await stored(retry["id"])).status == Message.Status.COMPLETE
+    assert not [f for f in peer.frames if f["type"] == "error" and f is not error]
     await peer.close()

@@ -398,7 +398,7 @@ async def test_a_socket_that_keeps_flooding_is_closed_with_4029(
 ):
     limits(settings, CONNECTION=(1, 2), USER=None, STRIKES=5)
     client = await joined(connect, private_room, alice)
-    for n in range(10):
+    for _ in range(10):
         await client.send(type="cancel")
     codes = []
     while len(codes) < 8:

@@ -93,10 +93,18 @@ async def test_outbox_keeps_order_behind_a_blocked_write_and_caps_the_backlog():
             await gate.wait()  # the other side pushes back
         written.append(item)
 
-    outbox = Outbox(send, limit=3, on_overflow=lambda backlog: overflows.append(len(backlog)))
+    errors: list[Exception] = []
+    outbox = Outbox(
+        send,
+        limit=3,
+        on_overflow=lambda backlog: overflows.append(len(backlog)),
+        on_error=errors.append,
+    )
     outbox.put(0)
     assert written == [0]  # written at once, no task
-    for item in (1, 2, 3, 4):
+    outbox.put(1)
+    await asyncio.sleep(0.01)  # its writer task now waits on the blocked write
+    for item in (2, 3, 4):
         outbox.put(item)
     assert written == [0] and outbox.backlogged
     outbox.put(5)  # a fourth item waiting: over the limit
@@ -104,6 +112,7 @@ async def test_outbox_keeps_order_behind_a_blocked_write_and_caps_the_backlog():
     gate.set()
     await until(lambda: not outbox.backlogged)
     assert written == [0, 1, 2, 3, 4, 5]
+    assert errors == []
 
 
 def is_type(kind: str, **fields):

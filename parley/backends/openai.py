@@ -152,8 +152,8 @@ class OpenAIBackend(AssistantBackend):
                     raise self._error(exc, client=client, answering=True) from None
                 except ValueError:  # a data line that is not JSON
                     raise BackendError(
-                        f"The model server at {display_url(str(client.base_url))} sent a "
-                        "malformed reply."
+                        "The assistant's answer was cut off. The model server at "
+                        f"{display_url(str(client.base_url))} sent a malformed reply."
                     ) from None
                 if not chunk.choices:  # e.g. the usage summary at the end
                     continue
@@ -186,19 +186,30 @@ class OpenAIBackend(AssistantBackend):
     def _error(
         self, exc: Exception, *, client: openai.AsyncOpenAI, answering: bool
     ) -> BackendError:
-        """A :class:`BackendError` telling users what went wrong, without secrets."""
+        """A :class:`BackendError` telling users what went wrong, without secrets: a plain
+        first sentence for the room's members, then the details for whoever runs the site."""
         where = display_url(str(client.base_url))
         if isinstance(exc, openai.APITimeoutError):
             return BackendError(
-                f"The model server at {where} did not answer within {self.timeout:g} seconds."
+                f"The assistant timed out: the model server at {where} did not answer within "
+                f"{self.timeout:g} seconds."
             )
         if isinstance(exc, openai.APIConnectionError):
             if answering:
-                return BackendError(f"The connection to the model server at {where} broke off.")
-            return BackendError(f"Could not reach the model server at {where}: is it running?")
+                return BackendError(
+                    "The assistant's answer was cut off. "
+                    f"The connection to the model server at {where} broke off."
+                )
+            return BackendError(
+                "The assistant could not be reached. "
+                f"Could not reach the model server at {where}: is it running?"
+            )
         if isinstance(exc, openai.APIStatusError):
             detail = self._detail(exc.body)
-            message = f"The model server at {where} answered HTTP {exc.status_code}"
+            message = (
+                "The assistant could not answer. "
+                f"The model server at {where} answered HTTP {exc.status_code}"
+            )
             message += f": {detail}" if detail else "."
             hint = {
                 401: "Check the API key (OPENAI_API_KEY).",
@@ -210,10 +221,13 @@ class OpenAIBackend(AssistantBackend):
         if isinstance(exc, openai.APIError):  # an error event in the middle of the stream
             detail = self._detail(exc.body) or self._detail({"message": exc.message})
             return BackendError(
+                "The assistant failed while answering. "
                 f"The model server at {where} reported an error while answering"
                 + (f": {detail}" if detail else ".")
             )
-        return BackendError(f"The request to the model server at {where} failed.")
+        return BackendError(
+            f"The assistant could not answer. The request to the model server at {where} failed."
+        )
 
     def _detail(self, body: object) -> str:
         """The server's own error message from an error body, short and without secrets."""
