@@ -26,6 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "bench"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+NO_RATE_LIMITS = '{"CONNECTION": null, "USER": null}'
 UVICORN_FLAGS = [
     "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
     "--ws-max-size", "1048576", "--no-access-log", "--backlog", "4096",
@@ -120,6 +121,7 @@ class Parley(Target):
     """Parley on a database of its own with a demo room; clients join with tickets."""
 
     django: Any = None
+    cookie: str | None = None
 
     @property
     def template(self) -> str:
@@ -129,11 +131,16 @@ class Parley(Target):
         return f"http://127.0.0.1:{self.port}"
 
     def url(self) -> str:
+        user, room = self.django
+        return self.room_url(user, room.public_id)
+
+    def room_url(self, user: Any, room: str) -> str:
+        """A socket URL with a fresh ticket for ``user`` (anything with a ``pk``) in the room
+        with public id ``room``."""
         from parley.auth import ticket_issue
 
-        user, room = self.django
-        ticket = ticket_issue(user=user, room=room.public_id)
-        return f"ws://127.0.0.1:{self.port}/ws/rooms/{room.public_id}/?ticket={ticket}"
+        ticket = ticket_issue(user=user, room=room)
+        return f"ws://127.0.0.1:{self.port}/ws/rooms/{room}/?ticket={ticket}"
 
     def status(self) -> dict[str, Any]:
         import json
@@ -141,9 +148,10 @@ class Parley(Target):
 
         from parley.testing import session_cookie
 
+        if self.cookie is None:  # one staff session, however often the page is read
+            self.cookie = session_cookie(self.django[0])
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/status/",
-            headers={"Cookie": session_cookie(self.django[0])},
+            f"http://127.0.0.1:{self.port}/status/", headers={"Cookie": self.cookie}
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
@@ -183,7 +191,12 @@ def make_targets(
     django_state = None
     if any(name.startswith("parley") for name in names):
         url, django_state = prepare_parley_database(workdir)
-        parley_env = {"DATABASE_URL": url, **(extra_env or {})}
+        # One wsload sender posts hundreds of messages a second: far past the default limits.
+        parley_env = {
+            "DATABASE_URL": url,
+            "PARLEY_RATE_LIMITS": NO_RATE_LIMITS,
+            **(extra_env or {}),
+        }
     uvicorn = [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", *UVICORN_FLAGS]
     for name in names:
         if name == "plain":
