@@ -2,7 +2,7 @@
 """Soak: clients join, chat, ask, stop answers, leave and come back for ``--duration`` seconds.
 
 Parley runs as ``make run`` serves it (bench/targets.py: uvicorn with uvloop, httptools and
-websockets-sansio, a fresh SQLite database), in-memory layer by default or channels-redis'
+parley.uvicorn, a fresh SQLite database), in-memory layer by default or channels-redis'
 pub/sub layer with ``--redis``, with :class:`SoakBackend`: an offline backend that streams
 answers of a length the question asks for, so answers stream, and get stopped, all the time.
 

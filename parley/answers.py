@@ -153,17 +153,14 @@ class Answer:
             return
         chunk, offset = text[self.sent :], self.sent
         self.sent = len(text)
-        try:
-            await broadcast(
+        # The end of the answer or a stop may cancel a flush while it sends (with Redis a
+        # send suspends): let the send finish, so that the delta is neither lost nor sent twice.
+        await asyncio.shield(
+            broadcast(
                 self.room,
                 protocol.delta(message_id=self.message.pk, offset=offset, text=chunk),
             )
-        except asyncio.CancelledError:
-            # Stopped while sending (the answer ended or was stopped): with a layer whose
-            # send suspends (Redis) the delta may not have gone out, so the next flush sends
-            # it again. A delta that did go out twice only overlaps, which clients handle.
-            self.sent = offset
-            raise
+        )
 
     def stop(self, reason: str) -> None:
         """Stop generating: ``reason`` is who pressed stop, or :data:`SHUTDOWN`."""

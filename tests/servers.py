@@ -73,7 +73,8 @@ class Server:
                 [
                     sys.executable, "-m", "uvicorn", "example.asgi:application",
                     "--host", "127.0.0.1", "--port", str(self.port),
-                    "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio",
+                    "--loop", "uvloop", "--http", "httptools",
+                    "--ws", "parley.uvicorn:WebSocketProtocol",
                     "--ws-max-size", "1048576", "--no-access-log",
                 ],
                 cwd=ROOT,

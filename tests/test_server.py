@@ -329,12 +329,6 @@ async def test_a_client_that_stops_reading_is_cut_off_and_nobody_else_waits(
     await b.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn's websocket.close waits for the client to read its backlog, and closing "
-    "the transport waits for the buffer to drain: a client that never reads again keeps its "
-    "connection and buffers on the server (fix proposed: an aborting uvicorn ws protocol)",
-)
 async def test_the_server_lets_go_of_a_client_that_never_reads_again(
     servers, admin_user, alice, bob, shared_room
 ):
@@ -343,7 +337,8 @@ async def test_the_server_lets_go_of_a_client_that_never_reads_again(
         server, admin_user, shared_room, alice, bob, alice
     )
     assert server.ports_connected_to(stalled.local_port)
-    for _ in range(30):  # uvicorn gives a closing client 10 s (close_timeout)
+    # parley.uvicorn gives a closing client close_timeout (10 s) to read, then aborts.
+    for _ in range(30):
         if not server.ports_connected_to(stalled.local_port):
             break
         await asyncio.sleep(0.5)

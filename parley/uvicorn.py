@@ -1,0 +1,182 @@
+"""Serving Parley with uvicorn: ``uvicorn --ws parley.uvicorn:WebSocketProtocol ...``.
+
+uvicorn's ``websockets-sansio`` protocol, with the same wire behaviour (it only subclasses it),
+changed where an idle or stalled socket costs too much:
+
+- Memory. Per connection it drops or shrinks what an open socket no longer needs: the
+  handshake request (websockets ``Request`` with its ``Headers``, ~3.3 KiB) once the ASGI scope
+  is built from it; the handshake response (~1.7 KiB) once it is sent; the ``asyncio.Queue``
+  of receive events (three deques and an ``Event``, ~3.1 KiB) for a list created only while
+  events wait; the ``asyncio.Event`` for write flow control (~0.85 KiB) for a flag that makes
+  futures only while the transport is paused; per-connection copies of constant scope parts
+  (``scope["asgi"]`` is one shared read-only mapping; header names and short values are
+  interned). bench/README.md has the measurements.
+- Stalled clients. uvicorn waits until a client has read everything buffered for it before it
+  even queues a close frame, and closing its transport waits for the buffer to drain: a client
+  that stopped reading keeps the socket Parley closed (4008, ``MAX_BACKLOG``), with its
+  buffers, for as long as it stays connected. Here it gets ``close_timeout`` seconds to read
+  up to the close frame, then the connection is aborted.
+
+Limit: one task may wait in ``receive()`` at a time (ASGI apps have one reader; a second
+concurrent ``receive()`` raises ``RuntimeError``, as websockets' own ``recv`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import MappingProxyType
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+_INTERNED: dict[bytes, bytes] = {}
+_INTERN_MAX = 4096  # distinct short strings kept; past that, new ones are not interned
+_INTERN_VALUE_MAX_LEN = 40  # keys, cookies and tickets are longer and never repeat
+
+
+def _intern(value: bytes) -> bytes:
+    found = _INTERNED.get(value)
+    if found is not None:
+        return found
+    if len(_INTERNED) < _INTERN_MAX:
+        _INTERNED[value] = value
+    return value
+
+
+class _ReceiveQueue:
+    """The part of ``asyncio.Queue`` uvicorn uses (``put_nowait``, ``get``, ``empty``),
+    holding nothing while it is empty but the future of the one waiting reader."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = [item]
+        else:
+            self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items) if self._items else 0
+
+    async def get(self) -> Any:
+        while not self._items:
+            if self._waiter is not None:
+                raise RuntimeError("receive() is already being awaited by another task")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        items = self._items
+        item = items.pop(0)
+        if not items:
+            self._items = None
+        return item
+
+
+class _Flag:
+    """The part of ``asyncio.Event`` uvicorn uses for write flow control; starts set, and
+    allocates waiters only while it is clear (the transport paused writing)."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        while not self._set:
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if self._waiters is not None and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        return True
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """``WebSocketsSansIOProtocol`` without the handshake objects after the handshake, with
+    a lighter receive queue and write flag, and a bounded close (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _ReceiveQueue()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        # The scope has what the app needs. websockets' parser generator keeps the request
+        # for the connection's life (a local of ServerProtocol.parse): empty it in place.
+        event.headers.clear()
+        event.path = ""
+        self.request = None  # type: ignore[assignment]
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # an accepted upgrade: the app's task has not started yet
+            scope["asgi"] = _shared_asgi(scope["asgi"])  # type: ignore[typeddict-item]
+            scope["headers"] = [
+                (_intern(name), _intern(value) if len(value) <= _INTERN_VALUE_MAX_LEN else value)
+                for name, value in scope["headers"]
+            ]
+
+    def start_keepalive(self) -> None:
+        # Called right after the accepted handshake response is written: it is not needed
+        # again (``send`` reads it only before the handshake completes).
+        self.response = None  # type: ignore[assignment]
+        super().start_keepalive()
+
+    async def send(self, message: Any) -> None:
+        closing = message["type"] == "websocket.close" and self.handshake_complete
+        if closing and not self.writable.is_set():
+            try:
+                await asyncio.wait_for(self.writable.wait(), self.close_timeout)
+            except TimeoutError:
+                self.transport.abort()  # the app hears websocket.disconnect
+                return
+        await super().send(message)
+        if closing and self.close_timer is not None:
+            # uvicorn's timer would close the transport, which waits for the buffer to drain.
+            self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        self.transport.abort()  # nobody answered the ping: nothing buffered will be read
+
+
+_ASGI: dict[tuple[str, str], MappingProxyType[str, str]] = {}
+
+
+def _shared_asgi(asgi: dict[str, str]) -> MappingProxyType[str, str]:
+    key = (asgi.get("version", ""), asgi.get("spec_version", ""))
+    shared = _ASGI.get(key)
+    if shared is None:
+        shared = _ASGI[key] = MappingProxyType(dict(asgi))
+    return shared
