@@ -17,11 +17,10 @@ import time
 import uuid
 from typing import Any
 
-from channels.db import database_sync_to_async
-
 from . import protocol, services
 from .backends import get_backend
 from .conf import get_config
+from .db import database_call
 from .exceptions import BackendError, LayerUnavailable
 from .hub import get_hub
 from .models import Message, Room
@@ -82,8 +81,12 @@ class Answer:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
             await self.unlisten()
-        final = await database_sync_to_async(services.answer_finish)(
-            message_id=self.message.pk, text=self.text, status=status, error=error
+        final = await database_call(
+            services.answer_finish,
+            message_id=self.message.pk,
+            text=self.text,
+            status=status,
+            error=error,
         )
         await broadcast(self.room, protocol.done(services.message_payload(final)))
         if status == Message.Status.FAILED:
@@ -121,7 +124,7 @@ class Answer:
 
     async def _pump(self, flush_interval: float) -> None:
         backend = get_backend(self.room.backend)
-        request = await database_sync_to_async(services.answer_request)(answer=self.message)
+        request = await database_call(services.answer_request, answer=self.message)
         last_flush = time.monotonic()
         flusher: asyncio.Task[None] | None = None
         stream = backend.stream(request)
@@ -173,8 +176,8 @@ class Answer:
         processes this answer is alive; see :func:`parley.services.answers_interrupt_stale`."""
         while True:
             await asyncio.sleep(interval)
-            await database_sync_to_async(services.answer_save_progress)(
-                message_id=self.message.pk, text=self.text
+            await database_call(
+                services.answer_save_progress, message_id=self.message.pk, text=self.text
             )
 
     def control(self, event: dict[str, Any]) -> None:
@@ -212,8 +215,8 @@ async def answer_begin(*, room: Room, question: Message) -> Message:
     answer = Answer(room=room)
     await answer.listen()
     try:
-        message = await database_sync_to_async(services.answer_start)(
-            room=room, reply_to=question, worker=WORKER_ID
+        message = await database_call(
+            services.answer_start, room=room, reply_to=question, worker=WORKER_ID
         )
     except BaseException:
         await answer.unlisten()
@@ -249,7 +252,7 @@ async def _control(room: Room, event: dict[str, Any]) -> None:
 async def answers_interrupt_stale(*, room: Room | None = None) -> None:
     """Close the answers (of ``room``, or of every room) whose process stopped sending
     heartbeats (it crashed or was killed) as ``interrupted``, and tell their rooms."""
-    for message in await database_sync_to_async(services.answers_interrupt_stale)(room=room):
+    for message in await database_call(services.answers_interrupt_stale, room=room):
         await broadcast(message.room, protocol.done(services.message_payload(message)))
 
 

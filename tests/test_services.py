@@ -4,7 +4,8 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
+from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
 from parley import services
@@ -51,6 +52,56 @@ def test_sequence_numbers_increase_without_gaps(alice, private_room):
     assert list(private_room.messages.values_list("seq", flat=True)) == [1, 2, 3, 4, 5]
     private_room.refresh_from_db()
     assert private_room.last_seq == 5
+
+
+@pytest.fixture(params=["insert statement", "save()"])
+def insert_path(request, monkeypatch):
+    """``message_post`` with its own INSERT statement, and with the ``save()`` used on
+    databases that cannot return ids from an INSERT."""
+    if request.param == "save()":
+        monkeypatch.setattr(connection.features, "can_return_columns_from_insert", False)
+    return request.param
+
+
+def test_posted_message_is_stored_as_the_orm_stores_it(alice, private_room, insert_path):
+    """The row ``message_post`` writes reads back exactly as the returned message, and as a
+    message saved by the ORM reads back (datetimes included)."""
+    posted, created = services.message_post(
+        room=private_room, author=alice, text="hé <b>", client_id="c-9"
+    )
+    assert created and posted.pk is not None and not posted._state.adding
+    saved = Message.objects.create(
+        room=private_room, seq=99, role="user", author=alice, text="hé <b>", client_id="c-8"
+    )
+    columns = [f.attname for f in Message._meta.concrete_fields if f.attname not in ("id",)]
+    stored = Message.objects.filter(pk=posted.pk).values(*columns).get()
+    assert stored == {name: getattr(posted, name) for name in columns}
+    reference = Message.objects.filter(pk=saved.pk).values(*columns).get()
+    different = {"seq", "client_id", "created_at", "updated_at"}
+    assert {k: v for k, v in stored.items() if k not in different} == {
+        k: v for k, v in reference.items() if k not in different
+    }
+    assert abs(stored["created_at"] - reference["created_at"]) < timedelta(seconds=5)
+    assert Message.objects.filter(created_at__gte=stored["created_at"]).count() == 2
+
+
+def test_posting_sends_the_model_signals(alice, private_room, insert_path):
+    seen: list[tuple[str, int | None, bool | None]] = []
+
+    def on_pre_save(sender, instance, **kwargs):
+        seen.append(("pre_save", instance.pk, kwargs.get("created")))
+
+    def on_post_save(sender, instance, created, **kwargs):
+        seen.append(("post_save", instance.pk, created))
+
+    pre_save.connect(on_pre_save, sender=Message)
+    post_save.connect(on_post_save, sender=Message)
+    try:
+        message, _ = services.message_post(room=private_room, author=alice, text="hello")
+    finally:
+        pre_save.disconnect(on_pre_save, sender=Message)
+        post_save.disconnect(on_post_save, sender=Message)
+    assert seen == [("pre_save", None, None), ("post_save", message.pk, True)]
 
 
 def test_resend_with_same_client_id_is_stored_once(alice, bob, shared_room):
