@@ -1,6 +1,7 @@
 """Who is on a socket: the Django session's user, or a ticket's.
 
 Tickets are short-lived signed tokens for clients that carry no session cookie.
+The room consumer authenticates its socket itself (:func:`socket_admit`).
 
 A ticket names a user and, optionally, one room. It travels in the query string
 (``/ws/rooms/<id>/?ticket=...``), so it expires quickly (``PARLEY["TICKET_MAX_AGE"]``).
@@ -14,13 +15,15 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user, get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core import signing
 
 from .conf import get_config
+from .exceptions import NotAuthenticated, PermissionDenied
+from .models import Room
+from .services import room_get_for_member
 
 SALT = "parley.websocket-ticket"
 
@@ -59,30 +62,35 @@ def _session_key(headers: Any) -> str | None:
     return None
 
 
-def _authenticate(scope: dict[str, Any]) -> tuple[Any, str | None]:
-    """``(user, ticket room)`` for a socket's scope: a ``ticket`` query parameter if there
-    is one (an invalid ticket leaves the socket anonymous), else the session cookie."""
+def socket_user(scope: dict[str, Any]) -> tuple[Any, str | None]:
+    """``(user, ticket room)`` for a socket's scope: a ``ticket`` query parameter if there is
+    one (an invalid ticket leaves the socket anonymous); else the user an outer middleware of
+    the host project put in ``scope["user"]``, if authenticated; else the Django session
+    cookie's user. Synchronous: it reads the database."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if "ticket" in query:
         try:
             return ticket_read(query["ticket"][0])
         except signing.BadSignature:
             return AnonymousUser(), None
+    user = scope.get("user")
+    if user is not None and user.is_authenticated:
+        return user, None
     return _session_user(_session_key(scope.get("headers", ()))), None
 
 
-class SocketAuthMiddleware:
-    """Sets ``scope["user"]`` from a ticket or the Django session cookie.
+def socket_admit(scope: dict[str, Any], *, room: str) -> tuple[Any, Room]:
+    """The user of a socket's scope and the room with public id ``room``, if the user may
+    join it; raises :class:`NotAuthenticated` or :class:`PermissionDenied`.
 
-    Channels' ``AuthMiddlewareStack`` (cookies, session, user) would do for the session, but
-    every socket would keep the session object, its data, three middleware frames and three
-    copies of the scope for as long as it is open. Parley's sockets never write to the
-    session, so this keeps only the user (and a ticket's room in ``parley_ticket_room``).
+    One synchronous call, so that a socket reaches the database thread once to join. The
+    consumer calls it rather than a middleware setting ``scope["user"]``: a middleware's
+    frame and its copy of the scope would stay in memory for as long as the socket is open,
+    and it would cost a second hop to the database thread.
     """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        user, room = await database_sync_to_async(_authenticate)(scope)
-        return await self.inner({**scope, "user": user, "parley_ticket_room": room}, receive, send)
+    user, ticket_room = socket_user(scope)
+    if not user.is_authenticated:
+        raise NotAuthenticated("Log in to join this room.")
+    if ticket_room is not None and ticket_room != room:
+        raise PermissionDenied("This ticket is for another room.")
+    return user, room_get_for_member(public_id=room, user=user)

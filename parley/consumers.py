@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError
 
-from . import answers, protocol, services
+from . import answers, auth, protocol, services
 from .conf import get_config
-from .exceptions import AssistantBusy, LayerUnavailable, PermissionDenied, ProtocolError
+from .db import database_call
+from .exceptions import (
+    AssistantBusy,
+    LayerUnavailable,
+    NotAuthenticated,
+    PermissionDenied,
+    ProtocolError,
+)
 from .hub import Outbox, get_hub
 from .models import Message, Room
 from .throttling import TokenBucket, make_bucket, user_buckets
@@ -40,6 +49,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     """
 
     room: Room | None = None
+    user: AbstractBaseUser | None = None
     outbox: Outbox | None = None
     joined = False
     frame_bucket: TokenBucket | None = None
@@ -47,9 +57,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Channels' loop would also wait on a per-socket layer channel (one task and one
-        # asyncio.wait per frame) and hop to a thread to close database connections before
-        # every handler; our handlers reach the ORM only through database_sync_to_async,
-        # which does that itself.
+        # asyncio.wait per frame).
         self.scope = scope
         self.base_send = send
         self.token = next(_tokens)
@@ -66,6 +74,24 @@ class RoomConsumer(AsyncWebsocketConsumer):
             pass
         finally:
             await self._leave()
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Any:
+        """Channels' ``as_asgi``, except that the application returns the consumer's
+        coroutine instead of awaiting it: one coroutine less kept per open socket."""
+
+        def app(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        return functools.update_wrapper(app, cls, updated=())
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch first hops to a thread to close stale database connections: a
+        # second hop for every frame that posts a message, one for frames that need no
+        # database at all. Our handlers reach the ORM through database_call, which does it.
+        await getattr(self, get_handler_name(message))(message)
 
     def deliver(self, frame: str) -> None:
         """Called by the hub for each of the room's frames."""
@@ -89,24 +115,19 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await get_hub().leave(self.room.group_name, self, self.token)
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        await self.accept()
-        if user is None or not user.is_authenticated:
-            await self._refuse(
-                "unauthenticated", "Log in to join this room.", CLOSE_UNAUTHENTICATED
-            )
-            return
-        public_id = self.scope["url_route"]["kwargs"]["room"]
-        ticket_room = self.scope.get("parley_ticket_room")
         try:
-            if ticket_room is not None and ticket_room != public_id:
-                raise PermissionDenied("This ticket is for another room.")
-            self.room = await database_sync_to_async(services.room_get_for_member)(
-                public_id=public_id, user=user
+            self.user, self.room = await database_call(
+                auth.socket_admit, self.scope, room=self.scope["url_route"]["kwargs"]["room"]
             )
+        except NotAuthenticated as exc:
+            await self.accept()
+            await self._refuse("unauthenticated", str(exc), CLOSE_UNAUTHENTICATED)
+            return
         except PermissionDenied as exc:
+            await self.accept()
             await self._refuse("forbidden", str(exc), CLOSE_FORBIDDEN)
             return
+        await self.accept()
         try:
             await get_hub().join(self.room.group_name, self, self.token)
         except LayerUnavailable:
@@ -121,7 +142,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self._send(
             protocol.hello(
                 room=services.room_payload(self.room),
-                user=services.user_payload(user),
+                user=services.user_payload(self.user),
                 last_seq=self.room.last_seq,
                 limits={
                     "max_frame_bytes": config.max_frame_bytes,
@@ -159,7 +180,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self._error(exc.code, exc.detail, **extra)
             return
         if isinstance(frame, protocol.Send):
-            bucket = user_buckets.get(self.scope["user"].pk, config.rate_limits["USER"])
+            bucket = user_buckets.get(self.user.pk, config.rate_limits["USER"])
             if bucket is not None and not bucket.take():
                 await self._limited(
                     bucket, "You are posting messages too fast.", client_id=frame.client_id
@@ -186,9 +207,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self._error("internal_error", "The server failed to handle this frame.", **extra)
 
     async def _on_send(self, frame: protocol.Send) -> None:
-        user = self.scope["user"]
-        message, created = await database_sync_to_async(services.message_post)(
-            room=self.room, author=user, text=frame.text, client_id=frame.client_id
+        message, created = await database_call(
+            services.message_post,
+            room=self.room,
+            author=self.user,
+            text=frame.text,
+            client_id=frame.client_id,
         )
         payload = services.message_payload(message)
         await self._send(
@@ -207,21 +231,21 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def _on_cancel(self, frame: protocol.Cancel) -> None:
         await answers.answers_interrupt_stale(room=self.room)
-        streaming = await database_sync_to_async(services.answer_streaming)(room=self.room)
+        streaming = await database_call(services.answer_streaming, room=self.room)
         if streaming is None or frame.message_id not in (None, streaming.pk):
             await self._error("nothing_to_cancel", "No answer is streaming in this room.")
             return
         try:
             await answers.answer_cancel(
-                room=self.room, by=self.scope["user"].get_username(), message_id=streaming.pk
+                room=self.room, by=self.user.get_username(), message_id=streaming.pk
             )
         except LayerUnavailable as exc:
             await self._error("unavailable", str(exc))
 
     async def _on_resume(self, frame: protocol.Resume) -> None:
         await answers.answers_interrupt_stale(room=self.room)
-        messages, more = await database_sync_to_async(services.messages_after)(
-            room=self.room, after=frame.after
+        messages, more = await database_call(
+            services.messages_after, room=self.room, after=frame.after
         )
         last_seq = messages[-1].seq if messages else frame.after
         await self._send(

@@ -17,6 +17,10 @@ class ProtocolError(ParleyError):
         self.client_id = client_id  # of the refused send frame, when it named a valid one
 
 
+class NotAuthenticated(ParleyError):
+    """Nobody is logged in on this socket (no session, an invalid or expired ticket)."""
+
+
 class PermissionDenied(ParleyError):
     """The user may not do this in this room."""
 

@@ -9,8 +9,8 @@ changed where an idle or stalled socket costs too much:
   of receive events (three deques and an ``Event``, ~3.1 KiB) for a list created only while
   events wait; the ``asyncio.Event`` for write flow control (~0.85 KiB) for a flag that makes
   futures only while the transport is paused; per-connection copies of constant scope parts
-  (``scope["asgi"]`` is one shared read-only mapping; header names and short values are
-  interned). bench/README.md has the measurements.
+  (``scope["asgi"]`` is one shared read-only mapping; short headers are shared tuples).
+  bench/README.md has the measurements.
 - Stalled clients. uvicorn waits until a client has read everything buffered for it before it
   even queues a close frame, and closing its transport waits for the buffer to drain: a client
   that stopped reading keeps the socket Parley closed (4008, ``MAX_BACKLOG``), with its
@@ -30,18 +30,24 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
-_INTERNED: dict[bytes, bytes] = {}
-_INTERN_MAX = 4096  # distinct short strings kept; past that, new ones are not interned
-_INTERN_VALUE_MAX_LEN = 40  # keys, cookies and tickets are longer and never repeat
+_HEADERS: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+_HEADERS_MAX = 4096  # distinct short headers kept; past that, new ones are not shared
+_HEADER_VALUE_MAX_LEN = 40  # cookies, tickets and tokens are longer and never repeat
+_PER_CONNECTION = frozenset({b"sec-websocket-key"})  # short, but new on every connection
 
 
-def _intern(value: bytes) -> bytes:
-    found = _INTERNED.get(value)
+def _shared_header(header: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    """One ``(name, value)`` tuple for every connection sending the same short header
+    (``host``, ``origin``, ``upgrade``, ``user-agent``...), rather than a tuple each."""
+    name, value = header
+    if len(value) > _HEADER_VALUE_MAX_LEN or name in _PER_CONNECTION:
+        return header
+    found = _HEADERS.get(header)
     if found is not None:
         return found
-    if len(_INTERNED) < _INTERN_MAX:
-        _INTERNED[value] = value
-    return value
+    if len(_HEADERS) < _HEADERS_MAX:
+        _HEADERS[header] = header
+    return header
 
 
 class _ReceiveQueue:
@@ -141,10 +147,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:  # an accepted upgrade: the app's task has not started yet
             scope["asgi"] = _shared_asgi(scope["asgi"])  # type: ignore[typeddict-item]
-            scope["headers"] = [
-                (_intern(name), _intern(value) if len(value) <= _INTERN_VALUE_MAX_LEN else value)
-                for name, value in scope["headers"]
-            ]
+            scope["headers"] = [_shared_header(header) for header in scope["headers"]]
 
     def start_keepalive(self) -> None:
         # Called right after the accepted handshake response is written: it is not needed

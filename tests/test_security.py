@@ -46,6 +46,7 @@ FOREIGN_ORIGINS = [
     "null",  # sandboxed iframes, file: pages
     "http://127.0.0.1.evil.example",
     "http://localhost.evil.example:8000",
+    "http://[::1",  # not a URL at all
 ]
 
 
