@@ -115,19 +115,21 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await get_hub().leave(self.room.group_name, self, self.token)
 
     async def connect(self) -> None:
+        refusal = None
         try:
             self.user, self.room = await database_call(
                 auth.socket_admit, self.scope, room=self.scope["url_route"]["kwargs"]["room"]
             )
         except NotAuthenticated as exc:
-            await self.accept()
-            await self._refuse("unauthenticated", str(exc), CLOSE_UNAUTHENTICATED)
-            return
+            refusal = ("unauthenticated", str(exc), CLOSE_UNAUTHENTICATED)
         except PermissionDenied as exc:
-            await self.accept()
-            await self._refuse("forbidden", str(exc), CLOSE_FORBIDDEN)
-            return
+            refusal = ("forbidden", str(exc), CLOSE_FORBIDDEN)
+        # Accepted after the database hop, not before: measured 1.3 KiB less per idle socket
+        # (bench/README.md). A refused socket is accepted too, to be told why.
         await self.accept()
+        if refusal is not None:
+            await self._refuse(*refusal)
+            return
         try:
             await get_hub().join(self.room.group_name, self, self.token)
         except LayerUnavailable:

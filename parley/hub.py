@@ -173,7 +173,10 @@ class RoomHub:
         self._ready: asyncio.Lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Reach the channel layer: the process's layer channel, and the tasks reading it and
+        watching the layer. The lifespan application calls it at startup; the first join or
+        listen calls it if that did not succeed. Raises :class:`LayerUnavailable`."""
         async with self._ready:
             if not self.channel:
                 try:
@@ -191,7 +194,7 @@ class RoomHub:
         Raises :class:`LayerUnavailable` only if this process never reached the layer; a
         group it cannot join now is joined when the layer returns."""
         if not self.channel:
-            await self._start()
+            await self.start()
         self.members[token] = member
         local = self.rooms.get(group)
         if local is None:
@@ -223,7 +226,7 @@ class RoomHub:
     async def listen(self, group: str, handler: Callable[[dict[str, Any]], None]) -> None:
         """Pass the events sent to ``group`` that are not frames to ``handler``."""
         if not self.channel:
-            await self._start()
+            await self.start()
         handlers = self.listeners.setdefault(group, [])
         handlers.append(handler)
         if len(handlers) == 1:

@@ -1,5 +1,7 @@
-"""ASGI lifespan handling: at shutdown, running answers are closed as ``interrupted``; while
-the server runs, it closes the answers of processes that died (:func:`answers.answers_watch`).
+"""ASGI lifespan handling: at startup, the process's hub reaches the channel layer (so the
+first socket does not wait for it, and an unreachable layer is logged at once); while the
+server runs, the answers of processes that died are closed (:func:`answers.answers_watch`);
+at shutdown, running answers are closed as ``interrupted``.
 
 Route it in the project's ``ProtocolTypeRouter`` under ``"lifespan"``. Without it, answers
 running when a server stops stay ``streaming`` until a member of their room resumes, asks or
@@ -10,9 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from . import answers
+from .exceptions import LayerUnavailable
+from .hub import get_hub
+
+logger = logging.getLogger(__name__)
 
 
 async def lifespan_application(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -20,6 +27,10 @@ async def lifespan_application(scope: dict[str, Any], receive: Any, send: Any) -
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            try:
+                await get_hub().start()
+            except LayerUnavailable as exc:
+                logger.warning("%s Sockets will try again as they join.", exc)
             watch = asyncio.create_task(answers.answers_watch(), name="parley-answers-watch")
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":

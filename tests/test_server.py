@@ -8,6 +8,7 @@ import contextlib
 import json
 import signal
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,6 +212,40 @@ async def test_answer_of_a_dead_server_ends_interrupted(
 @database_sync_to_async
 def stored(message_id: int) -> Message:
     return Message.objects.get(pk=message_id)
+
+
+async def test_the_process_reaches_the_layer_at_startup_before_any_socket(servers, redis_env):
+    """The hub subscribes to its Redis channel while the server starts (ASGI lifespan), so
+    the first socket does not wait for that, and a layer problem shows in the log at once."""
+    import redis.asyncio as aioredis
+
+    servers(redis_env)
+    client = aioredis.from_url(redis_env["REDIS_URL"])
+    try:
+        hubs = await client.pubsub_channels(f"{redis_env['PARLEY_LAYER_PREFIX']}parley.hub.*")
+    finally:
+        await client.aclose()
+    assert len(hubs) == 1
+
+
+async def test_a_server_starting_without_its_layer_serves_once_the_layer_is_there(
+    servers, redis_server, alice, shared_room
+):
+    """Redis down at startup: the server starts anyway and says so; sockets that join once
+    Redis is back get the room."""
+    redis_server.stop()
+    env = {
+        "REDIS_URL": redis_server.url,
+        "PARLEY_LAYER_PREFIX": f"parley-test-{uuid.uuid4().hex[:10]}",
+    }
+    server = servers(env)
+    assert "The channel layer cannot be reached" in server.log()
+    redis_server.start()
+    a, b = await members(server, shared_room, alice, alice)
+    await a.send(type="send", client_id="m1", text="hello", ask=False)
+    assert (await b.expect(lambda f: f["type"] == "message"))["message"]["text"] == "hello"
+    await a.close()
+    await b.close()
 
 
 async def test_closed_sockets_leave_no_members_behind(
