@@ -4,7 +4,9 @@
 Parley runs as ``make run`` serves it (and with Redis), with :class:`StampedBackend`: every
 piece it yields carries the monotonic clock at the moment it was yielded (CLOCK_MONOTONIC is
 system-wide, so the client compares it with its own). One member asks ``--answers`` questions
-in turn, ``--members`` others listen; for each answer the first delta's delay is recorded
+in turn, ``--members`` others listen (wsload clients in a process of their own, so that
+reading their copies does not hold up the asker's); for each answer the first delta's delay
+is recorded
 (the first delta is sent at once; later ones are coalesced by design, every
 ``STREAM_FLUSH_INTERVAL``).
 
@@ -18,6 +20,7 @@ import asyncio
 import json
 import re
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -51,21 +54,43 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
-async def measure(target: Any, answers: int, members: int) -> list[float]:
+def measure(target: Any, answers: int, members: int) -> list[float]:
+    """The first delta's delay for each of ``answers`` answers, seen by the asker while
+    ``members`` others listen. The listeners are ../shared/bench/wsload.py clients in a
+    process of their own, so that reading their copies does not delay the asker's."""
+
+    from bench.targets import SHARED
+
+    listeners = subprocess.Popen(
+        [
+            sys.executable, str(SHARED / "wsload.py"), "--url", target.url(), "--quiet",
+            "--origin", target.origin(), "--clients", str(members), "--senders", "0",
+            "--hold", "3600", "--max-time", "3700",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # terminated at the end, it complains of open sessions
+    )  # fmt: skip
+    try:
+        group_size = 0
+        for _ in range(300):
+            group_size = sum(target.status()["rooms"].values())
+            if group_size >= members:
+                break
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"only {group_size} of {members} listeners joined")
+        return asyncio.run(_ask(target, answers))
+    finally:
+        listeners.terminate()
+        listeners.wait()
+
+
+async def _ask(target: Any, answers: int) -> list[float]:
     import websockets
 
-    headers = {"Origin": target.origin()}
-    listeners = [
-        await websockets.connect(target.url(), additional_headers=headers) for _ in range(members)
-    ]
-
-    async def drain(ws: Any) -> None:
-        async for _ in ws:
-            pass
-
-    drains = [asyncio.create_task(drain(ws)) for ws in listeners]
     delays: list[float] = []
     run = uuid.uuid4().hex[:8]  # client ids are per author and room: new ones each run
+    headers = {"Origin": target.origin()}
     async with websockets.connect(target.url(), additional_headers=headers) as asker:
         for n in range(answers):
             question = {"type": "send", "client_id": f"{run}-{n}", "text": "go"}
@@ -79,10 +104,6 @@ async def measure(target: Any, answers: int, members: int) -> list[float]:
                     first = False
                 elif frame["type"] == "done":
                     break
-    for ws in listeners:
-        await ws.close()
-    for task in drains:
-        task.cancel()
     return delays
 
 
@@ -103,7 +124,7 @@ def main() -> None:
         target.start(logdir)
     try:
         for target in targets:
-            delays = asyncio.run(measure(target, args.answers, args.members))
+            delays = measure(target, args.answers, args.members)
             print(
                 f"{target.name:<13} first delta after the backend yields it, "
                 f"{len(delays)} answers, {args.members + 1} members: "

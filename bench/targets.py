@@ -32,6 +32,8 @@ UVICORN_FLAGS = [
     "--loop", "uvloop", "--http", "httptools", "--ws", PARLEY_WS,
     "--ws-max-size", "1048576", "--no-access-log", "--backlog", "4096",
 ]  # fmt: skip
+# Parley's own serving choice, as in `make run` (bench/README.md): no permessage-deflate.
+PARLEY_FLAGS = ["--ws-per-message-deflate", "false"]
 
 
 def free_port() -> int:
@@ -214,7 +216,7 @@ def make_targets(
                     "REDIS_URL": REDIS_URL,
                     "PARLEY_LAYER_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
                 }
-            target = Parley(name, [*uvicorn, "example.asgi:application"], env)
+            target = Parley(name, [*uvicorn, *PARLEY_FLAGS, "example.asgi:application"], env)
             target.django = django_state
             targets.append(target)
         else:
