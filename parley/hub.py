@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from channels.layers import BaseChannelLayer, get_channel_layer
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 
 from . import protocol
 from .conf import get_config
@@ -158,6 +158,10 @@ class RoomHub:
 
     def __init__(self, layer: BaseChannelLayer, *, check_interval: float = 1.0) -> None:
         self.layer = layer
+        # Channels' in-memory layer lives in this process and reaches nobody else: events are
+        # handed to this process's members at once, without that layer's task per send, deep
+        # copy and queue (and its silent drop when the queue is full).
+        self.local = isinstance(layer, InMemoryChannelLayer)
         self.rooms: dict[str, set[Member]] = {}
         self.members: dict[int, Member] = {}  # token -> member, for frames to one socket
         # Groups this process listens to for events that are not frames (answers' controls).
@@ -243,6 +247,9 @@ class RoomHub:
     async def group_send(self, group: str, event: dict[str, Any]) -> bool:
         """Send ``event`` to ``group``; ``False`` if the layer failed (it is logged, and the
         group's members are told to resync once the layer is back)."""
+        if self.local:
+            self._dispatch(event)
+            return True
         try:
             await self.layer.group_send(group, event)
         except Exception as exc:
@@ -252,6 +259,9 @@ class RoomHub:
 
     async def send(self, channel: str, event: dict[str, Any]) -> bool:
         """Send ``event`` to one channel; ``False`` if the layer failed."""
+        if self.local and channel == self.channel:
+            self._dispatch(event)
+            return True
         try:
             await self.layer.send(channel, event)
         except Exception as exc:
@@ -297,16 +307,20 @@ class RoomHub:
                 self.layer_failed(exc)
                 await asyncio.sleep(self.check_interval / 4)
                 continue
-            frame = event.get("frame")
-            if frame is None:
-                self._on_event(event)
-            elif "to" in event:
-                member = self.members.get(event["to"])
-                if member is not None:
-                    member.deliver(frame)
-            else:
-                for member in tuple(self.rooms.get(event.get("group", ""), ())):
-                    member.deliver(frame)
+            self._dispatch(event)
+
+    def _dispatch(self, event: dict[str, Any]) -> None:
+        """Hand an event that reached this process to its members or listeners."""
+        frame = event.get("frame")
+        if frame is None:
+            self._on_event(event)
+        elif "to" in event:
+            member = self.members.get(event["to"])
+            if member is not None:
+                member.deliver(frame)
+        else:
+            for member in tuple(self.rooms.get(event.get("group", ""), ())):
+                member.deliver(frame)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") == "parley.ping":

@@ -54,6 +54,28 @@ async def test_one_layer_channel_per_process_and_room():
     assert "room.1" not in layer.groups and hub.rooms == {} and hub.members == {}
 
 
+async def test_on_the_in_memory_layer_frames_reach_members_without_the_layer():
+    """The in-memory layer reaches no other process: the hub hands frames and control events
+    to this process's members and listeners at once, in order, without queueing them."""
+    layer = InMemoryChannelLayer()
+    hub = RoomHub(layer)
+    members = [Member() for _ in range(3)]
+    for token, member in enumerate(members):
+        await hub.join("room.9", member, token)
+    heard: list[dict] = []
+    await hub.listen("control.9", heard.append)
+    for n in range(3):
+        assert await hub.group_send("room.9", {"type": "parley.frame", "group": "room.9",
+                                               "frame": f"f{n}"})  # fmt: skip
+    assert await hub.group_send("control.9", {"type": "parley.cancel", "group": "control.9"})
+    assert all(m.frames == ["f0", "f1", "f2"] for m in members)
+    assert [event["type"] for event in heard] == ["parley.cancel"]
+    assert not any(queue.qsize() for queue in layer.channels.values())
+    address = hub.reply_address(1)
+    await hub.send(address["channel"], {"type": "parley.frame", "to": 1, "frame": "only"})
+    assert members[1].frames[-1] == "only" and members[0].frames[-1] == "f2"
+
+
 async def test_a_member_joining_during_the_first_join_waits_for_the_group():
     layer = SlowJoinLayer()
     hub = RoomHub(layer)
