@@ -11,6 +11,9 @@ changed where an idle or stalled socket costs too much:
   futures only while the transport is paused; per-connection copies of constant scope parts
   (``scope["asgi"]`` is one shared read-only mapping; short headers are shared tuples).
   bench/README.md has the measurements.
+- Fan-out. A room's frame goes to each member as the same text: its WebSocket framing is
+  done once for all of them (where no extension such as permessage-deflate is active),
+  not once a member.
 - Stalled clients. uvicorn waits until a client has read everything buffered for it before it
   even queues a close frame, and closing its transport waits for the buffer to drain: a client
   that stopped reading keeps the socket Parley closed (4008, ``MAX_BACKLOG``), with its
@@ -28,7 +31,9 @@ from types import MappingProxyType
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 
 _HEADERS: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
 _HEADERS_MAX = 4096  # distinct short headers kept; past that, new ones are not shared
@@ -156,6 +161,20 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().start_keepalive()
 
     async def send(self, message: Any) -> None:
+        text = message.get("text")
+        if (
+            text is not None
+            and message["type"] == "websocket.send"
+            and self.handshake_complete
+            and not (self.close_sent or self.disconnected or self.conn.extensions)
+            and self.conn.state is State.OPEN
+            and not self.conn.expect_continuation_frame
+            and self.writable.is_set()
+        ):
+            # What websockets would write for it (an unmasked, unfragmented text frame: no
+            # extension is active), framed once for every member a frame is sent to.
+            self.transport.write(_text_frame(text))
+            return
         closing = message["type"] == "websocket.close" and self.handshake_complete
         if closing and not self.writable.is_set():
             try:
@@ -172,6 +191,20 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()
         self.transport.abort()  # nobody answered the ping: nothing buffered will be read
+
+
+_last_frame: tuple[str, bytes] = ("", b"")
+
+
+def _text_frame(text: str) -> bytes:
+    """The wire bytes of a text frame holding ``text``. The hub hands the same string to
+    every member of a room in turn: framed once, for the first of them."""
+    global _last_frame
+    last_text, wire = _last_frame
+    if text is not last_text:
+        wire = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+        _last_frame = (text, wire)
+    return wire
 
 
 _ASGI: dict[tuple[str, str], MappingProxyType[str, str]] = {}

@@ -85,8 +85,8 @@ def servers(transactional_db):
 
     started: list[Server] = []
 
-    def start(env: dict[str, str] | None = None, name: str = "server") -> Server:
-        server = Server(env=env, name=name).start()
+    def start(env: dict[str, str] | None = None, name: str = "server", args: tuple = ()) -> Server:
+        server = Server(env=env, name=name, args=args).start()
         started.append(server)
         return server
 

@@ -46,9 +46,12 @@ def scripted_backend(reply: str = "tok ", repeat: int = 80, delay: float = 0.02)
 class Server:
     """``uvicorn example.asgi:application`` on a free loopback port, using the test database."""
 
-    def __init__(self, *, env: dict[str, str] | None = None, name: str = "server") -> None:
+    def __init__(
+        self, *, env: dict[str, str] | None = None, name: str = "server", args: tuple = ()
+    ) -> None:
         self.port = free_port()
         self.name = name
+        self.args = args  # more uvicorn options, after (and so over) make run's
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -76,7 +79,7 @@ class Server:
                     "--loop", "uvloop", "--http", "httptools",
                     "--ws", "parley.uvicorn:WebSocketProtocol",
                     "--ws-max-size", "1048576", "--ws-per-message-deflate", "false",
-                    "--no-access-log",
+                    "--no-access-log", *self.args,
                 ],
                 cwd=ROOT,
                 env=self.env,

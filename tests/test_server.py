@@ -76,6 +76,33 @@ async def test_members_see_each_other_and_the_streamed_answer(
     await b.close()
 
 
+@pytest.mark.parametrize("deflate", ["false", "true"])
+async def test_frames_arrive_intact_framed_once_or_compressed_per_member(
+    servers, deflate, alice, bob, shared_room
+):
+    """Room frames are framed once for every member (parley.uvicorn), or, where a client
+    negotiated permessage-deflate, compressed for each: either way every member reads the
+    same text, short or long (the 7-, 16- and 64-bit length forms of a frame)."""
+    server = servers(args=("--ws-per-message-deflate", deflate))
+    a, b = await members(server, shared_room, alice, bob)
+    assert (a.ws.protocol.extensions != []) is (deflate == "true")
+    texts = ["hé 👋", "y" * 300, *(f"{n} " + "z" * 7990 for n in range(9))]
+    for n, text in enumerate(texts):
+        await a.send(type="send", client_id=f"m{n}", text=text, ask=False)
+    for peer in (a, b):
+        live = [(await peer.expect(is_message))["message"]["text"] for _ in texts]
+        assert live == texts
+        await peer.send(type="resume", after=0)
+        history = await peer.expect(lambda f: f["type"] == "history")  # over 64 KiB
+        assert [m["text"] for m in history["messages"]] == texts
+    await a.close()
+    await b.close()
+
+
+def is_message(frame: dict) -> bool:
+    return frame["type"] == "message"
+
+
 async def test_reconnect_resumes_without_loss(servers, layer_env, alice, bob, shared_room):
     server = servers({**layer_env, **scripted_backend(repeat=2000, delay=0.01)})
     a, b = await members(server, shared_room, alice, bob)
