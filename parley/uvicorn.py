@@ -193,7 +193,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.abort()  # nobody answered the ping: nothing buffered will be read
 
 
-_last_frame: tuple[str, bytes] = ("", b"")
+_last_frame: tuple[str | None, bytes] = (None, b"")  # holds the text: its id is not reused
 
 
 def _text_frame(text: str) -> bytes:
