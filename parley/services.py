@@ -1,6 +1,6 @@
 """Operations on rooms and messages, shared by the consumer, the views and the commands.
 
-Synchronous and transactional; async callers wrap them in ``database_sync_to_async``.
+Synchronous and transactional; async callers run them with :func:`parley.db.database_call`.
 Functions are keyword-only and named ``<entity>_<action>``.
 """
 
