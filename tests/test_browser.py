@@ -610,11 +610,14 @@ class EvilServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 hits.append(self.path)
+                # A page with an icon of its own: for the probe page, chromium would otherwise
+                # fetch /favicon.ico by itself, at a moment of its choosing.
+                body = b'<!doctype html><link rel="icon" href="data:,">ok'
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(body)
 
             do_POST = do_HEAD = do_GET
 
