@@ -4,10 +4,8 @@
 Parley runs as ``make run`` serves it (and with Redis), with :class:`StampedBackend`: every
 piece it yields carries the monotonic clock at the moment it was yielded (CLOCK_MONOTONIC is
 system-wide, so the client compares it with its own). One member asks ``--answers`` questions
-in turn, ``--members`` others listen (wsload clients in a process of their own, so that
-reading their copies does not hold up the asker's); for each answer the first delta's delay
-is recorded
-(the first delta is sent at once; later ones are coalesced by design, every
+in turn, ``--members`` others listen (:func:`measure`); for each answer the first delta's
+delay is recorded (the first delta is sent at once; later ones are coalesced by design, every
 ``STREAM_FLUSH_INTERVAL``).
 
     .venv/bin/python bench/stream.py --answers 200 --members 100

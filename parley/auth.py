@@ -1,7 +1,7 @@
-"""Who is on a socket: the Django session's user, or a ticket's.
+"""Who is on a socket (a ticket's user, an outer middleware's, or the Django session's), and
+whether they may join its room: :func:`socket_admit`, which the room consumer calls itself.
 
 Tickets are short-lived signed tokens for clients that carry no session cookie.
-The room consumer authenticates its socket itself (:func:`socket_admit`).
 
 A ticket names a user and, optionally, one room. It travels in the query string
 (``/ws/rooms/<id>/?ticket=...``), so it expires quickly (``PARLEY["TICKET_MAX_AGE"]``).
