@@ -135,6 +135,21 @@ def room_invite(request: HttpRequest, public_id: str) -> HttpResponse:
     return redirect("parley:room", public_id=room.public_id)
 
 
+@content_security_policy
+@login_required
+@require_POST
+def room_leave(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Leave a room (not one's own): its page and its socket are closed to the user."""
+    room = _room_for_member(request, public_id)
+    try:
+        services.room_member_remove(room=room, user=request.user, by=request.user)
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+        return redirect("parley:room", public_id=room.public_id)
+    messages.success(request, f"You left “{room.title}”.")
+    return redirect("parley:rooms")
+
+
 async def status(request: HttpRequest) -> JsonResponse:
     """This process's live state, for staff and monitoring: rooms it serves, sockets per
     room, backlogs, answers it is generating."""
