@@ -86,6 +86,7 @@ def room_detail(request: HttpRequest, public_id: str) -> HttpResponse:
         "room": room,
         "members": services.room_members(room=room),
         "invite_form": InviteForm() if room.kind == Room.Kind.SHARED else None,
+        "can_leave": room.kind == Room.Kind.SHARED and request.user.pk != room.owner_id,
     }
     return render(request, "parley/room.html", context)
 

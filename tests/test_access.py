@@ -434,3 +434,38 @@ def test_revocation_rules():
     assert revocation({"user": "7", "session": digest("session-key")}, grant) == SIGNED_OUT
     assert revocation({"user": "7", "session": digest("other")}, grant) is None
     assert revocation({"user": "7", "session": digest("session-key")}, by_ticket) is None
+
+
+def test_who_may_remove_a_member(alice, bob, make_user, shared_room):
+    """A member may leave and the owner may remove anyone but themselves; nobody else may
+    remove a member."""
+    from parley.exceptions import PermissionDenied
+
+    carol = make_user("carol")
+    services.room_invite(room=shared_room, by=alice, user=carol)
+    with pytest.raises(PermissionDenied):
+        services.room_member_remove(room=shared_room, user=alice, by=alice)
+    with pytest.raises(PermissionDenied):
+        services.room_member_remove(room=shared_room, user=carol, by=bob)
+    assert services.room_member_remove(room=shared_room, user=bob, by=bob)
+    assert services.room_member_remove(room=shared_room, user=carol, by=alice)
+    assert not services.room_member_remove(room=shared_room, user=carol, by=alice)
+    assert [m.user for m in shared_room.memberships.all()] == [alice]
+
+
+def test_the_leave_button_takes_a_member_out(client, alice, bob, shared_room):
+    """Bob sees "Leave room" in the shared room (its owner does not); pressing it (POST)
+    takes him out, after which the room is a 404 to him. GET does nothing."""
+    from django.urls import reverse
+
+    room = reverse("parley:room", kwargs={"public_id": shared_room.public_id})
+    leave = reverse("parley:leave", kwargs={"public_id": shared_room.public_id})
+    client.force_login(alice)
+    assert leave not in client.get(room).content.decode()
+    client.force_login(bob)
+    assert leave in client.get(room).content.decode()
+    assert client.get(leave).status_code == 405
+    response = client.post(leave)
+    assert response.status_code == 302 and response["Location"] == reverse("parley:rooms")
+    assert not Membership.objects.filter(room=shared_room, user=bob).exists()
+    assert client.get(room).status_code == 404
