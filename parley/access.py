@@ -34,12 +34,13 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, get_user_model, user_logged_out
 from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_delete
 from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from . import hub as hubs
+from . import services
 from .conf import get_config
 from .db import database_call
 from .models import Membership
@@ -145,8 +146,10 @@ def _user_saved(
     _publish_on_commit(event, using)
 
 
-@receiver(post_delete, sender=settings.AUTH_USER_MODEL)
+@receiver(pre_delete, sender=settings.AUTH_USER_MODEL)
 def _user_deleted(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
+    # pre_delete: sent before the cascade's post_delete of the memberships, so this event
+    # goes first and the sockets hear 4401 (signed out) rather than 4403.
     _publish_on_commit({"user": str(instance.pk), "active": False}, using)
 
 
@@ -167,10 +170,8 @@ def grants_check(*, grants: list[tuple[int, Grant]]) -> list[tuple[int, Refusal]
     session engine that is not database-backed)."""
     user_ids = {grant.user_id for _, grant in grants}
     users = {user.pk: user for user in get_user_model()._default_manager.filter(pk__in=user_ids)}
-    members = set(
-        Membership.objects.filter(
-            user_id__in=user_ids, room_id__in={grant.room_id for _, grant in grants}
-        ).values_list("user_id", "room_id")
+    members = services.memberships_find(
+        user_ids=user_ids, room_ids={grant.room_id for _, grant in grants}
     )
     sessions = sessions_users({g.session_key for _, g in grants if g.session_key is not None})
     revoked = []

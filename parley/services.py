@@ -147,6 +147,14 @@ def room_get_for_member(*, public_id: str, user: AbstractBaseUser) -> Room:
     return room
 
 
+def memberships_find(*, user_ids: set[Any], room_ids: set[int]) -> set[tuple[Any, int]]:
+    """The ``(user id, room id)`` pairs among these users and rooms that are memberships,
+    by the same rule as :func:`room_get_for_member` (the re-check of open sockets uses it:
+    parley/access.py)."""
+    rows = Membership.objects.filter(user_id__in=user_ids, room_id__in=room_ids)
+    return set(rows.values_list("user_id", "room_id"))
+
+
 def rooms_for_user(*, user: AbstractBaseUser) -> list[Room]:
     return list(Room.objects.filter(memberships__user=user).select_related("owner"))
 

@@ -168,22 +168,28 @@ async def test_a_removed_member_is_closed_with_4403_and_its_later_frames_do_noth
     await peer.close()
 
 
-async def test_a_deactivated_user_is_closed_with_4401_in_every_room(
-    servers, redis_layer, alice, bob, shared_room
+async def test_a_deactivated_or_deleted_user_is_closed_with_4401_in_every_room(
+    servers, redis_layer, make_user, alice, bob, shared_room
 ):
     """Bob, in a shared room and a room of his own, is deactivated (by another process, as
-    the admin would): both his sockets get `unauthenticated` and 4401; Alice's stays."""
+    the admin would): both his sockets get `unauthenticated` and 4401. Carol is deleted:
+    the same. Alice's socket stays."""
     server = servers(redis_layer)
+    carol = await sync_to_async(make_user)("carol")
+    await sync_to_async(services.room_invite)(room=shared_room, by=alice, user=carol)
     own = await sync_to_async(services.room_create)(owner=bob, title="Bob's", kind="private")
     a = await Peer.connect(server, shared_room, alice)
     b1 = await Peer.connect(server, shared_room, bob)
     b2 = await Peer.connect(server, own, bob)
+    c = await Peer.connect(server, shared_room, carol)
 
     bob.is_active = False
     await sync_to_async(bob.save)()
+    await sync_to_async(carol.delete)()
 
     assert await closed_with(b1, "unauthenticated") == 4401
     assert await closed_with(b2, "unauthenticated") == 4401
+    assert await closed_with(c, "unauthenticated") == 4401
     await still_open(a, "a1")
     await a.close()
 
