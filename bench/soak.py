@@ -43,7 +43,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -108,12 +107,12 @@ class Soak:
     """The shared state of a run: the server, the rooms, the counters."""
 
     def __init__(
-        self, args: argparse.Namespace, target: Parley, rooms: list[Any], user_ids: list[int]
+        self, args: argparse.Namespace, target: Parley, rooms: list[Any], users: list[Any]
     ) -> None:
         self.args = args
         self.target = target
         self.rooms = rooms
-        self.user_ids = user_ids
+        self.users = users
         self.run_id = uuid.uuid4().hex[:6]
         self.stopping = asyncio.Event()
         self.started = time.monotonic()
@@ -143,11 +142,11 @@ class Soak:
 class Client:
     """One user in one room, connecting and leaving again and again."""
 
-    def __init__(self, soak: Soak, index: int, user_pk: int, room: Any) -> None:
+    def __init__(self, soak: Soak, index: int, user: Any, room: Any) -> None:
         self.soak = soak
         self.args = soak.args
         self.index = index
-        self.user = SimpleNamespace(pk=user_pk)
+        self.user = user  # a user object: a ticket is bound to its session auth hash
         self.room = room
         self.rng = random.Random(f"{soak.args.seed}-{index}")
         self.held: dict[int, int] = {}  # seq -> message id, for every seq 1..top
@@ -168,7 +167,9 @@ class Client:
         import websockets
 
         soak = self.soak
-        url = soak.target.room_url(self.user, self.room.public_id)
+        # Tickets are single-use rows in the database: one for each connection, written off
+        # the event loop.
+        url = await asyncio.to_thread(soak.target.room_url, self.user, self.room.public_id, 1)
         try:
             ws = await websockets.connect(
                 url,
@@ -517,9 +518,9 @@ class Client:
 # The database ---------------------------------------------------------------------------
 
 
-def create_rooms(owner: Any, rooms: int, clients: int) -> tuple[list[Any], list[int]]:
+def create_rooms(owner: Any, rooms: int, clients: int) -> tuple[list[Any], list[Any]]:
     """``rooms`` shared rooms and one member per client (client ``i`` in room ``i % rooms``);
-    returns the rooms and the users' ids. Users get no password (tickets need none), which
+    returns the rooms and the users. Users get no password (tickets need none), which
     keeps creating hundreds of them fast."""
     from django.contrib.auth import get_user_model
 
@@ -542,7 +543,7 @@ def create_rooms(owner: Any, rooms: int, clients: int) -> tuple[list[Any], list[
         Membership(room=made[n % rooms], user=by_name[f"soak-{n}"], invited_by=owner)
         for n in range(clients)
     )
-    return made, [by_name[f"soak-{n}"].pk for n in range(clients)]
+    return made, [by_name[f"soak-{n}"] for n in range(clients)]
 
 
 def database_state(room_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -754,8 +755,7 @@ async def wait_until(predicate: Any, timeout: float, every: float = 0.5) -> bool
 async def soak_run(soak: Soak) -> dict[str, Any]:
     args = soak.args
     soak.clients = [
-        Client(soak, n, user_pk, soak.rooms[n % len(soak.rooms)])
-        for n, user_pk in enumerate(soak.user_ids)
+        Client(soak, n, user, soak.rooms[n % len(soak.rooms)]) for n, user in enumerate(soak.users)
     ]
     watcher = Watcher(soak)
     sampler = asyncio.create_task(watcher.run())
@@ -918,7 +918,7 @@ def main() -> None:
     (target,) = make_targets([name], workdir(), extra_env=env)
     assert isinstance(target, Parley)
     owner, _ = target.django
-    rooms, user_ids = create_rooms(owner, args.rooms, args.clients)
+    rooms, users = create_rooms(owner, args.rooms, args.clients)
     target.start(workdir())
     print(
         f"soak: {name}, {args.clients} clients in {args.rooms} rooms for {args.duration:g} s;"
@@ -926,7 +926,7 @@ def main() -> None:
         flush=True,
     )
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
-    soak = Soak(args, target, rooms, user_ids)
+    soak = Soak(args, target, rooms, users)
     try:
         end = asyncio.run(soak_run(soak))
     finally:

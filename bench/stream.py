@@ -77,19 +77,20 @@ def measure(target: Any, answers: int, members: int) -> list[float]:
             time.sleep(0.1)
         else:
             raise SystemExit(f"only {group_size} of {members} listeners joined")
-        return asyncio.run(_ask(target, answers))
+        # The ticket is a database row: issued here, not on the event loop.
+        return asyncio.run(_ask(target, target.url(), answers))
     finally:
         listeners.terminate()
         listeners.wait()
 
 
-async def _ask(target: Any, answers: int) -> list[float]:
+async def _ask(target: Any, url: str, answers: int) -> list[float]:
     import websockets
 
     delays: list[float] = []
     run = uuid.uuid4().hex[:8]  # client ids are per author and room: new ones each run
     headers = {"Origin": target.origin()}
-    async with websockets.connect(target.url(), additional_headers=headers) as asker:
+    async with websockets.connect(url, additional_headers=headers) as asker:
         for n in range(answers):
             question = {"type": "send", "client_id": f"{run}-{n}", "text": "go"}
             await asker.send(json.dumps(question))

@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "bench"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-NO_RATE_LIMITS = '{"CONNECTION": null, "USER": null}'
+NO_RATE_LIMITS = '{"CONNECTION": null, "USER": null, "SOCKETS_PER_USER": null}'
 PARLEY_WS = "parley.uvicorn:WebSocketProtocol"
 UVICORN_FLAGS = [
     "--loop", "uvloop", "--http", "httptools", "--ws", PARLEY_WS,
@@ -137,12 +137,13 @@ class Parley(Target):
         user, room = self.django
         return self.room_url(user, room.public_id)
 
-    def room_url(self, user: Any, room: str) -> str:
-        """A socket URL with a fresh ticket for ``user`` (anything with a ``pk``) in the room
-        with public id ``room``."""
+    def room_url(self, user: Any, room: str, uses: int = 100_000) -> str:
+        """A socket URL with a fresh ticket for ``user`` in the room with public id ``room``,
+        good for ``uses`` sockets: wsload opens all its clients with one URL. Synchronous:
+        it writes the ticket's row."""
         from parley.auth import ticket_issue
 
-        ticket = ticket_issue(user=user, room=room)
+        ticket = ticket_issue(user=user, room=room, uses=uses)
         return f"ws://127.0.0.1:{self.port}/ws/rooms/{room}/?ticket={ticket}"
 
     def status(self) -> dict[str, Any]:

@@ -9,4 +9,5 @@ class ParleyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, conf  # noqa: F401  (registers checks and the settings signal)
+        # Registers the checks, the settings signal and the receivers that revoke sockets.
+        from . import access, checks, conf  # noqa: F401

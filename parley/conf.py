@@ -37,6 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "HISTORY_PAGE_SIZE": 200,
     # How long a websocket ticket (?ticket=...) stays valid, in seconds.
     "TICKET_MAX_AGE": 300,
+    # How often each process re-checks the rights of its open sockets (membership, active
+    # user, session, password), in seconds: the safety net under the revocations pushed when
+    # they change (docs/security.md). None turns it off.
+    "RECHECK_INTERVAL": 60.0,
     # Group name prefix on the channel layer.
     "GROUP_PREFIX": "parley",
     # How often each process pings the channel layer, in seconds (four times as often after a
@@ -51,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
         # Messages (send frames) one user posts, across all their sockets in this process.
         "USER": (5, 20),
         "STRIKES": 30,
+        # Open sockets one user may have in one server process (a number, not a bucket);
+        # one more is refused with an error frame `too_many_sockets` and close 4029.
+        "SOCKETS_PER_USER": 30,
     },
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
     "KNOWLEDGE": {
@@ -76,6 +83,7 @@ class ParleyConfig:
     max_backlog: int = 1000
     history_page_size: int = 200
     ticket_max_age: int = 300
+    recheck_interval: float | None = 60.0
     group_prefix: str = "parley"
     layer_check_interval: float = 1.0
     rate_limits: dict[str, Any] = field(default_factory=dict)

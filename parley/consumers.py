@@ -15,7 +15,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError
 
-from . import answers, auth, protocol, services
+from . import access, answers, auth, protocol, services
 from .conf import get_config
 from .db import database_call
 from .exceptions import (
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 4008  # the client stopped reading: its backlog passed MAX_BACKLOG
-CLOSE_RATE_LIMITED = 4029  # the client went on flooding past its rate limit
+CLOSE_RATE_LIMITED = 4029  # flooding past a rate limit, or one socket too many for the user
 CLOSE_TRY_AGAIN = 1013  # the server cannot reach its channel layer yet
 
 _tokens = itertools.count(1)  # ids of this process's sockets, for frames meant for one
@@ -50,6 +50,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     room: Room | None = None
     user: AbstractBaseUser | None = None
+    grant: access.Grant | None = None  # what the socket was admitted with
+    revoked = False  # its rights ended while it was open
     outbox: Outbox | None = None
     joined = False
     frame_bucket: TokenBucket | None = None
@@ -95,7 +97,31 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     def deliver(self, frame: str) -> None:
         """Called by the hub for each of the room's frames."""
+        if not self.revoked:
+            self.outbox.put({"type": "websocket.send", "text": frame})
+
+    def on_access(self, event: dict[str, Any]) -> None:
+        """Called by the hub for each revocation event of the socket's user."""
+        refusal = access.revocation(event, self.grant)
+        if refusal is not None:
+            self.revoke(*refusal)
+
+    def revoke(self, code: str, detail: str, close_code: int) -> None:
+        """The socket lost its rights: from now on it receives nothing of the room and the
+        frames it sends do nothing; it is told why and closed."""
+        if self.revoked:
+            return
+        self.revoked = True
+        logger.info("room %s: a socket of user %s lost its rights (%s)", self.room.pk,
+                    self.user.pk, code)  # fmt: skip
+        asyncio.ensure_future(self._leave())  # if it has not joined yet, connect() leaves
+        if self.outbox.backlogged:  # it is not reading: what waits for it goes nowhere
+            self.outbox.close()
+            asyncio.ensure_future(self.close(code=close_code))
+            return
+        frame = protocol.encode(protocol.error(code, detail))
         self.outbox.put({"type": "websocket.send", "text": frame})
+        self.outbox.put({"type": "websocket.close", "code": close_code})
 
     def _send_failed(self, exc: Exception) -> None:
         if not isinstance(exc, OSError):  # OSError: the client went (uvicorn's ClientDisconnected)
@@ -112,12 +138,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def _leave(self) -> None:
         if self.room is not None and self.joined:
             self.joined = False
-            await get_hub().leave(self.room.group_name, self, self.token)
+            await get_hub().leave(self.room.group_name, self, self.token, user=str(self.user.pk))
 
     async def connect(self) -> None:
         refusal = None
         try:
-            self.user, self.room = await database_call(
+            self.user, self.room, grant = await database_call(
                 auth.socket_admit, self.scope, room=self.scope["url_route"]["kwargs"]["room"]
             )
         except NotAuthenticated as exc:
@@ -130,8 +156,18 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if refusal is not None:
             await self._refuse(*refusal)
             return
+        hub = get_hub()
+        cap = get_config().rate_limits["SOCKETS_PER_USER"]
+        if cap is not None and hub.user_sockets(grant.user_key) >= cap:
+            await self._refuse(
+                "too_many_sockets",
+                f"You have {cap} sockets open on this server, the most allowed; close one.",
+                CLOSE_RATE_LIMITED,
+            )
+            return
+        self.grant = grant  # join() counts it before it suspends (but for the layer's first start)
         try:
-            await get_hub().join(self.room.group_name, self, self.token)
+            await hub.join(self.room.group_name, self, self.token, user=grant.user_key)
         except LayerUnavailable:
             await self._refuse(
                 "unavailable", "The server cannot reach its channel layer; retrying.",
@@ -139,6 +175,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )  # fmt: skip
             return
         self.joined = True
+        if self.revoked:  # while it joined: revoke() found nothing to leave yet
+            await self._leave()
+            return
         config = get_config()
         self.frame_bucket = make_bucket(config.rate_limits["CONNECTION"])
         await self._send(
@@ -159,7 +198,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self._leave()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self.joined:
+        if not self.joined or self.revoked:  # not admitted, or its rights are gone
             return
         if self.frame_bucket is not None and not self.frame_bucket.take():
             await self._limited(self.frame_bucket, "You are sending frames too fast.")
@@ -269,7 +308,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def _send(self, frame: dict[str, Any]) -> None:
         # Through the outbox, so that replies keep their order with the room's frames.
-        self.outbox.put({"type": "websocket.send", "text": protocol.encode(frame)})
+        if not self.revoked:  # a revoked socket has had its last frame
+            self.outbox.put({"type": "websocket.send", "text": protocol.encode(frame)})
 
     async def _error(self, code: str, detail: str, **extra: Any) -> None:
         await self._send(protocol.error(code, detail, **extra))

@@ -12,6 +12,10 @@ that can take it completes at once. Only a member whose socket pushes back (its 
 slowly) gets a task of its own, and later frames wait in its backlog, in order, up to
 ``PARLEY["MAX_BACKLOG"]`` frames; past that the member is told to go (``overflow``).
 
+The hub also listens, for the whole process, to one group every process joins
+(:meth:`RoomHub.access_group`): revocations of users' rights (:mod:`parley.access`), handed to
+that user's local sockets through an index of members by user.
+
 The channel layer may fail (Redis restarting): frames sent meanwhile are lost for live
 delivery, though every message is stored. The hub notices (a failed send, a failed read, or its
 own ping not coming back), and once the layer answers again it joins its groups again (the
@@ -40,7 +44,15 @@ logger = logging.getLogger(__name__)
 class Member(Protocol):
     """What the hub needs of a socket."""
 
+    grant: Any  # parley.access.Grant: what the socket was admitted with
+
     def deliver(self, frame: str) -> None: ...
+
+    def on_access(self, event: dict[str, Any]) -> None:
+        """A revocation event for the member's user; the member decides if it applies."""
+
+    def revoke(self, code: str, detail: str, close_code: int) -> None:
+        """Say why, and close: the socket lost its rights."""
 
 
 def run_eagerly(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
@@ -164,6 +176,7 @@ class RoomHub:
         self.local = isinstance(layer, InMemoryChannelLayer)
         self.rooms: dict[str, set[Member]] = {}
         self.members: dict[int, Member] = {}  # token -> member, for frames to one socket
+        self.users: dict[str, set[Member]] = {}  # user key -> members, for revocations
         # Groups this process listens to for events that are not frames (answers' controls).
         # Several per group for a moment: a new answer listens before the last one has gone.
         self.listeners: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
@@ -187,19 +200,32 @@ class RoomHub:
                     self.channel = await self.layer.new_channel("parley.hub.")
                 except Exception as exc:
                     raise LayerUnavailable("The channel layer cannot be reached.") from exc
+                await self._group_add(self.access_group)
                 self._tasks = [
                     asyncio.create_task(self._read(), name="parley-hub"),
                     asyncio.create_task(self._watch(), name="parley-hub-watch"),
                 ]
 
-    async def join(self, group: str, member: Member, token: int) -> None:
-        """Add ``member`` to the room ``group``; the process joins the group with its first.
+    @property
+    def access_group(self) -> str:
+        return access_group_name()
+
+    def user_sockets(self, user: str) -> int:
+        """How many sockets of ``user`` (a user key) this process serves."""
+        return len(self.users.get(user, ()))
+
+    async def join(self, group: str, member: Member, token: int, *, user: str = "") -> None:
+        """Add ``member`` (a socket of ``user``) to the room ``group``; the process joins the
+        group with its first. The member counts for :meth:`user_sockets` from the moment
+        this is called, before it suspends.
 
         Raises :class:`LayerUnavailable` only if this process never reached the layer; a
         group it cannot join now is joined when the layer returns."""
         if not self.channel:
             await self.start()
         self.members[token] = member
+        if user:
+            self.users.setdefault(user, set()).add(member)
         local = self.rooms.get(group)
         if local is None:
             self.rooms[group] = local = set()
@@ -216,9 +242,14 @@ class RoomHub:
             if joining is not None:  # a member joined just before us: wait for the group
                 await joining.wait()
 
-    async def leave(self, group: str, member: Member, token: int) -> None:
+    async def leave(self, group: str, member: Member, token: int, *, user: str = "") -> None:
         """Remove ``member``; the process leaves the group with its last."""
         self.members.pop(token, None)
+        sockets = self.users.get(user)
+        if sockets is not None:
+            sockets.discard(member)
+            if not sockets:
+                del self.users[user]
         local = self.rooms.get(group)
         if local is None:
             return
@@ -328,6 +359,10 @@ class RoomHub:
             if not self.healthy and self._pongs == self._pings:
                 self._tasks.append(asyncio.create_task(self._recover()))
             return
+        if event.get("type") == "parley.access":
+            for member in tuple(self.users.get(event.get("user", ""), ())):
+                member.on_access(event)
+            return
         for handler in tuple(self.listeners.get(event.get("group", ""), ())):
             handler(event)
 
@@ -351,7 +386,7 @@ class RoomHub:
         """The layer answers again: join every group again, then tell the members to resync
         (the members of other processes too, in the rooms whose frames we failed to send)."""
         self._tasks = [task for task in self._tasks if not task.done()]
-        groups = [*self.rooms, *self.listeners]
+        groups = [self.access_group, *self.rooms, *self.listeners]
         try:
             for group in groups:
                 await self.layer.group_add(group, self.channel)
@@ -376,6 +411,16 @@ class RoomHub:
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomHub] = weakref.WeakKeyDictionary()
+
+
+def access_group_name() -> str:
+    """The group of revocation events, which every process's hub joins."""
+    return f"{get_config().group_prefix}.access"
+
+
+def running_hubs() -> list[tuple[asyncio.AbstractEventLoop, RoomHub]]:
+    """This process's hubs whose event loop is running (a server's; none in a shell)."""
+    return [(loop, hub) for loop, hub in list(_hubs.items()) if loop.is_running()]
 
 
 def get_hub() -> RoomHub:

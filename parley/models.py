@@ -169,3 +169,23 @@ class KnowledgeVersion(models.Model):
 
     def __str__(self) -> str:
         return self.stamp
+
+
+class Ticket(models.Model):
+    """A WebSocket ticket that was issued and has not expired (``parley.auth.ticket_issue``).
+
+    The signed ticket a client holds names this row by its ``nonce``; the row keeps what must
+    not travel in a URL: the session the ticket was issued from (logging out of it ends the
+    ticket) and the user's session auth hash then (a password change ends it), and how many
+    sockets it may still open (one, unless issued for a load generator), counted down by one
+    ``UPDATE`` that only one server process can win. Rows are pruned once expired.
+    """
+
+    nonce = models.CharField(max_length=32, unique=True)
+    session_key = models.TextField(blank=True)
+    auth_hash = models.CharField(max_length=128)
+    uses_left = models.PositiveIntegerField(default=1)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"ticket {self.nonce[:6]}… ({self.uses_left} use(s) left)"

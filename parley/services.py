@@ -119,6 +119,19 @@ def room_invite(*, room: Room, by: AbstractBaseUser, user: AbstractBaseUser) -> 
     return membership
 
 
+def room_member_remove(*, room: Room, user: AbstractBaseUser, by: AbstractBaseUser) -> bool:
+    """Take ``user`` out of ``room``: a member leaving (``by`` is ``user``), or the owner
+    removing them. The owner cannot leave their own room. ``False`` if ``user`` was not a
+    member. Their open sockets in the room are closed (4403) in every server process by
+    the deletion's signal (parley/access.py)."""
+    if user.pk == room.owner_id:
+        raise PermissionDenied("The owner of a room cannot leave it.")
+    if by.pk not in (user.pk, room.owner_id):
+        raise PermissionDenied("Only the room's owner may remove its members.")
+    deleted, _ = Membership.objects.filter(room=room, user=user).delete()
+    return bool(deleted)
+
+
 def room_is_member(*, room: Room, user: AbstractBaseUser) -> bool:
     return bool(user.is_authenticated) and room.memberships.filter(user=user).exists()
 
@@ -132,6 +145,14 @@ def room_get_for_member(*, public_id: str, user: AbstractBaseUser) -> Room:
     if room is None:
         raise PermissionDenied("No such room, or you are not a member of it.")
     return room
+
+
+def memberships_find(*, user_ids: set[Any], room_ids: set[int]) -> set[tuple[Any, int]]:
+    """The ``(user id, room id)`` pairs among these users and rooms that are memberships,
+    by the same rule as :func:`room_get_for_member` (the re-check of open sockets uses it:
+    parley/access.py)."""
+    rows = Membership.objects.filter(user_id__in=user_ids, room_id__in=room_ids)
+    return set(rows.values_list("user_id", "room_id"))
 
 
 def rooms_for_user(*, user: AbstractBaseUser) -> list[Room]:

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", views.room_list, name="rooms"),
     path("rooms/<str:public_id>/", views.room_detail, name="room"),
     path("rooms/<str:public_id>/invite/", views.room_invite, name="invite"),
+    path("rooms/<str:public_id>/leave/", views.room_leave, name="leave"),
     path("knowledge/<path:key>", views.knowledge_document, name="knowledge"),
     path("status/", views.status, name="status"),
 ]

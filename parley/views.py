@@ -86,6 +86,7 @@ def room_detail(request: HttpRequest, public_id: str) -> HttpResponse:
         "room": room,
         "members": services.room_members(room=room),
         "invite_form": InviteForm() if room.kind == Room.Kind.SHARED else None,
+        "can_leave": room.kind == Room.Kind.SHARED and request.user.pk != room.owner_id,
     }
     return render(request, "parley/room.html", context)
 
@@ -133,6 +134,21 @@ def room_invite(request: HttpRequest, public_id: str) -> HttpResponse:
         else:
             messages.success(request, f"{user.get_username()} can now join this room.")
     return redirect("parley:room", public_id=room.public_id)
+
+
+@content_security_policy
+@login_required
+@require_POST
+def room_leave(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Leave a room (not one's own): its page and its socket are closed to the user."""
+    room = _room_for_member(request, public_id)
+    try:
+        services.room_member_remove(room=room, user=request.user, by=request.user)
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+        return redirect("parley:room", public_id=room.public_id)
+    messages.success(request, f"You left “{room.title}”.")
+    return redirect("parley:rooms")
 
 
 async def status(request: HttpRequest) -> JsonResponse:

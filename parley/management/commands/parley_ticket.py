@@ -20,8 +20,16 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("room", help="The room's public id (as in its URL) or exact title.")
         parser.add_argument("--host", default="127.0.0.1:8000")
+        parser.add_argument(
+            "--uses",
+            type=int,
+            default=1,
+            help="Sockets the ticket may open (1: a replay is refused; more for load tests).",
+        )
 
-    def handle(self, *args: Any, username: str, room: str, host: str, **options: Any) -> None:
+    def handle(
+        self, *args: Any, username: str, room: str, host: str, uses: int, **options: Any
+    ) -> None:
         user = get_user_model()._default_manager.filter(username=username).first()
         if user is None:
             raise CommandError(f"No user {username!r}.")
@@ -32,5 +40,7 @@ class Command(BaseCommand):
             target = services.room_get_for_member(public_id=rooms[0].public_id, user=user)
         except PermissionDenied as exc:
             raise CommandError(str(exc)) from exc
-        ticket = ticket_issue(user=user, room=target.public_id)
+        if uses < 1:
+            raise CommandError("--uses must be 1 or more.")
+        ticket = ticket_issue(user=user, room=target.public_id, uses=uses)
         self.stdout.write(f"ws://{host}/ws/rooms/{target.public_id}/?ticket={ticket}")

@@ -1,0 +1,235 @@
+"""Rights on live sockets: what an open room socket was admitted with (its :class:`Grant`), the
+revocations pushed to every server process when those rights end, and the periodic re-check
+that catches what no signal announced.
+
+A socket is admitted once (:func:`parley.auth.socket_admit`); without this module it would
+keep its room for as long as it stays open. Revocations travel as ``parley.access`` events to
+one channel-layer group that every process's hub listens to (:meth:`RoomHub.access_group`),
+so they reach sockets on every process when the layer is Redis:
+
+- a membership deleted (``room_member_remove``, the admin, a cascade): the user's sockets in
+  that room get ``forbidden`` and close 4403;
+- the user deactivated or deleted, or their session auth hash changed (a new password): all
+  their sockets get ``unauthenticated`` and close 4401;
+- a logout: the sockets opened with that session (by cookie, or by a ticket issued from it)
+  get ``unauthenticated`` and close 4401.
+
+Events name users, rooms and digests of session keys and auth hashes, never the secrets
+themselves. A change that sends no signal (a queryset ``update()``, raw SQL, another site
+writing the same database) is caught by :func:`access_watch` within ``RECHECK_INTERVAL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY, get_user_model, user_logged_out
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save, pre_delete
+from django.dispatch import receiver
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+
+from . import hub as hubs
+from . import services
+from .conf import get_config
+from .db import database_call
+from .models import Membership
+
+logger = logging.getLogger(__name__)
+
+# (error code, detail, close code) of a revoked socket.
+Refusal = tuple[str, str, int]
+NOT_A_MEMBER: Refusal = ("forbidden", "You are no longer a member of this room.", 4403)
+SIGNED_OUT: Refusal = (
+    "unauthenticated",
+    "Your session ended (logged out, new password or account closed); log in again.",
+    4401,
+)
+CHECK_BATCH = 200  # sockets re-checked per trip to the database thread (17 ms on SQLite)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a socket was admitted with: who, to which room (its pk), with which session (its
+    key, ``None`` for a ticket issued without one), and the user's session auth hash then."""
+
+    user_id: Any
+    room_id: int
+    session_key: str | None
+    auth_hash: str
+
+    @property
+    def user_key(self) -> str:
+        """The user as events name them (a string: primary keys need not be integers)."""
+        return str(self.user_id)
+
+
+def digest(secret: str) -> str:
+    """What events carry instead of a session key or an auth hash."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:32]
+
+
+def auth_hash(user: Any) -> str:
+    """The user's session auth hash (``""`` for user models without one)."""
+    method = getattr(user, "get_session_auth_hash", None)
+    return method() if method is not None else ""
+
+
+def revocation(event: dict[str, Any], grant: Grant) -> Refusal | None:
+    """What a ``parley.access`` event means for a socket admitted with ``grant``: ``None``
+    if the socket keeps its rights. Pure."""
+    if "room" in event:
+        return NOT_A_MEMBER if event["room"] == grant.room_id else None
+    if event.get("active") is False:
+        return SIGNED_OUT
+    if "auth" in event and not constant_time_compare(event["auth"], digest(grant.auth_hash)):
+        return SIGNED_OUT
+    if "session" in event and grant.session_key is not None:
+        return SIGNED_OUT if event["session"] == digest(grant.session_key) else None
+    return None
+
+
+# Pushing revocations ---------------------------------------------------------------------
+
+
+def access_publish(event: dict[str, Any]) -> None:
+    """Send a ``parley.access`` event to every server process. From any thread, without
+    waiting: in a server process it goes out through the hub on the server's event loop;
+    elsewhere (a management command, a shell, a WSGI process) straight to the channel layer.
+    A failure is logged: the periodic re-check closes the sockets later."""
+    event = {"type": "parley.access", **event}
+    running = hubs.running_hubs()
+    if running:
+        loop, hub = running[0]
+        asyncio.run_coroutine_threadsafe(hub.group_send(hub.access_group, event), loop)
+        return
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(hubs.access_group_name(), event)
+    except Exception as exc:
+        logger.warning("could not push a revocation (%s); the re-check will close it", exc)
+
+
+def _publish_on_commit(event: dict[str, Any], using: str | None) -> None:
+    transaction.on_commit(functools.partial(access_publish, event), using=using, robust=True)
+
+
+@receiver(post_delete, sender=Membership)
+def _membership_deleted(sender: Any, instance: Membership, using: str, **kwargs: Any) -> None:
+    _publish_on_commit({"user": str(instance.user_id), "room": instance.room_id}, using)
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL)
+def _user_saved(
+    sender: Any, instance: Any, created: bool, raw: bool, using: str, **kwargs: Any
+) -> None:
+    fields = kwargs.get("update_fields")
+    if created or raw or (fields is not None and not {"password", "is_active"} & set(fields)):
+        return  # a new user has no sockets; a login's last_login changes no right
+    event = {
+        "user": str(instance.pk),
+        "active": bool(getattr(instance, "is_active", True)),
+        "auth": digest(auth_hash(instance)),
+    }
+    _publish_on_commit(event, using)
+
+
+@receiver(pre_delete, sender=settings.AUTH_USER_MODEL)
+def _user_deleted(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
+    # pre_delete: sent before the cascade's post_delete of the memberships, so this event
+    # goes first and the sockets hear 4401 (signed out) rather than 4403.
+    _publish_on_commit({"user": str(instance.pk), "active": False}, using)
+
+
+@receiver(user_logged_out)
+def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if user is not None and session_key:
+        access_publish({"user": str(user.pk), "session": digest(session_key)})
+
+
+# The periodic re-check -------------------------------------------------------------------
+
+
+def grants_check(*, grants: list[tuple[int, Grant]]) -> list[tuple[int, Refusal]]:
+    """The sockets among ``grants`` (``(token, grant)`` pairs) that lost their rights, with
+    why: the user is gone or inactive, their auth hash changed, the socket's session ended,
+    or the membership is gone. Three queries for the batch (plus one per session with a
+    session engine that is not database-backed)."""
+    user_ids = {grant.user_id for _, grant in grants}
+    users = {user.pk: user for user in get_user_model()._default_manager.filter(pk__in=user_ids)}
+    members = services.memberships_find(
+        user_ids=user_ids, room_ids={grant.room_id for _, grant in grants}
+    )
+    sessions = sessions_users({g.session_key for _, g in grants if g.session_key is not None})
+    revoked = []
+    for token, grant in grants:
+        user = users.get(grant.user_id)
+        if (
+            user is None
+            or not getattr(user, "is_active", True)
+            or not constant_time_compare(auth_hash(user), grant.auth_hash)
+            or (grant.session_key is not None and sessions.get(grant.session_key) != grant.user_key)
+        ):
+            revoked.append((token, SIGNED_OUT))
+        elif (grant.user_id, grant.room_id) not in members:
+            revoked.append((token, NOT_A_MEMBER))
+    return revoked
+
+
+def sessions_users(keys: set[str]) -> dict[str, str]:
+    """The user id (as the session stores it) of each of the session keys that is still a
+    live session; keys of ended sessions are missing."""
+    if not keys:
+        return {}
+    store_class = import_module(settings.SESSION_ENGINE).SessionStore
+    if hasattr(store_class, "get_model_class"):  # the db and cached_db engines: one query
+        store = store_class()
+        rows = store_class.get_model_class().objects.filter(
+            session_key__in=keys, expire_date__gt=timezone.now()
+        )
+        found = {row.session_key: store.decode(row.session_data).get(SESSION_KEY) for row in rows}
+    else:
+        found = {key: store_class(key).get(SESSION_KEY) for key in keys}
+    return {key: user for key, user in found.items() if user is not None}
+
+
+async def access_recheck() -> int:
+    """Re-check every socket of this process's hub and revoke those that lost their rights;
+    returns how many were revoked."""
+    hub = hubs.get_hub()
+    grants = [(token, m.grant) for token, m in hub.members.items() if m.grant is not None]
+    revoked = 0
+    for start in range(0, len(grants), CHECK_BATCH):
+        batch = grants[start : start + CHECK_BATCH]
+        for token, refusal in await database_call(grants_check, grants=batch):
+            member = hub.members.get(token)
+            if member is not None:
+                member.revoke(*refusal)
+                revoked += 1
+    if revoked:
+        logger.info("re-check: %d socket(s) had lost their rights and were closed", revoked)
+    return revoked
+
+
+async def access_watch() -> None:
+    """Every ``RECHECK_INTERVAL`` seconds, :func:`access_recheck`. Runs for as long as the
+    server does (see :mod:`parley.lifespan`); returns at once if the interval is ``None``."""
+    while (interval := get_config().recheck_interval) is not None:
+        await asyncio.sleep(interval)
+        try:
+            await access_recheck()
+        except Exception:  # the database is away: next round
+            logger.exception("could not re-check the rights of open sockets")
