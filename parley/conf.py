@@ -39,6 +39,11 @@ DEFAULTS: dict[str, Any] = {
     "TICKET_MAX_AGE": 300,
     # Group name prefix on the channel layer.
     "GROUP_PREFIX": "parley",
+    # Origins besides the site's own (and CSRF_TRUSTED_ORIGINS) whose pages may open room
+    # sockets: "https://app.example.com", or "https://*.example.com" for subdomains.
+    "ALLOWED_ORIGINS": [],
+    # Invitations waiting for one user's answer, from everyone; more are not sent.
+    "MAX_PENDING_INVITATIONS": 20,
     # How often each process pings the channel layer, in seconds (four times as often after a
     # failure): a layer that returns is noticed within a quarter of this, then clients resync.
     "LAYER_CHECK_INTERVAL": 1.0,
@@ -51,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
         # Messages (send frames) one user posts, across all their sockets in this process.
         "USER": (5, 20),
         "STRIKES": 30,
+        # Rooms one user creates (the room list's form): 10 at once, then one a minute.
+        "ROOMS": (1 / 60, 10),
+        # Invitations one user sends, to existing usernames or not: 20, then two a minute.
+        "INVITES": (1 / 30, 20),
     },
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
     "KNOWLEDGE": {
@@ -77,6 +86,8 @@ class ParleyConfig:
     history_page_size: int = 200
     ticket_max_age: int = 300
     group_prefix: str = "parley"
+    allowed_origins: list[str] = field(default_factory=list)
+    max_pending_invitations: int = 20
     layer_check_interval: float = 1.0
     rate_limits: dict[str, Any] = field(default_factory=dict)
     knowledge: dict[str, Any] = field(default_factory=dict)

@@ -17,38 +17,21 @@ from . import answers, services
 from .exceptions import PermissionDenied
 from .forms import InviteForm, RoomCreateForm
 from .hub import get_hub
+from .middleware import add_content_security_policy
 from .models import Room
 
 View = Callable[..., HttpResponse]
 
 
 def content_security_policy(view: View) -> View:
-    """Send a strict Content-Security-Policy with the view's responses (Django 5.2 has none
-    built in): scripts, styles and connections only from this origin, plus the room socket
-    on this host; no inline code, no framing. An existing header is left alone."""
+    """Send Parley's strict Content-Security-Policy with the view's responses (Django 5.2 has
+    none built in), for projects that do not install
+    :class:`parley.middleware.ContentSecurityPolicyMiddleware`. An existing header is left
+    alone."""
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        response = view(request, *args, **kwargs)
-        if "Content-Security-Policy" not in response:
-            host = request.get_host()
-            # A page seen as plain http may still reach the browser over https (a proxy
-            # without SECURE_PROXY_SSL_HEADER): allow the secure socket as well.
-            socket = f"wss://{host}" if request.is_secure() else f"ws://{host} wss://{host}"
-            response["Content-Security-Policy"] = "; ".join(
-                [
-                    "default-src 'self'",
-                    "script-src 'self'",
-                    "style-src 'self'",
-                    "img-src 'self' data:",
-                    f"connect-src 'self' {socket}",
-                    "frame-ancestors 'none'",
-                    "base-uri 'none'",
-                    "form-action 'self'",
-                    "object-src 'none'",
-                ]
-            )
-        return response
+        return add_content_security_policy(request, view(request, *args, **kwargs))
 
     return wrapped
 
