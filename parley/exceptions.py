@@ -32,8 +32,15 @@ class AssistantBusy(ParleyError):
 class BackendError(ParleyError):
     """An assistant backend failed in a way worth telling the room (upstream down, bad reply).
 
-    The message is shown to users, so it must not leak secrets.
+    The message (``str(exc)``) is shown to every member of the room and stored with the
+    answer: a plain sentence, without secrets or internal addresses. ``detail`` is for whoever
+    runs the site (the model server's URL, its status and its own words): it is logged, never
+    sent.
     """
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class MissingDependency(ImproperlyConfigured, ImportError):

@@ -202,3 +202,26 @@ def test_status_is_for_staff_only(client, alice, admin_user):
     client.force_login(admin_user)
     body = client.get(reverse("parley:status")).json()
     assert set(body) == {"worker", "rooms", "sockets", "backlogged", "answers"}
+
+
+def csp_of(response) -> dict[str, str]:
+    csp = response["Content-Security-Policy"]
+    return dict(d.strip().split(" ", 1) for d in csp.split(";"))
+
+
+def test_every_response_carries_the_csp(client, alice, admin_user):
+    """Error pages, the staff status JSON, redirects and the admin get the policy too
+    (parley.middleware.ContentSecurityPolicyMiddleware, installed by the example project)."""
+    responses = [client.get("/no-such-page/"), client.get(reverse("parley:rooms"))]
+    client.force_login(alice)
+    responses += [client.get(reverse("parley:status")), client.get(room_url("no-such-room"))]
+    client.force_login(admin_user)
+    responses += [client.get(reverse("parley:status")), client.get("/admin/")]
+    assert [r.status_code for r in responses] == [404, 302, 404, 404, 200, 200]
+    for response in responses:
+        directives = csp_of(response)
+        assert directives["default-src"] == "'self'" and directives["script-src"] == "'self'"
+        assert directives["frame-ancestors"] == "'none'"
+    foreign = client.get("/", headers={"host": "evil.example"})  # DisallowedHost: 400
+    assert foreign.status_code == 400
+    assert csp_of(foreign)["connect-src"] == "'self'"
