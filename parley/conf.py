@@ -123,7 +123,9 @@ def _reset(*, setting: str, **kwargs: Any) -> None:
     if setting == "PARLEY":
         get_config.cache_clear()
         from .backends import backends
-        from .throttling import user_buckets
+        from .throttling import page_buckets, user_buckets
 
         backends.reset()
         user_buckets.clear()
+        for buckets in page_buckets.values():
+            buckets.clear()

@@ -25,6 +25,15 @@ class PermissionDenied(ParleyError):
     """The user may not do this in this room."""
 
 
+class RateLimited(ParleyError):
+    """The user has done this too often lately (``RATE_LIMITS``); ``retry_after`` is how many
+    seconds until they may again."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class AssistantBusy(ParleyError):
     """The room already has an answer streaming: one answer at a time per room."""
 

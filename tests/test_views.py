@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
 from parley import services
-from parley.models import Membership, Room
+from parley.models import Invitation, Membership, Room
 
 pytestmark = pytest.mark.django_db
 
@@ -107,32 +109,143 @@ def test_room_page_carries_what_the_script_needs(alice_client, shared_room, priv
     assert "Invite by username" not in private.content.decode()
 
 
-def test_invite_flow(client, alice, bob, make_user):
+INVITED = "If “{}” has an account here, they are invited: they join the room when they accept."
+
+
+def invite_url(room: Room) -> str:
+    return reverse("parley:invite", kwargs={"public_id": room.public_id})
+
+
+def test_an_invitation_makes_no_member_until_accepted(client, alice, bob, make_user):
     room = services.room_create(owner=alice, title="Team", kind="shared")
     client.force_login(alice)
-    url = reverse("parley:invite", kwargs={"public_id": room.public_id})
-
-    response = client.post(url, {"username": "bob"}, follow=True)
+    response = client.post(invite_url(room), {"username": "bob"}, follow=True)
     assert response.redirect_chain[-1][0] == room_url(room.public_id)
-    assert messages_of(response) == ["bob can now join this room."]
-    assert services.room_is_member(room=room, user=bob)
-
-    response = client.post(url, {"username": "bob"}, follow=True)
-    assert messages_of(response) == ["bob is already in this room."]
-    assert Membership.objects.filter(room=room, user=bob).count() == 1
-
-    response = client.post(url, {"username": "nobody"}, follow=True)
-    assert messages_of(response) == ["There is no user called “nobody”."]
-
-    response = client.post(url, {"username": ""}, follow=True)
+    assert messages_of(response) == [INVITED.format("bob")]
+    assert not services.room_is_member(room=room, user=bob)
+    response = client.post(invite_url(room), {"username": ""}, follow=True)
     assert messages_of(response) == ["Type the username of the person to invite."]
 
-    # The invited member sees the room and may invite in turn.
-    carol = make_user("carol")
+    # Bob sees the invitation, not the room: its page and socket stay closed to him.
     client.force_login(bob)
-    assert client.get(reverse("parley:rooms")).content.decode().count(room.public_id) == 1
-    client.post(url, {"username": "carol"})
-    assert services.room_is_member(room=room, user=carol)
+    body = client.get(reverse("parley:rooms")).content.decode()
+    (invitation,) = Invitation.objects.filter(invitee=bob)
+    assert 'alice</bdi> invited you to <bdi class="invitation-room">Team</bdi>' in body
+    assert "see its whole history" in body
+    accept = reverse("parley:invitation-accept", kwargs={"invitation_id": invitation.pk})
+    assert f'action="{accept}"' in body
+    assert room_url(room.public_id) not in body
+    assert client.get(room_url(room.public_id)).status_code == 404
+    assert client.get(accept).status_code == 405  # a POST only: a link cannot accept
+
+    response = client.post(accept)
+    assert response.status_code == 302 and response["Location"] == room_url(room.public_id)
+    membership = Membership.objects.get(room=room, user=bob)
+    assert membership.invited_by == alice
+    invitation.refresh_from_db()
+    assert invitation.status == "accepted" and invitation.answered_at is not None
+    assert client.get(room_url(room.public_id)).status_code == 200
+    assert client.post(accept).status_code == 404  # answered already
+
+    # The new member may invite in turn; an invitation is answered by its invitee only.
+    carol = make_user("carol")
+    client.post(invite_url(room), {"username": "carol"})
+    invitation = Invitation.objects.get(invitee=carol)
+    accept = reverse("parley:invitation-accept", kwargs={"invitation_id": invitation.pk})
+    assert client.post(accept).status_code == 404  # bob cannot accept for carol
+    assert not services.room_is_member(room=room, user=carol)
+
+
+def test_a_declined_invitation_makes_no_member(client, alice, bob):
+    room = services.room_create(owner=alice, title="Team", kind="shared")
+    invitation = services.invitation_create(room=room, by=alice, username="bob")
+    client.force_login(bob)
+    decline = reverse("parley:invitation-decline", kwargs={"invitation_id": invitation.pk})
+    response = client.post(decline, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("parley:rooms")
+    assert messages_of(response) == ["You declined the invitation to “Team”."]
+    assert not services.room_is_member(room=room, user=bob)
+    invitation.refresh_from_db()
+    assert invitation.status == "declined"
+    assert "invited you" not in response.content.decode()
+    accept = reverse("parley:invitation-accept", kwargs={"invitation_id": invitation.pk})
+    assert client.post(accept).status_code == 404
+
+
+def test_the_invite_answer_does_not_tell_who_has_an_account(alice_client, alice, bob):
+    """An existing name, a missing one, a member's and one's own get the same page: the
+    answer is no oracle for usernames."""
+    room = services.room_create(owner=alice, title="Team", kind="shared")
+    answers = set()
+    for username in ("bob", "nobody", "alice", "bob"):
+        response = alice_client.post(invite_url(room), {"username": username}, follow=True)
+        said = [m.replace(f"“{username}”", "“…”") for m in messages_of(response)]
+        page = response.content.decode().replace(f"“{username}”", "“…”")
+        page = re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", page)
+        answers.add((response.status_code, tuple(response.redirect_chain), tuple(said), page))
+    assert len(answers) == 1
+    ((_, chain, said, _),) = answers
+    assert chain == ((room_url(room.public_id), 302),) and said == (INVITED.format("…"),)
+    assert Invitation.objects.filter(room=room).count() == 1  # bob's, once
+
+
+def test_invitations_are_rate_limited_per_inviter_and_capped_per_invitee(
+    client, settings, alice, bob, make_user
+):
+    settings.PARLEY = {"RATE_LIMITS": {"INVITES": [0.001, 3]}, "MAX_PENDING_INVITATIONS": 2}
+    room = services.room_create(owner=alice, title="Team", kind="shared")
+    client.force_login(alice)
+    # Missing names count too: the limit must not tell them apart either.
+    for username in ("nobody", "bob", "nobody-else"):
+        response = client.post(invite_url(room), {"username": username}, follow=True)
+        assert messages_of(response) == [INVITED.format(username)]
+    response = client.post(invite_url(room), {"username": "carol"}, follow=True)
+    assert messages_of(response) == [
+        "You have sent many invitations in a short time. Try again in 17 minutes."
+    ]
+    assert Invitation.objects.count() == 1
+    # Other inviters have their own allowance, but bob's pending invitations are capped.
+    rooms = [
+        services.room_create(owner=make_user(f"u{i}"), title="URGENT", kind="shared")
+        for i in range(3)
+    ]
+    made = [services.invitation_create(room=r, by=r.owner, username="bob") for r in rooms]
+    assert [m is not None for m in made] == [True, False, False]
+    assert Invitation.objects.filter(invitee=bob, status="pending").count() == 2
+
+
+def test_the_room_list_pages_by_50(alice_client, alice, bob):
+    for i in range(120):
+        services.room_create(owner=alice, title=f"room {i:03}", kind="private")
+    first = alice_client.get(reverse("parley:rooms")).content.decode()
+    assert first.count('class="room-card"') == 50
+    assert "room 119" in first and "room 070" in first and "room 069" not in first
+    assert 'href="?page=2"' in first and "Page 1 of 3" in first
+    last = alice_client.get(reverse("parley:rooms") + "?page=3").content.decode()
+    assert last.count('class="room-card"') == 20 and "room 000" in last
+    odd = alice_client.get(reverse("parley:rooms") + "?page=x")
+    assert odd.status_code == 200 and "Page 1 of 3" in odd.content.decode()
+
+
+def test_room_creation_is_rate_limited_per_user(client, settings, alice, bob):
+    settings.PARLEY = {"RATE_LIMITS": {"ROOMS": [0.01, 2]}}
+    client.force_login(alice)
+    for title in ("one", "two"):
+        assert (
+            client.post(reverse("parley:rooms"), {"title": title, "kind": "private"}).status_code
+            == 302
+        )
+    response = client.post(reverse("parley:rooms"), {"title": "three", "kind": "private"})
+    assert response.status_code == 429
+    assert "You have created many rooms in a short time. Try again in 2 minutes." in (
+        response.content.decode()
+    )
+    assert list(Room.objects.filter(owner=alice).values_list("title", flat=True)) == ["two", "one"]
+    client.force_login(bob)  # per user
+    assert (
+        client.post(reverse("parley:rooms"), {"title": "bob's", "kind": "private"}).status_code
+        == 302
+    )
 
 
 def test_invite_into_private_room_is_refused(alice_client, bob, private_room):
@@ -189,7 +302,7 @@ def test_usernames_are_escaped(client, make_user, alice):
     # create_user does not validate usernames, and custom user models may allow anything.
     mallory = make_user("<b>mallory</b>")
     room = services.room_create(owner=alice, title="Team", kind="shared")
-    services.room_invite(room=room, by=alice, user=mallory)
+    services.room_member_add(room=room, user=mallory, by=alice)
     client.force_login(mallory)
     body = client.get(room_url(room.public_id)).content.decode()
     assert "<b>mallory</b>" not in body
