@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.db.models import F
 from django.urls import reverse
 
 from parley import services
@@ -338,3 +340,41 @@ def test_every_response_carries_the_csp(client, alice, admin_user):
     foreign = client.get("/", headers={"host": "evil.example"})  # DisallowedHost: 400
     assert foreign.status_code == 400
     assert csp_of(foreign)["connect-src"] == "'self'"
+
+
+# Login throttling (django-axes in the example project): the login page and the admin's.
+
+
+@pytest.mark.parametrize("url", ["/login/", "/admin/login/"])
+def test_after_five_wrong_passwords_even_the_right_one_is_refused_until_the_cool_off(
+    client, settings, admin_user, url
+):
+    from axes.models import AccessAttempt
+
+    assert settings.AXES_FAILURE_LIMIT == 5
+    right = {"username": "admin", "password": "password"}  # pytest-django's admin_user
+    wrong = {**right, "password": "guess"}
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert client.post(url, wrong).status_code == 200  # the form again, with its error
+    assert client.post(url, wrong).status_code == 429  # the fifth: locked out
+    locked = client.post(url, right)
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in client.session
+    assert "Content-Security-Policy" in locked
+    # The lock is on this username from this address: the same user elsewhere logs in.
+    assert client.post(url, right, REMOTE_ADDR="192.0.2.7").status_code == 302
+    client.logout()
+    assert client.post(url, right).status_code == 429
+    # Once the cool-off has passed since the last attempt, the right password works again.
+    cool_off = settings.AXES_COOLOFF_TIME
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - cool_off - timedelta(seconds=1))
+    response = client.post(url, right)
+    assert response.status_code == 302
+    assert client.session["_auth_user_id"] == str(admin_user.pk)
+
+
+def test_room_titles_lose_bidi_controls_and_invisible_spaces(alice_client):
+    title = "\u202eURGENT\u200b: \u2066re-enter\u2069 your password 👩\u200d💻"
+    alice_client.post(reverse("parley:rooms"), {"title": title, "kind": "shared"})
+    # Joiners stay: emoji sequences and some scripts need them.
+    assert Room.objects.get().title == "URGENT: re-enter your password 👩\u200d💻"
