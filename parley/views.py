@@ -48,6 +48,12 @@ def _room_for_member(request: HttpRequest, public_id: str) -> Room:
 ROOMS_PER_PAGE = 50
 
 
+def _isolated(text: str) -> str:
+    """``text`` between first-strong and pop isolates (U+2068, U+2069), the plain-text
+    ``<bdi>``: for names and titles inside a flash message, which is text, not markup."""
+    return f"\u2068{text}\u2069"
+
+
 def _wait(seconds: float) -> str:
     """A wait in words, rounded up: "a minute", "3 minutes"."""
     minutes = max(1, math.ceil(seconds / 60))
@@ -148,8 +154,8 @@ def room_invite(request: HttpRequest, public_id: str) -> HttpResponse:
     else:
         messages.success(
             request,
-            f"If “{username}” has an account here, they are invited: they join the room "
-            "when they accept.",
+            f"If “{_isolated(username)}” has an account here, they are invited: they join "
+            "the room when they accept.",
         )
     return redirect("parley:room", public_id=room.public_id)
 
@@ -168,7 +174,7 @@ def invitation_answer(request: HttpRequest, invitation_id: int, accept: bool) ->
         raise Http404("No such invitation.") from None
     if accept:
         return redirect("parley:room", public_id=invitation.room.public_id)
-    messages.info(request, f"You declined the invitation to “{invitation.room.title}”.")
+    messages.info(request, f"You declined the invitation to “{_isolated(invitation.room.title)}”.")
     return redirect("parley:rooms")
 
 

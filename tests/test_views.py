@@ -111,7 +111,10 @@ def test_room_page_carries_what_the_script_needs(alice_client, shared_room, priv
     assert "Invite by username" not in private.content.decode()
 
 
-INVITED = "If “{}” has an account here, they are invited: they join the room when they accept."
+INVITED = (
+    "If “\u2068{}\u2069” has an account here, they are invited: they join the room when "
+    "they accept."
+)
 
 
 def invite_url(room: Room) -> str:
@@ -165,7 +168,7 @@ def test_a_declined_invitation_makes_no_member(client, alice, bob):
     decline = reverse("parley:invitation-decline", kwargs={"invitation_id": invitation.pk})
     response = client.post(decline, follow=True)
     assert response.redirect_chain[-1][0] == reverse("parley:rooms")
-    assert messages_of(response) == ["You declined the invitation to “Team”."]
+    assert messages_of(response) == ["You declined the invitation to “\u2068Team\u2069”."]
     assert not services.room_is_member(room=room, user=bob)
     invitation.refresh_from_db()
     assert invitation.status == "declined"
@@ -181,8 +184,8 @@ def test_the_invite_answer_does_not_tell_who_has_an_account(alice_client, alice,
     answers = set()
     for username in ("bob", "nobody", "alice", "bob"):
         response = alice_client.post(invite_url(room), {"username": username}, follow=True)
-        said = [m.replace(f"“{username}”", "“…”") for m in messages_of(response)]
-        page = response.content.decode().replace(f"“{username}”", "“…”")
+        said = [m.replace(username, "…") for m in messages_of(response)]
+        page = response.content.decode().replace(f"“\u2068{username}\u2069”", "“\u2068…\u2069”")
         page = re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", page)
         answers.add((response.status_code, tuple(response.redirect_chain), tuple(said), page))
     assert len(answers) == 1
