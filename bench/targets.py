@@ -170,6 +170,9 @@ def prepare_parley_database(workdir: Path) -> tuple[str, Any]:
     url = f"sqlite:///{workdir / 'bench.sqlite3'}"
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example.settings")
+    # As `make run` (the example project defaults to DEBUG off, which needs a SECRET_KEY);
+    # the servers started later inherit it.
+    os.environ.setdefault("DEBUG", "true")
     sys.path.insert(0, str(ROOT))
     import django
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -20,14 +22,35 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", True)
+def development_secret_key(path: Path) -> str:
+    """A random key of this checkout's own, for DEBUG runs without SECRET_KEY: made once and
+    kept in a git-ignored file, so sessions survive restarts and no published constant
+    ever signs anything (a ticket signed with a public key opens sockets)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    return key
+
+
+# Off unless asked for: `make run` sets DEBUG=true; a server started any other way without
+# it gets production behaviour, and needs a SECRET_KEY of its own.
+DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     # Django itself only fails on the first signed cookie, and `check --deploy` merely warns:
     # refuse to start at all rather than serve errors.
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false.")
-    SECRET_KEY = "django-insecure-parley-example-only"
+    SECRET_KEY = development_secret_key(BASE_DIR / ".secret_key")
+elif not DEBUG and SECRET_KEY.startswith("django-insecure-"):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is a development key (django-insecure-…) and DEBUG is false: set a "
+        "random key of this deployment's own."
+    )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
@@ -39,10 +62,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "parley",
 ]
 
 MIDDLEWARE = [
+    # First, so that every response carries the policy: error pages, redirects, /status/.
+    "parley.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -51,7 +77,22 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login throttling (django-axes), for the login page and the admin's alike: after
+# LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that pair is
+# refused (HTTP 429), even with the right password, until LOGIN_COOLOFF_MINUTES have passed
+# without a further attempt (docs/security.md).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "example.urls"
 ASGI_APPLICATION = "example.asgi.application"
@@ -169,7 +210,16 @@ if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "3600"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = True
+    # Preloading is a promise browsers keep for months (a preloaded site cannot leave the
+    # list quickly), and their lists take only a max-age of a year or more: opt in, with a
+    # year, or do not ask. Django's deploy check nags (security.W021) while it is off.
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if SECURE_HSTS_PRELOAD and SECURE_HSTS_SECONDS < 31_536_000:
+        raise ImproperlyConfigured(
+            "SECURE_HSTS_PRELOAD needs SECURE_HSTS_SECONDS of at least 31536000 (a year)."
+        )
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 LOGGING = {
     "version": 1,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from .models import Membership, Message, Room
+from .models import Invitation, Membership, Message, Room
 
 
 class MembershipInline(admin.TabularInline):
@@ -36,3 +36,12 @@ class MessageAdmin(admin.ModelAdmin):
     search_fields = ["text", "room__title", "author__username"]
     raw_id_fields = ["room", "author", "reply_to"]
     readonly_fields = ["seq", "created_at", "updated_at", "worker"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ["room", "invitee", "invited_by", "status", "created_at", "answered_at"]
+    list_filter = ["status"]
+    search_fields = ["room__title", "invitee__username", "invited_by__username"]
+    raw_id_fields = ["room", "invitee", "invited_by"]
+    readonly_fields = ["created_at", "answered_at"]

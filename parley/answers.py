@@ -114,6 +114,11 @@ class Answer:
                 return Message.Status.INTERRUPTED, "The server restarted during this answer."
             return Message.Status.CANCELLED, ""
         except BackendError as exc:
+            # The members see the plain sentence; the address and the upstream's own words
+            # are for whoever reads the log.
+            logger.warning(
+                "assistant backend failed in room %s: %s %s", self.room.pk, exc, exc.detail
+            )
             return Message.Status.FAILED, str(exc)
         except Exception:
             logger.exception("assistant backend failed in room %s", self.room.pk)

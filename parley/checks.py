@@ -10,6 +10,9 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+# The mark of keys made for development (startproject's, and examples'), never secret.
+INSECURE_KEY_PREFIX = "django-insecure-"
+
 
 @checks.register(checks.Tags.compatibility)
 def check_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -85,4 +88,36 @@ def check_knowledge(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
         )
         for folder in folders
         if not Path(folder).exists()
+    ]
+
+
+@checks.register(checks.Tags.security)
+def check_allowed_hosts(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    if "*" not in settings.ALLOWED_HOSTS:
+        return []
+    return [
+        checks.Warning(
+            "ALLOWED_HOSTS contains '*': any Host header is accepted, so a page of any name "
+            "that resolves to this server (DNS rebinding) counts as the site's own origin "
+            "for room sockets.",
+            hint="List the site's host names. Room sockets still refuse Origins that differ "
+            "from the Host the handshake names (docs/security.md).",
+            id="parley.W003",
+        )
+    ]
+
+
+@checks.register(checks.Tags.security)
+def check_secret_key(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    key = str(getattr(settings, "SECRET_KEY", "") or "")
+    if settings.DEBUG or not key.startswith(INSECURE_KEY_PREFIX):
+        return []
+    return [
+        checks.Error(
+            f"SECRET_KEY starts with {INSECURE_KEY_PREFIX!r} while DEBUG is off: a published "
+            "development key signs sessions and room socket tickets, so anyone who knows it "
+            "can open any member's room socket.",
+            hint="Set SECRET_KEY to a long random value of this deployment's own.",
+            id="parley.E004",
+        )
     ]

@@ -43,6 +43,11 @@ DEFAULTS: dict[str, Any] = {
     "RECHECK_INTERVAL": 60.0,
     # Group name prefix on the channel layer.
     "GROUP_PREFIX": "parley",
+    # Origins besides the site's own (and CSRF_TRUSTED_ORIGINS) whose pages may open room
+    # sockets: "https://app.example.com", or "https://*.example.com" for subdomains.
+    "ALLOWED_ORIGINS": [],
+    # Invitations waiting for one user's answer, from everyone; more are not sent.
+    "MAX_PENDING_INVITATIONS": 20,
     # How often each process pings the channel layer, in seconds (four times as often after a
     # failure): a layer that returns is noticed within a quarter of this, then clients resync.
     "LAYER_CHECK_INTERVAL": 1.0,
@@ -58,6 +63,10 @@ DEFAULTS: dict[str, Any] = {
         # Open sockets one user may have in one server process (a number, not a bucket);
         # one more is refused with an error frame `too_many_sockets` and close 4029.
         "SOCKETS_PER_USER": 30,
+        # Rooms one user creates (the room list's form): 10 at once, then one a minute.
+        "ROOMS": (1 / 60, 10),
+        # Invitations one user sends, to existing usernames or not: 20, then two a minute.
+        "INVITES": (1 / 30, 20),
     },
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
     "KNOWLEDGE": {
@@ -85,6 +94,8 @@ class ParleyConfig:
     ticket_max_age: int = 300
     recheck_interval: float | None = 60.0
     group_prefix: str = "parley"
+    allowed_origins: list[str] = field(default_factory=list)
+    max_pending_invitations: int = 20
     layer_check_interval: float = 1.0
     rate_limits: dict[str, Any] = field(default_factory=dict)
     knowledge: dict[str, Any] = field(default_factory=dict)
@@ -120,7 +131,9 @@ def _reset(*, setting: str, **kwargs: Any) -> None:
     if setting == "PARLEY":
         get_config.cache_clear()
         from .backends import backends
-        from .throttling import user_buckets
+        from .throttling import page_buckets, user_buckets
 
         backends.reset()
         user_buckets.clear()
+        for buckets in page_buckets.values():
+            buckets.clear()

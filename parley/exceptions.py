@@ -25,6 +25,15 @@ class PermissionDenied(ParleyError):
     """The user may not do this in this room."""
 
 
+class RateLimited(ParleyError):
+    """The user has done this too often lately (``RATE_LIMITS``); ``retry_after`` is how many
+    seconds until they may again."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class AssistantBusy(ParleyError):
     """The room already has an answer streaming: one answer at a time per room."""
 
@@ -32,8 +41,15 @@ class AssistantBusy(ParleyError):
 class BackendError(ParleyError):
     """An assistant backend failed in a way worth telling the room (upstream down, bad reply).
 
-    The message is shown to users, so it must not leak secrets.
+    The message (``str(exc)``) is shown to every member of the room and stored with the
+    answer: a plain sentence, without secrets or internal addresses. ``detail`` is for whoever
+    runs the site (the model server's URL, its status and its own words): it is logged, never
+    sent.
     """
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class MissingDependency(ImproperlyConfigured, ImportError):

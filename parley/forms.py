@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 
 from .models import Room
+
+# Bidirectional controls (embeddings, overrides, isolates, marks) and invisible spaces: in a
+# title they only serve to disguise it. Joiners (U+200C, U+200D) stay: scripts and emoji
+# need them.
+_INVISIBLE = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
 
 
 class RoomCreateForm(forms.Form):
@@ -22,7 +29,7 @@ class RoomCreateForm(forms.Form):
     )
 
     def clean_title(self) -> str:
-        title = self.cleaned_data["title"].strip()
+        title = _INVISIBLE.sub("", self.cleaned_data["title"]).strip()
         if not title:
             raise forms.ValidationError("Give the room a title.")
         return title

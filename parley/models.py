@@ -75,6 +75,43 @@ class Membership(models.Model):
         return f"{self.user} in {self.room}"
 
 
+class Invitation(models.Model):
+    """An offer to join a shared room, which its invitee accepts or declines. Until they
+    accept they are no member: they see the room's title and who invited them, nothing of
+    its messages. Accepting makes a :class:`Membership` (and shows them the whole history).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        DECLINED = "declined", "Declined"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="invitations")
+    invitee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="parley_invitations"
+    )
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["room", "invitee"],
+                condition=Q(status="pending"),
+                name="parley_invited_once",
+            )
+        ]
+        indexes = [models.Index(fields=["invitee", "status"], name="parley_invitations_open")]
+
+    def __str__(self) -> str:
+        return f"{self.invitee} to {self.room} ({self.status})"
+
+
 class Message(models.Model):
     """One message of a room. ``seq`` numbers a room's messages 1, 2, 3… without gaps."""
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.paginator import Page, Paginator
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F
 from django.db.models.signals import post_save, pre_save
@@ -20,9 +21,10 @@ from django.utils import timezone
 
 from .backends.base import AssistantRequest, Passage, Turn
 from .conf import get_config
-from .exceptions import AssistantBusy, PermissionDenied
-from .models import Membership, Message, Room
+from .exceptions import AssistantBusy, PermissionDenied, RateLimited
+from .models import Invitation, Membership, Message, Room
 from .rendering import render_markdown
+from .throttling import page_buckets
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +109,14 @@ def room_create(*, owner: AbstractBaseUser, title: str, kind: str = Room.Kind.PR
     return room
 
 
-def room_invite(*, room: Room, by: AbstractBaseUser, user: AbstractBaseUser) -> Membership:
-    """Add ``user`` to a shared room. Only members may invite; private rooms take nobody."""
+def room_member_add(
+    *, room: Room, user: AbstractBaseUser, by: AbstractBaseUser | None = None
+) -> Membership:
+    """Make ``user`` a member of a shared room at once, without asking them: for the admin,
+    commands and tests. People invite through :func:`invitation_create`, which waits for the
+    invitee's consent. Adding the same member twice is harmless."""
     if room.kind != Room.Kind.SHARED:
         raise PermissionDenied("Private rooms have one member; create a shared room to invite.")
-    if not room_is_member(room=room, user=by):
-        raise PermissionDenied("Only members of a room may invite to it.")
     membership, _ = Membership.objects.get_or_create(
         room=room, user=user, defaults={"invited_by": by}
     )
@@ -156,7 +160,91 @@ def memberships_find(*, user_ids: set[Any], room_ids: set[int]) -> set[tuple[Any
 
 
 def rooms_for_user(*, user: AbstractBaseUser) -> list[Room]:
-    return list(Room.objects.filter(memberships__user=user).select_related("owner"))
+    return list(_rooms_of(user))
+
+
+def rooms_page(*, user: AbstractBaseUser, number: Any, per_page: int = 50) -> Page:
+    """One page of ``user``'s rooms, newest first; an out-of-range or malformed ``number``
+    gives the nearest page, as ``Paginator.get_page`` does."""
+    return Paginator(_rooms_of(user), per_page).get_page(number)
+
+
+def _rooms_of(user: AbstractBaseUser) -> models.QuerySet[Room]:
+    return (
+        Room.objects.filter(memberships__user=user)
+        .select_related("owner")
+        .order_by("-created_at", "-pk")
+    )
+
+
+# Invitations and page limits ---------------------------------------------------------------
+
+
+def user_rate_limit(*, user: AbstractBaseUser, action: str) -> None:
+    """Take one of ``user``'s tokens for ``RATE_LIMITS[action]`` (``"ROOMS"``,
+    ``"INVITES"``); raise :class:`RateLimited` with the wait when none is left. Counted per
+    server process, like the socket limits."""
+    bucket = page_buckets[action].get(user.pk, get_config().rate_limits[action])
+    if bucket is not None and not bucket.take():
+        raise RateLimited(f"Too many at once: {action.lower()}", retry_after=bucket.retry_after())
+
+
+def invitation_create(*, room: Room, by: AbstractBaseUser, username: str) -> Invitation | None:
+    """Invite the user called ``username`` to a shared room, if there is one to invite.
+
+    Only members invite; private rooms take nobody (:class:`PermissionDenied`). Every call
+    counts against the inviter's ``RATE_LIMITS["INVITES"]`` (:class:`RateLimited`), whether
+    the name exists or not. A missing or inactive name, a member, the inviter, someone
+    already invited here or with ``MAX_PENDING_INVITATIONS`` waiting gets nothing, and the
+    caller cannot tell which (``None``): the answer never says who has an account.
+    """
+    if room.kind != Room.Kind.SHARED:
+        raise PermissionDenied("Private rooms have one member; create a shared room to invite.")
+    if not room_is_member(room=room, user=by):
+        raise PermissionDenied("Only members of a room may invite to it.")
+    user_rate_limit(user=by, action="INVITES")
+    invitee = user_get_by_username(username=username)
+    if invitee is None or invitee.pk == by.pk or room_is_member(room=room, user=invitee):
+        return None
+    pending = Invitation.objects.filter(invitee=invitee, status=Invitation.Status.PENDING)
+    if pending.count() >= get_config().max_pending_invitations:
+        return None
+    try:
+        with transaction.atomic():
+            return Invitation.objects.create(room=room, invitee=invitee, invited_by=by)
+    except IntegrityError:  # invited here already, and not answered yet
+        return None
+
+
+def invitations_pending(*, user: AbstractBaseUser) -> list[Invitation]:
+    """The invitations waiting for ``user``'s answer, newest first."""
+    return list(
+        Invitation.objects.filter(invitee=user, status=Invitation.Status.PENDING).select_related(
+            "room", "invited_by"
+        )
+    )
+
+
+def invitation_answer(*, invitation_id: int, user: AbstractBaseUser, accept: bool) -> Invitation:
+    """Accept (``user`` becomes a member, through the ORM: ``Membership`` signals fire) or
+    decline an invitation waiting for ``user``; any other id raises :class:`PermissionDenied`."""
+    with transaction.atomic():
+        invitation = (
+            Invitation.objects.select_for_update()
+            .select_related("room")
+            .filter(pk=invitation_id, invitee=user, status=Invitation.Status.PENDING)
+            .first()
+        )
+        if invitation is None:
+            raise PermissionDenied("No such invitation.")
+        if accept:
+            Membership.objects.get_or_create(
+                room=invitation.room, user=user, defaults={"invited_by": invitation.invited_by}
+            )
+        invitation.status = Invitation.Status.ACCEPTED if accept else Invitation.Status.DECLINED
+        invitation.answered_at = timezone.now()
+        invitation.save(update_fields=["status", "answered_at"])
+    return invitation
 
 
 # Messages ----------------------------------------------------------------------------------

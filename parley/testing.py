@@ -53,9 +53,12 @@ class RoomClient:
         user: Any = None,
         *,
         origin: str | None = "http://127.0.0.1",
+        host: str = "127.0.0.1",
         path: str | None = None,
     ) -> RoomClient:
-        headers = []
+        """Open the room's socket as a browser on ``host``'s page at ``origin`` would (the
+        Origin must match the Host for the handshake to be accepted: parley.routing)."""
+        headers = [(b"host", host.encode())]
         if user is not None:
             headers.append((b"cookie", (await sync_to_async(session_cookie)(user)).encode()))
         if origin is not None:

@@ -84,3 +84,5 @@ class UserBuckets:
 
 
 user_buckets = UserBuckets()
+# The pages' limits, per user: rooms created, invitations sent (RATE_LIMITS "ROOMS", "INVITES").
+page_buckets = {"ROOMS": UserBuckets(), "INVITES": UserBuckets()}

@@ -10,6 +10,18 @@ urlpatterns = [
     path("rooms/<str:public_id>/", views.room_detail, name="room"),
     path("rooms/<str:public_id>/invite/", views.room_invite, name="invite"),
     path("rooms/<str:public_id>/leave/", views.room_leave, name="leave"),
+    path(
+        "invitations/<int:invitation_id>/accept/",
+        views.invitation_answer,
+        {"accept": True},
+        name="invitation-accept",
+    ),
+    path(
+        "invitations/<int:invitation_id>/decline/",
+        views.invitation_answer,
+        {"accept": False},
+        name="invitation-decline",
+    ),
     path("knowledge/<path:key>", views.knowledge_document, name="knowledge"),
     path("status/", views.status, name="status"),
 ]

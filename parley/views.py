@@ -3,6 +3,7 @@ services and render; the chat itself runs over the room socket (consumers.py).""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -14,41 +15,24 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import answers, services
-from .exceptions import PermissionDenied
+from .exceptions import PermissionDenied, RateLimited
 from .forms import InviteForm, RoomCreateForm
 from .hub import get_hub
+from .middleware import add_content_security_policy
 from .models import Room
 
 View = Callable[..., HttpResponse]
 
 
 def content_security_policy(view: View) -> View:
-    """Send a strict Content-Security-Policy with the view's responses (Django 5.2 has none
-    built in): scripts, styles and connections only from this origin, plus the room socket
-    on this host; no inline code, no framing. An existing header is left alone."""
+    """Send Parley's strict Content-Security-Policy with the view's responses (Django 5.2 has
+    none built in), for projects that do not install
+    :class:`parley.middleware.ContentSecurityPolicyMiddleware`. An existing header is left
+    alone."""
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        response = view(request, *args, **kwargs)
-        if "Content-Security-Policy" not in response:
-            host = request.get_host()
-            # A page seen as plain http may still reach the browser over https (a proxy
-            # without SECURE_PROXY_SSL_HEADER): allow the secure socket as well.
-            socket = f"wss://{host}" if request.is_secure() else f"ws://{host} wss://{host}"
-            response["Content-Security-Policy"] = "; ".join(
-                [
-                    "default-src 'self'",
-                    "script-src 'self'",
-                    "style-src 'self'",
-                    "img-src 'self' data:",
-                    f"connect-src 'self' {socket}",
-                    "frame-ancestors 'none'",
-                    "base-uri 'none'",
-                    "form-action 'self'",
-                    "object-src 'none'",
-                ]
-            )
-        return response
+        return add_content_security_policy(request, view(request, *args, **kwargs))
 
     return wrapped
 
@@ -61,19 +45,54 @@ def _room_for_member(request: HttpRequest, public_id: str) -> Room:
         raise Http404("No such room.") from None
 
 
+ROOMS_PER_PAGE = 50
+
+
+def _isolated(text: str) -> str:
+    """``text`` between first-strong and pop isolates (U+2068, U+2069), the plain-text
+    ``<bdi>``: for names and titles inside a flash message, which is text, not markup."""
+    return f"\u2068{text}\u2069"
+
+
+def _wait(seconds: float) -> str:
+    """A wait in words, rounded up: "a minute", "3 minutes"."""
+    minutes = max(1, math.ceil(seconds / 60))
+    return "a minute" if minutes == 1 else f"{minutes} minutes"
+
+
 @content_security_policy
 @login_required
 @require_http_methods(["GET", "POST"])
 def room_list(request: HttpRequest) -> HttpResponse:
-    """The user's rooms, and the form that creates one (POST)."""
+    """The user's rooms (50 a page), the invitations waiting for their answer, and the form
+    that creates a room (POST, within ``RATE_LIMITS["ROOMS"]``)."""
     form = RoomCreateForm(request.POST or None)
+    status = 200
     if request.method == "POST" and form.is_valid():
-        room = services.room_create(
-            owner=request.user, title=form.cleaned_data["title"], kind=form.cleaned_data["kind"]
-        )
-        return redirect("parley:room", public_id=room.public_id)
-    rooms = services.rooms_for_user(user=request.user)
-    return render(request, "parley/rooms.html", {"rooms": rooms, "form": form})
+        try:
+            services.user_rate_limit(user=request.user, action="ROOMS")
+        except RateLimited as exc:
+            form.add_error(
+                None,
+                "You have created many rooms in a short time. "
+                f"Try again in {_wait(exc.retry_after)}.",
+            )
+            status = 429
+        else:
+            room = services.room_create(
+                owner=request.user,
+                title=form.cleaned_data["title"],
+                kind=form.cleaned_data["kind"],
+            )
+            return redirect("parley:room", public_id=room.public_id)
+    context = {
+        "page": services.rooms_page(
+            user=request.user, number=request.GET.get("page"), per_page=ROOMS_PER_PAGE
+        ),
+        "invitations": services.invitations_pending(user=request.user),
+        "form": form,
+    }
+    return render(request, "parley/rooms.html", context, status=status)
 
 
 @content_security_policy
@@ -114,25 +133,31 @@ def knowledge_document(request: HttpRequest, key: str) -> HttpResponse:
 @login_required
 @require_POST
 def room_invite(request: HttpRequest, public_id: str) -> HttpResponse:
-    """Add a user, by username, to a shared room; the outcome is told as a message."""
+    """Invite a user, by username, to a shared room. The answer is the same whether or not
+    the name exists (nobody learns from it who has an account); the invitee joins only by
+    accepting."""
     room = _room_for_member(request, public_id)
     form = InviteForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Type the username of the person to invite.")
         return redirect("parley:room", public_id=room.public_id)
-    username = form.cleaned_data["username"]
-    user = services.user_get_by_username(username=username)
-    if user is None:
-        messages.error(request, f"There is no user called “{username}”.")
-    elif services.room_is_member(room=room, user=user):
-        messages.info(request, f"{user.get_username()} is already in this room.")
+    username = form.cleaned_data["username"].strip()
+    try:
+        services.invitation_create(room=room, by=request.user, username=username)
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    except RateLimited as exc:
+        messages.error(
+            request,
+            "You have sent many invitations in a short time. "
+            f"Try again in {_wait(exc.retry_after)}.",
+        )
     else:
-        try:
-            services.room_invite(room=room, by=request.user, user=user)
-        except PermissionDenied as exc:
-            messages.error(request, str(exc))
-        else:
-            messages.success(request, f"{user.get_username()} can now join this room.")
+        messages.success(
+            request,
+            f"If “{_isolated(username)}” has an account here, they are invited: they join "
+            "the room when they accept.",
+        )
     return redirect("parley:room", public_id=room.public_id)
 
 
@@ -147,7 +172,25 @@ def room_leave(request: HttpRequest, public_id: str) -> HttpResponse:
     except PermissionDenied as exc:
         messages.error(request, str(exc))
         return redirect("parley:room", public_id=room.public_id)
-    messages.success(request, f"You left “{room.title}”.")
+    messages.success(request, f"You left “{_isolated(room.title)}”.")
+    return redirect("parley:rooms")
+
+
+@content_security_policy
+@login_required
+@require_POST
+def invitation_answer(request: HttpRequest, invitation_id: int, accept: bool) -> HttpResponse:
+    """Accept (then go to the room) or decline an invitation waiting for this user; 404 for
+    any other."""
+    try:
+        invitation = services.invitation_answer(
+            invitation_id=invitation_id, user=request.user, accept=accept
+        )
+    except PermissionDenied:
+        raise Http404("No such invitation.") from None
+    if accept:
+        return redirect("parley:room", public_id=invitation.room.public_id)
+    messages.info(request, f"You declined the invitation to “{_isolated(invitation.room.title)}”.")
     return redirect("parley:rooms")
 
 

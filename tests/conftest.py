@@ -67,7 +67,7 @@ def shared_room(alice, bob):
     from parley import services
 
     room = services.room_create(owner=alice, title="Team", kind="shared")
-    services.room_invite(room=room, by=alice, user=bob)
+    services.room_member_add(room=room, user=bob, by=alice)
     return room
 
 

@@ -7,8 +7,13 @@ import json
 import os
 import tempfile
 
-from example.settings import *  # noqa: F403
-from example.settings import DATABASES
+# The example project runs with DEBUG off unless told otherwise; the tests' server
+# subprocesses (which inherit this environment) serve plain http as `make run` does, and
+# sign with the checkout's development key (example.settings.development_secret_key).
+os.environ.setdefault("DEBUG", "true")
+
+from example.settings import *  # noqa: E402, F403
+from example.settings import DATABASES  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 WHITENOISE_AUTOREFRESH = True

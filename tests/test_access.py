@@ -176,7 +176,7 @@ async def test_a_deactivated_or_deleted_user_is_closed_with_4401_in_every_room(
     the same. Alice's socket stays."""
     server = servers(redis_layer)
     carol = await sync_to_async(make_user)("carol")
-    await sync_to_async(services.room_invite)(room=shared_room, by=alice, user=carol)
+    await sync_to_async(services.room_member_add)(room=shared_room, by=alice, user=carol)
     own = await sync_to_async(services.room_create)(owner=bob, title="Bob's", kind="private")
     a = await Peer.connect(server, shared_room, alice)
     b1 = await Peer.connect(server, shared_room, bob)
@@ -292,7 +292,7 @@ async def test_the_periodic_recheck_closes_sockets_whose_rights_ended_without_a_
     server = servers({"PARLEY_TEST_OPTIONS": json.dumps({"RECHECK_INTERVAL": 0.3})})
     carol, dave = [await sync_to_async(make_user)(name) for name in ("carol", "dave")]
     for user in (carol, dave):
-        await sync_to_async(services.room_invite)(room=shared_room, by=alice, user=user)
+        await sync_to_async(services.room_member_add)(room=shared_room, by=alice, user=user)
     cookie, dave_key = await new_session(dave)
     a = await Peer.connect(server, shared_room, alice)
     b = await Peer.connect(server, shared_room, bob)
@@ -448,7 +448,7 @@ def test_who_may_remove_a_member(alice, bob, make_user, shared_room):
     from parley.exceptions import PermissionDenied
 
     carol = make_user("carol")
-    services.room_invite(room=shared_room, by=alice, user=carol)
+    services.room_member_add(room=shared_room, by=alice, user=carol)
     with pytest.raises(PermissionDenied):
         services.room_member_remove(room=shared_room, user=alice, by=alice)
     with pytest.raises(PermissionDenied):

@@ -519,23 +519,29 @@ class TestOpenAIBackend(BackendContract):
         fake_openai.script = Script(status=status, error={"message": message, "type": "error"})
         pieces, error = await failure_of(make_backend())
         assert pieces == []
-        assert f"HTTP {status}" in str(error)
-        assert shown in str(error)
-        assert API_KEY not in str(error)
-        assert API_KEY[:12] not in str(error)
+        assert f"HTTP {status}" in error.detail
+        assert shown in error.detail
+        for text in (str(error), error.detail):
+            assert API_KEY not in text
+            assert API_KEY[:12] not in text
+        assert str(error) in {
+            "The assistant could not answer.",
+            "The assistant is busy; try again later.",
+        }
 
     async def test_long_server_messages_are_cut(self, make_backend, fake_openai):
         fake_openai.script = Script(status=500, error={"message": "x" * 5000})
         _, error = await failure_of(make_backend())
-        assert "HTTP 500" in str(error)
-        assert len(str(error)) < 400
+        assert "HTTP 500" in error.detail
+        assert len(error.detail) < 400
 
     async def test_connection_refused_becomes_backend_error(self, make_backend):
         port = free_port()  # nothing listens there
         backend = make_backend(base_url=f"http://user:hunter2@127.0.0.1:{port}/v1")
         _, error = await failure_of(backend)
-        assert f"Could not reach the model server at http://127.0.0.1:{port}/v1" in str(error)
-        assert "hunter2" not in str(error)
+        assert f"Could not reach the model server at http://127.0.0.1:{port}/v1" in error.detail
+        assert "hunter2" not in error.detail
+        assert str(error) == "The assistant could not be reached."  # no address for users
 
     async def test_error_mid_stream_comes_after_the_earlier_tokens(self, make_backend, fake_openai):
         fake_openai.script = Script(
@@ -543,7 +549,8 @@ class TestOpenAIBackend(BackendContract):
         )
         pieces, error = await failure_of(make_backend())
         assert pieces == Script().tokens[:3]
-        assert "reported an error while answering: CUDA out of memory" in str(error)
+        assert "reported an error while answering: CUDA out of memory" in error.detail
+        assert str(error) == "The assistant failed while answering."
 
     async def test_a_connection_dropped_mid_stream_becomes_backend_error(
         self, make_backend, fake_openai
@@ -551,26 +558,27 @@ class TestOpenAIBackend(BackendContract):
         fake_openai.script = Script(drop_after=2)
         pieces, error = await failure_of(make_backend())
         assert pieces == Script().tokens[:2]
-        assert f"The connection to the model server at {fake_openai.base_url} broke off" in str(
-            error
+        assert f"The connection to the model server at {fake_openai.base_url} broke off" in (
+            error.detail
         )
+        assert str(error) == "The assistant's answer was cut off."
 
     async def test_a_malformed_stream_becomes_backend_error(self, make_backend, fake_openai):
         fake_openai.script = Script(garbage_after=1)
         pieces, error = await failure_of(make_backend())
         assert pieces == Script().tokens[:1]
-        assert "sent a malformed reply" in str(error)
+        assert "sent a malformed reply" in error.detail
 
     async def test_a_server_that_hangs_times_out(self, make_backend, fake_openai):
         fake_openai.script = Script(hang=True)
         _, error = await failure_of(make_backend(timeout=0.5))
-        assert "did not answer within 0.5 seconds" in str(error)
+        assert "did not answer within 0.5 seconds" in error.detail
         await fake_openai.wait_for(lambda: fake_openai.last.disconnected)
 
     async def test_a_stream_that_stalls_times_out(self, make_backend, fake_openai):
         fake_openai.script = Script(tokens=["Hello", " there", " ..."], delay=3)
         _, error = await failure_of(make_backend(timeout=0.5))
-        assert "did not answer within 0.5 seconds" in str(error)
+        assert "did not answer within 0.5 seconds" in error.detail
 
     def test_missing_openai_package_names_the_extra(self, monkeypatch):
         monkeypatch.setitem(sys.modules, "openai", None)  # makes "import openai" fail

@@ -758,3 +758,37 @@ def test_hostile_payloads_stay_text_run_nothing_and_reach_no_other_host(
     assert_payloads_harmless(tab, payloads, room_url)
     assert foreign == [[], []]
     assert evil_server.hits == []
+
+
+def test_bidi_overrides_in_names_and_titles_are_isolated(servers, alice, make_user, new_tab):
+    """A right-to-left override in a username or a room title ("\u202enimda" shows as
+    "admin") is rendered inside an isolating element wherever it appears (the room list,
+    the room's title, its members, the author of a message drawn by the script), so it
+    cannot reorder the text around it."""
+    from playwright.sync_api import expect
+
+    from parley import services
+
+    spoof = make_user("\u202enimda")
+    room = services.room_create(owner=alice, title="Team \u202egnp.exe", kind="shared")
+    services.room_member_add(room=room, user=spoof, by=alice)
+    services.message_post(room=room, author=spoof, text="hello from the admin")
+    server = servers(env=backend_env(FAST), name="browser-bidi")
+    tab = new_tab()
+    page = tab.page
+    log_in(tab, server, "alice")
+
+    def bidi(locator: Any) -> tuple[str, str]:
+        return tuple(locator.evaluate("el => [el.tagName, getComputedStyle(el).unicodeBidi]"))
+
+    card = page.locator(".room-card-title", has_text="gnp.exe")
+    assert bidi(card) == ("BDI", "isolate")
+    open_room(tab, room)
+    assert bidi(page.locator("#room-title bdi")) == ("BDI", "isolate")
+    member = page.locator(".members bdi", has_text="nimda")
+    assert text_of(member) == "\u202enimda"
+    assert bidi(member) == ("BDI", "isolate")
+    author = page.locator(".msg-user .msg-author")
+    expect(author).to_have_text("\u202enimda")
+    assert bidi(author)[1] == "isolate"
+    assert tab.errors == [] and tab.dialogs == []

@@ -5,7 +5,12 @@ import secrets
 import subprocess
 import sys
 
-from parley.checks import check_backends, check_channel_layer
+from parley.checks import (
+    check_allowed_hosts,
+    check_backends,
+    check_channel_layer,
+    check_secret_key,
+)
 from tests.servers import ROOT
 
 
@@ -99,3 +104,85 @@ def test_in_memory_layer_without_debug_fails_check_deploy_with_w001():
     assert "System check identified 1 issue" in output, output  # W001 and nothing else
     status, output = check_deploy({**env, "DEBUG": "true"})
     assert "parley.W001" not in output
+
+
+# Doors left open (issue 9, items 10 and 13): the development key, ALLOWED_HOSTS=['*'], HSTS.
+
+
+def test_allowed_hosts_star_warns_w003(settings):
+    settings.ALLOWED_HOSTS = ["chat.example.com"]
+    assert check_allowed_hosts() == []
+    settings.ALLOWED_HOSTS = ["chat.example.com", "*"]
+    assert ids(check_allowed_hosts()) == ["parley.W003"]
+
+
+def test_a_development_key_without_debug_is_error_e004(settings):
+    settings.SECRET_KEY = "django-insecure-parley-example-only"
+    settings.DEBUG = False
+    assert ids(check_secret_key()) == ["parley.E004"]
+    settings.DEBUG = True
+    assert check_secret_key() == []
+    settings.DEBUG = False
+    settings.SECRET_KEY = secrets.token_urlsafe(50)
+    assert check_secret_key() == []
+
+
+def settings_of(env: dict[str, str], *names: str) -> tuple[int, str]:
+    """``(exit status, output)`` of loading the example project's settings with only ``env``
+    and printing ``names`` (one ``repr`` a line)."""
+    code = "import django; django.setup(); from django.conf import settings; " + "; ".join(
+        f"print(repr(settings.{name}))" for name in names
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "DJANGO_SETTINGS_MODULE": "example.settings",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_debug_is_off_unless_asked_for_so_no_key_means_no_start():
+    status, output = check_deploy({})  # no DEBUG, no SECRET_KEY: as `uvicorn` would start
+    assert status != 0
+    assert "SECRET_KEY must be set when DEBUG is false" in output
+
+
+def test_a_development_key_with_debug_off_refuses_to_start():
+    env = {**PRODUCTION_ENV, "SECRET_KEY": "django-insecure-parley-example-only"}
+    status, output = check_deploy(env)
+    assert status != 0
+    assert "SECRET_KEY is a development key" in output
+
+
+def test_debug_without_a_key_makes_one_of_the_checkouts_own():
+    """`make run` sets DEBUG=true and no key: the project makes a random key once, keeps it
+    in a git-ignored file, and uses the same one on the next start; never a constant."""
+    first = settings_of({"DEBUG": "true"}, "SECRET_KEY", "DEBUG")
+    second = settings_of({"DEBUG": "true"}, "SECRET_KEY")
+    assert first[0] == second[0] == 0, first[1] + second[1]
+    key = first[1].splitlines()[0].strip("'")
+    assert first[1].splitlines()[1] == "True"
+    assert second[1].strip().strip("'") == key
+    assert len(key) >= 50 and not key.startswith("django-insecure-")
+    assert (ROOT / ".secret_key").read_text().strip() == key
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".secret_key"], cwd=ROOT)
+    assert ignored.returncode == 0, ".secret_key must be git-ignored"
+
+
+def test_hsts_preload_only_with_a_year():
+    status, output = settings_of(PRODUCTION_ENV, "SECURE_HSTS_SECONDS", "SECURE_HSTS_PRELOAD")
+    assert status == 0 and output.split() == ["3600", "False"], output
+    status, output = check_deploy({**PRODUCTION_ENV, "SECURE_HSTS_PRELOAD": "true"})
+    assert status != 0 and "at least 31536000" in output
+    year = {**PRODUCTION_ENV, "SECURE_HSTS_PRELOAD": "true", "SECURE_HSTS_SECONDS": "31536000"}
+    status, output = check_deploy(year)
+    assert status == 0, output
+    status, output = settings_of(year, "SECURE_HSTS_PRELOAD")
+    assert output.split() == ["True"], output

@@ -7,6 +7,7 @@ from io import StringIO
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
+from django.test import RequestFactory
 
 from parley import services
 from parley.models import Room
@@ -19,8 +20,10 @@ def test_parley_demo_is_idempotent():
     call_command("parley_demo", stdout=first)
     call_command("parley_demo", "--base-url", "http://demo.test", stdout=second)
 
-    demo = authenticate(username="demo", password="demo-pass-123")
-    guest = authenticate(username="guest", password="demo-pass-123")
+    # django-axes (the example project's login throttling) needs the login's request.
+    login = RequestFactory().post("/login/")
+    demo = authenticate(login, username="demo", password="demo-pass-123")
+    guest = authenticate(login, username="guest", password="demo-pass-123")
     assert demo is not None and guest is not None
     assert Room.objects.count() == 2
     private = Room.objects.get(title="Private notes")

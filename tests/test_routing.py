@@ -3,68 +3,131 @@
 from __future__ import annotations
 
 import inspect
-from urllib.parse import urlparse
 
 import pytest
 from channels.routing import URLRouter
-from channels.security.websocket import OriginValidator
 
 from parley.routing import OriginCheck, websocket_application, websocket_urlpatterns
 from parley.testing import RoomClient
-
-ALLOWED = ["http://127.0.0.1", "http://.example.com"]
 
 
 async def app(scope, receive, send):
     pass
 
 
-def websocket_scope(*origins: bytes) -> dict:
-    return {"type": "websocket", "headers": [(b"origin", origin) for origin in origins]}
+def websocket_scope(*origins: bytes, host: bytes = b"chat.example.com", **more) -> dict:
+    headers = [(b"host", host)] if host else []
+    headers += [(b"origin", origin) for origin in origins]
+    return {"type": "websocket", "scheme": "ws", "headers": headers, **more}
+
+
+def admitted(scope: dict) -> bool:
+    result = OriginCheck(app)(scope, None, None)
+    allowed = result.cr_code is app.__code__
+    result.close()
+    return allowed
+
+
+@pytest.fixture
+def site(settings):
+    settings.ALLOWED_HOSTS = ["chat.example.com", ".example.org"]
+    settings.CSRF_TRUSTED_ORIGINS = []
+    settings.PARLEY = {}
+    settings.SECURE_PROXY_SSL_HEADER = None
+    settings.USE_X_FORWARDED_HOST = False
+    return settings
 
 
 @pytest.mark.parametrize(
-    "origins",
+    "origins, allowed",
     [
-        (b"http://127.0.0.1",),
-        (b"http://chat.example.com",),
-        (b"http://evil.example",),
-        (b"null",),
-        (),
-        (b"http://evil.example", b"http://127.0.0.1"),  # the last header counts
-        (b"http://127.0.0.1", b"http://evil.example"),
+        ((b"http://chat.example.com",), True),
+        ((b"HTTP://Chat.Example.com:80",), True),  # the same origin, spelt otherwise
+        ((b"https://chat.example.com",), False),  # the page is http: another origin
+        ((b"http://chat.example.com:8080",), False),  # another port of the same host
+        ((b"ftp://chat.example.com",), False),
+        ((b"file://chat.example.com",), False),
+        ((b"chrome-extension://chat.example.com",), False),
+        ((b"http://user@chat.example.com",), False),
+        ((b"http://evil.example",), False),
+        ((b"http://chat.example.com.evil.example",), False),
+        ((b"null",), False),
+        ((b"http://[::1",), False),  # no URL: refused, not an error
+        ((), False),
+        ((b"http://evil.example", b"http://chat.example.com"), True),  # the last counts
+        ((b"http://chat.example.com", b"http://evil.example"), False),
     ],
 )
-def test_origin_check_decides_as_channels_validator_does(origins):
-    """The same allowed/refused decision as Channels' ``OriginValidator`` (whose
-    ``valid_origin`` it uses), the last Origin header counting as there."""
-    result = OriginCheck(app, ALLOWED)(websocket_scope(*origins), None, None)
-    allowed = result.cr_code is app.__code__
-    result.close()
-    parsed = urlparse(origins[-1].decode("latin1")) if origins else None
-    assert allowed == OriginValidator(app, ALLOWED).valid_origin(parsed)
-    assert allowed == (origins[-1:] in ((b"http://127.0.0.1",), (b"http://chat.example.com",)))
+def test_origin_must_be_the_sites_own_scheme_host_and_port(site, origins, allowed):
+    assert admitted(websocket_scope(*origins)) is allowed
 
 
-def test_origin_check_hands_over_the_applications_own_coroutine():
+def test_the_host_must_be_allowed_and_wss_means_https(site):
+    assert admitted(websocket_scope(b"http://www.example.org", host=b"www.example.org"))
+    assert not admitted(websocket_scope(b"http://evil.example", host=b"evil.example"))
+    secure = websocket_scope(b"https://chat.example.com", scheme="wss")
+    assert admitted(secure)
+    assert not admitted(websocket_scope(b"http://chat.example.com", scheme="wss"))
+    # No Host header: the server's address stands in, as for Django's get_host().
+    no_host = websocket_scope(b"http://chat.example.com:8000", host=b"")
+    assert admitted({**no_host, "server": ("chat.example.com", 8000)})
+
+
+def test_allowed_hosts_star_still_refuses_foreign_origins(site):
+    site.ALLOWED_HOSTS = ["*"]
+    assert admitted(websocket_scope(b"http://chat.example.com"))
+    for origin in (b"http://evil.example", b"null", b"file://", b"ftp://chat.example.com"):
+        assert not admitted(websocket_scope(origin)), origin
+    assert not admitted(websocket_scope())
+
+
+def test_the_proxy_header_decides_the_scheme_as_for_django(site):
+    site.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    proxied = [(b"x-forwarded-proto", b"https")]
+    scope = websocket_scope(b"https://chat.example.com")
+    assert admitted({**scope, "headers": scope["headers"] + proxied})
+    assert not admitted(websocket_scope(b"https://chat.example.com"))  # no header: plain ws
+    scope = websocket_scope(b"http://chat.example.com")
+    assert not admitted({**scope, "headers": scope["headers"] + proxied})
+    site.USE_X_FORWARDED_HOST = True
+    scope = websocket_scope(b"http://www.example.org", host=b"10.0.0.5:8000")
+    assert admitted(
+        {**scope, "headers": scope["headers"] + [(b"x-forwarded-host", b"www.example.org")]}
+    )
+
+
+def test_trusted_origins_are_admitted_exactly_or_by_subdomain(site):
+    site.CSRF_TRUSTED_ORIGINS = ["https://app.example.net"]
+    site.PARLEY = {"ALLOWED_ORIGINS": ["https://*.widgets.example", "http://localhost:3000"]}
+    for origin in (
+        b"https://app.example.net",
+        b"https://a.widgets.example",
+        b"https://b.a.widgets.example",
+        b"http://localhost:3000",
+    ):
+        assert admitted(websocket_scope(origin)), origin
+    for origin in (
+        b"http://app.example.net",  # the scheme is part of the origin
+        b"https://app.example.net:444",
+        b"http://a.widgets.example",
+        b"https://widgets.example.evil",
+        b"http://localhost:3001",
+        b"null",
+    ):
+        assert not admitted(websocket_scope(origin)), origin
+
+
+def test_origin_check_hands_over_the_applications_own_coroutine(site):
     """No coroutine of the check's own stays alive while the socket is open: the server
     awaits the application's coroutine directly."""
-    result = OriginCheck(app, ALLOWED)(websocket_scope(b"http://127.0.0.1"), None, None)
+    result = OriginCheck(app)(websocket_scope(b"http://chat.example.com"), None, None)
     assert inspect.iscoroutine(result) and result.cr_code is app.__code__
-    result.close()
-
-
-def test_an_origin_that_is_no_url_is_refused_not_an_error():
-    """``urlparse`` raises on ``http://[::1``; Channels' validator lets that escape (the
-    handshake fails with a server error), the check refuses it."""
-    result = OriginCheck(app, ALLOWED)(websocket_scope(b"http://[::1"), None, None)
-    assert result.cr_code is not app.__code__  # the denier's
     result.close()
 
 
 def test_origin_check_only_takes_websockets():
     with pytest.raises(ValueError):
-        OriginCheck(app, ALLOWED)({"type": "http", "headers": []}, None, None)
+        OriginCheck(app)({"type": "http", "headers": []}, None, None)
 
 
 def test_room_consumer_application_returns_the_consumers_coroutine():

@@ -129,6 +129,45 @@ async def test_cross_site_handshake_with_the_victims_cookie_is_refused(
     await own.close()
 
 
+async def test_only_the_sites_own_scheme_host_and_port_open_a_socket(servers, alice, private_room):
+    """The Origin must be the page's own origin, not just a host in ALLOWED_HOSTS: a page on
+    another port of the same host, the https or ftp or file origin of the host, or another
+    allowed host's page cannot open a member's socket with the member's cookie (HTTP 403)."""
+    server = servers()
+    cookie = await cookie_of(alice)
+    path = room_path(private_room)
+    port = server.port
+    for origin in (
+        f"http://127.0.0.1:{port + 1}",
+        "http://127.0.0.1",
+        f"https://127.0.0.1:{port}",
+        f"ftp://127.0.0.1:{port}",
+        f"file://127.0.0.1:{port}",
+        "file://",
+        f"http://localhost:{port}",  # in ALLOWED_HOSTS, but not the host the page is on
+    ):
+        status = await handshake_status(server, path, {"Cookie": cookie, "Origin": origin})
+        assert status == 403, origin
+    own = await Peer.connect(server, private_room, alice)  # Origin http://127.0.0.1:<port>
+    assert own.frames[0]["type"] == "hello"
+    await own.close()
+
+
+async def test_allowed_hosts_star_still_refuses_foreign_origins(servers, alice, private_room):
+    """With ALLOWED_HOSTS=['*'] (which system check parley.W003 flags) the Origin is still
+    compared with the host the handshake names: foreign, null and missing Origins fail."""
+    server = servers({"ALLOWED_HOSTS": "*"})
+    cookie = await cookie_of(alice)
+    path = room_path(private_room)
+    for origin in ("http://evil.example", "null", f"https://127.0.0.1:{server.port}"):
+        status = await handshake_status(server, path, {"Cookie": cookie, "Origin": origin})
+        assert status == 403, origin
+    assert await handshake_status(server, path, {"Cookie": cookie}) == 403
+    own = await Peer.connect(server, private_room, alice)
+    assert own.frames[0]["type"] == "hello"
+    await own.close()
+
+
 async def test_anonymous_socket_is_told_and_closed_with_4401(servers, private_room):
     server = servers()
     origin = {"Origin": server.http_url}

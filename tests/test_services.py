@@ -27,12 +27,25 @@ def test_invite_only_into_shared_rooms_and_only_by_members(
 ):
     carol = make_user("carol")
     with pytest.raises(PermissionDenied):
-        services.room_invite(room=private_room, by=alice, user=bob)
+        services.invitation_create(room=private_room, by=alice, username="bob")
     with pytest.raises(PermissionDenied):
-        services.room_invite(room=shared_room, by=carol, user=carol)
-    services.room_invite(room=shared_room, by=bob, user=carol)
-    services.room_invite(room=shared_room, by=alice, user=carol)  # twice is harmless
-    assert Membership.objects.filter(room=shared_room, user=carol).count() == 1
+        services.invitation_create(room=shared_room, by=carol, username="carol")
+    first = services.invitation_create(room=shared_room, by=bob, username="carol")
+    assert first is not None and first.invited_by == bob
+    # Invited already and not answered: nothing new.
+    assert services.invitation_create(room=shared_room, by=alice, username="carol") is None
+    assert not services.room_is_member(room=shared_room, user=carol)
+    services.invitation_answer(invitation_id=first.pk, user=carol, accept=True)
+    assert Membership.objects.get(room=shared_room, user=carol).invited_by == bob
+
+
+def test_room_member_add_adds_at_once_and_only_to_shared_rooms(alice, bob, private_room):
+    with pytest.raises(PermissionDenied):
+        services.room_member_add(room=private_room, user=bob, by=alice)
+    shared = services.room_create(owner=alice, title="Team", kind=Room.Kind.SHARED)
+    services.room_member_add(room=shared, user=bob, by=alice)
+    services.room_member_add(room=shared, user=bob, by=alice)  # twice is harmless
+    assert Membership.objects.filter(room=shared, user=bob).count() == 1
 
 
 def test_room_get_for_member_hides_foreign_and_unknown_rooms(alice, bob, private_room):

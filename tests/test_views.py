@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+
 import pytest
+from django.db.models import F
 from django.urls import reverse
 
 from parley import services
-from parley.models import Membership, Room
+from parley.models import Invitation, Membership, Room
 
 pytestmark = pytest.mark.django_db
 
@@ -107,32 +111,146 @@ def test_room_page_carries_what_the_script_needs(alice_client, shared_room, priv
     assert "Invite by username" not in private.content.decode()
 
 
-def test_invite_flow(client, alice, bob, make_user):
+INVITED = (
+    "If “\u2068{}\u2069” has an account here, they are invited: they join the room when "
+    "they accept."
+)
+
+
+def invite_url(room: Room) -> str:
+    return reverse("parley:invite", kwargs={"public_id": room.public_id})
+
+
+def test_an_invitation_makes_no_member_until_accepted(client, alice, bob, make_user):
     room = services.room_create(owner=alice, title="Team", kind="shared")
     client.force_login(alice)
-    url = reverse("parley:invite", kwargs={"public_id": room.public_id})
-
-    response = client.post(url, {"username": "bob"}, follow=True)
+    response = client.post(invite_url(room), {"username": "bob"}, follow=True)
     assert response.redirect_chain[-1][0] == room_url(room.public_id)
-    assert messages_of(response) == ["bob can now join this room."]
-    assert services.room_is_member(room=room, user=bob)
-
-    response = client.post(url, {"username": "bob"}, follow=True)
-    assert messages_of(response) == ["bob is already in this room."]
-    assert Membership.objects.filter(room=room, user=bob).count() == 1
-
-    response = client.post(url, {"username": "nobody"}, follow=True)
-    assert messages_of(response) == ["There is no user called “nobody”."]
-
-    response = client.post(url, {"username": ""}, follow=True)
+    assert messages_of(response) == [INVITED.format("bob")]
+    assert not services.room_is_member(room=room, user=bob)
+    response = client.post(invite_url(room), {"username": ""}, follow=True)
     assert messages_of(response) == ["Type the username of the person to invite."]
 
-    # The invited member sees the room and may invite in turn.
-    carol = make_user("carol")
+    # Bob sees the invitation, not the room: its page and socket stay closed to him.
     client.force_login(bob)
-    assert client.get(reverse("parley:rooms")).content.decode().count(room.public_id) == 1
-    client.post(url, {"username": "carol"})
-    assert services.room_is_member(room=room, user=carol)
+    body = client.get(reverse("parley:rooms")).content.decode()
+    (invitation,) = Invitation.objects.filter(invitee=bob)
+    assert 'alice</bdi> invited you to <bdi class="invitation-room">Team</bdi>' in body
+    assert "see its whole history" in body
+    accept = reverse("parley:invitation-accept", kwargs={"invitation_id": invitation.pk})
+    assert f'action="{accept}"' in body
+    assert room_url(room.public_id) not in body
+    assert client.get(room_url(room.public_id)).status_code == 404
+    assert client.get(accept).status_code == 405  # a POST only: a link cannot accept
+
+    response = client.post(accept)
+    assert response.status_code == 302 and response["Location"] == room_url(room.public_id)
+    membership = Membership.objects.get(room=room, user=bob)
+    assert membership.invited_by == alice
+    invitation.refresh_from_db()
+    assert invitation.status == "accepted" and invitation.answered_at is not None
+    assert client.get(room_url(room.public_id)).status_code == 200
+    assert client.post(accept).status_code == 404  # answered already
+
+    # The new member may invite in turn; an invitation is answered by its invitee only.
+    carol = make_user("carol")
+    client.post(invite_url(room), {"username": "carol"})
+    invitation = Invitation.objects.get(invitee=carol)
+    accept = reverse("parley:invitation-accept", kwargs={"invitation_id": invitation.pk})
+    assert client.post(accept).status_code == 404  # bob cannot accept for carol
+    assert not services.room_is_member(room=room, user=carol)
+
+
+def test_a_declined_invitation_makes_no_member(client, alice, bob):
+    room = services.room_create(owner=alice, title="Team", kind="shared")
+    invitation = services.invitation_create(room=room, by=alice, username="bob")
+    client.force_login(bob)
+    decline = reverse("parley:invitation-decline", kwargs={"invitation_id": invitation.pk})
+    response = client.post(decline, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("parley:rooms")
+    assert messages_of(response) == ["You declined the invitation to “\u2068Team\u2069”."]
+    assert not services.room_is_member(room=room, user=bob)
+    invitation.refresh_from_db()
+    assert invitation.status == "declined"
+    assert "invited you" not in response.content.decode()
+    accept = reverse("parley:invitation-accept", kwargs={"invitation_id": invitation.pk})
+    assert client.post(accept).status_code == 404
+
+
+def test_the_invite_answer_does_not_tell_who_has_an_account(alice_client, alice, bob):
+    """An existing name, a missing one, a member's and one's own get the same page: the
+    answer is no oracle for usernames."""
+    room = services.room_create(owner=alice, title="Team", kind="shared")
+    answers = set()
+    for username in ("bob", "nobody", "alice", "bob"):
+        response = alice_client.post(invite_url(room), {"username": username}, follow=True)
+        said = [m.replace(username, "…") for m in messages_of(response)]
+        page = response.content.decode().replace(f"“\u2068{username}\u2069”", "“\u2068…\u2069”")
+        page = re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", page)
+        answers.add((response.status_code, tuple(response.redirect_chain), tuple(said), page))
+    assert len(answers) == 1
+    ((_, chain, said, _),) = answers
+    assert chain == ((room_url(room.public_id), 302),) and said == (INVITED.format("…"),)
+    assert Invitation.objects.filter(room=room).count() == 1  # bob's, once
+
+
+def test_invitations_are_rate_limited_per_inviter_and_capped_per_invitee(
+    client, settings, alice, bob, make_user
+):
+    settings.PARLEY = {"RATE_LIMITS": {"INVITES": [0.001, 3]}, "MAX_PENDING_INVITATIONS": 2}
+    room = services.room_create(owner=alice, title="Team", kind="shared")
+    client.force_login(alice)
+    # Missing names count too: the limit must not tell them apart either.
+    for username in ("nobody", "bob", "nobody-else"):
+        response = client.post(invite_url(room), {"username": username}, follow=True)
+        assert messages_of(response) == [INVITED.format(username)]
+    response = client.post(invite_url(room), {"username": "carol"}, follow=True)
+    assert messages_of(response) == [
+        "You have sent many invitations in a short time. Try again in 17 minutes."
+    ]
+    assert Invitation.objects.count() == 1
+    # Other inviters have their own allowance, but bob's pending invitations are capped.
+    rooms = [
+        services.room_create(owner=make_user(f"u{i}"), title="URGENT", kind="shared")
+        for i in range(3)
+    ]
+    made = [services.invitation_create(room=r, by=r.owner, username="bob") for r in rooms]
+    assert [m is not None for m in made] == [True, False, False]
+    assert Invitation.objects.filter(invitee=bob, status="pending").count() == 2
+
+
+def test_the_room_list_pages_by_50(alice_client, alice, bob):
+    for i in range(120):
+        services.room_create(owner=alice, title=f"room {i:03}", kind="private")
+    first = alice_client.get(reverse("parley:rooms")).content.decode()
+    assert first.count('class="room-card"') == 50
+    assert "room 119" in first and "room 070" in first and "room 069" not in first
+    assert 'href="?page=2"' in first and "Page 1 of 3" in first
+    last = alice_client.get(reverse("parley:rooms") + "?page=3").content.decode()
+    assert last.count('class="room-card"') == 20 and "room 000" in last
+    odd = alice_client.get(reverse("parley:rooms") + "?page=x")
+    assert odd.status_code == 200 and "Page 1 of 3" in odd.content.decode()
+
+
+def test_room_creation_is_rate_limited_per_user(client, settings, alice, bob):
+    settings.PARLEY = {"RATE_LIMITS": {"ROOMS": [0.01, 2]}}
+    client.force_login(alice)
+    for title in ("one", "two"):
+        assert (
+            client.post(reverse("parley:rooms"), {"title": title, "kind": "private"}).status_code
+            == 302
+        )
+    response = client.post(reverse("parley:rooms"), {"title": "three", "kind": "private"})
+    assert response.status_code == 429
+    assert "You have created many rooms in a short time. Try again in 2 minutes." in (
+        response.content.decode()
+    )
+    assert list(Room.objects.filter(owner=alice).values_list("title", flat=True)) == ["two", "one"]
+    client.force_login(bob)  # per user
+    assert (
+        client.post(reverse("parley:rooms"), {"title": "bob's", "kind": "private"}).status_code
+        == 302
+    )
 
 
 def test_invite_into_private_room_is_refused(alice_client, bob, private_room):
@@ -189,7 +307,7 @@ def test_usernames_are_escaped(client, make_user, alice):
     # create_user does not validate usernames, and custom user models may allow anything.
     mallory = make_user("<b>mallory</b>")
     room = services.room_create(owner=alice, title="Team", kind="shared")
-    services.room_invite(room=room, by=alice, user=mallory)
+    services.room_member_add(room=room, user=mallory, by=alice)
     client.force_login(mallory)
     body = client.get(room_url(room.public_id)).content.decode()
     assert "<b>mallory</b>" not in body
@@ -202,3 +320,64 @@ def test_status_is_for_staff_only(client, alice, admin_user):
     client.force_login(admin_user)
     body = client.get(reverse("parley:status")).json()
     assert set(body) == {"worker", "rooms", "sockets", "backlogged", "answers"}
+
+
+def csp_of(response) -> dict[str, str]:
+    csp = response["Content-Security-Policy"]
+    return dict(d.strip().split(" ", 1) for d in csp.split(";"))
+
+
+def test_every_response_carries_the_csp(client, alice, admin_user):
+    """Error pages, the staff status JSON, redirects and the admin get the policy too
+    (parley.middleware.ContentSecurityPolicyMiddleware, installed by the example project)."""
+    responses = [client.get("/no-such-page/"), client.get(reverse("parley:rooms"))]
+    client.force_login(alice)
+    responses += [client.get(reverse("parley:status")), client.get(room_url("no-such-room"))]
+    client.force_login(admin_user)
+    responses += [client.get(reverse("parley:status")), client.get("/admin/")]
+    assert [r.status_code for r in responses] == [404, 302, 404, 404, 200, 200]
+    for response in responses:
+        directives = csp_of(response)
+        assert directives["default-src"] == "'self'" and directives["script-src"] == "'self'"
+        assert directives["frame-ancestors"] == "'none'"
+    foreign = client.get("/", headers={"host": "evil.example"})  # DisallowedHost: 400
+    assert foreign.status_code == 400
+    assert csp_of(foreign)["connect-src"] == "'self'"
+
+
+# Login throttling (django-axes in the example project): the login page and the admin's.
+
+
+@pytest.mark.parametrize("url", ["/login/", "/admin/login/"])
+def test_after_five_wrong_passwords_even_the_right_one_is_refused_until_the_cool_off(
+    client, settings, admin_user, url
+):
+    from axes.models import AccessAttempt
+
+    assert settings.AXES_FAILURE_LIMIT == 5
+    right = {"username": "admin", "password": "password"}  # pytest-django's admin_user
+    wrong = {**right, "password": "guess"}
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert client.post(url, wrong).status_code == 200  # the form again, with its error
+    assert client.post(url, wrong).status_code == 429  # the fifth: locked out
+    locked = client.post(url, right)
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in client.session
+    assert "Content-Security-Policy" in locked
+    # The lock is on this username from this address: the same user elsewhere logs in.
+    assert client.post(url, right, REMOTE_ADDR="192.0.2.7").status_code == 302
+    client.logout()
+    assert client.post(url, right).status_code == 429
+    # Once the cool-off has passed since the last attempt, the right password works again.
+    cool_off = settings.AXES_COOLOFF_TIME
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - cool_off - timedelta(seconds=1))
+    response = client.post(url, right)
+    assert response.status_code == 302
+    assert client.session["_auth_user_id"] == str(admin_user.pk)
+
+
+def test_room_titles_lose_bidi_controls_and_invisible_spaces(alice_client):
+    title = "\u202eURGENT\u200b: \u2066re-enter\u2069 your password 👩\u200d💻"
+    alice_client.post(reverse("parley:rooms"), {"title": title, "kind": "shared"})
+    # Joiners stay: emoji sequences and some scripts need them.
+    assert Room.objects.get().title == "URGENT: re-enter your password 👩\u200d💻"

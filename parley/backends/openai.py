@@ -121,7 +121,8 @@ class OpenAIBackend(AssistantBackend):
         """Yield the text pieces of the model's answer as they arrive; with passages, the
         prompt carries them as numbered sources and the answer ends with their links.
 
-        Raises :class:`BackendError` (with a message fit for users, never the API key) when
+        Raises :class:`BackendError` (a plain sentence for users; the server's address and
+        its own words in ``detail``, for the log; never the API key) when
         the server cannot be reached, times out, refuses the request, or reports an error
         mid-answer. When the generator is closed or the task consuming it is cancelled, the
         HTTP response is closed at once, which tells the server to stop generating.
@@ -152,8 +153,9 @@ class OpenAIBackend(AssistantBackend):
                     raise self._error(exc, client=client, answering=True) from None
                 except ValueError:  # a data line that is not JSON
                     raise BackendError(
-                        "The assistant's answer was cut off. The model server at "
-                        f"{display_url(str(client.base_url))} sent a malformed reply."
+                        "The assistant's answer was cut off.",
+                        detail=f"The model server at {display_url(str(client.base_url))} sent "
+                        "a malformed reply.",
                     ) from None
                 if not chunk.choices:  # e.g. the usage summary at the end
                     continue
@@ -186,47 +188,49 @@ class OpenAIBackend(AssistantBackend):
     def _error(
         self, exc: Exception, *, client: openai.AsyncOpenAI, answering: bool
     ) -> BackendError:
-        """A :class:`BackendError` telling users what went wrong, without secrets: a plain
-        first sentence for the room's members, then the details for whoever runs the site."""
-        where = display_url(str(client.base_url))
+        """A :class:`BackendError` with a plain sentence for the room's members, and the
+        details (the server's address, status and message, never the key) for the log."""
+        where = f"the model server at {display_url(str(client.base_url))}"
+        server = where[0].upper() + where[1:]
         if isinstance(exc, openai.APITimeoutError):
             return BackendError(
-                f"The assistant timed out: the model server at {where} did not answer within "
-                f"{self.timeout:g} seconds."
+                "The assistant timed out.",
+                detail=f"{server} did not answer within {self.timeout:g} seconds.",
             )
         if isinstance(exc, openai.APIConnectionError):
             if answering:
                 return BackendError(
-                    "The assistant's answer was cut off. "
-                    f"The connection to the model server at {where} broke off."
+                    "The assistant's answer was cut off.",
+                    detail=f"The connection to {where} broke off.",
                 )
             return BackendError(
-                "The assistant could not be reached. "
-                f"Could not reach the model server at {where}: is it running?"
+                "The assistant could not be reached.",
+                detail=f"Could not reach {where}: is it running?",
             )
         if isinstance(exc, openai.APIStatusError):
             detail = self._detail(exc.body)
-            message = (
-                "The assistant could not answer. "
-                f"The model server at {where} answered HTTP {exc.status_code}"
+            message = f"{server} answered HTTP {exc.status_code}" + (
+                f": {detail}" if detail else "."
             )
-            message += f": {detail}" if detail else "."
             hint = {
                 401: "Check the API key (OPENAI_API_KEY).",
                 403: "Check the API key (OPENAI_API_KEY) and its permissions.",
                 404: "Check the model name (PARLEY_MODEL) and the server URL (OPENAI_BASE_URL).",
                 429: "The server is busy or over quota; try again later.",
             }.get(exc.status_code)
-            return BackendError(f"{message} {hint}" if hint else message)
+            public = "The assistant could not answer."
+            if exc.status_code == 429:
+                public = "The assistant is busy; try again later."
+            return BackendError(public, detail=f"{message} {hint}" if hint else message)
         if isinstance(exc, openai.APIError):  # an error event in the middle of the stream
             detail = self._detail(exc.body) or self._detail({"message": exc.message})
             return BackendError(
-                "The assistant failed while answering. "
-                f"The model server at {where} reported an error while answering"
-                + (f": {detail}" if detail else ".")
+                "The assistant failed while answering.",
+                detail=f"{server} reported an error while answering"
+                + (f": {detail}" if detail else "."),
             )
         return BackendError(
-            f"The assistant could not answer. The request to the model server at {where} failed."
+            "The assistant could not answer.", detail=f"The request to {where} failed."
         )
 
     def _detail(self, body: object) -> str:

@@ -32,7 +32,7 @@ class Command(BaseCommand):
             private = self._room(owner=demo, title="Private notes", kind=Room.Kind.PRIVATE)
             shared = self._room(owner=demo, title="Team room", kind=Room.Kind.SHARED)
             if not services.room_is_member(room=shared, user=guest):
-                services.room_invite(room=shared, by=demo, user=guest)
+                services.room_member_add(room=shared, user=guest, by=demo)
 
         base = base_url.rstrip("/")
         self.stdout.write(self.style.SUCCESS("Parley demo ready."))
