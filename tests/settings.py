@@ -8,7 +8,9 @@ import os
 import tempfile
 
 from example.settings import *  # noqa: F403
-from example.settings import DATABASES
+from example.settings import DATABASES, INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.apps.TestsConfig"]
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 WHITENOISE_AUTOREFRESH = True
