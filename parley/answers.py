@@ -20,7 +20,7 @@ from typing import Any
 from . import protocol, services
 from .backends import get_backend
 from .conf import get_config
-from .db import database_call
+from .db import database_call, knowledge_call
 from .exceptions import BackendError, LayerUnavailable
 from .hub import get_hub
 from .models import Message, Room
@@ -129,7 +129,8 @@ class Answer:
 
     async def _pump(self, flush_interval: float) -> None:
         backend = get_backend(self.room.backend)
-        request = await database_call(services.answer_request, answer=self.message)
+        # Off the database thread: the search may rebuild the knowledge index first.
+        request = await knowledge_call(services.answer_request, answer=self.message)
         last_flush = time.monotonic()
         flusher: asyncio.Task[None] | None = None
         stream = backend.stream(request)

@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import functools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from asgiref.sync import AsyncToSync, SyncToAsync
@@ -41,6 +42,25 @@ async def database_call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T
     call = functools.partial(_closing_stale_connections, fn, args, kwargs)
     return await asyncio.get_running_loop().run_in_executor(
         SyncToAsync.single_thread_executor, contextvars.copy_context().run, call
+    )
+
+
+# One thread of its own for knowledge searches: a search may rebuild the in-memory index
+# first (hundreds of milliseconds for thousands of passages), which on the database thread
+# would hold up every socket's message posts.
+_knowledge_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-knowledge")
+
+
+async def knowledge_call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` run on Parley's knowledge thread, with the caller's context
+    variables: a thread apart from :func:`database_call`'s, with a database connection of
+    its own (closed around each call when stale, by ``CONN_MAX_AGE``, as there). For reads
+    that may take long (:func:`parley.services.answer_request`, whose search may rebuild the
+    index), so that the database thread stays free. Cancelling the await does not stop
+    ``fn``."""
+    call = functools.partial(_closing_stale_connections, fn, args, kwargs)
+    return await asyncio.get_running_loop().run_in_executor(
+        _knowledge_executor, contextvars.copy_context().run, call
     )
 
 

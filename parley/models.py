@@ -174,9 +174,13 @@ class KnowledgePassage(models.Model):
 
     ``source`` is ``"files"`` for documents read from ``KNOWLEDGE["FOLDERS"]``, or the label of
     a registered model (``"blog.article"``); ``document`` is the file's key
-    (``"docs/backends.md"``) or the object's primary key. Who may read a passage is decided
-    at query time from its source (parley/knowledge/permissions.py), never stored here, so a
-    changed permission rule needs no reindexing.
+    (``"docs/backends.md"``) or the object's primary key.
+
+    ``owner`` and ``permission`` are who may read it, computed when it is indexed from its
+    registration's ``owner`` and ``permission``, so that a search filters by them with a
+    precomputed mask before ranking, at a cost that does not depend on what the user may not
+    read (parley/knowledge/permissions.py). The registration's current rules apply as well:
+    a tightened rule applies at once, a loosened one after ``parley_index``.
     """
 
     source = models.CharField(max_length=100)
@@ -185,6 +189,16 @@ class KnowledgePassage(models.Model):
     title = models.CharField(max_length=300, help_text="The heading path, e.g. 'Doc › Section'.")
     url = models.CharField(max_length=500, blank=True)
     text = models.TextField()
+    owner = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Primary key of the one user who may read it; '' when it has no owner.",
+    )
+    permission = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="Model-level permission needed to read it ('app_label.codename'), or ''.",
+    )
 
     class Meta:
         ordering = ["source", "document", "position"]

@@ -10,7 +10,7 @@ import functools
 import logging
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Page, Paginator
@@ -19,12 +19,15 @@ from django.db.models import F
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
-from .backends.base import AssistantRequest, Passage, Turn
+from .backends.base import AssistantRequest, Turn
 from .conf import get_config
 from .exceptions import AssistantBusy, PermissionDenied, RateLimited
 from .models import Invitation, Membership, Message, Room
 from .rendering import render_markdown
 from .throttling import page_buckets
+
+if TYPE_CHECKING:
+    from .knowledge.index import Retrieval
 
 logger = logging.getLogger(__name__)
 
@@ -426,12 +429,20 @@ def answer_finish(*, message_id: int, text: str, status: str, error: str = "") -
 
 def answer_request(*, answer: Message) -> AssistantRequest:
     """What the backend is asked for ``answer``: the room's recent finished messages up to
-    the question, oldest first."""
+    and including the question it answers (``answer.reply_to``), oldest first, and the
+    knowledge passages for that question's text.
+
+    Messages posted after the question are left out, even those stored before the answer
+    took its number: they are not what was asked (another member's message must never be
+    searched with the asker's rights). In a shared room the passages are those every member
+    may read (:func:`_passages_for`); ``withheld`` says when some were left out for that.
+    """
     room = answer.room
+    question = answer.reply_to
     limit = get_config().context_messages
     rows = list(
         Message.objects.select_related("author")
-        .filter(room=room, seq__lt=answer.seq)
+        .filter(room=room, seq__lte=question.seq if question is not None else answer.seq - 1)
         .exclude(role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
         .exclude(text="")
         .order_by("-seq")[:limit]
@@ -445,23 +456,29 @@ def answer_request(*, answer: Message) -> AssistantRequest:
         )
         for m in rows
     ]
-    asker = answer.reply_to.author if answer.reply_to and answer.reply_to.author else None
+    asker = question.author if question is not None else None
     request = AssistantRequest(
         turns=turns, room=room.title, user=asker.get_username() if asker else ""
     )
-    return replace(request, passages=tuple(_passages_for(question=request.question, user=asker)))
+    if question is None:  # deleted since: nothing to search for
+        return request
+    retrieval = _passages_for(room=room, question=question.text, user=asker)
+    return replace(request, passages=tuple(retrieval.passages), withheld=retrieval.withheld)
 
 
-def _passages_for(*, question: str, user: AbstractBaseUser | None) -> list[Passage]:
-    """The knowledge passages for ``question`` that ``user`` may read. A broken index
-    costs the answer its passages, not the answer itself."""
-    from .knowledge.index import passages_search
+def _passages_for(*, room: Room, question: str, user: AbstractBaseUser | None) -> Retrieval:
+    """The knowledge passages for ``question`` that ``user`` may read and, in a shared
+    room, every current member too: whatever is posted in a room is disclosed to all its
+    members (and to those invited later, who read its history). A broken index costs the
+    answer its passages, not the answer itself."""
+    from .knowledge.index import Retrieval, knowledge_search
 
+    audience = room_members(room=room) if room.kind == Room.Kind.SHARED else []
     try:
-        return passages_search(query=question, user=user)
+        return knowledge_search(query=question, user=user, audience=audience)
     except Exception:
         logger.exception("knowledge search failed; answering without passages")
-        return []
+        return Retrieval(passages=[])
 
 
 # People ------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ import tempfile
 os.environ.setdefault("DEBUG", "true")
 
 from example.settings import *  # noqa: E402, F403
-from example.settings import DATABASES  # noqa: E402
+from example.settings import DATABASES, INSTALLED_APPS  # noqa: E402
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.apps.TestsConfig"]
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 WHITENOISE_AUTOREFRESH = True

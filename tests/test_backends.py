@@ -11,6 +11,7 @@ import importlib
 import sys
 import warnings
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from parley.backends.base import AssistantBackend, AssistantRequest, Passage, Turn
 from parley.backends.offline import INTRO, UNKNOWN, OfflineBackend, calculate, compose_answer
 from parley.backends.openai import OpenAIBackend, build_messages
+from parley.backends.prompt import WITHHELD_NOTE, WITHHELD_PROMPT
 from parley.backends.scripted import ScriptedBackend
 from parley.exceptions import BackendError
 from parley.rendering import render_markdown
@@ -418,6 +420,16 @@ class TestOpenAIBackend(BackendContract):
             "1. [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
             "2. [Configuration › Variables](/knowledge/docs/configuration.md#variables)\n"
         )
+
+    async def test_withheld_passages_are_told_to_the_model_and_the_room(
+        self, make_backend, fake_openai
+    ):
+        request = replace(ask("Which URL for Ollama?", passages=(OLLAMA,)), withheld=True)
+        pieces = await collect(make_backend(system_prompt="You help.").stream(request))
+        system = fake_openai.last.body["messages"][0]["content"]
+        assert system.startswith(f"You help.\n\n{WITHHELD_PROMPT}\n\nNumbered excerpts")
+        source = "1. [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
+        assert pieces[-1].endswith(f"{source}\n\n_{WITHHELD_NOTE}_\n")
 
     async def test_a_failed_answer_gets_no_sources(self, make_backend, fake_openai):
         fake_openai.script = Script(fail_after=2)

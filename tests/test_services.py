@@ -185,6 +185,31 @@ def test_answer_request_has_recent_history_with_authors(alice, bob, shared_room,
     assert request.room == "Team"
 
 
+def test_answer_request_answers_its_question_not_a_message_posted_after_it(alice, bob, shared_room):
+    """Bob posts while Alice's question waits for its answer to be opened: the answer is to
+    Alice's question, searched with its text, and Bob's message is not in its context."""
+    from parley.knowledge.chunking import Section
+    from parley.knowledge.sources import Document
+    from parley.knowledge.store import document_store
+
+    for key, title, text in (
+        ("kb/travel.md", "Travel", "The ferry leaves at nine."),
+        ("kb/coffee.md", "Coffee", "Descale the coffee machine monthly."),
+    ):
+        section = Section(title=title, anchor="", text=text)
+        document_store(
+            document=Document(source="files", key=key, title=title, url="", sections=[section])
+        )
+    question, _ = services.message_post(room=shared_room, author=alice, text="When is the ferry?")
+    services.message_post(room=shared_room, author=bob, text="How do I descale the coffee machine?")
+    answer = services.answer_start(room=shared_room, reply_to=question, worker="w")
+    request = services.answer_request(answer=answer)
+    assert request.question == "When is the ferry?"
+    assert [(t.author, t.content) for t in request.turns] == [("alice", "When is the ferry?")]
+    assert [p.title for p in request.passages] == ["Travel"]
+    assert request.user == "alice"
+
+
 def test_answer_request_carries_the_passages_for_the_question(alice, bob, shared_room):
     from parley.knowledge.chunking import Section
     from parley.knowledge.sources import Document
@@ -210,16 +235,22 @@ def test_answer_request_searches_as_the_asker_and_survives_a_broken_index(
     from parley.knowledge import index
 
     asked = []
-    monkeypatch.setattr(index, "passages_search", lambda **kw: asked.append(kw) or [])
+
+    def search(**kwargs):
+        asked.append(kwargs)
+        return index.Retrieval(passages=[])
+
+    monkeypatch.setattr(index, "knowledge_search", search)
     question, _ = services.message_post(room=shared_room, author=bob, text="When is the ferry?")
     answer = services.answer_start(room=shared_room, reply_to=question, worker="w")
     services.answer_request(answer=answer)
-    assert asked == [{"query": "When is the ferry?", "user": bob}]
+    # In a shared room, every member's rights count (see tests/knowledge/test_access.py).
+    assert asked == [{"query": "When is the ferry?", "user": bob, "audience": [alice, bob]}]
 
     def broken(**kwargs):
         raise RuntimeError("index exploded")
 
-    monkeypatch.setattr(index, "passages_search", broken)
+    monkeypatch.setattr(index, "knowledge_search", broken)
     assert services.answer_request(answer=answer).passages == ()
     assert "knowledge search failed" in caplog.text
 

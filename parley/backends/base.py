@@ -40,8 +40,11 @@ class AssistantRequest:
     """What a backend is asked: the room's recent conversation, oldest first, ending with the
     question, plus who asked and where.
 
-    ``passages`` are the knowledge passages retrieved for the question that the asker may
-    read, best first; empty when nothing matched well enough (or no knowledge is indexed).
+    ``passages`` are the knowledge passages retrieved for the question that the asker (and,
+    in a shared room, every member) may read, best first; empty when nothing matched well
+    enough (or no knowledge is indexed). ``withheld`` is true when passages that matched
+    were left out because not every member of the room may read them: the answer must say
+    so (:data:`parley.backends.prompt.WITHHELD_NOTE`), and tell nothing else about them.
     """
 
     turns: list[Turn]
@@ -49,6 +52,7 @@ class AssistantRequest:
     user: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     passages: tuple[Passage, ...] = ()
+    withheld: bool = False
 
     @property
     def question(self) -> str:

@@ -21,7 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ..exceptions import BackendError, MissingDependency
 from .base import AssistantBackend, AssistantRequest
-from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown
+from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown, withheld_markdown
 
 try:
     import llama_cpp
@@ -172,7 +172,8 @@ class LlamaCppBackend(AssistantBackend):
             emit(_DONE)
 
     async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
-        """Yield the model's answer piece by piece, then the sources of its passages.
+        """Yield the model's answer piece by piece, then the sources of its passages (and
+        the withheld note, if passages were withheld).
 
         Raises :class:`BackendError` when the model cannot answer (e.g. the prompt does not
         fit in ``n_ctx``). When the generator is closed or its consumer cancelled,
@@ -196,9 +197,10 @@ class LlamaCppBackend(AssistantBackend):
                 yield item  # type: ignore[misc]
         finally:
             stop.set()
-        sources = sources_markdown(request.passages[: self.max_passages])
-        if sources:
-            yield sources
+        ending = sources_markdown(request.passages[: self.max_passages])
+        ending += withheld_markdown(request)
+        if ending:
+            yield ending
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, ValueError) and "context window" in str(exc):

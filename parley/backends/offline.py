@@ -17,7 +17,7 @@ from typing import Any
 from ..knowledge.excerpts import excerpts_for
 from ..knowledge.text import text_terms
 from .base import AssistantBackend, AssistantRequest, Passage
-from .prompt import passages_sources, sources_markdown
+from .prompt import passages_sources, sources_markdown, withheld_markdown
 from .scripted import split_words
 
 INTRO = (
@@ -125,7 +125,12 @@ def knowledge_answer(request: AssistantRequest) -> str | None:
 
 def compose_answer(request: AssistantRequest) -> str:
     """The offline answer to the last question of ``request``: arithmetic if it is that,
-    else quoted from the passages, else a greeting, else a plain "I don't know"."""
+    else quoted from the passages, else a greeting, else a plain "I don't know"; ending
+    with the withheld note when passages were withheld."""
+    return _compose(request) + withheld_markdown(request)
+
+
+def _compose(request: AssistantRequest) -> str:
     question = request.question.strip()
     lowered = question.lower()
     result = calculate(question.split(":", 1)[-1]) if question else None

@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ..exceptions import BackendError, MissingDependency
 from .base import AssistantBackend, AssistantRequest
-from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown
+from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown, withheld_markdown
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIBackend", "build_messages"]
 
@@ -119,7 +119,8 @@ class OpenAIBackend(AssistantBackend):
 
     async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
         """Yield the text pieces of the model's answer as they arrive; with passages, the
-        prompt carries them as numbered sources and the answer ends with their links.
+        prompt carries them as numbered sources and the answer ends with their links (and
+        with :data:`~parley.backends.prompt.WITHHELD_NOTE` when some were withheld).
 
         Raises :class:`BackendError` (a plain sentence for users; the server's address and
         its own words in ``detail``, for the log; never the API key) when
@@ -167,9 +168,9 @@ class OpenAIBackend(AssistantBackend):
             # Reached on exhaustion, error, aclose() and cancellation alike: closing the
             # response drops the connection, and the server stops generating.
             await response.close()
-        sources = sources_markdown(request.passages)
-        if sources:
-            yield sources
+        ending = sources_markdown(request.passages) + withheld_markdown(request)
+        if ending:
+            yield ending
 
     async def aclose(self) -> None:
         """Close the HTTP clients. The backend stays usable: the next ``stream`` makes a new one."""

@@ -22,6 +22,16 @@ KNOWLEDGE_PROMPT = (
     "it, say that you do not know rather than guess."
 )
 
+# The line that ends an answer when passages were withheld (AssistantRequest.withheld). It
+# names nothing of what was withheld.
+WITHHELD_NOTE = "Some sources were withheld: not every member of this room may read them."
+
+WITHHELD_PROMPT = (
+    "Some of this site's documents that may answer the latest message were withheld, because "
+    "not every member of this room may read them. If what follows does not answer it, say "
+    "that you cannot answer here, without guessing what they hold."
+)
+
 # Passage text beyond this, per source, is left out of the prompt.
 MAX_SOURCE_CHARS = 1500
 
@@ -70,13 +80,15 @@ def build_messages(
     request: AssistantRequest, *, system_prompt: str, max_source_chars: int = MAX_SOURCE_CHARS
 ) -> list[dict[str, str]]:
     """The chat ``messages`` for ``request``: one system message (the system prompt, then
-    the passages as numbered sources, if any), then each turn.
+    :data:`WITHHELD_PROMPT` if passages were withheld, then the passages as numbered
+    sources, if any), then each turn.
 
     User turns with an author are prefixed ``"<author>: "``, so that the model can tell the
     members of a shared room apart; assistant turns go in as the assistant's own.
     """
     context = passages_prompt(request.passages, max_chars=max_source_chars)
-    system = "\n\n".join(part for part in (system_prompt, context) if part)
+    withheld = WITHHELD_PROMPT if request.withheld else ""
+    system = "\n\n".join(part for part in (system_prompt, withheld, context) if part)
     messages = [{"role": "system", "content": system}] if system else []
     for turn in request.turns:
         if turn.role == "user" and turn.author:
@@ -103,3 +115,9 @@ def sources_markdown(passages: tuple[Passage, ...] | list[Passage]) -> str:
         return ""
     lines = [f"{s.number}. {markdown_link(s.title, s.url)}" for s in passages_sources(passages)]
     return "\n\n**Sources**\n\n" + "\n".join(lines) + "\n"
+
+
+def withheld_markdown(request: AssistantRequest) -> str:
+    """The line that ends an answer whose request had passages withheld (after its
+    sources): :data:`WITHHELD_NOTE`, in italics. Empty otherwise."""
+    return f"\n\n_{WITHHELD_NOTE}_\n" if request.withheld else ""

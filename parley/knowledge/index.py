@@ -12,6 +12,7 @@ import math
 import statistics
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +22,21 @@ import numpy as np
 from ..backends.base import Passage
 from ..conf import get_config
 from ..models import KnowledgePassage
-from .permissions import Reader
+from .permissions import Reader, objects_of
 from .store import version_get
 from .text import text_terms
 
-# How many ranked candidates a search looks at, at most, to fill its places: bounds the
-# object permission checks when a user may read few of the best matches.
+# How many ranked candidates a search looks at, at most, to fill its places (each costs a
+# coverage check; all of them are passages the readers may read).
 MAX_CANDIDATES = 200
+# How many of the best candidates (those clearing MIN_SCORE) a search considers, at least:
+# a registration's callable permission is asked for those of them alone, with their objects
+# loaded in one query per source, so that its cost is bounded whatever else matched.
+WINDOW = 16
+
+# The owner code of a passage without an owner, and of a user who owns no passage.
+_NO_OWNER = -1
+_NOT_AN_OWNER = -2
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +48,17 @@ class Entry:
     title: str
     url: str
     text: str
+    owner: str = ""
+    permission: str = ""
 
 
 class KnowledgeIndex:
     """An immutable BM25 index of ``entries`` (all passages of one index version).
 
     A passage is indexed with its title twice, then its text: the heading path is the best
-    summary of what a section is about.
+    summary of what a section is about. Who may read each passage is kept as arrays of
+    codes (its source, owner and permission), from which :meth:`readable` makes a user's
+    mask.
     """
 
     def __init__(
@@ -67,14 +80,36 @@ class KnowledgeIndex:
         count = len(entries)
         frequency = Counter(term for terms_of in self.term_sets for term in terms_of)
         self.idf = {term: _idf(count, n) for term, n in frequency.items()}
-        by_source: dict[str, list[int]] = {}
-        for position, entry in enumerate(entries):
-            by_source.setdefault(entry.source, []).append(position)
-        self.sources = {source: np.array(rows) for source, rows in by_source.items()}
+        self.source_names, self.source_codes = _codes(e.source for e in entries)
+        self.permission_names, self.permission_codes = _codes(
+            (e.permission for e in entries), first=""
+        )
+        owners, owner_codes = _codes((e.owner for e in entries), first="")
+        self.owner_codes = np.where(owner_codes == 0, _NO_OWNER, owner_codes)
+        self.owners = {owner: code for code, owner in enumerate(owners) if owner}
         self.bm25: bm25s.BM25 | None = None
         if entries:
             self.bm25 = bm25s.BM25()
             self.bm25.index(terms, show_progress=False)
+
+    def readable(self, reader: Reader) -> np.ndarray:
+        """The mask (one boolean per passage) of the passages ``reader`` may read as far as
+        rules known ahead decide: the source's rule, the stored permission, the owner. Its
+        cost grows with the number of passages, sources and permissions, not with which of
+        them the reader may not read. Passages of a source with a callable rule are left in:
+        see :meth:`search`."""
+        if not self.entries:
+            return np.zeros(0, dtype=bool)
+        sources = np.array([reader.source_rule(name) is not False for name in self.source_names])
+        required = np.array([reader.owner_required(name) for name in self.source_names])
+        permitted = np.array([reader.may(name) for name in self.permission_names])
+        user = self.owners.get(reader.key, _NOT_AN_OWNER) if reader.key else _NOT_AN_OWNER
+        owned = required[self.source_codes] | (self.owner_codes != _NO_OWNER)
+        return (
+            sources[self.source_codes]
+            & permitted[self.permission_codes]
+            & (~owned | (self.owner_codes == user))
+        )
 
     def weights(self, terms: list[str]) -> dict[str, float]:
         """How much each of a question's ``terms`` weighs: its IDF; a term no passage holds
@@ -94,14 +129,16 @@ class KnowledgeIndex:
         return found / sum(weights.values())
 
     def search(
-        self, *, query: str, reader: Reader, limit: int, min_score: float
-    ) -> list[tuple[Entry, float]]:
-        """The best passages for ``query`` that ``reader`` may read, best first, with their
-        BM25 scores: at most ``limit``, each matching at least ``min_score`` of the
-        query's weight (see :meth:`weights`).
+        self, *, query: str, readers: list[Reader], limit: int, min_score: float
+    ) -> tuple[list[tuple[Entry, float]], bool]:
+        """The best passages for ``query`` that every one of ``readers`` may read, best first,
+        with their BM25 scores: at most ``limit``, each matching at least ``min_score`` of the
+        query's weight (see :meth:`weights`); and whether a passage the first reader (the
+        asker) would have been given alone was withheld because another may not read it.
 
-        Passages the reader may not read are removed before ranking is cut off, so they
-        never take a place, and nothing about them is returned.
+        Passages the asker may not read are masked out of the scores, so they are never
+        candidates and nothing about them is looked at. A callable permission is asked, for
+        every reader, of the candidates among the first :data:`WINDOW` alone.
         """
         # A compound no passage has ("time-out") is left to its parts, not counted missing.
         terms = [
@@ -109,32 +146,63 @@ class KnowledgeIndex:
             for term in dict.fromkeys(text_terms(query))
             if term in self.idf or not ("_" in term or "-" in term)
         ]
-        if self.bm25 is None or not terms or limit <= 0:
-            return []
+        if self.bm25 is None or not terms or limit <= 0 or not readers:
+            return [], False
         ids = [self.bm25.vocab_dict[term] for term in terms if term in self.bm25.vocab_dict]
         if not ids:
-            return []
-        mask = np.zeros(len(self.entries), dtype=np.float32)
-        for source, positions in self.sources.items():
-            if reader.source_rule(source) is not False:
-                mask[positions] = 1.0
-        scores = self.bm25.get_scores_from_ids(ids, weight_mask=mask)
+            return [], False
+        masks = [self.readable(reader) for reader in readers]
+        scores = self.bm25.get_scores_from_ids(ids, weight_mask=masks[0].astype(np.float32))
+        window = self._window(scores, self.weights(terms), max(limit, WINDOW), min_score)
+        allowed = self._allowed(window, readers, masks)
+        own = [position for position in window if allowed[position][0]][:limit]
+        shared = [position for position in window if all(allowed[position])][:limit]
+        withheld = any(not all(allowed[position]) for position in own)
+        return [(self.entries[p], float(scores[p])) for p in shared], withheld
+
+    def _window(
+        self, scores: np.ndarray, weights: dict[str, float], size: int, min_score: float
+    ) -> list[int]:
+        """The positions of the first ``size`` candidates (by score) that clear
+        ``min_score``, among the best :data:`MAX_CANDIDATES`."""
         candidates = np.flatnonzero(scores > 0)
         ranked = candidates[np.argsort(-scores[candidates], kind="stable")][:MAX_CANDIDATES]
-        found: list[tuple[Entry, float]] = []
-        weights = self.weights(terms)
+        window: list[int] = []
         for position in ranked.tolist():
-            if self.coverage(weights, position) < min_score:
-                continue
+            if self.coverage(weights, position) >= min_score:
+                window.append(position)
+                if len(window) >= size:
+                    break
+        return window
+
+    def _allowed(
+        self, window: list[int], readers: list[Reader], masks: list[np.ndarray]
+    ) -> dict[int, list[bool]]:
+        """For each position of ``window``, whether each reader may read it: its mask, then
+        for a source with a callable rule, the callable, on objects loaded in one query per
+        source."""
+        undecided: dict[str, set[str]] = {}
+        for position in window:
             entry = self.entries[position]
-            if reader.source_rule(entry.source) is None and not reader.document_allowed(
-                entry.source, entry.document
-            ):
-                continue
-            found.append((entry, float(scores[position])))
-            if len(found) >= limit:
-                break
-        return found
+            if any(reader.source_rule(entry.source) is None for reader in readers):
+                undecided.setdefault(entry.source, set()).add(entry.document)
+        objects = {source: objects_of(source, keys) for source, keys in undecided.items()}
+        allowed: dict[int, list[bool]] = {}
+        for position in window:
+            entry = self.entries[position]
+            obj = objects.get(entry.source, {}).get(entry.document)
+            allowed[position] = [
+                bool(mask[position]) and reader.object_allowed(entry.source, obj)
+                for reader, mask in zip(readers, masks, strict=True)
+            ]
+        return allowed
+
+
+def _codes(values: Iterable[str], *, first: str | None = None) -> tuple[list[str], np.ndarray]:
+    """The distinct ``values`` (``first``, if given, as code 0), and each value's code."""
+    names: dict[str, int] = {} if first is None else {first: 0}
+    codes = [names.setdefault(value, len(names)) for value in values]
+    return list(names), np.array(codes, dtype=np.int32)
 
 
 def _idf(count: int, frequency: int) -> float:
@@ -159,26 +227,43 @@ def index_current() -> KnowledgeIndex:
             # Read after the stamp: if the passages change meanwhile, the stamp read next
             # time differs from this one and the index is rebuilt again.
             rows = KnowledgePassage.objects.order_by("source", "document", "position")
-            fields = ("source", "document", "title", "url", "text")
+            fields = ("source", "document", "title", "url", "text", "owner", "permission")
             entries = [Entry(*row) for row in rows.values_list(*fields)]
             index = _current = KnowledgeIndex(stamp=stamp, entries=entries, previous=index)
     return index
 
 
-def passages_search(
-    *, query: str, user: Any, limit: int | None = None, min_score: float | None = None
-) -> list[Passage]:
-    """The passages that best answer ``query`` among those ``user`` may read, best first;
-    ``limit`` and ``min_score`` default to ``KNOWLEDGE["TOP_K"]`` and ``["MIN_SCORE"]``.
-    Empty when nothing matches well enough."""
+@dataclass(frozen=True, slots=True)
+class Retrieval:
+    """What a search found: the passages, best first, and whether passages that matched
+    were withheld because not every reader may read them."""
+
+    passages: list[Passage]
+    withheld: bool = False
+
+
+def knowledge_search(
+    *,
+    query: str,
+    user: Any,
+    audience: Iterable[Any] = (),
+    limit: int | None = None,
+    min_score: float | None = None,
+) -> Retrieval:
+    """The passages that best answer ``query`` among those ``user`` and every user of
+    ``audience`` (the other members of a shared room) may read, best first; ``limit`` and
+    ``min_score`` default to ``KNOWLEDGE["TOP_K"]`` and ``["MIN_SCORE"]``. Empty when
+    nothing matches well enough. ``withheld`` says that a passage ``user`` alone would
+    have been given was left out for another reader."""
     settings = get_config().knowledge
-    found = index_current().search(
+    readers = [Reader(user)] + [Reader(other) for other in audience if other != user]
+    found, withheld = index_current().search(
         query=query,
-        reader=Reader(user),
+        readers=readers,
         limit=settings["TOP_K"] if limit is None else limit,
         min_score=settings["MIN_SCORE"] if min_score is None else min_score,
     )
-    return [
+    passages = [
         Passage(
             title=entry.title,
             text=entry.text,
@@ -188,3 +273,12 @@ def passages_search(
         )
         for entry, score in found
     ]
+    return Retrieval(passages=passages, withheld=withheld)
+
+
+def passages_search(
+    *, query: str, user: Any, limit: int | None = None, min_score: float | None = None
+) -> list[Passage]:
+    """The passages that best answer ``query`` among those ``user`` may read, best first
+    (:func:`knowledge_search` for one reader)."""
+    return knowledge_search(query=query, user=user, limit=limit, min_score=min_score).passages

@@ -13,6 +13,8 @@ knowledge.register(
 )
 ```
 
+A note only its author may read: ``knowledge.register(Note, fields=["body"], owner="author")``.
+
 Call :func:`register` from an ``AppConfig.ready()``. Objects are indexed by
 ``manage.py parley_index`` and re-indexed when they are saved or deleted.
 """
@@ -27,7 +29,7 @@ from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
 # None: everyone who may chat; "app.codename": users with that model-level permission;
-# a callable (user, obj) -> bool: decided object by object.
+# a callable (user, obj) -> bool: decided object by object (at a cost; see docs/knowledge.md).
 PermissionRule = str | Callable[[Any, Any], bool] | None
 Getter = str | Callable[[Any], str] | None
 
@@ -35,7 +37,8 @@ Getter = str | Callable[[Any], str] | None
 @dataclass(frozen=True)
 class Registration:
     """How one model's objects become knowledge: which fields make the text, the title and
-    URL of each object, who may read it, and which objects are indexed at all."""
+    URL of each object, who may read it (``permission``, and ``owner``: the field naming the
+    one user who may), and which objects are indexed at all."""
 
     model: type[models.Model]
     fields: tuple[str, ...]
@@ -43,6 +46,7 @@ class Registration:
     url: Getter = None
     permission: PermissionRule = None
     queryset: models.QuerySet | None = None
+    owner: str | None = None
 
     @property
     def label(self) -> str:
@@ -63,6 +67,25 @@ class Registration:
             return _get(obj, self.url)
         method = getattr(obj, "get_absolute_url", None)
         return str(method()) if callable(method) else ""
+
+    def owner_of(self, obj: Any) -> str:
+        """The primary key of the user who alone may read ``obj``, as text; "" without an
+        ``owner`` option, or when the object has no owner (then nobody may read it)."""
+        if not self.owner:
+            return ""
+        try:
+            field = self.model._meta.get_field(self.owner)
+        except FieldDoesNotExist:
+            value = getattr(obj, self.owner)
+        else:  # a foreign key's id, without fetching the user
+            value = getattr(obj, getattr(field, "attname", self.owner))
+        if isinstance(value, models.Model):
+            value = value.pk
+        return "" if value is None else str(value)
+
+    def permission_of(self) -> str:
+        """The model-level permission stored with the passages ("" if there is none)."""
+        return self.permission if isinstance(self.permission, str) else ""
 
     def text_of(self, obj: Any) -> str:
         """The fields' values joined by blank lines (empty ones left out)."""
@@ -88,6 +111,7 @@ def register(
     url: Getter = None,
     permission: PermissionRule = None,
     queryset: models.QuerySet | None = None,
+    owner: str | None = None,
 ) -> Registration:
     """Make ``model``'s objects knowledge the assistant answers from; returns the registration.
 
@@ -96,6 +120,8 @@ def register(
     ``str(obj)`` and ``get_absolute_url()``). ``permission``: who may read an object's
     passages: ``None`` every user who may chat, ``"app.codename"`` users with that
     model-level permission (``user.has_perm``), or ``callable(user, obj) -> bool``.
+    ``owner``: the name of the field (a foreign key to the user model) or attribute holding
+    the one user who may read an object (on top of ``permission``).
     ``queryset``: only these objects are indexed (default: all).
 
     Registering a model again replaces its registration. Raises ``ImproperlyConfigured``
@@ -106,16 +132,17 @@ def register(
     if isinstance(fields, str) or not fields:
         raise ImproperlyConfigured(f"register({model.__name__}): fields must be a list of names.")
     for name in fields:
-        try:
-            model._meta.get_field(name)
-        except FieldDoesNotExist:
-            if not hasattr(model, name):
-                raise ImproperlyConfigured(
-                    f"register({model.__name__}): {model.__name__} has no field {name!r}."
-                ) from None
+        if not _has_attribute(model, name):
+            raise ImproperlyConfigured(
+                f"register({model.__name__}): {model.__name__} has no field {name!r}."
+            )
     if isinstance(permission, str) and permission.count(".") != 1:
         raise ImproperlyConfigured(
             f"register({model.__name__}): permission {permission!r} is not 'app_label.codename'."
+        )
+    if owner is not None and not _has_attribute(model, owner):
+        raise ImproperlyConfigured(
+            f"register({model.__name__}): {model.__name__} has no field {owner!r} (owner)."
         )
     registration = Registration(
         model=model,
@@ -124,10 +151,19 @@ def register(
         url=url,
         permission=permission,
         queryset=queryset,
+        owner=owner,
     )
     _registry[registration.label] = registration
     signals.registration_connect(registration=registration)
     return registration
+
+
+def _has_attribute(model: type[models.Model], name: str) -> bool:
+    try:
+        model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return hasattr(model, name)
+    return True
 
 
 def unregister(model: type[models.Model]) -> None:

@@ -23,13 +23,16 @@ TEXT_SUFFIXES = {".txt"}
 @dataclass(frozen=True)
 class Document:
     """A document as the index stores it: its source (``"files"`` or a model label), its key
-    within the source (a file's key, an object's primary key), title, URL and sections."""
+    within the source (a file's key, an object's primary key), title, URL and sections; and
+    who may read it: its ``owner``'s primary key and the ``permission`` needed ("" for none)."""
 
     source: str
     key: str
     title: str
     url: str
     sections: list[Section]
+    owner: str = ""
+    permission: str = ""
 
     def section_url(self, section: Section) -> str:
         """Where ``section`` is read: the document's URL, at the section's anchor."""
@@ -114,4 +117,6 @@ def object_document(*, registration: Registration, obj: Any) -> Document:
         title=title,
         url=registration.url_of(obj),
         sections=sections,
+        owner=registration.owner_of(obj),
+        permission=registration.permission_of(),
     )

@@ -26,22 +26,32 @@ def version_bump() -> None:
         KnowledgeVersion.objects.update_or_create(pk=1, defaults={"stamp": stamp})
 
 
-def _rows(document: Document) -> list[tuple[str, str, str]]:
+_ROW = ("title", "url", "text", "owner", "permission")
+
+
+def _rows(document: Document) -> list[tuple[str, str, str, str, str]]:
     return [
-        (section.title[:300], document.section_url(section)[:500], section.text)
+        (
+            section.title[:300],
+            document.section_url(section)[:500],
+            section.text,
+            document.owner,
+            document.permission,
+        )
         for section in document.sections
     ]
 
 
 def document_store(*, document: Document) -> bool:
     """Store ``document``'s passages in place of its old ones; returns whether anything
-    changed (an unchanged document is not written, and the version stays)."""
+    changed (an unchanged document is not written, and the version stays). A change of
+    owner or permission alone is a change."""
     rows = _rows(document)
     with transaction.atomic():
         stored = list(
             KnowledgePassage.objects.filter(source=document.source, document=document.key)
             .order_by("position")
-            .values_list("title", "url", "text")
+            .values_list(*_ROW)
         )
         if stored == rows:
             return False
@@ -51,11 +61,9 @@ def document_store(*, document: Document) -> bool:
                 source=document.source,
                 document=document.key,
                 position=position,
-                title=title,
-                url=url,
-                text=text,
+                **dict(zip(_ROW, row, strict=True)),
             )
-            for position, (title, url, text) in enumerate(rows)
+            for position, row in enumerate(rows)
         )
         version_bump()
     return True

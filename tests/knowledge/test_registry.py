@@ -122,6 +122,7 @@ def test_saves_of_unregistered_models_are_not_indexed(
         ({"fields": ["nope"]}, "has no field 'nope'"),
         ({"fields": "text"}, "fields must be a list"),
         ({"fields": ["text"], "permission": "view_message"}, "is not 'app_label.codename'"),
+        ({"fields": ["text"], "owner": "writer"}, "has no field 'writer' \\(owner\\)"),
     ],
 )
 def test_register_refuses_what_it_cannot_use(options, error):
