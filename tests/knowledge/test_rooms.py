@@ -60,7 +60,12 @@ async def test_a_shared_room_is_never_told_what_only_the_asker_may_read(
 
     # A member invited later reads the room's history: the same answer, nothing more.
     carol = await sync_to_async(make_user)("carol")
-    await sync_to_async(services.room_invite)(room=shared_room, by=alice, user=carol)
+    invitation = await sync_to_async(services.invitation_create)(
+        room=shared_room, by=alice, username="carol"
+    )
+    await sync_to_async(services.invitation_answer)(
+        invitation_id=invitation.pk, user=carol, accept=True
+    )
     later = await Peer.connect(server, shared_room, carol)
     await later.send(type="resume", after=0)
     history = await later.expect(lambda f: f["type"] == "history")
