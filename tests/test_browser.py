@@ -391,6 +391,7 @@ def test_reconnect_resumes_interrupted_answer_and_sends_queued_message(
 
 
 def test_no_retrying_once_logged_out(servers, alice, private_room, new_tab):
+    from django.contrib.sessions.models import Session
     from playwright.sync_api import expect
 
     server = servers(env=backend_env(FAST), name="browser-logout")
@@ -398,17 +399,27 @@ def test_no_retrying_once_logged_out(servers, alice, private_room, new_tab):
     page = tab.page
     log_in(tab, server, "alice")
     open_room(tab, private_room)
-    # Log out in another tab of the same browser: the session is gone.
+    state = page.locator("#connection-state")
+    # Log out in another tab of the same browser: the open socket is closed at once (4401)
+    # and the page says why instead of retrying.
     other = page.context.new_page()
     other.goto(f"{server.http_url}/")
     other.get_by_role("button", name="Log out").click()
     other.wait_for_url("**/login/")
+    expect(state).to_have_attribute("data-state", "offline")
+    expect(state).to_contain_text("session has ended")
+    expect(page.get_by_role("button", name="Retry now")).to_be_hidden()
+    other.close()
+
+    # A session that ends while the server is down: the reconnecting page is refused with
+    # 4401 when the server is back, and stops trying.
+    log_in(tab, server, "alice")
+    open_room(tab, private_room)
     server.stop()
-    state = page.locator("#connection-state")
     expect(state).to_have_attribute("data-state", "reconnecting")
+    Session.objects.all().delete()
     with restarted(server, backend_env(FAST)):
         retry_now(page)
-        # The server refuses the socket with 4401; the page stops trying and says why.
         expect(state).to_have_attribute("data-state", "offline", timeout=30_000)
         expect(state).to_contain_text("session has ended")
         expect(page.get_by_role("button", name="Retry now")).to_be_hidden()
