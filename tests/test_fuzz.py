@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 
 MAX_FRAME_BYTES = DEFAULTS["MAX_FRAME_BYTES"]
 MAX_MESSAGE_CHARS = DEFAULTS["MAX_MESSAGE_CHARS"]
-WS_MAX_SIZE = 1024 * 1024  # uvicorn's --ws-max-size in tests.servers: larger messages get 1009
+WS_MAX_SIZE = 64 * 1024  # uvicorn's --ws-max-size in tests.servers: larger messages get 1009
 # The fuzzing member sends hundreds of frames a second: rate limits far out of its way.
 UNLIMITED = {
     "PARLEY_TEST_OPTIONS": json.dumps(
