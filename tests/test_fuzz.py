@@ -39,7 +39,14 @@ WS_MAX_SIZE = 64 * 1024  # uvicorn's --ws-max-size in tests.servers: larger mess
 # The fuzzing member sends hundreds of frames a second: rate limits far out of its way.
 UNLIMITED = {
     "PARLEY_TEST_OPTIONS": json.dumps(
-        {"RATE_LIMITS": {"CONNECTION": [100_000, 100_000], "USER": [100_000, 100_000]}}
+        {
+            "RATE_LIMITS": {
+                "CONNECTION": [100_000, 100_000],
+                "USER": [100_000, 100_000],
+                "RESUME": None,
+                "BYTES": None,
+            }
+        }
     )
 }
 
