@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "bench"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-NO_RATE_LIMITS = '{"CONNECTION": null, "USER": null, "RESUME": null}'
+NO_RATE_LIMITS = '{"CONNECTION": null, "USER": null, "RESUME": null, "BYTES": null}'
 PARLEY_WS = "parley.uvicorn:WebSocketProtocol"
 PARLEY_HTTP = "parley.uvicorn:HttpToolsProtocol"
 UVICORN_FLAGS = [
