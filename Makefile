@@ -43,8 +43,8 @@ run: install
 	$(BIN)/python manage.py parley_index
 	$(BIN)/python manage.py parley_demo --base-url http://$(HOST):$(PORT)
 	$(BIN)/python -m uvicorn example.asgi:application --host $(HOST) --port $(PORT) \
-		--loop uvloop --http httptools --ws parley.uvicorn:WebSocketProtocol --ws-max-size 1048576 \
-		--ws-per-message-deflate false --no-access-log
+		--loop uvloop --http parley.uvicorn:HttpToolsProtocol --ws parley.uvicorn:WebSocketProtocol \
+		--ws-max-size 65536 --ws-per-message-deflate false --no-access-log
 
 ## make run-local: the demo answered by a local model (SmolLM2-135M on llama.cpp), no network
 run-local: install-llamacpp

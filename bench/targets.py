@@ -26,11 +26,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "bench"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-NO_RATE_LIMITS = '{"CONNECTION": null, "USER": null, "SOCKETS_PER_USER": null}'
+NO_RATE_LIMITS = (
+    '{"CONNECTION": null, "USER": null, "RESUME": null, "BYTES": null, "SOCKETS_PER_USER": null}'
+)
 PARLEY_WS = "parley.uvicorn:WebSocketProtocol"
+PARLEY_HTTP = "parley.uvicorn:HttpToolsProtocol"
 UVICORN_FLAGS = [
-    "--loop", "uvloop", "--http", "httptools", "--ws", PARLEY_WS,
-    "--ws-max-size", "1048576", "--no-access-log", "--backlog", "4096",
+    "--loop", "uvloop", "--http", PARLEY_HTTP, "--ws", PARLEY_WS,
+    "--ws-max-size", "65536", "--no-access-log", "--backlog", "4096",
 ]  # fmt: skip
 # Parley's own serving choice, as in `make run` (bench/README.md): no permessage-deflate.
 PARLEY_FLAGS = ["--ws-per-message-deflate", "false"]
@@ -210,8 +213,9 @@ def make_targets(
             targets.append(Plain(name, [python, str(SHARED / "refserver.py"), "--port", "{port}"]))
         elif name == "original":
             env = {"REDIS_URL": REDIS_URL, "BENCH_PREFIX": f"bench-orig-{uuid.uuid4().hex[:8]}"}
-            # The original design on uvicorn's own websockets-sansio protocol, as it was measured.
-            stock = ["websockets-sansio" if arg == PARLEY_WS else arg for arg in uvicorn]
+            # The original design on uvicorn's own protocols, as it was measured.
+            own = {PARLEY_WS: "websockets-sansio", PARLEY_HTTP: "httptools"}
+            stock = [own.get(arg, arg) for arg in uvicorn]
             targets.append(Original(name, [*stock, "bench.original.asgi:application"], env))
         elif name in ("parley", "parley-redis"):
             env = dict(parley_env)

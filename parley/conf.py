@@ -33,8 +33,16 @@ DEFAULTS: dict[str, Any] = {
     "MAX_MESSAGE_CHARS": 8000,
     # Frames waiting for a client that reads slowly; past this it is disconnected (4008).
     "MAX_BACKLOG": 1000,
+    # The same in bytes (the memory the waiting frames' text holds): frames are not all small.
+    "MAX_BACKLOG_BYTES": 4 * 1024 * 1024,
     # Messages per history page sent in answer to a resume frame.
     "HISTORY_PAGE_SIZE": 200,
+    # Bytes of message text per history page (estimated; a page holds at least one message).
+    "HISTORY_PAGE_BYTES": 256 * 1024,
+    # HTTP (parley.uvicorn:HttpToolsProtocol): most bytes of a request's line and headers
+    # (past it: 431 and close), and seconds for them to arrive (past it: close).
+    "MAX_HEADER_BYTES": 64 * 1024,
+    "HEADER_TIMEOUT": 15.0,
     # How long a websocket ticket (?ticket=...) stays valid, in seconds.
     "TICKET_MAX_AGE": 300,
     # How often each process re-checks the rights of its open sockets (membership, active
@@ -59,6 +67,8 @@ DEFAULTS: dict[str, Any] = {
         "CONNECTION": (20, 60),
         # Messages (send frames) one user posts, across all their sockets in this process.
         "USER": (5, 20),
+        # History pages (resume frames) one user asks for, across their sockets.
+        "RESUME": (5, 30),
         "STRIKES": 30,
         # Open sockets one user may have in one server process (a number, not a bucket);
         # one more is refused with an error frame `too_many_sockets` and close 4029.
@@ -67,6 +77,11 @@ DEFAULTS: dict[str, Any] = {
         "ROOMS": (1 / 60, 10),
         # Invitations one user sends, to existing usernames or not: 20, then two a minute.
         "INVITES": (1 / 30, 20),
+        # Enforced by parley.uvicorn, per connection, below the frames: ping and pong frames
+        # (past the limit: close 1008), and bytes received (bytes per second, burst; past
+        # the budget the connection is not read until the budget refills).
+        "CONTROL": (10, 30),
+        "BYTES": (256 * 1024, 1024 * 1024),
     },
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
     "KNOWLEDGE": {
@@ -90,7 +105,11 @@ class ParleyConfig:
     max_frame_bytes: int = 32 * 1024
     max_message_chars: int = 8000
     max_backlog: int = 1000
+    max_backlog_bytes: int = 4 * 1024 * 1024
     history_page_size: int = 200
+    history_page_bytes: int = 256 * 1024
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 15.0
     ticket_max_age: int = 300
     recheck_interval: float | None = 60.0
     group_prefix: str = "parley"
@@ -131,9 +150,10 @@ def _reset(*, setting: str, **kwargs: Any) -> None:
     if setting == "PARLEY":
         get_config.cache_clear()
         from .backends import backends
-        from .throttling import page_buckets, user_buckets
+        from .throttling import page_buckets, resume_buckets, user_buckets
 
         backends.reset()
         user_buckets.clear()
+        resume_buckets.clear()
         for buckets in page_buckets.values():
             buckets.clear()

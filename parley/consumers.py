@@ -7,6 +7,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import sys
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -27,14 +28,14 @@ from .exceptions import (
 )
 from .hub import Outbox, get_hub
 from .models import Message, Room
-from .throttling import TokenBucket, make_bucket, user_buckets
+from .throttling import TokenBucket, make_bucket, resume_buckets, user_buckets
 
 logger = logging.getLogger(__name__)
 
 # Close codes. After 4401 and 4403 the browser stops retrying; after the others it reconnects.
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-CLOSE_TOO_SLOW = 4008  # the client stopped reading: its backlog passed MAX_BACKLOG
+CLOSE_TOO_SLOW = 4008  # the client stopped reading: its backlog passed MAX_BACKLOG(_BYTES)
 CLOSE_RATE_LIMITED = 4029  # flooding past a rate limit, or one socket too many for the user
 CLOSE_TRY_AGAIN = 1013  # the server cannot reach its channel layer yet
 
@@ -63,9 +64,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.base_send = send
         self.token = next(_tokens)
+        config = get_config()
         self.outbox = Outbox(
             send,
-            limit=get_config().max_backlog,
+            limit=config.max_backlog,
+            max_bytes=config.max_backlog_bytes,
+            size=_text_size,
             on_overflow=self._overflow,
             on_error=self._send_failed,
         )
@@ -227,6 +231,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
                     bucket, "You are posting messages too fast.", client_id=frame.client_id
                 )
                 return
+        elif isinstance(frame, protocol.Resume):
+            bucket = resume_buckets.get(self.user.pk, config.rate_limits["RESUME"])
+            if bucket is not None and not bucket.take():
+                # `after` tells the client which resume to send again after retry_after.
+                await self._limited(
+                    bucket, "You are asking for history too fast.", after=frame.after
+                )
+                return
         self.strikes = 0
         extra = {"client_id": frame.client_id} if isinstance(frame, protocol.Send) else {}
         try:
@@ -335,3 +347,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def _refuse(self, code: str, detail: str, close_code: int) -> None:
         await self._error(code, detail)
         await self.close(code=close_code)
+
+
+def _text_size(message: dict[str, Any]) -> int:
+    """The memory a queued ``websocket.send`` holds: its text (1, 2 or 4 bytes a character)."""
+    return sys.getsizeof(message["text"])

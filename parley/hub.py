@@ -10,7 +10,8 @@ members it serves.
 Frames are written to each member eagerly, without a task per delivery: a write to a socket
 that can take it completes at once. Only a member whose socket pushes back (its client reads
 slowly) gets a task of its own, and later frames wait in its backlog, in order, up to
-``PARLEY["MAX_BACKLOG"]`` frames; past that the member is told to go (``overflow``).
+``PARLEY["MAX_BACKLOG"]`` frames and ``PARLEY["MAX_BACKLOG_BYTES"]`` bytes; past either the
+member is told to go (``overflow``).
 
 The hub also listens, for the whole process, to one group every process joins
 (:meth:`RoomHub.access_group`): revocations of users' rights (:mod:`parley.access`), handed to
@@ -96,8 +97,10 @@ class Outbox:
     """An ordered write path: each item is written eagerly while the writes complete at once,
     and queued behind the one that did not (with one task to drain them) while it waits.
 
-    ``on_overflow(backlog)`` is called when ``limit`` items are waiting; it decides what to
-    drop (and may :meth:`close` the outbox). ``on_error(exc)`` hears of failed writes.
+    ``on_overflow(backlog)`` is called when ``limit`` items are waiting, or when an item would
+    take the bytes waiting (``size`` of each, the one being written included) past
+    ``max_bytes``; it decides what to drop (and may :meth:`close` the outbox).
+    ``on_error(exc)`` hears of failed writes.
     """
 
     def __init__(
@@ -107,9 +110,14 @@ class Outbox:
         limit: int,
         on_overflow: Callable[[collections.deque[Any]], None],
         on_error: Callable[[Exception], None] = lambda exc: None,
+        max_bytes: int | None = None,
+        size: Callable[[Any], int] = lambda item: 0,
     ) -> None:
         self._send = send
         self._limit = limit
+        self._max_bytes = max_bytes
+        self._size = size
+        self._bytes = 0  # of the items waiting, the one being written included
         self._on_overflow = on_overflow
         self._on_error = on_error
         # Created when a write first waits and dropped when the backlog drains: an empty
@@ -129,11 +137,15 @@ class Outbox:
         if self._writer is not None:
             if self._backlog is None:
                 self._backlog = collections.deque()
-            if len(self._backlog) >= self._limit:
+            size = self._size(item)
+            if len(self._backlog) >= self._limit or (
+                self._max_bytes is not None and self._bytes + size > self._max_bytes
+            ):
                 self._on_overflow(self._backlog)
                 if self.closed:
                     return
             self._backlog.append(item)
+            self._bytes += size
             return
         try:
             blocked = run_eagerly(self._send(item))
@@ -141,22 +153,28 @@ class Outbox:
             self._on_error(exc)
             return
         if blocked is not None:
-            self._writer = asyncio.ensure_future(self._drain(blocked))
+            self._bytes = self._size(item)
+            self._writer = asyncio.ensure_future(self._drain(blocked, self._bytes))
 
-    async def _drain(self, blocked: asyncio.Task[Any]) -> None:
+    async def _drain(self, blocked: asyncio.Task[Any], size: int) -> None:
         try:
             try:
                 await blocked
             except Exception as exc:
                 self._on_error(exc)
+            # An item counts until its write is done: its text is held until then.
+            self._bytes -= size
             while self._backlog:
+                item = self._backlog.popleft()
                 try:
-                    await self._send(self._backlog.popleft())
+                    await self._send(item)
                 except Exception as exc:
                     self._on_error(exc)
+                self._bytes -= self._size(item)
         finally:
             self._writer = None
             self._backlog = None
+            self._bytes = 0
 
     def close(self) -> None:
         self.closed = True

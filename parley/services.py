@@ -343,17 +343,39 @@ def _message_by_client_id(
 
 
 def messages_after(
-    *, room: Room, after: int, limit: int | None = None
+    *, room: Room, after: int, limit: int | None = None, max_bytes: int | None = None
 ) -> tuple[list[Message], bool]:
-    """Messages of ``room`` with ``seq > after``, oldest first, at most ``limit``; and whether
-    more follow."""
-    limit = limit or get_config().history_page_size
-    rows = list(
+    """Messages of ``room`` with ``seq > after``, oldest first, at most ``limit`` of them and
+    ``max_bytes`` of them by :func:`message_size` (but always the first); and whether more
+    follow.
+
+    Rows are fetched a few at a time and no further than the page: a room of long messages
+    costs one page's worth of rows, not ``limit`` of them.
+    """
+    config = get_config()
+    limit = limit or config.history_page_size
+    max_bytes = max_bytes or config.history_page_bytes
+    rows: list[Message] = []
+    size = 0
+    query = (
         Message.objects.select_related("author")
         .filter(room=room, seq__gt=after)
         .order_by("seq")[: limit + 1]
     )
-    return rows[:limit], len(rows) > limit
+    for message in query.iterator(chunk_size=16):
+        size += message_size(message)
+        if len(rows) == limit or (rows and size > max_bytes):
+            return rows, True
+        rows.append(message)
+    return rows, False
+
+
+def message_size(message: Message) -> int:
+    """About how many bytes ``message`` takes in a frame: its text in UTF-8, twice for a
+    finished assistant answer (it carries its rendered ``html`` too), plus its other fields."""
+    text = len(message.text.encode("utf-8", "surrogatepass"))
+    rendered = message.role == Message.Role.ASSISTANT and message.status != Message.Status.STREAMING
+    return 200 + text * (2 if rendered else 1)
 
 
 def message_get(*, message_id: int) -> Message:

@@ -38,6 +38,13 @@ class TokenBucket:
             return True
         return False
 
+    def spend(self, amount: float) -> float:
+        """Take ``amount`` tokens even if fewer are there (a debt to refill); the seconds until
+        the bucket is out of debt, 0 if it is not in debt."""
+        self._refill()
+        self.tokens -= amount
+        return max(0.0, -self.tokens / self.rate)
+
     def retry_after(self) -> float:
         """Seconds until a token is there."""
         self._refill()
@@ -83,6 +90,7 @@ class UserBuckets:
         self._buckets.clear()
 
 
-user_buckets = UserBuckets()
+user_buckets = UserBuckets()  # RATE_LIMITS["USER"]: messages
+resume_buckets = UserBuckets()  # RATE_LIMITS["RESUME"]: history pages
 # The pages' limits, per user: rooms created, invitations sent (RATE_LIMITS "ROOMS", "INVITES").
 page_buckets = {"ROOMS": UserBuckets(), "INVITES": UserBuckets()}

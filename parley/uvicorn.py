@@ -20,6 +20,21 @@ changed where an idle or stalled socket costs too much:
   buffers, for as long as it stays connected. Here it gets ``close_timeout`` seconds to read
   up to the close frame, then the connection is aborted.
 
+- One client taking the server's memory or CPU (docs/security.md, "Bounded memory per
+  client"). A connection is not read while its transport's write buffer is over the
+  transport's high-water mark (a client that sends but does not read: each ping it sends
+  queues a pong), nor while it is over its budget of received bytes
+  (``RATE_LIMITS["BYTES"]``): it is read again once the buffer drains or the budget refills,
+  so nothing is lost and a flood is only slowed to the budget. Ping and pong frames count
+  against ``RATE_LIMITS["CONTROL"]``; past it the connection is closed with 1008 (policy
+  violation). Once the socket is closing, pings are no longer answered.
+
+``HttpToolsProtocol`` (``--http parley.uvicorn:HttpToolsProtocol``) is uvicorn's httptools
+protocol with the limits its parser lacks: a request's line and headers may take at most
+``MAX_HEADER_BYTES`` (431 and close) and must arrive within ``HEADER_TIMEOUT`` seconds of the
+connection or of their first byte (close), so that neither endless headers nor a silent
+connection are kept.
+
 Limit: one task may wait in ``receive()`` at a time (ASGI apps have one reader; a second
 concurrent ``receive()`` raises ``RuntimeError``, as websockets' own ``recv`` does).
 """
@@ -30,10 +45,15 @@ import asyncio
 from types import MappingProxyType
 from typing import Any
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
+
+from .conf import get_config
+from .throttling import make_bucket
 
 _HEADERS: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
 _HEADERS_MAX = 4096  # distinct short headers kept; past that, new ones are not shared
@@ -141,6 +161,82 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = _ReceiveQueue()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
+        limits = get_config().rate_limits
+        self.received = make_bucket(limits["BYTES"])  # tokens are bytes
+        self.controls = make_bucket(limits["CONTROL"])
+        self.refill_timer: asyncio.TimerHandle | None = None  # set while over the budget
+        self.failed = False  # closed by this protocol (1008), not by the app
+
+    # Reading: paused while the app has a message to take (uvicorn's read_paused), while the
+    # write buffer is over its high-water mark, and while over the budget of received bytes.
+
+    def data_received(self, data: bytes) -> None:
+        if self.received is not None:
+            wait = self.received.spend(len(data))
+            if wait and self.refill_timer is None:
+                self.transport.pause_reading()
+                self.refill_timer = self.loop.call_later(wait, self._refilled)
+        super().data_received(data)
+
+    def _refilled(self) -> None:
+        self.refill_timer = None
+        self._read_if_free()
+
+    def _read_if_free(self) -> None:
+        if not (
+            self.read_paused
+            or not self.writable.is_set()
+            or self.refill_timer is not None
+            or self.transport.is_closing()
+        ):
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._read_if_free()
+
+    async def receive(self) -> Any:
+        message = await self.queue.get()
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            self._read_if_free()
+        return message
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.refill_timer is not None:
+            self.refill_timer.cancel()
+            self.refill_timer = None
+        super().connection_lost(exc)
+
+    # Control frames.
+
+    def handle_ping(self) -> None:
+        if self.close_sent:
+            self.conn.data_to_send()  # the pong: a closing peer gets nothing but the close
+            return
+        if self._control_allowed():
+            super().handle_ping()
+
+    def handle_pong(self, event: Frame) -> None:
+        if self._control_allowed():
+            super().handle_pong(event)
+
+    def _control_allowed(self) -> bool:
+        if self.controls is None or self.controls.take():
+            return True
+        if not self.close_sent:
+            self.failed = True
+            self.conn.fail(CloseCode.POLICY_VIOLATION, "too many control frames")
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": 1008, "reason": ""})
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.close_sent = True
+            self.transport.close()  # waits for the buffer to drain: bounded below
+            self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+        return False
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -161,6 +257,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         super().start_keepalive()
 
     async def send(self, message: Any) -> None:
+        if self.failed:
+            raise ClientDisconnected  # as for a client that went: the app has been told
         text = message.get("text")
         if (
             text is not None
@@ -183,6 +281,10 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
                 self.transport.abort()  # the app hears websocket.disconnect
                 return
         await super().send(message)
+        if closing:
+            # uvicorn resumes reading to hear the client's close; not past the limits above.
+            self.transport.pause_reading()
+            self._read_if_free()
         if closing and self.close_timer is not None:
             # uvicorn's timer would close the transport, which waits for the buffer to drain.
             self.close_timer.cancel()
@@ -191,6 +293,69 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()
         self.transport.abort()  # nobody answered the ping: nothing buffered will be read
+
+
+class HttpToolsProtocol(_HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on a request's header bytes and on the time
+    they take to arrive (see the module docstring). Its WebSocket upgrades go to ``--ws``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = get_config()
+        self.max_header_bytes = config.max_header_bytes
+        self.header_timeout = config.header_timeout
+        self.header_bytes: int | None = 0  # received since the request began; None: in its body
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_header_timer()  # a connection that never sends a byte is closed too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.header_bytes is not None:
+            self.header_bytes += len(data)
+            if self.header_bytes > self.max_header_bytes:
+                self._refuse_headers()
+                return
+            if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
+                self._start_header_timer()
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self.header_bytes = None
+        self._stop_header_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.header_bytes = 0  # what follows is the next request's (keep-alive, pipelining)
+
+    def _start_header_timer(self) -> None:
+        self.header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _headers_late(self) -> None:
+        self.header_timer = None
+        self.logger.debug("Closing a connection whose request headers did not arrive in time.")
+        self.transport.abort()
+
+    def _refuse_headers(self) -> None:
+        self._stop_header_timer()
+        self.logger.warning("Request headers over %d bytes: refused.", self.max_header_bytes)
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: text/plain; charset=utf-8\r\ncontent-length: 0\r\n"
+            b"connection: close\r\n\r\n"
+        )
+        self.transport.close()
 
 
 _last_frame: tuple[str | None, bytes] = (None, b"")  # holds the text: its id is not reused

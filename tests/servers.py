@@ -76,9 +76,9 @@ class Server:
                 [
                     sys.executable, "-m", "uvicorn", "example.asgi:application",
                     "--host", "127.0.0.1", "--port", str(self.port),
-                    "--loop", "uvloop", "--http", "httptools",
+                    "--loop", "uvloop", "--http", "parley.uvicorn:HttpToolsProtocol",
                     "--ws", "parley.uvicorn:WebSocketProtocol",
-                    "--ws-max-size", "1048576", "--ws-per-message-deflate", "false",
+                    "--ws-max-size", "65536", "--ws-per-message-deflate", "false",
                     "--no-access-log", *self.args,
                 ],
                 cwd=ROOT,

@@ -35,11 +35,18 @@ pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 
 MAX_FRAME_BYTES = DEFAULTS["MAX_FRAME_BYTES"]
 MAX_MESSAGE_CHARS = DEFAULTS["MAX_MESSAGE_CHARS"]
-WS_MAX_SIZE = 1024 * 1024  # uvicorn's --ws-max-size in tests.servers: larger messages get 1009
+WS_MAX_SIZE = 64 * 1024  # uvicorn's --ws-max-size in tests.servers: larger messages get 1009
 # The fuzzing member sends hundreds of frames a second: rate limits far out of its way.
 UNLIMITED = {
     "PARLEY_TEST_OPTIONS": json.dumps(
-        {"RATE_LIMITS": {"CONNECTION": [100_000, 100_000], "USER": [100_000, 100_000]}}
+        {
+            "RATE_LIMITS": {
+                "CONNECTION": [100_000, 100_000],
+                "USER": [100_000, 100_000],
+                "RESUME": None,
+                "BYTES": None,
+            }
+        }
     )
 }
 

@@ -137,6 +137,33 @@ async def test_outbox_keeps_order_behind_a_blocked_write_and_caps_the_backlog():
     assert errors == []
 
 
+async def test_outbox_caps_the_bytes_waiting_the_blocked_write_included():
+    gate = asyncio.Event()
+    written: list[str] = []
+    overflows: list[list[str]] = []
+
+    async def send(item: str) -> None:
+        if item == "a" * 40:
+            await gate.wait()
+        written.append(item)
+
+    outbox = Outbox(
+        send, limit=1000, max_bytes=100, size=len, on_overflow=lambda b: overflows.append([*b])
+    )
+    outbox.put("a" * 40)  # blocks: 40 bytes held
+    await asyncio.sleep(0.01)
+    outbox.put("b" * 30)
+    outbox.put("c" * 30)  # 100 bytes: at the bound, not past it
+    assert overflows == []
+    outbox.put("d")  # 101
+    assert overflows == [["b" * 30, "c" * 30]]
+    gate.set()
+    await until(lambda: not outbox.backlogged)
+    assert written == ["a" * 40, "b" * 30, "c" * 30, "d"]
+    outbox.put("e" * 100)  # nothing waits any more: the count went back to 0
+    assert overflows == [["b" * 30, "c" * 30]] and written[-1] == "e" * 100
+
+
 def is_type(kind: str, **fields):
     return lambda f: f["type"] == kind and all(f.get(k) == v for k, v in fields.items())
 

@@ -319,3 +319,18 @@ def test_only_answers_without_heartbeat_are_interrupted(alice, private_room, sha
     assert alive.status == "streaming"
     # The room takes a new answer again.
     assert services.answer_start(room=private_room, reply_to=q1, worker="w").status == "streaming"
+
+
+def test_messages_after_pages_by_bytes_too_and_a_page_holds_at_least_one(alice, private_room):
+    for n in range(5):
+        services.message_post(room=private_room, author=alice, text=f"{n}" + "é" * 1000)
+    size = services.message_size(services.messages_after(room=private_room, after=0)[0][0])
+    assert size > 2000  # 2,001 bytes of UTF-8 and the other fields
+    pages, after, more = [], 0, True
+    while more:
+        page, more = services.messages_after(room=private_room, after=after, max_bytes=2 * size)
+        pages.append([m.seq for m in page])
+        after = page[-1].seq
+    assert pages == [[1, 2], [3, 4], [5]]
+    page, more = services.messages_after(room=private_room, after=0, max_bytes=1)
+    assert [m.seq for m in page] == [1] and more  # one message larger than a page

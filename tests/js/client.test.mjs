@@ -365,3 +365,13 @@ test("a rate-limited send stays in the outbox to be sent again", () => {
   assert.deepEqual([...state.outbox.keys()], ["c1"]);
   assert.equal(state.outbox.get("c1").error, "slow down");
 });
+
+test("a rate-limited resume is asked again after retry_after, and not shown as a failure", () => {
+  const state = new RoomState({ newId: ids() });
+  state.apply(HELLO);
+  const update = state.apply({ type: "error", code: "rate_limited", detail: "slow down", retry_after: 0.4, after: 7 });
+  assert.deepEqual(update.later, { delay: 500, send: [{ type: "resume", after: 7 }] });
+  assert.deepEqual(update.send, []);
+  const send = state.apply({ type: "error", code: "rate_limited", detail: "slow down", retry_after: 0.4, client_id: "c1" });
+  assert.equal(send.later, null); // a refused send is resent through the outbox instead
+});

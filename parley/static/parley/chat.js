@@ -46,6 +46,7 @@ function start(root) {
       updateComposer(); // the limits came with hello
     }
     for (const frameOut of update.send) socket.send(frameOut);
+    if (update.later) sendLater(update.later);
     for (const seq of update.changed) messages.render(state.messages.get(seq));
     if (update.outbox) renderOutbox();
     if (update.error) showError(update.error);
@@ -135,10 +136,20 @@ function start(root) {
       nothing_to_cancel: "There was no answer to stop.",
     };
     if (frame.code === "assistant_failed") return; // shown on the failed message itself
+    if (frame.code === "rate_limited" && typeof frame.after === "number") return; // retried
     notify(explanations[frame.code] ?? frame.detail ?? "Something went wrong.");
     if (RETRY_SEND_CODES.has(frame.code) && frame.client_id) {
       scheduleResend(frame.retry_after ? frame.retry_after * 1000 + 100 : 3000);
     }
+  }
+
+  // Frames to send after a wait (a refused resume); dropped if the connection went meanwhile:
+  // the next hello resumes anyway.
+  function sendLater({ delay, send }) {
+    const connection = socket.ws;
+    setTimeout(() => {
+      if (ready && socket.ws === connection) for (const frameOut of send) socket.send(frameOut);
+    }, delay);
   }
 
   function notify(text) {

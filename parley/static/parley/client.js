@@ -112,7 +112,7 @@ export class RoomState {
   }
 
   apply(frame) {
-    const update = { changed: new Set(), outbox: false, send: [], error: null, hello: false, synced: false };
+    const update = { changed: new Set(), outbox: false, send: [], later: null, error: null, hello: false, synced: false };
     switch (frame?.type) {
       case "hello":
         this.room = frame.room ?? null;
@@ -156,6 +156,11 @@ export class RoomState {
         break;
       case "error": {
         update.error = frame;
+        if (frame.code === "rate_limited" && typeof frame.after === "number") {
+          // A refused resume (history asked for too fast): ask again once allowed.
+          const delay = Math.round((frame.retry_after ?? 1) * 1000) + 100;
+          update.later = { delay, send: [{ type: "resume", after: frame.after }] };
+        }
         const entry = frame.client_id ? this.outbox.get(frame.client_id) : null;
         if (entry && REJECTED_SEND_CODES.has(frame.code)) {
           this.outbox.delete(frame.client_id);
