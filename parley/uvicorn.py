@@ -316,14 +316,18 @@ class HttpToolsProtocol(_HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.header_bytes is not None:
-            self.header_bytes += len(data)
-            if self.header_bytes > self.max_header_bytes:
-                self._refuse_headers()
-                return
-            if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
-                self._start_header_timer()
+        if self.header_bytes is None:  # in a request's body
+            super().data_received(data)
+            return
+        if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._start_header_timer()
+        self.header_bytes += len(data)
         super().data_received(data)
+        # Judged after the parser has seen the bytes: one read may hold a request's headers
+        # and much of its body, and only headers that are still incomplete count. The parser
+        # holds at most one read (256 KiB) past the limit before this refuses.
+        if self.header_bytes is not None and self.header_bytes > self.max_header_bytes:
+            self._refuse_headers()
 
     def on_headers_complete(self) -> None:
         self.header_bytes = None

@@ -329,6 +329,20 @@ async def test_endless_request_headers_are_refused_with_431_and_memory_bounded(s
     sock.close()
 
 
+async def test_a_large_body_sent_with_its_headers_is_not_taken_for_headers(servers):
+    server = servers()
+    body = b"x" * (200 * 1024)
+    request = (
+        b"POST /login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(request)  # in one write: the server reads headers and body together
+        answer = await asyncio.to_thread(read_response, sock)
+    # Refused by Django's CSRF check (no token), not by the header limit.
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:80]
+
+
 async def test_silent_and_slow_connections_are_closed_after_the_header_timeout(servers):
     server = servers(options(HEADER_TIMEOUT=1.0))
     silent = await asyncio.to_thread(raw_socket, server)
