@@ -350,5 +350,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
 
 def _text_size(message: dict[str, Any]) -> int:
-    """The memory a queued ``websocket.send`` holds: its text (1, 2 or 4 bytes a character)."""
-    return sys.getsizeof(message["text"])
+    """The memory a queued ``websocket.send`` holds: its text (1, 2 or 4 bytes a character);
+    nothing to count for a ``websocket.close``."""
+    text = message.get("text")
+    return 0 if text is None else sys.getsizeof(text)

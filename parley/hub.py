@@ -359,17 +359,18 @@ class RoomHub:
             self._dispatch(event)
 
     def _dispatch(self, event: dict[str, Any]) -> None:
-        """Hand an event that reached this process to its members or listeners."""
+        """Hand an event that reached this process to its members or listeners. A member
+        that fails (a bug) is logged; the others still get the event, and the hub reads on."""
         frame = event.get("frame")
         if frame is None:
             self._on_event(event)
         elif "to" in event:
             member = self.members.get(event["to"])
             if member is not None:
-                member.deliver(frame)
+                _call(member.deliver, frame)
         else:
             for member in tuple(self.rooms.get(event.get("group", ""), ())):
-                member.deliver(frame)
+                _call(member.deliver, frame)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") == "parley.ping":
@@ -379,10 +380,10 @@ class RoomHub:
             return
         if event.get("type") == "parley.access":
             for member in tuple(self.users.get(event.get("user", ""), ())):
-                member.on_access(event)
+                _call(member.on_access, event)
             return
         for handler in tuple(self.listeners.get(event.get("group", ""), ())):
-            handler(event)
+            _call(handler, event)
 
     async def _watch(self) -> None:
         """Ping our own channel: every ``check_interval`` while healthy, four times as often
@@ -426,6 +427,15 @@ class RoomHub:
             len(stale),
             len(local),
         )
+
+
+def _call(callback: Callable[[Any], None], argument: Any) -> None:
+    """``callback(argument)`` for one member or listener, logging its failure: one socket's
+    bug must not cost the others their frames, nor stop the hub's reading."""
+    try:
+        callback(argument)
+    except Exception:
+        logger.exception("a member of the hub failed to take an event")
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RoomHub] = weakref.WeakKeyDictionary()

@@ -10,6 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
 
+from parley.consumers import _text_size
 from parley.hub import Outbox, RoomHub
 from tests.servers import Peer, scripted_backend
 
@@ -103,6 +104,50 @@ async def test_frames_for_one_member_reach_only_it():
     )
     await until(lambda: b.frames == ["s"])
     assert a.frames == []
+
+
+class BrokenMember(Member):
+    def deliver(self, frame: str) -> None:
+        raise RuntimeError("a bug in one socket")
+
+
+async def test_a_failing_member_costs_the_others_nothing_and_the_hub_reads_on():
+    layer = InMemoryChannelLayer()
+    hub = RoomHub(layer)
+    broken, member = BrokenMember(), Member()
+    await hub.join("room.4", broken, 1)
+    await hub.join("room.4", member, 2)
+    for frame in ("one", "two"):
+        await layer.group_send(
+            "room.4", {"type": "parley.frame", "group": "room.4", "frame": frame}
+        )
+    await until(lambda: member.frames == ["one", "two"])
+    assert not any(task.done() for task in hub._tasks)  # still reading the layer
+
+
+async def test_a_close_queued_behind_a_blocked_frame_is_written_after_it():
+    """A socket revoked while a write to it waits queues its error frame and then its close
+    (the close holds no text to count)."""
+    gate = asyncio.Event()
+    written: list[dict] = []
+
+    async def send(item: dict) -> None:
+        if item.get("text") == "big page":
+            await gate.wait()
+        written.append(item)
+
+    outbox = Outbox(send, limit=10, max_bytes=10**6, size=_text_size, on_overflow=print)
+    outbox.put({"type": "websocket.send", "text": "big page"})
+    await asyncio.sleep(0.01)
+    outbox.put({"type": "websocket.send", "text": "forbidden"})
+    outbox.put({"type": "websocket.close", "code": 4403})
+    gate.set()
+    await until(lambda: not outbox.backlogged)
+    assert [item.get("text", item.get("code")) for item in written] == [
+        "big page",
+        "forbidden",
+        4403,
+    ]
 
 
 async def test_outbox_keeps_order_behind_a_blocked_write_and_caps_the_backlog():
