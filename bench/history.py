@@ -127,7 +127,7 @@ def seed(django_state: Any, pullers: int, messages: int) -> list[Any]:
     users = []
     for n in range(pullers):
         user = get_user_model().objects.create_user(f"puller{n}", password="x")
-        services.room_invite(room=room, by=owner, user=user)
+        services.room_member_add(room=room, by=owner, user=user)
         users.append(user)
     for _ in range(messages):
         services.message_post(room=room, author=owner, text="😀" * 8000)
