@@ -25,15 +25,28 @@ def env_list(name: str, default: str) -> list[str]:
 def development_secret_key(path: Path) -> str:
     """A random key of this checkout's own, for DEBUG runs without SECRET_KEY: made once and
     kept in a git-ignored file, so sessions survive restarts and no published constant
-    ever signs anything (a ticket signed with a public key opens sockets)."""
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    ever signs anything (a ticket signed with a public key opens sockets).
+
+    Written whole to a file of its own, then linked into place: processes starting together
+    on a fresh checkout all read the one complete key that won, never a half-written file."""
+    if path.exists():
         return path.read_text().strip()
-    key = secrets.token_urlsafe(50)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(key + "\n")
-    return key
+    draft = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        draft.write_text(secrets.token_urlsafe(50) + "\n")
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        finally:
+            draft.unlink()
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"DEBUG is on without SECRET_KEY, and no development key could be kept in {path} "
+            f"({exc}): set SECRET_KEY."
+        ) from exc
+    return path.read_text().strip()
 
 
 # Off unless asked for: `make run` sets DEBUG=true; a server started any other way without
@@ -44,7 +57,11 @@ if not SECRET_KEY:
     # Django itself only fails on the first signed cookie, and `check --deploy` merely warns:
     # refuse to start at all rather than serve errors.
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false.")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is false. For the local demo, run with "
+            "DEBUG=true (as `make run` does: DEBUG=true python manage.py ...); in production, "
+            "set SECRET_KEY to a random key of the deployment's own (docs/deploying.md)."
+        )
     SECRET_KEY = development_secret_key(BASE_DIR / ".secret_key")
 elif not DEBUG and SECRET_KEY.startswith("django-insecure-"):
     raise ImproperlyConfigured(

@@ -4,6 +4,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 
 from parley.checks import (
     check_allowed_hosts,
@@ -174,6 +175,29 @@ def test_debug_without_a_key_makes_one_of_the_checkouts_own():
     assert (ROOT / ".secret_key").read_text().strip() == key
     ignored = subprocess.run(["git", "check-ignore", "-q", ".secret_key"], cwd=ROOT)
     assert ignored.returncode == 0, ".secret_key must be git-ignored"
+
+
+def test_processes_starting_together_on_a_fresh_checkout_share_one_whole_key(tmp_path):
+    """Several server processes started at once (make run's, a test run's) race to make the
+    development key: each gets the same complete key, none an empty or half-written one."""
+    path = tmp_path / ".secret_key"
+    script = (
+        "import sys, time; from pathlib import Path; from example.settings import "
+        "development_secret_key as make; time.sleep(max(0, float(sys.argv[1]) - time.time())); "
+        "print(make(Path(sys.argv[2])))"
+    )
+    start = str(time.time() + 1.5)
+    env = {**os.environ, "DEBUG": "true", "SECRET_KEY": "x" * 50}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, start, str(path)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+        )
+        for _ in range(8)
+    ]  # fmt: skip
+    keys = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert len(keys) == 1 and len(keys.pop()) >= 50
+    assert [p.name for p in tmp_path.iterdir()] == [".secret_key"]  # no drafts left behind
 
 
 def test_hsts_preload_only_with_a_year():

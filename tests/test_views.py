@@ -345,6 +345,19 @@ def test_every_response_carries_the_csp(client, alice, admin_user):
     assert csp_of(foreign)["connect-src"] == "'self'"
 
 
+def test_parleys_own_pages_carry_the_csp_without_the_middleware(client, settings, admin_user):
+    """A host project that does not install the middleware: Parley's pages, the staff
+    status JSON (an async view) included, still send the policy."""
+    settings.MIDDLEWARE = [
+        m for m in settings.MIDDLEWARE if m != "parley.middleware.ContentSecurityPolicyMiddleware"
+    ]
+    client.force_login(admin_user)
+    responses = [client.get(reverse("parley:status")), client.get(reverse("parley:rooms"))]
+    assert [r.status_code for r in responses] == [200, 200]
+    for response in responses:
+        assert csp_of(response)["default-src"] == "'self'"
+
+
 # Login throttling (django-axes in the example project): the login page and the admin's.
 
 
