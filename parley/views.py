@@ -8,6 +8,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -29,6 +30,14 @@ def content_security_policy(view: View) -> View:
     none built in), for projects that do not install
     :class:`parley.middleware.ContentSecurityPolicyMiddleware`. An existing header is left
     alone."""
+
+    if iscoroutinefunction(view):
+
+        @wraps(view)
+        async def awaited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            return add_content_security_policy(request, await view(request, *args, **kwargs))
+
+        return awaited
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -194,6 +203,7 @@ def invitation_answer(request: HttpRequest, invitation_id: int, accept: bool) ->
     return redirect("parley:rooms")
 
 
+@content_security_policy
 async def status(request: HttpRequest) -> JsonResponse:
     """This process's live state, for staff and monitoring: rooms it serves, sockets per
     room, backlogs, answers it is generating."""
