@@ -236,3 +236,31 @@ def test_withheld_only_when_a_hidden_passage_would_have_made_the_cut(
     assert [p.title for p in first.passages] == ["Travel"] and not first.withheld
     two = knowledge_search(**options, audience=[bob], limit=2)
     assert [p.title for p in two.passages] == ["Travel"] and two.withheld
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_callable_is_asked_for_a_bounded_window_for_every_member(
+    register_messages, alice, bob, travel, reindex
+):
+    """In a shared room the callable is asked of at most :data:`WINDOW` candidates of each
+    ranking (the asker's and the room's), for each member, in one query per source: the
+    same calls and queries for 60 or 120 matching objects Bob may not read."""
+    asked = []
+
+    def author(user, message):
+        asked.append((user.pk, message.pk))
+        return message.author_id == user.pk
+
+    register_messages(permission=author)
+    costs = []
+    for count in (60, 60):
+        hide(alice, bob, count, room_title=f"Vault {len(costs)}")
+        reindex()
+        knowledge_search(query="warm up", user=alice)  # builds the index
+        asked.clear()
+        with CaptureQueriesContext(connection) as queries:
+            found = knowledge_search(query=QUESTION, user=alice, audience=[bob])
+        costs.append((len(queries), len(asked)))
+        assert found.withheld and not found.passages  # the limit: the window is full of them
+    # Both rankings hold the same 16 here: each member is asked about each of them once.
+    assert costs[0] == costs[1] and costs[0][1] == 2 * WINDOW
