@@ -12,8 +12,9 @@ import math
 import statistics
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import bm25s
@@ -136,29 +137,43 @@ class KnowledgeIndex:
         query's weight (see :meth:`weights`); and whether a passage the first reader (the
         asker) would have been given alone was withheld because another may not read it.
 
-        Passages the asker may not read are masked out of the scores, so they are never
-        candidates and nothing about them is looked at. A callable permission is asked, for
-        every reader, of the candidates among the first :data:`WINDOW` alone.
+        Two rankings: the room's, among the passages every reader's mask lets through (so
+        that the asker's own passages never take its places), and the asker's alone, which
+        decides ``withheld`` only. Passages the asker may not read are masked out of both,
+        so they are never candidates and nothing about them is looked at. A callable
+        permission is asked of the first :data:`WINDOW` candidates of each ranking alone.
         """
+        terms, ids = self._terms(query)
+        if self.bm25 is None or not ids or limit <= 0 or not readers:
+            return [], False
+        masks = [self.readable(reader) for reader in readers]
+        scores = self.bm25.get_scores_from_ids(ids, weight_mask=masks[0].astype(np.float32))
+        weights, size = self.weights(terms), max(limit, WINDOW)
+        mine = self._window(scores, weights, size, min_score)
+        ours = mine
+        if len(readers) > 1:
+            common = np.logical_and.reduce(masks)
+            ours = self._window(np.where(common, scores, 0), weights, size, min_score)
+        allowed = self._allowed([*mine, *ours], readers, masks)
+        everyone = range(len(readers))
+        own = _first(mine, limit, lambda p: allowed(p, 0))
+        shared = _first(ours, limit, lambda p: all(allowed(p, i) for i in everyone))
+        withheld = any(not all(allowed(p, i) for i in everyone) for p in own)
+        return [(self.entries[p], float(scores[p])) for p in shared], withheld
+
+    def _terms(self, query: str) -> tuple[list[str], list[int]]:
+        """The terms of ``query`` that count (see :meth:`weights`), and the BM25 ids of
+        those some passage holds."""
+        if self.bm25 is None:
+            return [], []
         # A compound no passage has ("time-out") is left to its parts, not counted missing.
         terms = [
             term
             for term in dict.fromkeys(text_terms(query))
             if term in self.idf or not ("_" in term or "-" in term)
         ]
-        if self.bm25 is None or not terms or limit <= 0 or not readers:
-            return [], False
-        ids = [self.bm25.vocab_dict[term] for term in terms if term in self.bm25.vocab_dict]
-        if not ids:
-            return [], False
-        masks = [self.readable(reader) for reader in readers]
-        scores = self.bm25.get_scores_from_ids(ids, weight_mask=masks[0].astype(np.float32))
-        window = self._window(scores, self.weights(terms), max(limit, WINDOW), min_score)
-        allowed = self._allowed(window, readers, masks)
-        own = [position for position in window if allowed[position][0]][:limit]
-        shared = [position for position in window if all(allowed[position])][:limit]
-        withheld = any(not all(allowed[position]) for position in own)
-        return [(self.entries[p], float(scores[p])) for p in shared], withheld
+        vocabulary = self.bm25.vocab_dict
+        return terms, [vocabulary[term] for term in terms if term in vocabulary]
 
     def _window(
         self, scores: np.ndarray, weights: dict[str, float], size: int, min_score: float
@@ -176,26 +191,36 @@ class KnowledgeIndex:
         return window
 
     def _allowed(
-        self, window: list[int], readers: list[Reader], masks: list[np.ndarray]
-    ) -> dict[int, list[bool]]:
-        """For each position of ``window``, whether each reader may read it: its mask, then
-        for a source with a callable rule, the callable, on objects loaded in one query per
-        source."""
+        self, positions: list[int], readers: list[Reader], masks: list[np.ndarray]
+    ) -> Callable[[int, int], bool]:
+        """Whether reader number ``i`` may read the passage at ``position`` (one of
+        ``positions``): its mask, then for a source with a callable rule, the callable
+        (asked once per reader and passage), on objects loaded in one query per source."""
         undecided: dict[str, set[str]] = {}
-        for position in window:
+        for position in positions:
             entry = self.entries[position]
             if any(reader.source_rule(entry.source) is None for reader in readers):
                 undecided.setdefault(entry.source, set()).add(entry.document)
         objects = {source: objects_of(source, keys) for source, keys in undecided.items()}
-        allowed: dict[int, list[bool]] = {}
-        for position in window:
+
+        @cache
+        def allowed(position: int, i: int) -> bool:
             entry = self.entries[position]
             obj = objects.get(entry.source, {}).get(entry.document)
-            allowed[position] = [
-                bool(mask[position]) and reader.object_allowed(entry.source, obj)
-                for reader, mask in zip(readers, masks, strict=True)
-            ]
+            return bool(masks[i][position]) and readers[i].object_allowed(entry.source, obj)
+
         return allowed
+
+
+def _first(positions: list[int], count: int, keep: Callable[[int], bool]) -> list[int]:
+    """The first ``count`` of ``positions`` that ``keep`` keeps (asked no further)."""
+    kept: list[int] = []
+    for position in positions:
+        if len(kept) >= count:
+            break
+        if keep(position):
+            kept.append(position)
+    return kept
 
 
 def _codes(values: Iterable[str], *, first: str | None = None) -> tuple[list[str], np.ndarray]:

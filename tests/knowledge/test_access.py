@@ -197,3 +197,70 @@ def test_a_callable_is_asked_for_a_bounded_window_in_one_query(
     # The limit (docs/knowledge.md): forbidden objects filling the window leave no place
     # for what Bob may read further down; nothing of them is returned.
     assert found == []
+
+
+def test_the_askers_own_passages_never_take_the_rooms_places(
+    register_messages, alice, bob, travel, reindex
+):
+    """Alice owns more notes matching the question than the window a search looks at, each
+    better than the public document: the room is still given the public document, ranked
+    among what every member may read, and told that something was withheld."""
+    register_messages(owner="author")
+    hide(alice, bob, 20)
+    reindex()
+    mine = knowledge_search(query=QUESTION, user=alice)
+    assert WINDOW < 20 and mine.passages
+    assert all(p.title.startswith("Vault #") for p in mine.passages)
+    ours = knowledge_search(query=QUESTION, user=alice, audience=[bob])
+    assert [p.title for p in ours.passages] == ["Travel"] and ours.withheld
+    # Bob asking in the same room: nothing he alone may read is missing, so no note.
+    theirs = knowledge_search(query=QUESTION, user=bob, audience=[alice])
+    assert [p.title for p in theirs.passages] == ["Travel"] and not theirs.withheld
+
+
+def test_withheld_only_when_a_hidden_passage_would_have_made_the_cut(
+    register_messages, alice, bob, travel, reindex
+):
+    """Alice's one note matches less well than the public document: left out of her own
+    first passage, it withholds nothing; among her first two, it does."""
+    register_messages(owner="author")
+    room = services.room_create(owner=alice, title="Vault")
+    services.message_post(room=room, author=alice, text="A ferry.")
+    reindex()
+    options = {"query": QUESTION, "user": alice, "min_score": 0.25}
+    assert [p.title for p in knowledge_search(**options, limit=2).passages] == [
+        "Travel",
+        "Vault #1",
+    ]
+    first = knowledge_search(**options, audience=[bob], limit=1)
+    assert [p.title for p in first.passages] == ["Travel"] and not first.withheld
+    two = knowledge_search(**options, audience=[bob], limit=2)
+    assert [p.title for p in two.passages] == ["Travel"] and two.withheld
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_callable_is_asked_for_a_bounded_window_for_every_member(
+    register_messages, alice, bob, travel, reindex
+):
+    """In a shared room the callable is asked of at most :data:`WINDOW` candidates of each
+    ranking (the asker's and the room's), for each member, in one query per source: the
+    same calls and queries for 60 or 120 matching objects Bob may not read."""
+    asked = []
+
+    def author(user, message):
+        asked.append((user.pk, message.pk))
+        return message.author_id == user.pk
+
+    register_messages(permission=author)
+    costs = []
+    for count in (60, 60):
+        hide(alice, bob, count, room_title=f"Vault {len(costs)}")
+        reindex()
+        knowledge_search(query="warm up", user=alice)  # builds the index
+        asked.clear()
+        with CaptureQueriesContext(connection) as queries:
+            found = knowledge_search(query=QUESTION, user=alice, audience=[bob])
+        costs.append((len(queries), len(asked)))
+        assert found.withheld and not found.passages  # the limit: the window is full of them
+    # Both rankings hold the same 16 here: each member is asked about each of them once.
+    assert costs[0] == costs[1] and costs[0][1] == 2 * WINDOW

@@ -14,6 +14,7 @@ from asgiref.sync import sync_to_async
 
 from parley import knowledge, services
 from parley.backends.prompt import WITHHELD_NOTE
+from parley.knowledge.index import knowledge_search
 from parley.models import Message
 from tests.apps import VAULT, vault_register
 from tests.servers import Peer
@@ -80,6 +81,35 @@ async def test_a_shared_room_is_never_told_what_only_the_asker_may_read(
     assert WITHHELD_NOTE not in answer["text"]
     for peer in (asker, member, later, alone):
         await peer.close()
+
+
+async def test_the_askers_private_notes_leave_the_room_its_public_sources(
+    servers, vault, alice, bob, shared_room
+):
+    """Alice owns 20 notes that answer the ferry question better than the public travel
+    document (more than the 16 candidates a search looks at): her answer in the shared room
+    still quotes the travel document, with the withheld note. Bob's question in the same
+    room withholds nothing (he may read no note), so his answer has no note."""
+    vault_room = await sync_to_async(services.room_create)(owner=alice, title=VAULT)
+    for n in range(20):
+        text = f"Private boat {n}: the island ferry leaves early, the ferry leaves the island late."
+        await sync_to_async(services.message_post)(room=vault_room, author=alice, text=text)
+    own = await sync_to_async(knowledge_search)(query=FERRY_QUESTION, user=alice)
+    assert own.passages and all(p.url.startswith("/vault/") for p in own.passages)
+
+    server = servers({"PARLEY_TEST_BACKEND": json.dumps(OFFLINE), "PARLEY_TEST_VAULT": "1"})
+    asker = await Peer.connect(server, shared_room, alice)
+    member = await Peer.connect(server, shared_room, bob)
+    for peer, withheld in ((asker, True), (member, False)):
+        await peer.send(type="send", text=FERRY_QUESTION)
+        for reader in (asker, member):
+            answer = (await reader.expect(done))["message"]
+            assert "leaves at nine from the north pier" in answer["text"]
+            assert "[Travel](/knowledge/kb/travel.md#travel)" in answer["text"]
+            assert "Private boat" not in answer["text"] and "/vault/" not in answer["text"]
+            assert (WITHHELD_NOTE in answer["text"]) is withheld
+    await asker.close()
+    await member.close()
 
 
 async def test_a_message_posted_after_the_question_is_not_what_the_answer_searches(
