@@ -56,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
     "ALLOWED_ORIGINS": [],
     # Invitations waiting for one user's answer, from everyone; more are not sent.
     "MAX_PENDING_INVITATIONS": 20,
+    # Of those, how many may come from one inviter: one account cannot fill the whole cap.
+    "MAX_PENDING_INVITATIONS_PER_INVITER": 3,
     # How often each process pings the channel layer, in seconds (four times as often after a
     # failure): a layer that returns is noticed within a quarter of this, then clients resync.
     "LAYER_CHECK_INTERVAL": 1.0,
@@ -115,6 +117,7 @@ class ParleyConfig:
     group_prefix: str = "parley"
     allowed_origins: list[str] = field(default_factory=list)
     max_pending_invitations: int = 20
+    max_pending_invitations_per_inviter: int = 3
     layer_check_interval: float = 1.0
     rate_limits: dict[str, Any] = field(default_factory=dict)
     knowledge: dict[str, Any] = field(default_factory=dict)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Page, Paginator
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
@@ -197,9 +197,9 @@ def invitation_create(*, room: Room, by: AbstractBaseUser, username: str) -> Inv
 
     Only members invite; private rooms take nobody (:class:`PermissionDenied`). Every call
     counts against the inviter's ``RATE_LIMITS["INVITES"]`` (:class:`RateLimited`), whether
-    the name exists or not. A missing or inactive name, a member, the inviter, someone
-    already invited here or with ``MAX_PENDING_INVITATIONS`` waiting gets nothing, and the
-    caller cannot tell which (``None``): the answer never says who has an account.
+    the name exists or not. A missing or inactive name, a member, the inviter, or an
+    invitee :func:`_invitation_refused` turns away gets nothing, and the caller cannot tell
+    which (``None``): the answer never says who has an account, nor who declined.
     """
     if room.kind != Room.Kind.SHARED:
         raise PermissionDenied("Private rooms have one member; create a shared room to invite.")
@@ -209,14 +209,34 @@ def invitation_create(*, room: Room, by: AbstractBaseUser, username: str) -> Inv
     invitee = user_get_by_username(username=username)
     if invitee is None or invitee.pk == by.pk or room_is_member(room=room, user=invitee):
         return None
-    pending = Invitation.objects.filter(invitee=invitee, status=Invitation.Status.PENDING)
-    if pending.count() >= get_config().max_pending_invitations:
+    if _invitation_refused(room=room, invitee=invitee, by=by):
         return None
     try:
         with transaction.atomic():
             return Invitation.objects.create(room=room, invitee=invitee, invited_by=by)
     except IntegrityError:  # invited here already, and not answered yet
         return None
+
+
+def _invitation_refused(*, room: Room, invitee: AbstractBaseUser, by: AbstractBaseUser) -> bool:
+    """Whether ``invitee`` takes no new invitation to ``room`` from ``by``: they declined
+    one to this room before (a "no" stands: the room cannot ask again), or
+    ``MAX_PENDING_INVITATIONS`` wait for them from everyone, or
+    ``MAX_PENDING_INVITATIONS_PER_INVITER`` from ``by`` (so one account cannot fill the
+    whole cap and keep colleagues' invitations out). One query, on the invitee's rows.
+    """
+    pending = Q(status=Invitation.Status.PENDING)
+    counts = Invitation.objects.filter(invitee=invitee).aggregate(
+        declined=Count("pk", filter=Q(room=room, status=Invitation.Status.DECLINED)),
+        pending=Count("pk", filter=pending),
+        from_inviter=Count("pk", filter=pending & Q(invited_by=by)),
+    )
+    config = get_config()
+    return (
+        counts["declined"] > 0
+        or counts["pending"] >= config.max_pending_invitations
+        or counts["from_inviter"] >= config.max_pending_invitations_per_inviter
+    )
 
 
 def invitations_pending(*, user: AbstractBaseUser) -> list[Invitation]:
