@@ -421,6 +421,26 @@ def test_after_five_wrong_passwords_even_the_right_one_is_refused_until_the_cool
     assert client.session["_auth_user_id"] == str(admin_user.pk)
 
 
+@pytest.mark.parametrize("url", ["/login/", "/admin/login/"])
+def test_the_lockout_is_a_page_of_the_site_that_names_the_wait(client, settings, admin_user, url):
+    """django-axes answered a locked-out login with a bare line of plain text; the example
+    project renders example/templates/lockout.html in the site's layout, still with 429."""
+    settings.AXES_COOLOFF_TIME = timedelta(minutes=30)
+    wrong = {"username": "admin", "password": "guess"}
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        client.post(url, wrong)
+    response = client.post(url, wrong)
+    assert response.status_code == 429
+    # Rendered last, after the login form axes replaced.
+    assert [t.name for t in response.templates][-2:] == ["lockout.html", "parley/base.html"]
+    page = response.content.decode()
+    assert '<header class="topbar">' in page and "<title>Too many attempts · Parley</title>" in page
+    assert "Too many wrong passwords were tried for this account from your address" in page
+    assert "You can try again 30 minutes after the last attempt." in page
+    assert "<code>manage.py axes_reset</code>" in page
+    assert "Content-Security-Policy" in response
+
+
 def test_room_titles_lose_bidi_controls_and_invisible_spaces(alice_client):
     title = "\u202eURGENT\u200b: \u2066re-enter\u2069 your password 👩\u200d💻"
     alice_client.post(reverse("parley:rooms"), {"title": title, "kind": "shared"})
