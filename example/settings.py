@@ -110,6 +110,8 @@ AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# The lockout is a page of the site (example/templates/), naming the wait; still HTTP 429.
+AXES_LOCKOUT_TEMPLATE = "lockout.html"
 
 ROOT_URLCONF = "example.urls"
 ASGI_APPLICATION = "example.asgi.application"
@@ -117,7 +119,7 @@ ASGI_APPLICATION = "example.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "example" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

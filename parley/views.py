@@ -199,7 +199,10 @@ def invitation_answer(request: HttpRequest, invitation_id: int, accept: bool) ->
         raise Http404("No such invitation.") from None
     if accept:
         return redirect("parley:room", public_id=invitation.room.public_id)
-    messages.info(request, f"You declined the invitation to “{_isolated(invitation.room.title)}”.")
+    title = _isolated(invitation.room.title)
+    messages.info(
+        request, f"You declined the invitation to “{title}”: its members cannot invite you again."
+    )
     return redirect("parley:rooms")
 
 

@@ -168,7 +168,9 @@ def test_a_declined_invitation_makes_no_member(client, alice, bob):
     decline = reverse("parley:invitation-decline", kwargs={"invitation_id": invitation.pk})
     response = client.post(decline, follow=True)
     assert response.redirect_chain[-1][0] == reverse("parley:rooms")
-    assert messages_of(response) == ["You declined the invitation to “\u2068Team\u2069”."]
+    assert messages_of(response) == [
+        "You declined the invitation to “\u2068Team\u2069”: its members cannot invite you again."
+    ]
     assert not services.room_is_member(room=room, user=bob)
     invitation.refresh_from_db()
     assert invitation.status == "declined"
@@ -217,6 +219,49 @@ def test_invitations_are_rate_limited_per_inviter_and_capped_per_invitee(
     made = [services.invitation_create(room=r, by=r.owner, username="bob") for r in rooms]
     assert [m is not None for m in made] == [True, False, False]
     assert Invitation.objects.filter(invitee=bob, status="pending").count() == 2
+
+
+def test_a_declined_invitation_cannot_be_sent_again(client, alice, bob, make_user):
+    """Once bob declines, no member may invite him to that room again (a declined
+    invitation was re-sendable at once, forever), and the inviter is told the same as
+    always: the answer does not say that he declined."""
+    room = services.room_create(owner=alice, title="URGENT: re-enter your password", kind="shared")
+    carol = make_user("carol")
+    services.room_member_add(room=room, user=carol, by=alice)
+    invitation = services.invitation_create(room=room, by=alice, username="bob")
+    services.invitation_answer(invitation_id=invitation.pk, user=bob, accept=False)
+    for inviter in (alice, carol):
+        client.force_login(inviter)
+        response = client.post(invite_url(room), {"username": "bob"}, follow=True)
+        assert messages_of(response) == [INVITED.format("bob")]
+    assert list(Invitation.objects.values_list("status", flat=True)) == ["declined"]
+    client.force_login(bob)
+    assert "invited you" not in client.get(reverse("parley:rooms")).content.decode()
+    # The "no" is to that room only.
+    team = services.room_create(owner=alice, title="Team", kind="shared")
+    assert services.invitation_create(room=team, by=alice, username="bob") is not None
+
+
+def test_one_inviter_cannot_fill_an_invitees_pending_invitations(client, alice, bob, make_user):
+    """At most MAX_PENDING_INVITATIONS_PER_INVITER (3) of bob's waiting invitations come
+    from one inviter, so alice cannot take all MAX_PENDING_INVITATIONS (20) places and keep
+    a colleague's invitation from arriving."""
+    rooms = [
+        services.room_create(owner=alice, title=f"URGENT {i}", kind="shared") for i in range(6)
+    ]
+    made = [services.invitation_create(room=r, by=alice, username="bob") for r in rooms]
+    assert [m is not None for m in made] == [True, True, True, False, False, False]
+    carol = make_user("carol")
+    team = services.room_create(owner=carol, title="Team", kind="shared")
+    assert services.invitation_create(room=team, by=carol, username="bob") is not None
+    client.force_login(bob)
+    assert 'invited you to <bdi class="invitation-room">Team</bdi>' in (
+        client.get(reverse("parley:rooms")).content.decode()
+    )
+    # An answer frees a place for alice again (a decline blocks only its own room).
+    services.invitation_answer(invitation_id=made[0].pk, user=bob, accept=False)
+    assert services.invitation_create(room=rooms[3], by=alice, username="bob") is not None
+    assert services.invitation_create(room=rooms[4], by=alice, username="bob") is None
 
 
 def test_the_room_list_pages_by_50(alice_client, alice, bob):
@@ -387,6 +432,26 @@ def test_after_five_wrong_passwords_even_the_right_one_is_refused_until_the_cool
     response = client.post(url, right)
     assert response.status_code == 302
     assert client.session["_auth_user_id"] == str(admin_user.pk)
+
+
+@pytest.mark.parametrize("url", ["/login/", "/admin/login/"])
+def test_the_lockout_is_a_page_of_the_site_that_names_the_wait(client, settings, admin_user, url):
+    """django-axes answered a locked-out login with a bare line of plain text; the example
+    project renders example/templates/lockout.html in the site's layout, still with 429."""
+    settings.AXES_COOLOFF_TIME = timedelta(minutes=30)
+    wrong = {"username": "admin", "password": "guess"}
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        client.post(url, wrong)
+    response = client.post(url, wrong)
+    assert response.status_code == 429
+    # Rendered last, after the login form axes replaced.
+    assert [t.name for t in response.templates][-2:] == ["lockout.html", "parley/base.html"]
+    page = response.content.decode()
+    assert '<header class="topbar">' in page and "<title>Too many attempts · Parley</title>" in page
+    assert "Too many wrong passwords were tried for this account from your address" in page
+    assert "You can try again 30 minutes after the last attempt." in page
+    assert "<code>manage.py axes_reset</code>" in page
+    assert "Content-Security-Policy" in response
 
 
 def test_room_titles_lose_bidi_controls_and_invisible_spaces(alice_client):
