@@ -62,9 +62,16 @@ test-llamacpp: install-dev install-llamacpp
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-lint: install-dev
+# The JS linter (biome, biome.json) comes from npm, pinned by package-lock.json.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+## make lint: ruff (lint and format) on the Python, biome (lint and format) on the JS
+lint: install-dev node_modules/.installed
 	$(BIN)/ruff check parley example tests bench
 	$(BIN)/ruff format --check parley example tests bench
+	node_modules/.bin/biome ci --error-on-warnings
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache test-output
+	rm -rf $(VENV) node_modules build *.egg-info .pytest_cache test-output

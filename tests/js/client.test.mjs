@@ -125,7 +125,10 @@ test("done replaces the text, and later deltas or stale copies do not undo it", 
   state.apply(HELLO);
   state.apply({ type: "message", message: answer(2) });
   state.apply(delta(2, 0, "Hi **there**"));
-  state.apply({ type: "done", message: answer(2, "Hi **there**", "cancelled", { html: "<p>Hi <strong>there</strong></p>" }) });
+  state.apply({
+    type: "done",
+    message: answer(2, "Hi **there**", "cancelled", { html: "<p>Hi <strong>there</strong></p>" }),
+  });
   state.apply(delta(2, 12, " late"));
   state.apply({ type: "history", messages: [answer(2, "Hi")], more: false, last_seq: 2 });
   const message = state.messages.get(2);
@@ -150,7 +153,12 @@ test("unacked sends are sent again after a reconnect; acked ones are not", () =>
   state.apply(HELLO);
   state.queueSend("first");
   state.queueSend("second", { ask: false });
-  state.apply({ type: "ack", client_id: "c1", message: userMessage(1, { text: "first", client_id: "c1" }), duplicate: false });
+  state.apply({
+    type: "ack",
+    client_id: "c1",
+    message: userMessage(1, { text: "first", client_id: "c1" }),
+    duplicate: false,
+  });
   // The connection drops; the next hello resumes after seq 1 and resends "second" only.
   const update = state.apply({ ...HELLO, last_seq: 1 });
   assert.deepEqual(update.send, [
@@ -158,9 +166,19 @@ test("unacked sends are sent again after a reconnect; acked ones are not", () =>
     { type: "send", client_id: "c2", text: "second", ask: false },
   ]);
   // The server had stored it before the drop: the ack says duplicate, one copy is kept.
-  state.apply({ type: "history", messages: [userMessage(2, { text: "second", client_id: "c2" })], more: false, last_seq: 2 });
+  state.apply({
+    type: "history",
+    messages: [userMessage(2, { text: "second", client_id: "c2" })],
+    more: false,
+    last_seq: 2,
+  });
   assert.equal(state.outbox.size, 0, "seeing our own message in history settles the send");
-  state.apply({ type: "ack", client_id: "c2", message: userMessage(2, { text: "second", client_id: "c2" }), duplicate: true });
+  state.apply({
+    type: "ack",
+    client_id: "c2",
+    message: userMessage(2, { text: "second", client_id: "c2" }),
+    duplicate: true,
+  });
   assert.equal(state.messages.size, 2);
   assert.deepEqual(state.apply(HELLO).send, [{ type: "resume", after: 2 }]);
 });
@@ -189,7 +207,10 @@ test("history pages: more=true asks for the next page; lastSeq follows contiguou
   const second = state.apply({ type: "history", messages: [userMessage(3), userMessage(4)], more: false, last_seq: 4 });
   assert.equal(second.synced, true);
   assert.equal(state.lastSeq, 5);
-  assert.deepEqual(state.list().map((m) => m.seq), [1, 2, 3, 4, 5]);
+  assert.deepEqual(
+    state.list().map((m) => m.seq),
+    [1, 2, 3, 4, 5],
+  );
 });
 
 test("validate counts characters as the server does and applies the limits", () => {
@@ -325,7 +346,13 @@ test("a reconnect resumes before an answer still streaming, so a missed done com
   assert.deepEqual(update.send, [{ type: "resume", after: 1 }]);
   state.apply({
     type: "history",
-    messages: [answer(2, "Partly done", "interrupted", { error: "The server restarted during this answer.", html: "<p>Partly done</p>" }), userMessage(3)],
+    messages: [
+      answer(2, "Partly done", "interrupted", {
+        error: "The server restarted during this answer.",
+        html: "<p>Partly done</p>",
+      }),
+      userMessage(3),
+    ],
     more: false,
     last_seq: 3,
   });
@@ -350,7 +377,16 @@ test("a live message past a gap asks once for the missed ones", () => {
 test("sync (the server's layer was down) resumes from before any answer still streaming", () => {
   const state = new RoomState();
   state.apply(HELLO);
-  state.apply({ type: "history", messages: [userMessage(1), { ...userMessage(2), role: "assistant", author: null, status: "streaming", text: "Hel" }, userMessage(3)], more: false, last_seq: 3 });
+  state.apply({
+    type: "history",
+    messages: [
+      userMessage(1),
+      { ...userMessage(2), role: "assistant", author: null, status: "streaming", text: "Hel" },
+      userMessage(3),
+    ],
+    more: false,
+    last_seq: 3,
+  });
   const update = state.apply({ type: "sync" });
   assert.deepEqual(update.send, [{ type: "resume", after: 1 }]);
   assert.equal(state.synced, false);
@@ -360,7 +396,13 @@ test("a rate-limited send stays in the outbox to be sent again", () => {
   const state = new RoomState({ newId: ids() });
   state.apply(HELLO);
   state.queueSend("a");
-  const update = state.apply({ type: "error", code: "rate_limited", detail: "slow down", retry_after: 0.4, client_id: "c1" });
+  const update = state.apply({
+    type: "error",
+    code: "rate_limited",
+    detail: "slow down",
+    retry_after: 0.4,
+    client_id: "c1",
+  });
   assert.equal(update.outbox, true);
   assert.deepEqual([...state.outbox.keys()], ["c1"]);
   assert.equal(state.outbox.get("c1").error, "slow down");
@@ -372,6 +414,12 @@ test("a rate-limited resume is asked again after retry_after, and not shown as a
   const update = state.apply({ type: "error", code: "rate_limited", detail: "slow down", retry_after: 0.4, after: 7 });
   assert.deepEqual(update.later, { delay: 500, send: [{ type: "resume", after: 7 }] });
   assert.deepEqual(update.send, []);
-  const send = state.apply({ type: "error", code: "rate_limited", detail: "slow down", retry_after: 0.4, client_id: "c1" });
+  const send = state.apply({
+    type: "error",
+    code: "rate_limited",
+    detail: "slow down",
+    retry_after: 0.4,
+    client_id: "c1",
+  });
   assert.equal(send.later, null); // a refused send is resent through the outbox instead
 });

@@ -112,7 +112,15 @@ export class RoomState {
   }
 
   apply(frame) {
-    const update = { changed: new Set(), outbox: false, send: [], later: null, error: null, hello: false, synced: false };
+    const update = {
+      changed: new Set(),
+      outbox: false,
+      send: [],
+      later: null,
+      error: null,
+      hello: false,
+      synced: false,
+    };
     switch (frame?.type) {
       case "hello":
         this.room = frame.room ?? null;
@@ -318,7 +326,7 @@ export class ReconnectingSocket {
 
   /** Send a frame now; false if the socket is not open (the caller keeps it for later). */
   send(frame) {
-    if (!this.ws || this.ws.readyState !== 1) return false;
+    if (this.ws?.readyState !== 1) return false;
     this.ws.send(JSON.stringify(frame));
     return true;
   }
