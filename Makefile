@@ -42,9 +42,7 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py parley_index
 	$(BIN)/python manage.py parley_demo --base-url http://$(HOST):$(PORT)
-	$(BIN)/python -m uvicorn example.asgi:application --host $(HOST) --port $(PORT) \
-		--loop uvloop --http parley.uvicorn:HttpToolsProtocol --ws parley.uvicorn:WebSocketProtocol \
-		--ws-max-size 65536 --ws-per-message-deflate false --no-access-log
+	$(BIN)/python manage.py parley_serve --host $(HOST) --port $(PORT)
 
 ## make run-local: the demo answered by a local model (SmolLM2-135M on llama.cpp), no network
 run-local: install-llamacpp

@@ -1,10 +1,12 @@
-"""The servers the benchmarks compare, each started as its own process on a free port.
+"""The servers the benchmarks compare, each started as its own process on a free port
+(parley.serve's server_start and server_stop, which the tests use too).
 
-- ``parley``: Parley as ``make run`` serves it (uvicorn with uvloop, httptools and
-  parley.uvicorn; SQLite; the in-memory channel layer).
+- ``parley``: Parley as ``make run`` serves it (parley.serve.uvicorn_argv: uvicorn with
+  uvloop, httptools and parley.uvicorn; SQLite; the in-memory channel layer).
 - ``parley-redis``: the same with ``REDIS_URL`` set (channels-redis' pub/sub layer).
 - ``original``: the original design (bench/original: the Channels tutorial's one-group chat on
-  channels-redis' core layer), on the same uvicorn.
+  channels-redis' core layer), on the same uvicorn with its stock protocols and
+  permessage-deflate.
 - ``plain``: ../shared/bench/refserver.py, a plain asyncio ``websockets`` fan-out server.
 """
 
@@ -12,16 +14,15 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from parley.serve import free_port, server_start, server_stop, uvicorn_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "bench"
@@ -29,23 +30,21 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 NO_RATE_LIMITS = (
     '{"CONNECTION": null, "USER": null, "RESUME": null, "BYTES": null, "SOCKETS_PER_USER": null}'
 )
-PARLEY_WS = "parley.uvicorn:WebSocketProtocol"
-PARLEY_HTTP = "parley.uvicorn:HttpToolsProtocol"
-UVICORN_FLAGS = [
-    "--loop", "uvloop", "--http", PARLEY_HTTP, "--ws", PARLEY_WS,
-    "--ws-max-size", "65536", "--no-access-log", "--backlog", "4096",
-]  # fmt: skip
-# Parley's own serving choice, as in `make run` (bench/README.md): no permessage-deflate.
-PARLEY_FLAGS = ["--ws-per-message-deflate", "false"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Over `make run`'s flags, for every uvicorn target: a load step opens thousands of sockets at
+# once, past the listen queue's default 2048.
+BENCH_FLAGS = ["--backlog", "4096"]
+# The original design as it was measured: uvicorn's own protocols, permessage-deflate on (its
+# default), on Parley's loop and limits otherwise.
+STOCK_OPTIONS: dict[str, str | bool | None] = {
+    "--http": "httptools",
+    "--ws": "websockets-sansio",
+    "--ws-per-message-deflate": None,
+}
 
 
 def _raise_fd_limit() -> None:
+    """As many descriptors as allowed, for this process and the servers it starts (children
+    inherit the limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -71,33 +70,19 @@ class Target:
 
     def start(self, logdir: Path) -> Target:
         self.log = logdir / f"{self.name}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [arg.replace("{port}", str(self.port)) for arg in self.command],
-                cwd=ROOT,
-                env={**os.environ, **self.env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_raise_fd_limit,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited at start; see {self.log}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise SystemExit(f"{self.name} did not listen within 30 s; see {self.log}")
+        _raise_fd_limit()
+        self.proc = server_start(
+            [arg.replace("{port}", str(self.port)) for arg in self.command],
+            port=self.port,
+            log_path=self.log,
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+            name=self.name,
+        )
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        server_stop(self.proc)
 
     def leftover_members(self) -> int | None:
         """Group members the server still holds for the room (after every client left)."""
@@ -207,16 +192,18 @@ def make_targets(
             "PARLEY_RATE_LIMITS": NO_RATE_LIMITS,
             **(extra_env or {}),
         }
-    uvicorn = [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", *UVICORN_FLAGS]
     for name in names:
         if name == "plain":
             targets.append(Plain(name, [python, str(SHARED / "refserver.py"), "--port", "{port}"]))
         elif name == "original":
             env = {"REDIS_URL": REDIS_URL, "BENCH_PREFIX": f"bench-orig-{uuid.uuid4().hex[:8]}"}
-            # The original design on uvicorn's own protocols, as it was measured.
-            own = {PARLEY_WS: "websockets-sansio", PARLEY_HTTP: "httptools"}
-            stock = [own.get(arg, arg) for arg in uvicorn]
-            targets.append(Original(name, [*stock, "bench.original.asgi:application"], env))
+            command = uvicorn_argv(
+                "bench.original.asgi:application",
+                port="{port}",
+                options=STOCK_OPTIONS,
+                extra=BENCH_FLAGS,
+            )
+            targets.append(Original(name, command, env))
         elif name in ("parley", "parley-redis"):
             env = dict(parley_env)
             if name == "parley-redis":
@@ -224,7 +211,8 @@ def make_targets(
                     "REDIS_URL": REDIS_URL,
                     "PARLEY_LAYER_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
                 }
-            target = Parley(name, [*uvicorn, *PARLEY_FLAGS, "example.asgi:application"], env)
+            command = uvicorn_argv("example.asgi:application", port="{port}", extra=BENCH_FLAGS)
+            target = Parley(name, command, env)
             target.django = django_state
             targets.append(target)
         else:

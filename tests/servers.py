@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,16 +19,11 @@ import websockets
 from asgiref.sync import sync_to_async
 from django.db import connection
 
+from parley.serve import free_port, log_tail, server_start, server_stop, uvicorn_argv
 from parley.testing import session_cookie
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "test-output"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scripted_backend(reply: str = "tok ", repeat: int = 80, delay: float = 0.02) -> dict[str, str]:
@@ -44,14 +38,15 @@ def scripted_backend(reply: str = "tok ", repeat: int = 80, delay: float = 0.02)
 
 
 class Server:
-    """``uvicorn example.asgi:application`` on a free loopback port, using the test database."""
+    """``example.asgi:application`` served as ``make run`` serves it (parley.serve) on a free
+    loopback port, using the test database."""
 
     def __init__(
         self, *, env: dict[str, str] | None = None, name: str = "server", args: tuple = ()
     ) -> None:
         self.port = free_port()
         self.name = name
-        self.args = args  # more uvicorn options, after (and so over) make run's
+        self.args = args  # more uvicorn options, after (and so over) Parley's
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -71,45 +66,25 @@ class Server:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> Server:
-        with self.log_path.open("wb") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "uvicorn", "example.asgi:application",
-                    "--host", "127.0.0.1", "--port", str(self.port),
-                    "--loop", "uvloop", "--http", "parley.uvicorn:HttpToolsProtocol",
-                    "--ws", "parley.uvicorn:WebSocketProtocol",
-                    "--ws-max-size", "65536", "--ws-per-message-deflate", "false",
-                    "--no-access-log", *self.args,
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited; see {self.log_path}:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not listen within {timeout}s:\n{self.log()}")
+        argv = uvicorn_argv(
+            "example.asgi:application", host="127.0.0.1", port=self.port, extra=self.args
+        )
+        self.proc = server_start(
+            argv,
+            port=self.port,
+            log_path=self.log_path,
+            env=self.env,
+            cwd=ROOT,
+            timeout=timeout,
+            name=self.name,
+        )
+        return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        server_stop(self.proc, sig)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+        return log_tail(self.log_path)
 
     def ports_connected_to(self, port: int) -> list[int]:
         """The local ports of this server's TCP connections to ``port`` at the other end
