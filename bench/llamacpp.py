@@ -35,7 +35,7 @@ QUESTIONS = [
 
 async def answer(backend, question: str) -> tuple[int, float, int, float, str]:
     """``(prompt tokens, seconds to the first token, tokens, seconds in all, text)``."""
-    from parley.backends.base import AssistantRequest, Turn
+    from parley.backends.base import AssistantRequest, TextDelta, Turn
     from parley.backends.prompt import sources_markdown
     from parley.knowledge.index import passages_search
 
@@ -51,7 +51,10 @@ async def answer(backend, question: str) -> tuple[int, float, int, float, str]:
     pieces: list[str] = []
     first = total = 0.0
     started = time.perf_counter()
-    async for piece in backend.stream(request):
+    async for event in backend.stream(request):
+        if not isinstance(event, TextDelta):
+            continue  # the closing Finish
+        piece = event.text
         if not pieces:
             first = time.perf_counter() - started
         if passages and piece == sources:

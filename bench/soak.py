@@ -48,7 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.targets import REDIS_URL, Parley, make_targets, workdir  # noqa: E402
-from parley.backends.base import AssistantRequest  # noqa: E402
+from parley.backends.base import AssistantRequest, BackendEvent, Finish, TextDelta  # noqa: E402
 from parley.backends.scripted import ScriptedBackend  # noqa: E402
 
 MIB = 1024 * 1024
@@ -68,11 +68,12 @@ class SoakBackend(ScriptedBackend):
         options.setdefault("delay", float(os.environ.get("PARLEY_SOAK_DELAY", "0.02")))
         super().__init__(**options)
 
-    async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
+    async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
         match = LENGTH.search(request.question)
         for index in range(int(match.group(1)) if match else 10):
             await asyncio.sleep(self.delay)
-            yield f"**w{index}** " if index % 7 == 0 else f"w{index} "
+            yield TextDelta(f"**w{index}** " if index % 7 == 0 else f"w{index} ")
+        yield Finish("stop")
 
 
 @dataclass

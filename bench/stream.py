@@ -28,7 +28,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from parley.backends.base import AssistantBackend, AssistantRequest  # noqa: E402
+from parley.backends.base import (  # noqa: E402
+    AssistantBackend,
+    AssistantRequest,
+    BackendEvent,
+    Finish,
+    TextDelta,
+)
 
 STAMP = re.compile(r"~(\d+)~")
 
@@ -41,10 +47,11 @@ class StampedBackend(AssistantBackend):
         self.pieces = pieces
         self.interval = interval
 
-    async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
+    async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
         for _ in range(self.pieces):
             await asyncio.sleep(self.interval)
-            yield f"~{time.monotonic_ns()}~ "
+            yield TextDelta(f"~{time.monotonic_ns()}~ ")
+        yield Finish("stop")
 
 
 def percentile(values: list[float], q: float) -> float:

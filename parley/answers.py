@@ -19,6 +19,7 @@ from typing import Any
 
 from . import protocol, services
 from .backends import get_backend
+from .backends.base import BackendEvent, Finish, TextDelta, ToolCall, Usage, backend_event
 from .conf import get_config
 from .db import database_call, knowledge_call
 from .exceptions import BackendError, LayerUnavailable
@@ -56,6 +57,10 @@ class Answer:
         self.message = message  # None until answer_begin() has stored it
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
+        # What the backend reported (the last of each), for the log and, later, metering:
+        # finish_reason is "cancelled" or "error" when the answer did not finish.
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: str | None = None
         self._replies: set[asyncio.Task[bool]] = set()  # snapshots being sent
@@ -94,12 +99,15 @@ class Answer:
                 self.room,
                 protocol.error("assistant_failed", error, message_id=final.pk),
             )
+        usage = self.usage
         logger.info(
-            "answer %s in room %s: %s, %d characters",
+            "answer %s in room %s: %s, %d characters, finish %s, tokens %s",
             final.pk,
             self.room.pk,
             status,
             len(self.text),
+            self.finish_reason or "unknown",
+            f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "unknown",
         )
 
     async def _generate(self, flush_interval: float) -> tuple[str, str]:
@@ -128,6 +136,18 @@ class Answer:
         return Message.Status.COMPLETE, ""
 
     async def _pump(self, flush_interval: float) -> None:
+        try:
+            await self._consume(flush_interval)
+        except asyncio.CancelledError:
+            self.finish_reason = "cancelled"
+            raise
+        except Exception:
+            self.finish_reason = "error"
+            raise
+
+    async def _consume(self, flush_interval: float) -> None:
+        """Ask the room's backend and take its events: text deltas go to the room (the
+        first at once, later ones coalesced), the rest is kept on the answer."""
         backend = get_backend(self.room.backend)
         # Off the database thread: the search may rebuild the knowledge index first.
         request = await knowledge_call(services.answer_request, answer=self.message)
@@ -135,10 +155,14 @@ class Answer:
         flusher: asyncio.Task[None] | None = None
         stream = backend.stream(request)
         try:
-            async for piece in stream:
-                if not piece:
+            async for item in stream:
+                event = backend_event(item, backend=backend)
+                if not isinstance(event, TextDelta):
+                    self._note(event)
                     continue
-                self.parts.append(piece)
+                if not event.text:
+                    continue
+                self.parts.append(event.text)
                 if self.sent == 0 and len(self.parts) == 1:
                     await self._flush()  # the first delta goes out at once
                     last_flush = time.monotonic()
@@ -151,6 +175,16 @@ class Answer:
             await stream.aclose()
             if flusher is not None:
                 flusher.cancel()
+
+    def _note(self, event: BackendEvent) -> None:
+        """Keep what the backend reports besides text: the last usage and finish reason."""
+        if isinstance(event, Usage):
+            self.usage = event
+        elif isinstance(event, Finish):
+            self.finish_reason = event.reason
+        elif isinstance(event, ToolCall):
+            # Tools come with a later issue; until then no backend is offered any to call.
+            logger.info("answer %s ignored a call of tool %r", self.message.pk, event.name)
 
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -39,6 +39,9 @@ class Script:
     hang_after: after this many tokens, send nothing more (a model that stalls mid-answer).
     usage: end with a usage chunk with no choices, as OpenAI does for
         ``stream_options.include_usage`` (it is sent anyway when the request asks for it).
+    usage_with_finish: put the usage in the chunk that gives the finish reason, as
+        llama.cpp's server does.
+    finish_reason: the reason that chunk gives (``None``: none, as some servers send).
     """
 
     tokens: list[str] = field(default_factory=lambda: list(DEFAULT_TOKENS))
@@ -57,6 +60,8 @@ class Script:
     hang: bool = False
     hang_after: int | None = None
     usage: bool = False
+    usage_with_finish: bool = False
+    finish_reason: str | None = "stop"
 
     @property
     def text(self) -> str:
@@ -275,7 +280,7 @@ class FakeOpenAIServer:
                 await asyncio.sleep(script.delay)
             await event(chunk({"content": token}))
             exchange.tokens_sent += 1
-        await event(chunk({}, finish_reason="stop"))
+        await event(chunk({}, finish_reason=script.finish_reason, usage=script.usage_with_finish))
         wants_usage = (body.get("stream_options") or {}).get("include_usage")
         if script.usage or wants_usage:
             usage = chunk({}, usage=True)

@@ -1,10 +1,12 @@
 """Answers end to end: a member's socket through the real routing and middleware stack
 (``example.asgi.application``), the answer runner, and the OpenAI backend talking HTTP to the
-fake model server."""
+fake model server (or backends of this module that break the contract)."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from channels.db import database_sync_to_async
 
 from example.asgi import application
 from parley import answers
-from parley.backends import get_backend
+from parley.backends import AssistantBackend, AssistantRequest, TextDelta, get_backend
 from parley.models import Message
 from parley.testing import RoomClient
 from tests.openai_server import FakeOpenAIServer, Script
@@ -197,6 +199,113 @@ async def test_a_failed_answer_is_reported_and_the_room_can_ask_again(
     assert done["message"]["status"] == "complete"
     assert done["message"]["text"] == Script().text == streamed_text(frames, done["message"]["id"])
     assert len(fake_openai.exchanges) == 2
+
+
+def answer_logs(caplog: pytest.LogCaptureFixture, answer_id: int) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.getMessage().startswith(f"answer {answer_id} in room ")
+    ]
+
+
+async def test_the_answer_logs_the_models_usage_and_finish_reason(member, fake_openai, caplog):
+    caplog.set_level(logging.INFO, logger="parley.answers")
+    _, done = await ask(member, "hi", client_id="c1")
+    await answers.answers_shutdown()  # waits for the runner to log its line
+    answer = done["message"]
+    [line] = answer_logs(caplog, answer["id"])
+    # Usage as the fake model server counts: 10 prompt tokens, one per content piece.
+    assert line.endswith(
+        f": complete, {len(Script().text)} characters, finish stop, "
+        f"tokens 10+{len(Script().tokens)}"
+    )
+
+
+async def test_a_stopped_answer_logs_its_finish_as_cancelled(member, fake_openai, caplog):
+    caplog.set_level(logging.INFO, logger="parley.answers")
+    fake_openai.script = SLOW
+    start = len(member.frames)
+    await member.send(type="send", client_id="c1", text="Tell me a long story")
+    await frames_until(member, "delta", start=start)
+    await member.send(type="cancel")
+    _, done = await frames_until(member, "done", start=start)
+    await answers.answers_shutdown()
+    [line] = answer_logs(caplog, done["message"]["id"])
+    assert ": cancelled, " in line and line.endswith(", finish cancelled, tokens unknown")
+
+
+class LegacyBackend(AssistantBackend):
+    """Written against the contract before typed events: yields bare strings."""
+
+    async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:  # type: ignore[override]
+        for piece in ("Hello", " from", " an", " older", " backend."):
+            yield piece
+
+
+class BytesBackend(AssistantBackend):
+    """Breaks the contract half-way: yields bytes after some text."""
+
+    async def stream(self, request: AssistantRequest) -> AsyncIterator[Any]:
+        yield TextDelta("Half an ")
+        yield b"answer."
+
+
+@pytest.fixture
+async def member_with(settings, private_room, alice):
+    """Alice in her private room, answered by the backend class at the dotted path given."""
+    clients: list[RoomClient] = []
+
+    async def connect(path: str) -> RoomClient:
+        settings.PARLEY = {
+            "BACKENDS": {"default": {"BACKEND": path, "OPTIONS": {}}},
+            "STREAM_FLUSH_INTERVAL": 0.01,
+        }
+        client = await RoomClient.connect(application, private_room, alice)
+        clients.append(client)
+        assert (await client.receive())["type"] == "hello"
+        return client
+
+    yield connect
+    await answers.answers_shutdown()
+    for client in clients:
+        await client.disconnect()
+
+
+async def test_a_backend_yielding_bare_strings_still_answers_with_one_warning(member_with, caplog):
+    member = await member_with("tests.test_answers.LegacyBackend")
+    caplog.set_level(logging.INFO)
+    for client_id in ("c1", "c2"):
+        frames, done = await ask(member, "hi", client_id=client_id)
+        assert done["message"]["status"] == "complete"
+        assert done["message"]["text"] == "Hello from an older backend."
+        assert streamed_text(frames, done["message"]["id"]) == done["message"]["text"]
+        assert not of_type(frames, "error")
+    await answers.answers_shutdown()
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage().split(" ", 1)[0] for r in warned] == [
+        "tests.test_answers.LegacyBackend.stream"  # once for the class, not per piece
+    ]
+    assert "deprecated" in warned[0].getMessage()
+    [line] = answer_logs(caplog, done["message"]["id"])
+    assert line.endswith(", finish unknown, tokens unknown")  # it told neither
+
+
+async def test_a_backend_yielding_something_else_fails_the_answer_plainly(member_with, caplog):
+    member = await member_with("tests.test_answers.BytesBackend")
+    frames, done = await ask(member, "hi", client_id="c1")
+    answer = done["message"]
+    assert (answer["status"], answer["text"]) == ("failed", "Half an ")
+    assert answer["error"] == "The assistant failed unexpectedly."
+    _, error = await frames_until(member, "error", start=len(member.frames))
+    assert (error["code"], error["detail"]) == ("assistant_failed", answer["error"])
+    # The log says which backend broke the contract, and how.
+    assert any(
+        "tests.test_answers.BytesBackend.stream yielded a bytes" in record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.WARNING
+    )
+    assert (await stored(answer["id"])).status == Message.Status.FAILED
 
 
 def openai_env(fake: FakeOpenAIServer, **more: Any) -> dict[str, str]:

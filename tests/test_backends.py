@@ -1,6 +1,6 @@
 """Assistant backends: one contract suite run against every backend, then each backend's own
-behaviour. The OpenAI backend talks real HTTP to the fake model server of
-``tests/openai_server.py``."""
+behaviour, then how the events a backend yields are read (the legacy bare ``str`` among them).
+The OpenAI backend talks real HTTP to the fake model server of ``tests/openai_server.py``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import logging
 import sys
 import warnings
 from collections.abc import AsyncIterator
@@ -17,7 +18,19 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from parley.backends.base import AssistantBackend, AssistantRequest, Passage, Turn
+from parley.backends.base import (
+    EVENT_TYPES,
+    AssistantBackend,
+    AssistantRequest,
+    BackendEvent,
+    Finish,
+    Passage,
+    TextDelta,
+    ToolCall,
+    Turn,
+    Usage,
+    backend_event,
+)
 from parley.backends.offline import INTRO, UNKNOWN, OfflineBackend, calculate, compose_answer
 from parley.backends.openai import OpenAIBackend, build_messages
 from parley.backends.prompt import WITHHELD_NOTE, WITHHELD_PROMPT
@@ -86,20 +99,26 @@ UNRELATED = Passage(
 )
 
 
-async def collect(stream: AsyncIterator[str]) -> list[str]:
-    return [piece async for piece in stream]
+async def collect_events(stream: AsyncIterator[BackendEvent]) -> list[BackendEvent]:
+    return [event async for event in stream]
+
+
+async def collect(stream: AsyncIterator[BackendEvent]) -> list[str]:
+    """The text pieces of the stream's events, in order."""
+    return [event.text for event in await collect_events(stream) if isinstance(event, TextDelta)]
 
 
 async def failure_of(
     backend: AssistantBackend, request: AssistantRequest = QUESTION
 ) -> tuple[list[str], BackendError]:
-    """The pieces streamed before the backend failed, and its error (the test fails if it
-    does not fail within 10 s)."""
+    """The text pieces streamed before the backend failed, and its error (the test fails if
+    it does not fail within 10 s)."""
     pieces: list[str] = []
 
     async def drain() -> None:
-        async for piece in backend.stream(request):
-            pieces.append(piece)
+        async for event in backend.stream(request):
+            if isinstance(event, TextDelta):
+                pieces.append(event.text)
 
     with pytest.raises(BackendError) as info:
         await asyncio.wait_for(drain(), 10)
@@ -112,7 +131,10 @@ async def failure_of(
 class BackendContract:
     """What every backend promises (parley/backends/base.py). A subclass provides the
     ``backend`` fixture (answers at once), the ``slow_backend`` fixture (takes seconds to
-    answer, piece by piece) and :meth:`expected`."""
+    answer, piece by piece), :meth:`expected`, and says whether the fast backend reports
+    token counts (``reports_usage``)."""
+
+    reports_usage = False
 
     @pytest.fixture
     def backend(self) -> AssistantBackend:
@@ -132,6 +154,30 @@ class BackendContract:
         assert all(isinstance(piece, str) and piece for piece in pieces)
         assert "".join(pieces) == self.expected(QUESTION)
 
+    async def test_yields_only_events_and_one_finish_last(self, backend):
+        events = await collect_events(backend.stream(QUESTION))
+        assert all(isinstance(event, EVENT_TYPES) for event in events), events
+        assert [event for event in events if isinstance(event, Finish)] == [Finish("stop")]
+        assert events[-1] == Finish("stop")
+        texts = [event.text for event in events if isinstance(event, TextDelta)]
+        assert all(isinstance(text, str) and text for text in texts)
+        assert "".join(texts) == self.expected(QUESTION)
+
+    async def test_usage_is_reported_only_when_counted_and_well_formed(self, backend):
+        events = await collect_events(backend.stream(QUESTION))
+        usages = [event for event in events if isinstance(event, Usage)]
+        if not self.reports_usage:
+            assert usages == []  # no estimate passed off as a count
+            return
+        [usage] = usages
+        assert events.index(usage) > max(
+            index for index, event in enumerate(events) if isinstance(event, TextDelta)
+        )
+        for count in (usage.prompt_tokens, usage.completion_tokens):
+            assert isinstance(count, int) and not isinstance(count, bool) and count >= 0
+        assert usage.completion_tokens > 0
+        assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
     async def test_shared_instance_answers_concurrent_requests_independently(self, backend):
         first, second = await asyncio.gather(
             collect(backend.stream(QUESTION)), collect(backend.stream(OTHER_QUESTION))
@@ -142,18 +188,18 @@ class BackendContract:
     async def test_closing_the_stream_early_ends_it(self, slow_backend):
         stream = slow_backend.stream(QUESTION)
         first = await stream.__anext__()
-        assert first
+        assert isinstance(first, TextDelta) and first.text
         await stream.aclose()
         with pytest.raises(StopAsyncIteration):
             await stream.__anext__()
 
     async def test_cancelling_the_consumer_propagates_and_is_not_an_error(self, slow_backend):
         started = asyncio.Event()
-        pieces: list[str] = []
+        events: list[BackendEvent] = []
 
         async def consume() -> None:
-            async for piece in slow_backend.stream(QUESTION):
-                pieces.append(piece)
+            async for event in slow_backend.stream(QUESTION):
+                events.append(event)
                 started.set()
 
         task = asyncio.create_task(consume())
@@ -161,7 +207,7 @@ class BackendContract:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert pieces
+        assert events and not any(isinstance(event, Finish) for event in events)
 
     async def test_aclose_is_idempotent_and_the_backend_stays_usable(self, backend):
         await collect(backend.stream(QUESTION))
@@ -203,6 +249,15 @@ class TestScriptedBackend(BackendContract):
     async def test_fail_after_the_last_piece_still_fails(self):
         pieces, _ = await failure_of(ScriptedBackend(reply="a b", fail_after=5))
         assert pieces == ["a ", "b"]
+
+    async def test_scripted_usage_and_finish_reason_end_the_stream(self):
+        backend = ScriptedBackend(reply="a b", usage=[12, 2], finish_reason="length")
+        assert await collect_events(backend.stream(QUESTION)) == [
+            TextDelta("a "),
+            TextDelta("b"),
+            Usage(prompt_tokens=12, completion_tokens=2),
+            Finish("length"),
+        ]
 
 
 # Offline ---------------------------------------------------------------------------------
@@ -320,6 +375,7 @@ class TestOfflineBackend(BackendContract):
 
 class TestOpenAIBackend(BackendContract):
     SLOW = Script(tokens=[f"word{i} " for i in range(200)], delay=0.05)
+    reports_usage = True  # the fake server counts, as real ones do when asked
 
     @pytest.fixture
     async def make_backend(self, fake_openai):
@@ -365,6 +421,7 @@ class TestOpenAIBackend(BackendContract):
         assert exchange.headers["authorization"] == f"Bearer {API_KEY}"
         assert exchange.body["model"] == "llama3.2"
         assert exchange.body["stream"] is True
+        assert exchange.body["stream_options"] == {"include_usage": True}
         assert exchange.body["messages"] == [
             {"role": "system", "content": "You help the Team room."},
             {"role": "user", "content": "bob: Shall we plan the trip?"},
@@ -450,6 +507,43 @@ class TestOpenAIBackend(BackendContract):
         fake_openai.script = Script(tokens=["Tea", "", " is", " ready."], usage=True)
         assert await collect(make_backend().stream(QUESTION)) == ["Tea", " is", " ready."]
 
+    async def test_usage_and_finish_reason_come_from_the_server(self, make_backend, fake_openai):
+        fake_openai.script = Script(tokens=["Cut", " short"], finish_reason="length")
+        events = await collect_events(make_backend().stream(QUESTION))
+        assert events == [
+            TextDelta("Cut"),
+            TextDelta(" short"),
+            Usage(prompt_tokens=10, completion_tokens=2),  # as tests/openai_server.py counts
+            Finish("length"),
+        ]
+
+    async def test_usage_sent_with_the_finishing_chunk_is_read(self, make_backend, fake_openai):
+        # llama.cpp's server puts it there, whether asked or not.
+        fake_openai.script = Script(usage_with_finish=True)
+        events = await collect_events(make_backend(include_usage=False).stream(QUESTION))
+        assert "stream_options" not in fake_openai.last.body
+        assert events[-2:] == [Usage(10, len(Script().tokens)), Finish("stop")]
+
+    async def test_without_include_usage_nothing_is_asked_or_made_up(
+        self, make_backend, fake_openai
+    ):
+        events = await collect_events(make_backend(include_usage=False).stream(QUESTION))
+        assert "stream_options" not in fake_openai.last.body
+        assert not any(isinstance(event, Usage) for event in events)
+        assert events[-1] == Finish("stop")
+
+    async def test_a_server_that_gives_no_finish_reason_finishes_with_stop(
+        self, make_backend, fake_openai
+    ):
+        fake_openai.script = Script(finish_reason=None)
+        events = await collect_events(make_backend().stream(QUESTION))
+        assert [event for event in events if isinstance(event, Finish)] == [Finish("stop")]
+
+    async def test_the_sources_come_before_usage_and_finish(self, make_backend, fake_openai):
+        events = await collect_events(make_backend().stream(ask("Ollama?", passages=(OLLAMA,))))
+        assert isinstance(events[-3], TextDelta) and "**Sources**" in events[-3].text
+        assert isinstance(events[-2], Usage) and events[-1] == Finish("stop")
+
     async def test_unicode_survives(self, make_backend, fake_openai):
         fake_openai.script = Script(tokens=["Grüße", " 🎉", " 東京"])
         assert "".join(await collect(make_backend().stream(QUESTION))) == "Grüße 🎉 東京"
@@ -482,7 +576,7 @@ class TestOpenAIBackend(BackendContract):
 
     async def test_closing_the_stream_closes_the_upstream_response(self, slow_backend, fake_openai):
         stream = slow_backend.stream(QUESTION)
-        assert await stream.__anext__() == "word0 "
+        assert await stream.__anext__() == TextDelta("word0 ")
         await stream.aclose()
         await self.assert_upstream_stopped(fake_openai)
 
@@ -625,3 +719,53 @@ async def test_the_fake_model_server_speaks_the_wire_format(fake_openai):
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == len(Script().tokens)
     assert [exchange.finished for exchange in fake_openai.exchanges] == [True, True]
+
+
+# Reading the events (parley.backends.base.backend_event, used by the answer runner) ----------
+
+
+def legacy_backend_class() -> type[AssistantBackend]:
+    """A backend written against the contract before events, yielding bare strings: a new
+    class at each call, so that each test sees the class's first warning."""
+
+    class LegacyBackend(AssistantBackend):
+        async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:  # type: ignore[override]
+            yield "Hello"
+
+    return LegacyBackend
+
+
+@pytest.mark.parametrize(
+    "event",
+    [TextDelta("a"), ToolCall("call_1", "search", '{"q": "x"}'), Usage(1, 2), Finish("stop")],
+    ids=["text", "tool-call", "usage", "finish"],
+)
+def test_events_are_taken_as_they_are(event):
+    assert backend_event(event, backend=ScriptedBackend()) is event
+
+
+def test_a_bare_str_is_a_text_delta_with_one_warning_per_backend_class(caplog):
+    legacy, other = legacy_backend_class(), legacy_backend_class()
+    with caplog.at_level(logging.WARNING, logger="parley.backends.base"):
+        assert backend_event("Hello", backend=legacy()) == TextDelta("Hello")
+        assert backend_event(" there", backend=legacy()) == TextDelta(" there")
+        assert backend_event("", backend=legacy()) == TextDelta("")
+        assert backend_event("Hi", backend=other()) == TextDelta("Hi")
+    warned = [record.getMessage() for record in caplog.records]
+    assert len(warned) == 2, warned  # once for each class, not once per piece
+    name = f"{__name__}.legacy_backend_class.<locals>.LegacyBackend"
+    assert warned[0].startswith(f"{name}.stream yields bare str pieces, a deprecated form")
+    assert "TextDelta(text)" in warned[0]
+
+
+@pytest.mark.parametrize(
+    "item", [b"Hello", {"text": "Hello"}, None, 42], ids=["bytes", "dict", "none", "int"]
+)
+def test_anything_else_is_a_backend_error_naming_the_class_and_the_type(item):
+    with pytest.raises(BackendError) as info:
+        backend_event(item, backend=ScriptedBackend())
+    assert str(info.value) == "The assistant failed unexpectedly."  # for the room
+    assert info.value.detail.startswith(  # for the log
+        f"parley.backends.scripted.ScriptedBackend.stream yielded a {type(item).__qualname__},"
+    )
+    assert "TextDelta, ToolCall, Usage and Finish" in info.value.detail

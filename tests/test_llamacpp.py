@@ -17,17 +17,26 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from parley.backends.base import AssistantBackend, AssistantRequest, Turn
+from parley.backends.base import AssistantBackend, AssistantRequest, Finish, TextDelta, Turn
 from parley.exceptions import BackendError
-from tests.test_backends import OLLAMA, QUESTION, SETTINGS, BackendContract, ask, collect
+from tests.test_backends import (
+    OLLAMA,
+    QUESTION,
+    SETTINGS,
+    BackendContract,
+    ask,
+    collect,
+    collect_events,
+)
 
 MODULE = "parley.backends.llamacpp"
 TOKENS = ["Local", " answer", " from", " the", " model", "."]
 
 
 class FakeLlama:
-    """Stands in for ``llama_cpp.Llama``: streams ``tokens`` as chat-completion chunks,
-    ``delay`` seconds apart, and counts what the backend pulled from it."""
+    """Stands in for ``llama_cpp.Llama``: streams ``tokens`` (at most ``max_tokens``) as
+    chat-completion chunks, ``delay`` seconds apart, ending as llama-cpp-python does with an
+    empty delta and the finish reason; counts what the backend pulled from it."""
 
     tokens: list[str] = TOKENS
     delay = 0.0
@@ -50,13 +59,16 @@ class FakeLlama:
         return self._chunks()
 
     def _chunks(self):
+        limit = self.requests[-1]["max_tokens"]
         try:
-            yield {"choices": [{"delta": {"role": "assistant"}}]}
-            for token in self.tokens:
+            yield {"choices": [{"delta": {"role": "assistant"}, "finish_reason": None}]}
+            for token in self.tokens[:limit]:
                 if self.delay:
                     time.sleep(self.delay)
                 self.pulled += 1
-                yield {"choices": [{"delta": {"content": token}}]}
+                yield {"choices": [{"delta": {"content": token}, "finish_reason": None}]}
+            reason = "length" if len(self.tokens) > limit else "stop"
+            yield {"choices": [{"delta": {}, "finish_reason": reason}]}
         finally:
             self.finished.set()
 
@@ -140,9 +152,18 @@ class TestLlamaCppBackend(BackendContract):
         )
         assert "".join(pieces[:-1]) == "".join(TOKENS)
 
+    async def test_reaching_max_tokens_finishes_with_length(self, make_backend):
+        events = await collect_events(make_backend(max_tokens=3).stream(QUESTION))
+        assert events == [*map(TextDelta, TOKENS[:3]), Finish("length")]
+
+    async def test_the_sources_come_before_the_finish(self, make_backend):
+        events = await collect_events(make_backend().stream(ask("Ollama?", passages=(OLLAMA,))))
+        assert isinstance(events[-2], TextDelta) and "**Sources**" in events[-2].text
+        assert events[-1] == Finish("stop")
+
     async def test_stop_ends_generation_before_the_next_token(self, slow_backend):
         stream = slow_backend.stream(QUESTION)
-        assert await stream.__anext__() == "word0 "
+        assert await stream.__anext__() == TextDelta("word0 ")
         await stream.aclose()
         llama = FakeLlama.made[0]
         await asyncio.to_thread(llama.finished.wait, 5)
@@ -229,7 +250,9 @@ def real_backend():
 @pytest.mark.llamacpp
 async def test_the_real_model_answers_from_passages_and_lists_them(real_backend):
     request = ask("How do I connect Ollama?", passages=(OLLAMA, SETTINGS))
-    pieces = await collect(real_backend.stream(request))
+    events = await collect_events(real_backend.stream(request))
+    assert events[-1] in (Finish("stop"), Finish("length"))  # max_tokens=48 may cut it
+    pieces = [event.text for event in events if isinstance(event, TextDelta)]
     assert len(pieces) > 3
     assert "".join(pieces[:-1]).strip(), "the model generated no text"
     assert pieces[-1].startswith("\n\n**Sources**\n\n1. [Backends › Ollama](")
@@ -246,7 +269,7 @@ async def test_the_real_model_stops_when_the_answer_is_stopped():
         prompt = "".join(m["content"] for m in backend.messages(request))
         prompt_tokens = len(llama.tokenize(prompt.encode(), add_bos=False))
         stream = backend.stream(request)
-        assert await stream.__anext__()
+        assert isinstance(await stream.__anext__(), TextDelta)
         await stream.aclose()
         # Generation runs on the backend's one thread: a job queued behind the stopped
         # generation runs once it is over, and sees how many tokens the model evaluated.

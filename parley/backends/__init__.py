@@ -5,13 +5,28 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .base import AssistantBackend, AssistantRequest, Passage, Turn
+from .base import (
+    AssistantBackend,
+    AssistantRequest,
+    BackendEvent,
+    Finish,
+    Passage,
+    TextDelta,
+    ToolCall,
+    Turn,
+    Usage,
+)
 
 __all__ = [
     "AssistantBackend",
     "AssistantRequest",
+    "BackendEvent",
+    "Finish",
     "Passage",
+    "TextDelta",
+    "ToolCall",
     "Turn",
+    "Usage",
     "backends",
     "get_backend",
 ]

@@ -1,11 +1,17 @@
-"""The contract every assistant backend fulfils."""
+"""The contract every assistant backend fulfils: the request it is given, and the typed
+events it yields back (docs/backends.md)."""
 
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
+
+from ..exceptions import BackendError
+
+logger = logging.getLogger(__name__)
 
 Role = Literal["system", "user", "assistant"]
 
@@ -62,6 +68,82 @@ class AssistantRequest:
         return ""
 
 
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """The next piece of the answer's text; the pieces, in order, join to the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asks for a tool to be run. ``arguments`` is the JSON text the model wrote,
+    unparsed (a model may write invalid JSON). No shipped backend offers tools yet: the
+    answer runner logs a tool call and ignores it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The tokens the model read (the prompt) and wrote (the answer), as the model or its
+    server counted them. A backend yields it only when they are counted: never an estimate."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The answer is whole: the last event of a stream, yielded once. ``reason`` is why the
+    model stopped, in the OpenAI API's words: ``"stop"`` (it ended its answer), ``"length"``
+    (it reached its token limit), ``"content_filter"``, ``"tool_calls"``. A stream that is
+    closed early or raises yields none: the runner records ``"cancelled"`` or ``"error"``."""
+
+    reason: str
+
+
+BackendEvent: TypeAlias = TextDelta | ToolCall | Usage | Finish
+
+EVENT_TYPES = (TextDelta, ToolCall, Usage, Finish)
+
+# Backend classes already warned that they yield bare strings: once per class is enough.
+_legacy_warned: set[type] = set()
+
+
+def backend_event(item: object, *, backend: AssistantBackend) -> BackendEvent:
+    """``item``, as ``backend.stream`` yielded it, as an event.
+
+    A bare ``str`` is the contract before events: it is taken as a :class:`TextDelta`, and
+    a warning names the backend class, once per class. Anything else raises
+    :class:`BackendError`, with a plain sentence for the room and, for the log, the backend
+    class and the type it yielded.
+    """
+    if isinstance(item, EVENT_TYPES):
+        return item
+    name = f"{type(backend).__module__}.{type(backend).__qualname__}"
+    if isinstance(item, str):
+        if type(backend) not in _legacy_warned:
+            _legacy_warned.add(type(backend))
+            logger.warning(
+                "%s.stream yields bare str pieces, a deprecated form: yield "
+                "parley.backends.TextDelta(text) and a Finish (docs/backends.md)",
+                name,
+            )
+        return TextDelta(item)
+    raise BackendError(
+        "The assistant failed unexpectedly.",
+        detail=f"{name}.stream yielded a {type(item).__qualname__}, which is no backend "
+        "event: it may yield TextDelta, ToolCall, Usage and Finish (docs/backends.md).",
+    )
+
+
 class AssistantBackend(abc.ABC):
     """An assistant: one async streaming method, configured by keyword options.
 
@@ -73,8 +155,11 @@ class AssistantBackend(abc.ABC):
         self.options = options
 
     @abc.abstractmethod
-    def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
-        """Yield the answer as text pieces, in order, as they are produced.
+    def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
+        """Yield the answer as events, as it is produced: :class:`TextDelta` pieces of its
+        text, in order; :class:`ToolCall` and :class:`Usage` when the model reports them;
+        then one :class:`Finish`, last. (A bare ``str`` is still taken as a text delta, with
+        a warning: see :func:`backend_event`.)
 
         Raise :class:`parley.exceptions.BackendError` with a message fit for users when the
         answer cannot be produced. When the consumer of the iterator is cancelled (a member

@@ -20,7 +20,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from ..exceptions import BackendError, MissingDependency
-from .base import AssistantBackend, AssistantRequest
+from .base import AssistantBackend, AssistantRequest, BackendEvent, Finish, TextDelta
 from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown, withheld_markdown
 
 try:
@@ -68,10 +68,12 @@ class LlamaCppBackend(AssistantBackend):
         max_source_chars: passage text per source in the prompt (800).
 
     The prompt is built like the OpenAI backend's (passages as numbered sources; the answer
-    ends with their links). The model is loaded on first use; generation runs on a single
-    thread of the backend's own, so answers of several rooms take turns. Between two
-    tokens the thread checks whether the answer was stopped: a stop ends generation at
-    once, and the next answer starts.
+    ends with their links, then a :class:`Finish` with llama.cpp's ``finish_reason``:
+    ``"length"`` once ``max_tokens`` are written). No :class:`Usage`: llama-cpp-python's
+    streamed chunks carry no token counts. The model is loaded on first use; generation
+    runs on a single thread of the backend's own, so answers of several rooms take turns.
+    Between two tokens the thread checks whether the answer was stopped: a stop ends
+    generation at once, and the next answer starts.
     """
 
     def __init__(
@@ -145,8 +147,9 @@ class LlamaCppBackend(AssistantBackend):
     def _generate(
         self, messages: list[dict[str, str]], emit: Callable[[object], None], stop: threading.Event
     ) -> None:
-        """Run on the generation thread: emit each piece, then an exception if one was
-        raised, then ``_DONE``. Stops between two tokens once ``stop`` is set."""
+        """Run on the generation thread: emit a :class:`TextDelta` for each piece and a
+        :class:`Finish` with the reason of the chunk that ends, then an exception if one
+        was raised, then ``_DONE``. Stops between two tokens once ``stop`` is set."""
         try:
             if stop.is_set():
                 return  # stopped while waiting for its turn
@@ -161,9 +164,12 @@ class LlamaCppBackend(AssistantBackend):
                 for chunk in chunks:
                     if stop.is_set():
                         break
-                    content = chunk["choices"][0]["delta"].get("content")
+                    choice = chunk["choices"][0]
+                    content = choice["delta"].get("content")
                     if content:
-                        emit(content)
+                        emit(TextDelta(content))
+                    if choice.get("finish_reason"):
+                        emit(Finish(choice["finish_reason"]))
             finally:
                 chunks.close()  # ends llama.cpp's generation loop
         except Exception as exc:
@@ -171,9 +177,10 @@ class LlamaCppBackend(AssistantBackend):
         finally:
             emit(_DONE)
 
-    async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
+    async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
         """Yield the model's answer piece by piece, then the sources of its passages (and
-        the withheld note, if passages were withheld).
+        the withheld note, if passages were withheld), then the :class:`Finish` (``"stop"``
+        if llama.cpp gave no reason).
 
         Raises :class:`BackendError` when the model cannot answer (e.g. the prompt does not
         fit in ``n_ctx``). When the generator is closed or its consumer cancelled,
@@ -190,17 +197,22 @@ class LlamaCppBackend(AssistantBackend):
                 stop.set()
 
         self._executor().submit(self._generate, self.messages(request), emit, stop)
+        finish = Finish("stop")
         try:
             while (item := await queue.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise BackendError(self._describe(item)) from item
-                yield item  # type: ignore[misc]
+                if isinstance(item, Finish):
+                    finish = item  # held back: the sources come first
+                elif isinstance(item, TextDelta):
+                    yield item
         finally:
             stop.set()
         ending = sources_markdown(request.passages[: self.max_passages])
         ending += withheld_markdown(request)
         if ending:
-            yield ending
+            yield TextDelta(ending)
+        yield finish
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, ValueError) and "context window" in str(exc):

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..knowledge.excerpts import excerpts_for
 from ..knowledge.text import text_terms
-from .base import AssistantBackend, AssistantRequest, Passage
+from .base import AssistantBackend, AssistantRequest, BackendEvent, Finish, Passage, TextDelta
 from .prompt import passages_sources, sources_markdown, withheld_markdown
 from .scripted import split_words
 
@@ -149,14 +149,16 @@ def _compose(request: AssistantRequest) -> str:
 
 class OfflineBackend(AssistantBackend):
     """Needs no network and no model: answers with :func:`compose_answer`, streamed word
-    by word, ``delay`` seconds apart, like a model's answer."""
+    by word, ``delay`` seconds apart, like a model's answer. It reports no :class:`Usage`:
+    it reads and writes no tokens."""
 
     def __init__(self, *, delay: float = 0.02, **options: Any) -> None:
         super().__init__(**options)
         self.delay = delay
 
-    async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
+    async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
         for piece in split_words(compose_answer(request)):
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield piece
+            yield TextDelta(piece)
+        yield Finish("stop")

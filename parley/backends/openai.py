@@ -10,13 +10,13 @@ import os
 import re
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
 from ..exceptions import BackendError, MissingDependency
-from .base import AssistantBackend, AssistantRequest
+from .base import AssistantBackend, AssistantRequest, BackendEvent, Finish, TextDelta, Usage
 from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown, withheld_markdown
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIBackend", "build_messages"]
@@ -24,6 +24,7 @@ __all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIBackend", "build_messages"]
 
 try:
     import openai
+    from openai.types.chat import ChatCompletionChunk
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingDependency(
         "The OpenAI backend needs the openai package: pip install 'parley[openai]'"
@@ -49,6 +50,16 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
+def _usage(reported: object) -> Usage | None:
+    """The token counts of a chunk's ``usage``, if it has both (the client does not check
+    what servers send)."""
+    prompt = getattr(reported, "prompt_tokens", None)
+    completion = getattr(reported, "completion_tokens", None)
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return Usage(prompt_tokens=prompt, completion_tokens=completion)
+    return None
+
+
 class OpenAIBackend(AssistantBackend):
     """Streams answers from ``POST {base_url}/chat/completions`` with ``stream=true``.
 
@@ -63,6 +74,9 @@ class OpenAIBackend(AssistantBackend):
         extra_body: more JSON fields for the request body (server-specific options).
         max_retries: retries of a failed request before any text arrives (default 0: the
             room sees the error at once and a member can ask again).
+        include_usage: ask for the token counts (``stream_options.include_usage``), which
+            the backend yields as :class:`Usage` when the server reports them (default
+            true; false for a server that refuses the field).
 
     One HTTP client is kept per event loop (connection pools belong to a loop); the first
     ``stream`` on a loop creates it and :meth:`aclose` closes them.
@@ -80,6 +94,7 @@ class OpenAIBackend(AssistantBackend):
         max_tokens: int | None = None,
         extra_body: dict[str, Any] | None = None,
         max_retries: int = 0,
+        include_usage: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -94,6 +109,7 @@ class OpenAIBackend(AssistantBackend):
         self.max_tokens = max_tokens
         self.extra_body = dict(extra_body or {})
         self.max_retries = max_retries
+        self.include_usage = include_usage
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI]
         self._clients = weakref.WeakKeyDictionary()
 
@@ -117,10 +133,12 @@ class OpenAIBackend(AssistantBackend):
             self._clients[loop] = client
         return client
 
-    async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
+    async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
         """Yield the text pieces of the model's answer as they arrive; with passages, the
         prompt carries them as numbered sources and the answer ends with their links (and
-        with :data:`~parley.backends.prompt.WITHHELD_NOTE` when some were withheld).
+        with :data:`~parley.backends.prompt.WITHHELD_NOTE` when some were withheld). Then
+        the server's token counts as :class:`Usage`, if it sent them, and a :class:`Finish`
+        with the ``finish_reason`` it gave (``"stop"`` if it gave none).
 
         Raises :class:`BackendError` (a plain sentence for users; the server's address and
         its own words in ``detail``, for the log; never the API key) when
@@ -129,11 +147,44 @@ class OpenAIBackend(AssistantBackend):
         HTTP response is closed at once, which tells the server to stop generating.
         """
         client = self._client()
+        response = await self._create(client, request)
+        reason = "stop"
+        usage: Usage | None = None
+        try:
+            while (chunk := await self._next_chunk(response, client)) is not None:
+                # OpenAI sends the usage in a last chunk without choices; llama.cpp's server
+                # with the chunk that finishes.
+                usage = _usage(chunk.usage) or usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                content = getattr(getattr(choice, "delta", None), "content", None)
+                if content:
+                    yield TextDelta(content)
+                reason = getattr(choice, "finish_reason", None) or reason
+        finally:
+            # Reached on exhaustion, error, aclose() and cancellation alike: closing the
+            # response drops the connection, and the server stops generating.
+            await response.close()
+        ending = sources_markdown(request.passages) + withheld_markdown(request)
+        if ending:
+            yield TextDelta(ending)
+        if usage is not None:
+            yield usage
+        yield Finish(reason)
+
+    async def _create(
+        self, client: openai.AsyncOpenAI, request: AssistantRequest
+    ) -> openai.AsyncStream[ChatCompletionChunk]:
+        """The streamed response to ``request``, once the server has accepted it. Options
+        left unset are not sent, so that the server's defaults apply."""
         params: dict[str, Any] = {}
         if self.temperature is not None:
             params["temperature"] = self.temperature
         if self.max_tokens is not None:
             params["max_tokens"] = self.max_tokens
+        if self.include_usage:
+            params["stream_options"] = {"include_usage": True}
         try:
             response = await client.chat.completions.create(
                 model=self.model,
@@ -144,33 +195,25 @@ class OpenAIBackend(AssistantBackend):
             )
         except openai.OpenAIError as exc:
             raise self._error(exc, client=client, answering=False) from None
+        # With stream=True it is a stream; **params hides that from the client's overloads.
+        return cast("openai.AsyncStream[ChatCompletionChunk]", response)
+
+    async def _next_chunk(
+        self, response: openai.AsyncStream[ChatCompletionChunk], client: openai.AsyncOpenAI
+    ) -> ChatCompletionChunk | None:
+        """The next chunk of ``response``; ``None`` at its end."""
         try:
-            while True:
-                try:
-                    chunk = await response.__anext__()
-                except StopAsyncIteration:
-                    break
-                except openai.OpenAIError as exc:
-                    raise self._error(exc, client=client, answering=True) from None
-                except ValueError:  # a data line that is not JSON
-                    raise BackendError(
-                        "The assistant's answer was cut off.",
-                        detail=f"The model server at {display_url(str(client.base_url))} sent "
-                        "a malformed reply.",
-                    ) from None
-                if not chunk.choices:  # e.g. the usage summary at the end
-                    continue
-                delta = getattr(chunk.choices[0], "delta", None)
-                content = getattr(delta, "content", None)
-                if content:
-                    yield content
-        finally:
-            # Reached on exhaustion, error, aclose() and cancellation alike: closing the
-            # response drops the connection, and the server stops generating.
-            await response.close()
-        ending = sources_markdown(request.passages) + withheld_markdown(request)
-        if ending:
-            yield ending
+            return await response.__anext__()
+        except StopAsyncIteration:
+            return None
+        except openai.OpenAIError as exc:
+            raise self._error(exc, client=client, answering=True) from None
+        except ValueError:  # a data line that is not JSON
+            raise BackendError(
+                "The assistant's answer was cut off.",
+                detail=f"The model server at {display_url(str(client.base_url))} sent "
+                "a malformed reply.",
+            ) from None
 
     async def aclose(self) -> None:
         """Close the HTTP clients. The backend stays usable: the next ``stream`` makes a new one."""

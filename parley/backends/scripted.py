@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..exceptions import BackendError
-from .base import AssistantBackend, AssistantRequest
+from .base import AssistantBackend, AssistantRequest, BackendEvent, Finish, TextDelta, Usage
 
 _PIECES = re.compile(r"\S+\s*|\s+")
 
@@ -27,6 +27,10 @@ class ScriptedBackend(AssistantBackend):
         delay: seconds to wait before each piece.
         fail_after: raise :class:`BackendError` after this many pieces (``None``: never).
         error: the message of that error.
+        finish_reason: the reason of the closing :class:`Finish` (``"stop"``; ``"length"``
+            plays a model that reached its token limit).
+        usage: ``(prompt_tokens, completion_tokens)`` to report as :class:`Usage` before
+            the finish (``None``: no usage, since the backend counts no tokens).
     """
 
     def __init__(
@@ -37,6 +41,8 @@ class ScriptedBackend(AssistantBackend):
         delay: float = 0.0,
         fail_after: int | None = None,
         error: str = "The scripted backend failed on purpose.",
+        finish_reason: str = "stop",
+        usage: tuple[int, int] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -45,8 +51,10 @@ class ScriptedBackend(AssistantBackend):
         self.delay = delay
         self.fail_after = fail_after
         self.error = error
+        self.finish_reason = finish_reason
+        self.usage = Usage(*usage) if usage is not None else None
 
-    async def stream(self, request: AssistantRequest) -> AsyncIterator[str]:
+    async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
         text = self.reply.format(question=request.question, user=request.user, room=request.room)
         pieces = split_words(text) * self.repeat
         for index, piece in enumerate(pieces):
@@ -54,6 +62,9 @@ class ScriptedBackend(AssistantBackend):
                 raise BackendError(self.error)
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield piece
+            yield TextDelta(piece)
         if self.fail_after is not None and self.fail_after >= len(pieces):
             raise BackendError(self.error)
+        if self.usage is not None:
+            yield self.usage
+        yield Finish(self.finish_reason)
