@@ -10,7 +10,7 @@ import os
 import re
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -18,6 +18,10 @@ from django.core.exceptions import ImproperlyConfigured
 from ..exceptions import BackendError, MissingDependency
 from .base import AssistantBackend, AssistantRequest
 from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown, withheld_markdown
+
+if TYPE_CHECKING:
+    from openai import AsyncStream
+    from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIBackend", "build_messages"]
 
@@ -135,12 +139,20 @@ class OpenAIBackend(AssistantBackend):
         if self.max_tokens is not None:
             params["max_tokens"] = self.max_tokens
         try:
-            response = await client.chat.completions.create(
-                model=self.model,
-                messages=build_messages(request, system_prompt=self.system_prompt),  # type: ignore[arg-type]
-                stream=True,
-                extra_body=self.extra_body or None,
-                **params,
+            # stream=True picks the streaming overload, which **params hides from mypy; the
+            # dicts of build_messages have the keys of openai's message TypedDicts.
+            response = cast(
+                "AsyncStream[ChatCompletionChunk]",
+                await client.chat.completions.create(
+                    model=self.model,
+                    messages=cast(
+                        "list[ChatCompletionMessageParam]",
+                        build_messages(request, system_prompt=self.system_prompt),
+                    ),
+                    stream=True,
+                    extra_body=self.extra_body or None,
+                    **params,
+                ),
             )
         except openai.OpenAIError as exc:
             raise self._error(exc, client=client, answering=False) from None

@@ -106,11 +106,12 @@ class KnowledgeIndex:
         permitted = np.array([reader.may(name) for name in self.permission_names])
         user = self.owners.get(reader.key, _NOT_AN_OWNER) if reader.key else _NOT_AN_OWNER
         owned = required[self.source_codes] | (self.owner_codes != _NO_OWNER)
-        return (
+        mask: np.ndarray = (
             sources[self.source_codes]
             & permitted[self.permission_codes]
             & (~owned | (self.owner_codes == user))
         )
+        return mask
 
     def weights(self, terms: list[str]) -> dict[str, float]:
         """How much each of a question's ``terms`` weighs: its IDF; a term no passage holds
