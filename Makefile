@@ -65,11 +65,12 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-## make lint: ruff (lint and format) on the Python, biome (lint and format) on the JS
+## make lint: ruff (lint and format) and mypy on the Python, biome (lint and format) on the JS
 lint: install-dev node_modules/.installed
 	$(BIN)/ruff check parley example tests bench
 	$(BIN)/ruff format --check parley example tests bench
+	$(BIN)/mypy parley
 	node_modules/.bin/biome ci --error-on-warnings
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info .pytest_cache test-output
+	rm -rf $(VENV) node_modules build *.egg-info .pytest_cache .mypy_cache test-output

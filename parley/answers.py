@@ -15,7 +15,8 @@ import os
 import socket
 import time
 import uuid
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 from . import protocol, services
 from .backends import get_backend
@@ -78,6 +79,7 @@ class Answer:
         await get_hub().unlisten(self.room.control_group_name, self.control)
 
     async def run(self) -> None:
+        assert self.message is not None  # answer_begin() stores it before it runs this
         config = get_config()
         heartbeat = asyncio.create_task(self._heartbeat(config.stream_persist_interval))
         try:
@@ -153,7 +155,8 @@ class Answer:
         request = await knowledge_call(services.answer_request, answer=self.message)
         last_flush = time.monotonic()
         flusher: asyncio.Task[None] | None = None
-        stream = backend.stream(request)
+        # The contract's stream is an async generator: closed when the answer stops.
+        stream = cast("AsyncGenerator[str, None]", backend.stream(request))
         try:
             async for item in stream:
                 event = backend_event(item, backend=backend)
@@ -183,6 +186,7 @@ class Answer:
         elif isinstance(event, Finish):
             self.finish_reason = event.reason
         elif isinstance(event, ToolCall):
+            assert self.message is not None  # started by run()
             # Tools come with a later issue; until then no backend is offered any to call.
             logger.info("answer %s ignored a call of tool %r", self.message.pk, event.name)
 
@@ -195,6 +199,7 @@ class Answer:
         if len(text) <= self.sent:
             return
         chunk, offset = text[self.sent :], self.sent
+        assert self.message is not None  # flushed only while it runs
         self.sent = len(text)
         # The end of the answer or a stop may cancel a flush while it sends (with Redis a
         # send suspends): let the send finish, so that the delta is neither lost nor sent twice.
@@ -214,6 +219,7 @@ class Answer:
     async def _heartbeat(self, interval: float) -> None:
         """Save the text so far every ``interval`` seconds. The write's timestamp tells other
         processes this answer is alive; see :func:`parley.services.answers_interrupt_stale`."""
+        assert self.message is not None  # started by run()
         while True:
             await asyncio.sleep(interval)
             await database_call(

@@ -18,12 +18,12 @@ from datetime import timedelta
 from http.cookies import SimpleCookie
 from importlib import import_module
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs
 
 from django.conf import settings
 from django.contrib.auth import get_user, get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
 from django.core import signing
 from django.db.models import F
 from django.utils import timezone
@@ -34,6 +34,10 @@ from .conf import get_config
 from .exceptions import NotAuthenticated, PermissionDenied
 from .models import Room, Ticket
 from .services import room_get_for_member
+
+if TYPE_CHECKING:
+    # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
+    from django.contrib.auth.models import _User
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +52,14 @@ class Claims(NamedTuple):
     """What a valid ticket admits: its user, its room (public id, or None for any of the
     user's rooms) and the session it was issued from (None if none)."""
 
-    user: Any
+    user: _User | AnonymousUser
     room: str | None
     session_key: str | None
 
 
 def ticket_issue(
     *,
-    user: AbstractBaseUser,
+    user: _User,
     room: str | None = None,
     session_key: str | None = None,
     uses: int = 1,
@@ -104,13 +108,15 @@ def ticket_read(ticket: str, *, max_age: int | None = None, room: str | None = N
     return Claims(user, data.get("r"), session_key)
 
 
-def _session_user(session_key: str | None) -> Any:
+def _session_user(session_key: str | None) -> _User | AnonymousUser:
     """The user of a Django session, checked as Django's own ``get_user`` does (session
     auth hash included); anonymous for no or an invalid session."""
     if not session_key:
         return AnonymousUser()
     engine = import_module(settings.SESSION_ENGINE)
-    return get_user(SimpleNamespace(session=engine.SessionStore(session_key)))  # type: ignore[arg-type]
+    # get_user reads nothing of the request but its session.
+    request = SimpleNamespace(session=engine.SessionStore(session_key))
+    return get_user(request)  # type: ignore[arg-type]
 
 
 def _session_key(headers: Any) -> str | None:
@@ -142,7 +148,7 @@ def socket_user(scope: dict[str, Any], *, room: str | None = None) -> Claims:
     return Claims(_session_user(session_key), None, session_key)
 
 
-def socket_admit(scope: dict[str, Any], *, room: str) -> tuple[Any, Room, Grant]:
+def socket_admit(scope: dict[str, Any], *, room: str) -> tuple[_User, Room, Grant]:
     """The user of a socket's scope, the room with public id ``room`` if the user may join
     it, and the :class:`~parley.access.Grant` the socket holds while open; raises
     :class:`NotAuthenticated` or :class:`PermissionDenied`.

@@ -8,12 +8,11 @@ import functools
 import itertools
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError
 
 from . import access, answers, auth, protocol, services
@@ -30,6 +29,10 @@ from .hub import Outbox, get_hub
 from .models import Message, Room
 from .throttling import TokenBucket, make_bucket, resume_buckets, user_buckets
 
+if TYPE_CHECKING:
+    # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
+    from django.contrib.auth.models import _User
+
 logger = logging.getLogger(__name__)
 
 # Close codes. After 4401 and 4403 the browser stops retrying; after the others it reconnects.
@@ -42,18 +45,20 @@ CLOSE_TRY_AGAIN = 1013  # the server cannot reach its channel layer yet
 _tokens = itertools.count(1)  # ids of this process's sockets, for frames meant for one
 
 
-class RoomConsumer(AsyncWebsocketConsumer):
+class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels has no types
     """One member's socket in one room (``/ws/rooms/<public_id>/``).
 
     It has no channel-layer channel of its own: the process's :class:`~parley.hub.RoomHub`
     joins the room's group once and delivers the room's frames to every local member.
     """
 
+    # room, user and grant are None until connect() admits the socket; a socket that has
+    # joined (the only kind whose frames are handled and which the hub calls) has them all.
     room: Room | None = None
-    user: AbstractBaseUser | None = None
+    user: _User | None = None
     grant: access.Grant | None = None  # what the socket was admitted with
     revoked = False  # its rights ended while it was open
-    outbox: Outbox | None = None
+    outbox: Outbox  # made by __call__, before anything else runs
     joined = False
     frame_bucket: TokenBucket | None = None
     strikes = 0  # frames refused in a row by a rate limit
@@ -89,6 +94,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         def app(scope: dict[str, Any], receive: Any, send: Any) -> Any:
             return cls(**initkwargs)(scope, receive, send)
 
+        # What Channels' URLRouter reads off the application: attributes a function lacks.
         app.consumer_class = cls  # type: ignore[attr-defined]
         app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
         return functools.update_wrapper(app, cls, updated=())
@@ -106,6 +112,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     def on_access(self, event: dict[str, Any]) -> None:
         """Called by the hub for each revocation event of the socket's user."""
+        assert self.grant is not None  # the hub calls only members that joined
         refusal = access.revocation(event, self.grant)
         if refusal is not None:
             self.revoke(*refusal)
@@ -116,6 +123,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if self.revoked:
             return
         self.revoked = True
+        assert self.room is not None and self.user is not None  # the hub calls only members
         logger.info("room %s: a socket of user %s lost its rights (%s)", self.room.pk,
                     self.user.pk, code)  # fmt: skip
         asyncio.ensure_future(self._leave())  # if it has not joined yet, connect() leaves
@@ -142,6 +150,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def _leave(self) -> None:
         if self.room is not None and self.joined:
             self.joined = False
+            assert self.user is not None  # admitted with its room
             await get_hub().leave(self.room.group_name, self, self.token, user=str(self.user.pk))
 
     async def connect(self) -> None:
@@ -160,6 +169,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if refusal is not None:
             await self._refuse(*refusal)
             return
+        assert self.room is not None and self.user is not None  # admitted
         hub = get_hub()
         cap = get_config().rate_limits["SOCKETS_PER_USER"]
         if cap is not None and hub.user_sockets(grant.user_key) >= cap:
@@ -204,6 +214,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not self.joined or self.revoked:  # not admitted, or its rights are gone
             return
+        assert self.room is not None and self.user is not None  # joined
         if self.frame_bucket is not None and not self.frame_bucket.take():
             await self._limited(self.frame_bucket, "You are sending frames too fast.")
             return
@@ -260,6 +271,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self._error("internal_error", "The server failed to handle this frame.", **extra)
 
     async def _on_send(self, frame: protocol.Send) -> None:
+        assert self.room is not None and self.user is not None  # joined
         message, created = await database_call(
             services.message_post,
             room=self.room,
@@ -283,6 +295,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 )
 
     async def _on_cancel(self, frame: protocol.Cancel) -> None:
+        assert self.room is not None and self.user is not None  # joined
         await answers.answers_interrupt_stale(room=self.room)
         streaming = await database_call(services.answer_streaming, room=self.room)
         if streaming is None or frame.message_id not in (None, streaming.pk):
@@ -296,6 +309,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self._error("unavailable", str(exc))
 
     async def _on_resume(self, frame: protocol.Resume) -> None:
+        assert self.room is not None  # joined
         await answers.answers_interrupt_stale(room=self.room)
         messages, more = await database_call(
             services.messages_after, room=self.room, after=frame.after
@@ -330,6 +344,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         """Refuse a frame over a rate limit; close the socket if the client keeps flooding."""
         self.strikes += 1
         if self.strikes > get_config().rate_limits["STRIKES"]:
+            assert self.room is not None  # only a joined socket's frames are limited
             logger.warning("room %s: closing a socket that kept flooding", self.room.pk)
             await self._leave()
             await self._refuse(

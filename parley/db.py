@@ -38,7 +38,8 @@ async def database_call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T
         getattr(AsyncToSync.executors, "current", None) is not None
         or SyncToAsync.thread_sensitive_context.get(None) is not None
     ):
-        return await database_sync_to_async(fn)(*args, **kwargs)
+        result: T = await database_sync_to_async(fn)(*args, **kwargs)  # channels: untyped
+        return result
     call = functools.partial(_closing_stale_connections, fn, args, kwargs)
     return await asyncio.get_running_loop().run_in_executor(
         SyncToAsync.single_thread_executor, contextvars.copy_context().run, call

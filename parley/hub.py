@@ -31,7 +31,7 @@ import collections
 import logging
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 
@@ -39,13 +39,17 @@ from . import protocol
 from .conf import get_config
 from .exceptions import LayerUnavailable
 
+if TYPE_CHECKING:
+    from .access import Grant
+
 logger = logging.getLogger(__name__)
 
 
 class Member(Protocol):
-    """What the hub needs of a socket."""
+    """What the hub needs of a socket, and what :mod:`parley.access` and ``/status/`` read."""
 
-    grant: Any  # parley.access.Grant: what the socket was admitted with
+    grant: Grant | None  # what the socket was admitted with (set before it joins)
+    outbox: Outbox  # its write queue: backlogged while its client does not read
 
     def deliver(self, frame: str) -> None: ...
 
@@ -84,7 +88,7 @@ async def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
                 waiting_on._asyncio_future_blocking = False
                 await waiting_on
         except BaseException as exc:  # noqa: BLE001 - handed to the coroutine, as a Task does
-            step = coro.throw, exc
+            step: tuple[Callable[[Any], Any], Any] = coro.throw, exc
         else:
             step = coro.send, None
         try:

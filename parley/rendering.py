@@ -34,7 +34,7 @@ def _image_as_link(
     """Render an image as a link to it, labelled with its alt text (or its URL). Inside a link
     (``[![alt](src)](href)``) only the label is written: links do not nest."""
     token = tokens[idx]
-    src = token.attrGet("src") or ""
+    src = str(token.attrGet("src") or "")
     label = escapeHtml(self.renderInlineAsText(token.children or [], options, env) or src)
     depth = 0
     for previous in tokens[:idx]:
@@ -42,7 +42,7 @@ def _image_as_link(
     if depth > 0:
         return label
     title = token.attrGet("title")
-    title_attr = f' title="{escapeHtml(title)}"' if title else ""
+    title_attr = f' title="{escapeHtml(str(title))}"' if title else ""
     return f'<a href="{escapeHtml(src)}"{title_attr}>{label}</a>'
 
 
@@ -93,7 +93,7 @@ def heading_slug(text: str) -> str:
     return _NOT_SLUG.sub("", text.strip().lower()).replace(" ", "-")
 
 
-def _headings(tokens: list) -> list[tuple[int, Heading]]:
+def _headings(tokens: Sequence[Token]) -> list[tuple[int, Heading]]:
     """``(index of the heading_open token, heading)`` for each heading outside quotes and
     lists; repeated anchors get ``-1``, ``-2``… as on GitHub."""
     seen: dict[str, int] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +22,8 @@ websocket_urlpatterns = [
 # What a browser puts in Origin; anything else (ftp:, file:, chrome-extension:, "null") is
 # not a page of a web site and is refused.
 WEB_SCHEMES = ("http", "https")
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 def websocket_application(inner: Any) -> Any:
@@ -48,7 +50,7 @@ class OriginCheck:
     Settings are read at each handshake, never at import.
     """
 
-    def __init__(self, application: Any) -> None:
+    def __init__(self, application: ASGIApp) -> None:
         self.application = application
 
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
@@ -56,7 +58,8 @@ class OriginCheck:
             raise ValueError("You cannot use OriginCheck on a non-WebSocket connection")
         if origin_allowed(scope):
             return self.application(scope, receive, send)
-        return WebsocketDenier()(scope, receive, send)
+        denied: Awaitable[None] = WebsocketDenier()(scope, receive, send)  # channels: untyped
+        return denied
 
 
 def origin_allowed(scope: dict[str, Any]) -> bool:
@@ -118,9 +121,9 @@ def _secure(scope: dict[str, Any], headers: dict[bytes, str]) -> bool:
     proxy = settings.SECURE_PROXY_SSL_HEADER
     if proxy:
         name, secure_value = proxy
-        name = name.removeprefix("HTTP_").replace("_", "-").lower().encode()
-        if name in headers:
-            return headers[name].split(",", 1)[0].strip() == secure_value
+        header = name.removeprefix("HTTP_").replace("_", "-").lower().encode()
+        if header in headers:
+            return headers[header].split(",", 1)[0].strip() == secure_value
     return scope.get("scheme") == "wss"
 
 

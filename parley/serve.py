@@ -100,7 +100,7 @@ def free_port() -> int:
     """A TCP port on loopback that nothing listens on (at the moment of asking)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def log_tail(path: Path, chars: int = 4000) -> str:

@@ -10,9 +10,8 @@ import functools
 import logging
 from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast, overload
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Page, Paginator
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Count, F, Q
@@ -27,6 +26,9 @@ from .rendering import render_markdown
 from .throttling import page_buckets
 
 if TYPE_CHECKING:
+    # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
+    from django.contrib.auth.models import _User
+
     from .knowledge.index import Retrieval
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ def _next_seq(room_id: int) -> int:
                 " RETURNING last_seq",
                 [room_id],
             )
-            return cursor.fetchone()[0]
+            seq: int = cursor.fetchone()[0]
+            return seq
     Room.objects.filter(pk=room_id).update(last_seq=F("last_seq") + 1)
     return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).get()
 
@@ -69,7 +72,11 @@ def _update_returning() -> bool:
     return False
 
 
-def user_payload(user: AbstractBaseUser | None) -> dict[str, Any] | None:
+@overload
+def user_payload(user: None) -> None: ...
+@overload
+def user_payload(user: _User) -> dict[str, Any]: ...
+def user_payload(user: _User | None) -> dict[str, Any] | None:
     if user is None:
         return None
     return {"id": user.pk, "name": user.get_username()}
@@ -104,7 +111,7 @@ def message_payload(message: Message) -> dict[str, Any]:
 # Rooms -------------------------------------------------------------------------------------
 
 
-def room_create(*, owner: AbstractBaseUser, title: str, kind: str = Room.Kind.PRIVATE) -> Room:
+def room_create(*, owner: _User, title: str, kind: str = Room.Kind.PRIVATE) -> Room:
     """Create a room with ``owner`` as its first member."""
     with transaction.atomic():
         room = Room.objects.create(owner=owner, title=title.strip() or "Untitled", kind=kind)
@@ -112,9 +119,7 @@ def room_create(*, owner: AbstractBaseUser, title: str, kind: str = Room.Kind.PR
     return room
 
 
-def room_member_add(
-    *, room: Room, user: AbstractBaseUser, by: AbstractBaseUser | None = None
-) -> Membership:
+def room_member_add(*, room: Room, user: _User, by: _User | None = None) -> Membership:
     """Make ``user`` a member of a shared room at once, without asking them: for the admin,
     commands and tests. People invite through :func:`invitation_create`, which waits for the
     invitee's consent. Adding the same member twice is harmless."""
@@ -126,7 +131,7 @@ def room_member_add(
     return membership
 
 
-def room_member_remove(*, room: Room, user: AbstractBaseUser, by: AbstractBaseUser) -> bool:
+def room_member_remove(*, room: Room, user: _User, by: _User) -> bool:
     """Take ``user`` out of ``room``: a member leaving (``by`` is ``user``), or the owner
     removing them. The owner cannot leave their own room. ``False`` if ``user`` was not a
     member. Their open sockets in the room are closed (4403) in every server process by
@@ -139,11 +144,11 @@ def room_member_remove(*, room: Room, user: AbstractBaseUser, by: AbstractBaseUs
     return bool(deleted)
 
 
-def room_is_member(*, room: Room, user: AbstractBaseUser) -> bool:
+def room_is_member(*, room: Room, user: _User) -> bool:
     return bool(user.is_authenticated) and room.memberships.filter(user=user).exists()
 
 
-def room_get_for_member(*, public_id: str, user: AbstractBaseUser) -> Room:
+def room_get_for_member(*, public_id: str, user: _User) -> Room:
     """The room, if ``user`` is a member. Unknown rooms and foreign rooms raise the same
     :class:`PermissionDenied`, so a probe learns nothing about which rooms exist."""
     if not user.is_authenticated:
@@ -162,17 +167,17 @@ def memberships_find(*, user_ids: set[Any], room_ids: set[int]) -> set[tuple[Any
     return set(rows.values_list("user_id", "room_id"))
 
 
-def rooms_for_user(*, user: AbstractBaseUser) -> list[Room]:
+def rooms_for_user(*, user: _User) -> list[Room]:
     return list(_rooms_of(user))
 
 
-def rooms_page(*, user: AbstractBaseUser, number: Any, per_page: int = 50) -> Page:
+def rooms_page(*, user: _User, number: Any, per_page: int = 50) -> Page[Room]:
     """One page of ``user``'s rooms, newest first; an out-of-range or malformed ``number``
     gives the nearest page, as ``Paginator.get_page`` does."""
     return Paginator(_rooms_of(user), per_page).get_page(number)
 
 
-def _rooms_of(user: AbstractBaseUser) -> models.QuerySet[Room]:
+def _rooms_of(user: _User) -> models.QuerySet[Room]:
     return (
         Room.objects.filter(memberships__user=user)
         .select_related("owner")
@@ -183,7 +188,7 @@ def _rooms_of(user: AbstractBaseUser) -> models.QuerySet[Room]:
 # Invitations and page limits ---------------------------------------------------------------
 
 
-def user_rate_limit(*, user: AbstractBaseUser, action: str) -> None:
+def user_rate_limit(*, user: _User, action: str) -> None:
     """Take one of ``user``'s tokens for ``RATE_LIMITS[action]`` (``"ROOMS"``,
     ``"INVITES"``); raise :class:`RateLimited` with the wait when none is left. Counted per
     server process, like the socket limits."""
@@ -192,7 +197,7 @@ def user_rate_limit(*, user: AbstractBaseUser, action: str) -> None:
         raise RateLimited(f"Too many at once: {action.lower()}", retry_after=bucket.retry_after())
 
 
-def invitation_create(*, room: Room, by: AbstractBaseUser, username: str) -> Invitation | None:
+def invitation_create(*, room: Room, by: _User, username: str) -> Invitation | None:
     """Invite the user called ``username`` to a shared room, if there is one to invite.
 
     Only members invite; private rooms take nobody (:class:`PermissionDenied`). Every call
@@ -218,7 +223,7 @@ def invitation_create(*, room: Room, by: AbstractBaseUser, username: str) -> Inv
         return None
 
 
-def _invitation_refused(*, room: Room, invitee: AbstractBaseUser, by: AbstractBaseUser) -> bool:
+def _invitation_refused(*, room: Room, invitee: _User, by: _User) -> bool:
     """Whether ``invitee`` takes no new invitation to ``room`` from ``by``: they declined
     one to this room before (a "no" stands: the room cannot ask again), or
     ``MAX_PENDING_INVITATIONS`` wait for them from everyone, or
@@ -232,14 +237,14 @@ def _invitation_refused(*, room: Room, invitee: AbstractBaseUser, by: AbstractBa
         from_inviter=Count("pk", filter=pending & Q(invited_by=by)),
     )
     config = get_config()
-    return (
+    return bool(
         counts["declined"] > 0
         or counts["pending"] >= config.max_pending_invitations
         or counts["from_inviter"] >= config.max_pending_invitations_per_inviter
     )
 
 
-def invitations_pending(*, user: AbstractBaseUser) -> list[Invitation]:
+def invitations_pending(*, user: _User) -> list[Invitation]:
     """The invitations waiting for ``user``'s answer, newest first."""
     return list(
         Invitation.objects.filter(invitee=user, status=Invitation.Status.PENDING).select_related(
@@ -248,7 +253,7 @@ def invitations_pending(*, user: AbstractBaseUser) -> list[Invitation]:
     )
 
 
-def invitation_answer(*, invitation_id: int, user: AbstractBaseUser, accept: bool) -> Invitation:
+def invitation_answer(*, invitation_id: int, user: _User, accept: bool) -> Invitation:
     """Accept (``user`` becomes a member, through the ORM: ``Membership`` signals fire) or
     decline an invitation waiting for ``user``; any other id raises :class:`PermissionDenied`."""
     with transaction.atomic():
@@ -274,7 +279,7 @@ def invitation_answer(*, invitation_id: int, user: AbstractBaseUser, accept: boo
 
 
 def message_post(
-    *, room: Room, author: AbstractBaseUser, text: str, client_id: str = ""
+    *, room: Room, author: _User, text: str, client_id: str = ""
 ) -> tuple[Message, bool]:
     """Store a user's message; returns ``(message, created)``.
 
@@ -340,19 +345,18 @@ def _message_insert_statement(vendor: str) -> tuple[str, list[str], list[int]]:
     cache)."""
     quote = connection.ops.quote_name
     fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
+    # A concrete field has a column (only the others have None).
     sql = "INSERT INTO {} ({}) VALUES ({}) RETURNING {}".format(
         quote(Message._meta.db_table),
-        ", ".join(quote(field.column) for field in fields),
+        ", ".join(quote(cast(str, field.column)) for field in fields),
         ", ".join(["%s"] * len(fields)),
-        quote(Message._meta.pk.column),
+        quote(cast(str, Message._meta.pk.column)),
     )
     datetimes = [i for i, field in enumerate(fields) if isinstance(field, models.DateTimeField)]
     return sql, [field.attname for field in fields], datetimes
 
 
-def _message_by_client_id(
-    *, room: Room, author: AbstractBaseUser, client_id: str
-) -> Message | None:
+def _message_by_client_id(*, room: Room, author: _User, client_id: str) -> Message | None:
     # The exclude() repeats the condition of the partial unique index, so that SQLite uses it.
     return (
         Message.objects.select_related("author")
@@ -508,7 +512,7 @@ def answer_request(*, answer: Message) -> AssistantRequest:
     return replace(request, passages=tuple(retrieval.passages), withheld=retrieval.withheld)
 
 
-def _passages_for(*, room: Room, question: str, user: AbstractBaseUser | None) -> Retrieval:
+def _passages_for(*, room: Room, question: str, user: _User | None) -> Retrieval:
     """The knowledge passages for ``question`` that ``user`` may read and, in a shared
     room, every current member too: whatever is posted in a room is disclosed to all its
     members (and to those invited later, who read its history). A broken index costs the
@@ -526,7 +530,7 @@ def _passages_for(*, room: Room, question: str, user: AbstractBaseUser | None) -
 # People ------------------------------------------------------------------------------------
 
 
-def user_get_by_username(*, username: str) -> AbstractBaseUser | None:
+def user_get_by_username(*, username: str) -> _User | None:
     """The active user called ``username`` (exact match on the user model's username field),
     or None."""
     from django.contrib.auth import get_user_model
@@ -537,6 +541,6 @@ def user_get_by_username(*, username: str) -> AbstractBaseUser | None:
     ).first()
 
 
-def room_members(*, room: Room) -> list[AbstractBaseUser]:
+def room_members(*, room: Room) -> list[_User]:
     """The room's members, in the order they joined."""
     return [m.user for m in room.memberships.select_related("user").order_by("joined_at", "pk")]

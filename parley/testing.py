@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from asgiref.sync import sync_to_async
 from channels.testing.websocket import WebsocketCommunicator
@@ -11,10 +11,15 @@ from django.test import Client
 
 from .backends.scripted import ScriptedBackend
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import _User  # the site's AUTH_USER_MODEL
+
+    from .models import Room
+
 __all__ = ["AnswerText", "RoomClient", "ScriptedBackend", "session_cookie"]
 
 
-def session_cookie(user: Any) -> str:
+def session_cookie(user: _User) -> str:
     """A real logged-in session for ``user``, as the value of a ``Cookie`` header."""
     client = Client()
     client.force_login(user)
@@ -41,6 +46,9 @@ class RoomClient:
     """A :class:`WebsocketCommunicator` in a Parley room, through the project's real ASGI
     stack (Origin check, session auth), that keeps every frame it receives."""
 
+    connected: bool  # whether the handshake was accepted
+    subprotocol: str | int | None  # the accepted subprotocol, or the refusal's close code
+
     def __init__(self, communicator: WebsocketCommunicator) -> None:
         self.communicator = communicator
         self.frames: list[dict[str, Any]] = []
@@ -49,8 +57,8 @@ class RoomClient:
     async def connect(
         cls,
         application: Any,
-        room: Any,
-        user: Any = None,
+        room: Room,
+        user: _User | None = None,
         *,
         origin: str | None = "http://127.0.0.1",
         host: str = "127.0.0.1",
@@ -77,7 +85,7 @@ class RoomClient:
         await self.communicator.send_to(text_data=text, bytes_data=data)
 
     async def receive(self, timeout: float = 5) -> dict[str, Any]:
-        frame = json.loads(await self.communicator.receive_from(timeout))
+        frame: dict[str, Any] = json.loads(await self.communicator.receive_from(timeout))
         self.frames.append(frame)
         return frame
 
@@ -88,7 +96,9 @@ class RoomClient:
                 self.frames.remove(frame)
                 return frame
         while True:
-            frame = json.loads(await self.communicator.receive_from(timeout))
+            frame = cast(
+                "dict[str, Any]", json.loads(await self.communicator.receive_from(timeout))
+            )
             if frame["type"] == type_ and all(frame.get(k) == v for k, v in fields.items()):
                 return frame
             self.frames.append(frame)
@@ -98,7 +108,8 @@ class RoomClient:
         while True:
             output = await self.communicator.receive_output(timeout)
             if output["type"] == "websocket.close":
-                return output.get("code", 1000)
+                code: int = output.get("code", 1000)
+                return code
             if output["type"] == "websocket.send" and output.get("text"):
                 self.frames.append(json.loads(output["text"]))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import overload
 
 
 class TokenBucket:
@@ -56,6 +57,10 @@ class TokenBucket:
         return self.tokens >= self.burst
 
 
+@overload
+def make_bucket(limit: None) -> None: ...
+@overload
+def make_bucket(limit: tuple[float, float] | list[float]) -> TokenBucket: ...
 def make_bucket(limit: tuple[float, float] | list[float] | None) -> TokenBucket | None:
     """A bucket for a ``(rate, burst)`` setting, or ``None`` for no limit."""
     if limit is None:

@@ -159,6 +159,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Duck-typed stand-ins for the asyncio.Queue and asyncio.Event uvicorn declares.
         self.queue = _ReceiveQueue()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
         limits = get_config().rate_limits
@@ -244,16 +245,16 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # for the connection's life (a local of ServerProtocol.parse): empty it in place.
         event.headers.clear()
         event.path = ""
-        self.request = None  # type: ignore[assignment]
+        self.request = None  # type: ignore[assignment]  # uvicorn declares it always set
         scope = getattr(self, "scope", None)
         if scope is not None:  # an accepted upgrade: the app's task has not started yet
-            scope["asgi"] = _shared_asgi(scope["asgi"])  # type: ignore[typeddict-item]
+            scope["asgi"] = _shared_asgi(scope["asgi"])
             scope["headers"] = [_shared_header(header) for header in scope["headers"]]
 
     def start_keepalive(self) -> None:
         # Called right after the accepted handshake response is written: it is not needed
         # again (``send`` reads it only before the handshake completes).
-        self.response = None  # type: ignore[assignment]
+        self.response = None  # type: ignore[assignment]  # uvicorn declares it always set
         super().start_keepalive()
 
     async def send(self, message: Any) -> None:
@@ -307,6 +308,7 @@ class HttpToolsProtocol(_HttpToolsProtocol):
         self.header_bytes: int | None = 0  # received since the request began; None: in its body
         self.header_timer: asyncio.TimerHandle | None = None
 
+    # As uvicorn's own: asyncio declares a BaseTransport, its servers give a Transport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._start_header_timer()  # a connection that never sends a byte is closed too

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 from django.contrib import messages
@@ -22,7 +22,17 @@ from .hub import get_hub
 from .middleware import add_content_security_policy
 from .models import Room
 
-View = Callable[..., HttpResponse]
+if TYPE_CHECKING:
+    from django.contrib.auth.models import _User
+
+    class AuthenticatedHttpRequest(HttpRequest):
+        """What a view behind ``login_required`` receives: the user is logged in. The
+        plugin of django-stubs expands ``_User`` to the site's ``AUTH_USER_MODEL``."""
+
+        user: _User
+
+
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 def content_security_policy(view: View) -> View:
@@ -37,16 +47,16 @@ def content_security_policy(view: View) -> View:
         async def awaited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             return add_content_security_policy(request, await view(request, *args, **kwargs))
 
-        return awaited
+        return cast(View, awaited)
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return add_content_security_policy(request, view(request, *args, **kwargs))
 
-    return wrapped
+    return cast(View, wrapped)
 
 
-def _room_for_member(request: HttpRequest, public_id: str) -> Room:
+def _room_for_member(request: AuthenticatedHttpRequest, public_id: str) -> Room:
     """The room if the user is a member; otherwise 404, whether or not it exists."""
     try:
         return services.room_get_for_member(public_id=public_id, user=request.user)
@@ -72,7 +82,7 @@ def _wait(seconds: float) -> str:
 @content_security_policy
 @login_required
 @require_http_methods(["GET", "POST"])
-def room_list(request: HttpRequest) -> HttpResponse:
+def room_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The user's rooms (50 a page), the invitations waiting for their answer, and the form
     that creates a room (POST, within ``RATE_LIMITS["ROOMS"]``)."""
     form = RoomCreateForm(request.POST or None)
@@ -107,7 +117,7 @@ def room_list(request: HttpRequest) -> HttpResponse:
 @content_security_policy
 @login_required
 @require_http_methods(["GET"])
-def room_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+def room_detail(request: AuthenticatedHttpRequest, public_id: str) -> HttpResponse:
     """A room's chat page (404 for anyone but its members)."""
     room = _room_for_member(request, public_id)
     context = {
@@ -122,7 +132,7 @@ def room_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 @content_security_policy
 @login_required
 @require_http_methods(["GET"])
-def knowledge_document(request: HttpRequest, key: str) -> HttpResponse:
+def knowledge_document(request: AuthenticatedHttpRequest, key: str) -> HttpResponse:
     """A document of the knowledge folders, rendered (the assistant's source links point
     here). Only indexed documents are served, to users who may read them; 404 otherwise."""
     from .knowledge.permissions import Reader
@@ -141,7 +151,7 @@ def knowledge_document(request: HttpRequest, key: str) -> HttpResponse:
 @content_security_policy
 @login_required
 @require_POST
-def room_invite(request: HttpRequest, public_id: str) -> HttpResponse:
+def room_invite(request: AuthenticatedHttpRequest, public_id: str) -> HttpResponse:
     """Invite a user, by username, to a shared room. The answer is the same whether or not
     the name exists (nobody learns from it who has an account); the invitee joins only by
     accepting."""
@@ -173,7 +183,7 @@ def room_invite(request: HttpRequest, public_id: str) -> HttpResponse:
 @content_security_policy
 @login_required
 @require_POST
-def room_leave(request: HttpRequest, public_id: str) -> HttpResponse:
+def room_leave(request: AuthenticatedHttpRequest, public_id: str) -> HttpResponse:
     """Leave a room (not one's own): its page and its socket are closed to the user."""
     room = _room_for_member(request, public_id)
     try:
@@ -188,7 +198,9 @@ def room_leave(request: HttpRequest, public_id: str) -> HttpResponse:
 @content_security_policy
 @login_required
 @require_POST
-def invitation_answer(request: HttpRequest, invitation_id: int, accept: bool) -> HttpResponse:
+def invitation_answer(
+    request: AuthenticatedHttpRequest, invitation_id: int, accept: bool
+) -> HttpResponse:
     """Accept (then go to the room) or decline an invitation waiting for this user; 404 for
     any other."""
     try:

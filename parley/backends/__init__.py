@@ -58,7 +58,7 @@ class BackendHandler:
             raise ImproperlyConfigured(
                 f"PARLEY['BACKENDS'][{alias!r}]['BACKEND'] = {path!r} could not be imported: {exc}"
             ) from exc
-        instance = cls(**entry.get("OPTIONS", {}))
+        instance: AssistantBackend = cls(**entry.get("OPTIONS", {}))
         self._instances[alias] = instance
         return instance
 

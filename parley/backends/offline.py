@@ -11,7 +11,7 @@ import ast
 import asyncio
 import operator
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..knowledge.excerpts import excerpts_for
@@ -48,7 +48,7 @@ MAX_QUOTED = 2
 _GREETING = re.compile(r"\b(hello|hi|hey|good (morning|afternoon|evening))\b")
 _ABOUT_MODELS = re.compile(r"\b(models?|llms?|openai|gpt|language model|api key)\b")
 
-_BINOPS: dict[type, Any] = {
+_BINOPS: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,

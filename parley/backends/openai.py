@@ -10,7 +10,7 @@ import os
 import re
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -18,6 +18,9 @@ from django.core.exceptions import ImproperlyConfigured
 from ..exceptions import BackendError, MissingDependency
 from .base import AssistantBackend, AssistantRequest, BackendEvent, Finish, TextDelta, Usage
 from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown, withheld_markdown
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIBackend", "build_messages"]
 
@@ -188,7 +191,11 @@ class OpenAIBackend(AssistantBackend):
         try:
             response = await client.chat.completions.create(
                 model=self.model,
-                messages=build_messages(request, system_prompt=self.system_prompt),  # type: ignore[arg-type]
+                # The dicts of build_messages have the keys of openai's message TypedDicts.
+                messages=cast(
+                    "list[ChatCompletionMessageParam]",
+                    build_messages(request, system_prompt=self.system_prompt),
+                ),
                 stream=True,
                 extra_body=self.extra_body or None,
                 **params,

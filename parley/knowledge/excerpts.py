@@ -81,7 +81,7 @@ def _join(units: list[Unit]) -> str:
         same_block = previous is not None and previous.block == unit.block
         if unit.kind == "sentence":
             text = unit.text
-            if same_block and previous.kind == "sentence":
+            if same_block and previous is not None and previous.kind == "sentence":
                 parts[-1] += " " + text
                 previous = unit
                 continue

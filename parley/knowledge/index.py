@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING
 
 import bm25s
 import numpy as np
@@ -26,6 +26,9 @@ from ..models import KnowledgePassage
 from .permissions import Reader, objects_of
 from .store import version_get
 from .text import text_terms
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser, _User
 
 # How many ranked candidates a search looks at, at most, to fill its places (each costs a
 # coverage check; all of them are passages the readers may read).
@@ -106,11 +109,12 @@ class KnowledgeIndex:
         permitted = np.array([reader.may(name) for name in self.permission_names])
         user = self.owners.get(reader.key, _NOT_AN_OWNER) if reader.key else _NOT_AN_OWNER
         owned = required[self.source_codes] | (self.owner_codes != _NO_OWNER)
-        return (
+        mask: np.ndarray = (
             sources[self.source_codes]
             & permitted[self.permission_codes]
             & (~owned | (self.owner_codes == user))
         )
+        return mask
 
     def weights(self, terms: list[str]) -> dict[str, float]:
         """How much each of a question's ``terms`` weighs: its IDF; a term no passage holds
@@ -270,8 +274,8 @@ class Retrieval:
 def knowledge_search(
     *,
     query: str,
-    user: Any,
-    audience: Iterable[Any] = (),
+    user: _User | AnonymousUser | None,
+    audience: Iterable[_User] = (),
     limit: int | None = None,
     min_score: float | None = None,
 ) -> Retrieval:
@@ -302,7 +306,11 @@ def knowledge_search(
 
 
 def passages_search(
-    *, query: str, user: Any, limit: int | None = None, min_score: float | None = None
+    *,
+    query: str,
+    user: _User | AnonymousUser | None,
+    limit: int | None = None,
+    min_score: float | None = None,
 ) -> list[Passage]:
     """The passages that best answer ``query`` among those ``user`` may read, best first
     (:func:`knowledge_search` for one reader)."""

@@ -15,12 +15,16 @@ their objects loaded in one query per source.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AnonymousUser
 
 from .registry import registration_get
 from .sources import FILES
+
+if TYPE_CHECKING:
+    # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
+    from django.contrib.auth.models import _User
 
 
 def objects_of(source: str, keys: Iterable[str]) -> dict[str, Any]:
@@ -36,7 +40,7 @@ def objects_of(source: str, keys: Iterable[str]) -> dict[str, Any]:
 class Reader:
     """One user's read rights, asked lazily and remembered for the length of one search."""
 
-    def __init__(self, user: Any) -> None:
+    def __init__(self, user: _User | AnonymousUser | None) -> None:
         self.user = user if user is not None else AnonymousUser()
         # What an owned passage's ``owner`` column must hold for this user to read it.
         self.key = str(self.user.pk) if self.user.is_authenticated else None

@@ -45,7 +45,7 @@ class Registration:
     title: Getter = None
     url: Getter = None
     permission: PermissionRule = None
-    queryset: models.QuerySet | None = None
+    queryset: models.QuerySet[Any] | None = None
     owner: str | None = None
 
     @property
@@ -53,7 +53,7 @@ class Registration:
         """The source name of the model's passages, e.g. ``"blog.article"``."""
         return self.model._meta.label_lower
 
-    def objects(self) -> models.QuerySet:
+    def objects(self) -> models.QuerySet[Any]:
         """The objects to index (a fresh queryset each time)."""
         if self.queryset is not None:
             return self.queryset.all()
@@ -110,7 +110,7 @@ def register(
     title: Getter = None,
     url: Getter = None,
     permission: PermissionRule = None,
-    queryset: models.QuerySet | None = None,
+    queryset: models.QuerySet[Any] | None = None,
     owner: str | None = None,
 ) -> Registration:
     """Make ``model``'s objects knowledge the assistant answers from; returns the registration.

@@ -36,7 +36,7 @@ def object_reindex(*, label: str, pk: Any) -> None:
         document_store(document=object_document(registration=registration, obj=obj))
 
 
-def _saved(sender: Any, instance: Any, raw: bool = False, using: str = "default", **_: Any):
+def _saved(sender: Any, instance: Any, raw: bool = False, using: str = "default", **_: Any) -> None:
     if raw:  # loaddata: the object may refer to rows not loaded yet
         return
     transaction.on_commit(
@@ -46,7 +46,7 @@ def _saved(sender: Any, instance: Any, raw: bool = False, using: str = "default"
     )
 
 
-def _deleted(sender: Any, instance: Any, using: str = "default", **_: Any):
+def _deleted(sender: Any, instance: Any, using: str = "default", **_: Any) -> None:
     from .store import document_remove
 
     transaction.on_commit(

@@ -94,7 +94,7 @@ def source_sync(
     *,
     source: str,
     documents: Iterable[Document],
-    on_document: Callable[[Document], None] | None = None,
+    on_document: Callable[[Document], object] | None = None,
 ) -> SyncReport:
     """Make the index hold exactly ``documents`` for ``source``: store each (one transaction
     per document, so readers are never blocked for long) and remove the documents of the

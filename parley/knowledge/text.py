@@ -56,4 +56,5 @@ def text_terms(text: str) -> list[str]:
         if len(parts) > 1:
             words += [part.lower() for part in parts]
     words = [w for w in words if (len(w) > 1 or w.isdigit()) and w not in STOPWORDS]
-    return _stemmer().stemWords(words) + _COMPOUND.findall(text.lower())
+    stems: list[str] = _stemmer().stemWords(words)  # PyStemmer ships no types
+    return stems + _COMPOUND.findall(text.lower())

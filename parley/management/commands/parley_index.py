@@ -50,7 +50,8 @@ class Command(BaseCommand):
                         object_document(registration=registration, obj=obj)
                         for obj in objects.iterator()
                     ),
-                    on_document=lambda _, bar=bar: bar.update(),
+                    # source_sync is done with it before the loop moves on
+                    on_document=lambda _: bar.update(),
                 )
         dropped = {
             source: source_remove(source=source) for source in sources_stored() - set(reports)
@@ -73,7 +74,7 @@ class Command(BaseCommand):
             )
         )
 
-    def _bar(self, total: int, label: str, disabled: bool) -> tqdm:
+    def _bar(self, total: int, label: str, disabled: bool) -> tqdm[Any]:
         """A progress bar on stderr (drawn only on a terminal unless asked for)."""
         return tqdm(
             total=total,
