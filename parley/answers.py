@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import uuid
+from enum import Enum
 from typing import Any
 
 from . import protocol, services
@@ -32,7 +33,14 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 # Strong references to running answers (asyncio keeps only weak ones), with their tasks.
 _running: dict[int, tuple[Answer, asyncio.Task[None]]] = {}
 
-SHUTDOWN = "shutdown"
+
+
+class StopReason(Enum):
+    """Why an answer was stopped; kept apart from who stopped it, so that no username can
+    pass for a reason (a member called ``shutdown`` once had his stop stored as a restart)."""
+
+    CANCELLED = "cancelled"  # a member pressed stop
+    SHUTDOWN = "shutdown"  # this process is going down
 
 
 def frame_event(frame: dict[str, Any], **address: Any) -> dict[str, Any]:
@@ -57,7 +65,8 @@ class Answer:
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
         self.task: asyncio.Task[None] | None = None
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
+        self.stopped_by = ""  # who pressed stop, for a CANCELLED answer
         self._replies: set[asyncio.Task[bool]] = set()  # snapshots being sent
 
     @property
@@ -110,8 +119,9 @@ class Answer:
         except asyncio.CancelledError:
             if self.stop_reason is None:  # not ours: the process is going down
                 raise
-            if self.stop_reason == SHUTDOWN:
+            if self.stop_reason is StopReason.SHUTDOWN:
                 return Message.Status.INTERRUPTED, "The server restarted during this answer."
+            logger.info("answer %s stopped by %s", self.message.pk, self.stopped_by)
             return Message.Status.CANCELLED, ""
         except BackendError as exc:
             # The members see the plain sentence; the address and the upstream's own words
@@ -171,10 +181,10 @@ class Answer:
             )
         )
 
-    def stop(self, reason: str) -> None:
-        """Stop generating: ``reason`` is who pressed stop, or :data:`SHUTDOWN`."""
+    def stop(self, reason: StopReason, *, by: str = "") -> None:
+        """Stop generating, for ``reason``; ``by`` is who pressed stop, if someone did."""
         if self.task is not None and not self.task.done() and self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason, self.stopped_by = reason, by
             self.task.cancel()
 
     async def _heartbeat(self, interval: float) -> None:
@@ -195,7 +205,7 @@ class Answer:
         if target not in (None, self.message.pk):
             return
         if kind == "parley.cancel":
-            self.stop(event.get("by") or "?")
+            self.stop(StopReason.CANCELLED, by=event.get("by") or "?")
         elif kind == "parley.snapshot":
             # The whole text so far as a delta at offset 0: the asker replaces its copy.
             snapshot = protocol.delta(message_id=self.message.pk, offset=0, text=self.text)
@@ -279,7 +289,7 @@ async def answers_shutdown(timeout: float = 5.0) -> None:
     and announced. Called when the server shuts down."""
     running = list(_running.values())
     for answer, _ in running:
-        answer.stop(SHUTDOWN)
+        answer.stop(StopReason.SHUTDOWN)
     if running:
         await asyncio.wait([task for _, task in running], timeout=timeout)
         logger.info("interrupted %d running answer(s) at shutdown", len(running))
