@@ -42,7 +42,7 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     f"{exc}",
                     hint="Install the backend's extra (e.g. pip install 'parley[openai]') "
                     "or correct the dotted path.",
-                    id="parley.E001",
+                    id="parley.E005",
                 )
             )
     return errors
