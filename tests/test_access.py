@@ -23,7 +23,7 @@ from parley import auth, services
 from parley.models import Membership, Message, Room
 from parley.testing import session_cookie
 from tests.servers import Peer, Server, server_status
-from tests.test_security import (
+from tests.sockets import (
     LONG_ANSWER,
     long_answer_streaming,
     only_error,

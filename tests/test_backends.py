@@ -19,8 +19,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from parley.backends.base import AssistantBackend, AssistantRequest, Passage, Turn
 from parley.backends.offline import INTRO, UNKNOWN, OfflineBackend, calculate, compose_answer
-from parley.backends.openai import OpenAIBackend, build_messages
-from parley.backends.prompt import WITHHELD_NOTE, WITHHELD_PROMPT
+from parley.backends.openai import OpenAIBackend
+from parley.backends.prompt import WITHHELD_NOTE, WITHHELD_PROMPT, build_messages
 from parley.backends.scripted import ScriptedBackend
 from parley.exceptions import BackendError
 from parley.rendering import render_markdown

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -50,7 +50,6 @@ class AssistantRequest:
     turns: list[Turn]
     room: str = ""
     user: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
     passages: tuple[Passage, ...] = ()
     withheld: bool = False
 

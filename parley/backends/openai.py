@@ -19,7 +19,7 @@ from ..exceptions import BackendError, MissingDependency
 from .base import AssistantBackend, AssistantRequest
 from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown, withheld_markdown
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIBackend", "build_messages"]
+__all__ = ["OpenAIBackend"]
 
 
 try:
