@@ -34,7 +34,6 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 _running: dict[int, tuple[Answer, asyncio.Task[None]]] = {}
 
 
-
 class StopReason(Enum):
     """Why an answer was stopped; kept apart from who stopped it, so that no username can
     pass for a reason (a member called ``shutdown`` once had his stop stored as a restart)."""
@@ -57,11 +56,11 @@ async def broadcast(room: Room, frame: dict[str, Any]) -> bool:
 
 
 class Answer:
-    """One answer being generated; see :func:`answer_begin`."""
+    """One answer being generated; see :func:`answer_generate`."""
 
     def __init__(self, *, room: Room, message: Message | None = None) -> None:
         self.room = room
-        self.message = message  # None until answer_begin() has stored it
+        self.message = message  # None until answer_generate() has stored it
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
         self.task: asyncio.Task[None] | None = None
@@ -189,7 +188,7 @@ class Answer:
 
     async def _heartbeat(self, interval: float) -> None:
         """Save the text so far every ``interval`` seconds. The write's timestamp tells other
-        processes this answer is alive; see :func:`parley.services.answers_interrupt_stale`."""
+        processes this answer is alive; see :func:`parley.services.answers_mark_stale`."""
         while True:
             await asyncio.sleep(interval)
             await database_call(
@@ -217,7 +216,7 @@ class Answer:
             reply.add_done_callback(self._replies.discard)
 
 
-async def answer_begin(*, room: Room, question: Message) -> Message:
+async def answer_generate(*, room: Room, question: Message) -> Message:
     """Open an answer to ``question`` and start generating it in the background.
 
     Returns the stored streaming message once it has been broadcast. Raises
@@ -232,7 +231,7 @@ async def answer_begin(*, room: Room, question: Message) -> Message:
     await answer.listen()
     try:
         message = await database_call(
-            services.answer_start, room=room, reply_to=question, worker=WORKER_ID
+            services.answer_open, room=room, reply_to=question, worker=WORKER_ID
         )
     except BaseException:
         await answer.unlisten()
@@ -268,7 +267,7 @@ async def _control(room: Room, event: dict[str, Any]) -> None:
 async def answers_interrupt_stale(*, room: Room | None = None) -> None:
     """Close the answers (of ``room``, or of every room) whose process stopped sending
     heartbeats (it crashed or was killed) as ``interrupted``, and tell their rooms."""
-    for message in await database_call(services.answers_interrupt_stale, room=room):
+    for message in await database_call(services.answers_mark_stale, room=room):
         await broadcast(message.room, protocol.done(services.message_payload(message)))
 
 

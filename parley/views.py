@@ -16,7 +16,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import answers, services
-from .exceptions import PermissionDenied, RateLimited
+from .exceptions import RateLimited, RoomPermissionDenied
 from .forms import InviteForm, RoomCreateForm
 from .hub import get_hub
 from .middleware import add_content_security_policy
@@ -50,7 +50,7 @@ def _room_for_member(request: HttpRequest, public_id: str) -> Room:
     """The room if the user is a member; otherwise 404, whether or not it exists."""
     try:
         return services.room_get_for_member(public_id=public_id, user=request.user)
-    except PermissionDenied:
+    except RoomPermissionDenied:
         raise Http404("No such room.") from None
 
 
@@ -153,7 +153,7 @@ def room_invite(request: HttpRequest, public_id: str) -> HttpResponse:
     username = form.cleaned_data["username"].strip()
     try:
         services.invitation_create(room=room, by=request.user, username=username)
-    except PermissionDenied as exc:
+    except RoomPermissionDenied as exc:
         messages.error(request, str(exc))
     except RateLimited as exc:
         messages.error(
@@ -178,7 +178,7 @@ def room_leave(request: HttpRequest, public_id: str) -> HttpResponse:
     room = _room_for_member(request, public_id)
     try:
         services.room_member_remove(room=room, user=request.user, by=request.user)
-    except PermissionDenied as exc:
+    except RoomPermissionDenied as exc:
         messages.error(request, str(exc))
         return redirect("parley:room", public_id=room.public_id)
     messages.success(request, f"You left “{_isolated(room.title)}”.")
@@ -195,7 +195,7 @@ def invitation_answer(request: HttpRequest, invitation_id: int, accept: bool) ->
         invitation = services.invitation_answer(
             invitation_id=invitation_id, user=request.user, accept=accept
         )
-    except PermissionDenied:
+    except RoomPermissionDenied:
         raise Http404("No such invitation.") from None
     if accept:
         return redirect("parley:room", public_id=invitation.room.public_id)
