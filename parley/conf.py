@@ -9,6 +9,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from functools import cache
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -124,8 +125,6 @@ _NESTED = ("KNOWLEDGE", "RATE_LIMITS")
 @cache
 def get_config() -> ParleyConfig:
     """The merged configuration (cached; cleared when ``PARLEY`` changes)."""
-    from django.conf import settings
-
     user = getattr(settings, "PARLEY", {}) or {}
     unknown = set(user) - set(DEFAULTS)
     if unknown:
@@ -144,13 +143,7 @@ def get_config() -> ParleyConfig:
 
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: Any) -> None:
+    # What is built from the settings resets itself on the same signal (backends, throttling):
+    # conf sits at the bottom and imports nothing of Parley's.
     if setting == "PARLEY":
         get_config.cache_clear()
-        from .backends import backends
-        from .throttling import page_buckets, resume_buckets, user_buckets
-
-        backends.reset()
-        user_buckets.clear()
-        resume_buckets.clear()
-        for buckets in page_buckets.values():
-            buckets.clear()

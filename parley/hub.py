@@ -34,6 +34,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
 
 from . import protocol
 from .conf import get_config
@@ -458,8 +459,6 @@ def get_hub() -> RoomHub:
     if hub is None:
         layer = get_channel_layer()
         if layer is None:
-            from django.core.exceptions import ImproperlyConfigured
-
             raise ImproperlyConfigured("Parley needs a channel layer (CHANNEL_LAYERS).")
         hub = _hubs[loop] = RoomHub(layer, check_interval=get_config().layer_check_interval)
     return hub

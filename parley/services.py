@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Page, Paginator
 from django.db import IntegrityError, connection, models, transaction
@@ -22,12 +24,10 @@ from django.utils import timezone
 from .backends.base import AssistantRequest, Turn
 from .conf import get_config
 from .exceptions import AssistantBusy, RateLimited, RoomPermissionDenied
+from .knowledge.index import Retrieval, knowledge_search
 from .models import Invitation, Membership, Message, Room
 from .rendering import render_markdown
 from .throttling import page_buckets
-
-if TYPE_CHECKING:
-    from .knowledge.index import Retrieval
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,6 @@ def _update_returning() -> bool:
     if connection.vendor == "postgresql":
         return True
     if connection.vendor == "sqlite":
-        import sqlite3
-
         return sqlite3.sqlite_version_info >= (3, 35)
     return False
 
@@ -514,8 +512,6 @@ def _passages_for(*, room: Room, question: str, user: AbstractBaseUser | None) -
     room, every current member too: whatever is posted in a room is disclosed to all its
     members (and to those invited later, who read its history). A broken index costs the
     answer its passages, not the answer itself."""
-    from .knowledge.index import Retrieval, knowledge_search
-
     audience = room_members(room=room) if room.kind == Room.Kind.SHARED else []
     try:
         return knowledge_search(query=question, user=user, audience=audience)
@@ -530,8 +526,6 @@ def _passages_for(*, room: Room, question: str, user: AbstractBaseUser | None) -
 def user_get_by_username(*, username: str) -> AbstractBaseUser | None:
     """The active user called ``username`` (exact match on the user model's username field),
     or None."""
-    from django.contrib.auth import get_user_model
-
     model = get_user_model()
     return model._default_manager.filter(
         **{model.USERNAME_FIELD: username.strip(), "is_active": True}

@@ -19,8 +19,12 @@ from . import answers, services
 from .exceptions import RateLimited, RoomPermissionDenied
 from .forms import InviteForm, RoomCreateForm
 from .hub import get_hub
+from .knowledge.permissions import Reader
+from .knowledge.sources import FILES
+from .knowledge.store import document_text
 from .middleware import add_content_security_policy
 from .models import Room
+from .rendering import render_document
 
 View = Callable[..., HttpResponse]
 
@@ -125,11 +129,6 @@ def room_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 def knowledge_document(request: HttpRequest, key: str) -> HttpResponse:
     """A document of the knowledge folders, rendered (the assistant's source links point
     here). Only indexed documents are served, to users who may read them; 404 otherwise."""
-    from .knowledge.permissions import Reader
-    from .knowledge.sources import FILES
-    from .knowledge.store import document_text
-    from .rendering import render_document
-
     found = document_text(source=FILES, key=key)
     if found is None or not Reader(request.user).document_allowed(FILES, key):
         raise Http404("No such document.")

@@ -242,7 +242,7 @@ def test_answer_request_searches_as_the_asker_and_survives_a_broken_index(
         asked.append(kwargs)
         return index.Retrieval(passages=[])
 
-    monkeypatch.setattr(index, "knowledge_search", search)
+    monkeypatch.setattr(services, "knowledge_search", search)
     question, _ = services.message_post(room=shared_room, author=bob, text="When is the ferry?")
     answer = services.answer_open(room=shared_room, reply_to=question, worker="w")
     services.answer_request(answer=answer)
@@ -252,7 +252,7 @@ def test_answer_request_searches_as_the_asker_and_survives_a_broken_index(
     def broken(**kwargs):
         raise RuntimeError("index exploded")
 
-    monkeypatch.setattr(index, "knowledge_search", broken)
+    monkeypatch.setattr(services, "knowledge_search", broken)
     assert services.answer_request(answer=answer).passages == ()
     assert "knowledge search failed" in caplog.text
 
