@@ -75,3 +75,10 @@ def test_the_knowledge_registry_knows_nothing_of_the_signals():
     ready, look the model up (the cycle registry → signals → sources/store → registry is gone)."""
     modules = imported_modules(PACKAGE / "knowledge" / "registry.py")
     assert ".registry" not in modules and not [m for m in modules if "signals" in m]
+
+
+def test_the_test_settings_stand_alone():
+    """tests/settings.py imports nothing of the example project's settings; the tests about
+    those load them explicitly."""
+    path = Path(__file__).resolve().parent / "settings.py"
+    assert not [m for m in imported_modules(path) if m.startswith("example")]
