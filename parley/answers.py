@@ -16,6 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator
+from enum import Enum
 from typing import Any, cast
 
 from . import protocol, services
@@ -34,7 +35,13 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 # Strong references to running answers (asyncio keeps only weak ones), with their tasks.
 _running: dict[int, tuple[Answer, asyncio.Task[None]]] = {}
 
-SHUTDOWN = "shutdown"
+
+class StopReason(Enum):
+    """Why an answer was stopped; kept apart from who stopped it, so that no username can
+    pass for a reason (a member called ``shutdown`` once had his stop stored as a restart)."""
+
+    CANCELLED = "cancelled"  # a member pressed stop
+    SHUTDOWN = "shutdown"  # this process is going down
 
 
 def frame_event(frame: dict[str, Any], **address: Any) -> dict[str, Any]:
@@ -51,11 +58,11 @@ async def broadcast(room: Room, frame: dict[str, Any]) -> bool:
 
 
 class Answer:
-    """One answer being generated; see :func:`answer_begin`."""
+    """One answer being generated; see :func:`answer_generate`."""
 
     def __init__(self, *, room: Room, message: Message | None = None) -> None:
         self.room = room
-        self.message = message  # None until answer_begin() has stored it
+        self.message = message  # None until answer_generate() has stored it
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
         # What the backend reported (the last of each), for the log and, later, metering:
@@ -63,7 +70,8 @@ class Answer:
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
         self.task: asyncio.Task[None] | None = None
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
+        self.stopped_by = ""  # who pressed stop, for a CANCELLED answer
         self._replies: set[asyncio.Task[bool]] = set()  # snapshots being sent
 
     @property
@@ -79,7 +87,7 @@ class Answer:
         await get_hub().unlisten(self.room.control_group_name, self.control)
 
     async def run(self) -> None:
-        assert self.message is not None  # answer_begin() stores it before it runs this
+        assert self.message is not None  # answer_generate() stores it before it runs this
         config = get_config()
         heartbeat = asyncio.create_task(self._heartbeat(config.stream_persist_interval))
         try:
@@ -120,8 +128,11 @@ class Answer:
         except asyncio.CancelledError:
             if self.stop_reason is None:  # not ours: the process is going down
                 raise
-            if self.stop_reason == SHUTDOWN:
+            if self.stop_reason is StopReason.SHUTDOWN:
                 return Message.Status.INTERRUPTED, "The server restarted during this answer."
+            logger.info(
+                "answer %s stopped by %s", self.message and self.message.pk, self.stopped_by
+            )
             return Message.Status.CANCELLED, ""
         except BackendError as exc:
             # The members see the plain sentence; the address and the upstream's own words
@@ -210,15 +221,15 @@ class Answer:
             )
         )
 
-    def stop(self, reason: str) -> None:
-        """Stop generating: ``reason`` is who pressed stop, or :data:`SHUTDOWN`."""
+    def stop(self, reason: StopReason, *, by: str = "") -> None:
+        """Stop generating, for ``reason``; ``by`` is who pressed stop, if someone did."""
         if self.task is not None and not self.task.done() and self.stop_reason is None:
-            self.stop_reason = reason
+            self.stop_reason, self.stopped_by = reason, by
             self.task.cancel()
 
     async def _heartbeat(self, interval: float) -> None:
         """Save the text so far every ``interval`` seconds. The write's timestamp tells other
-        processes this answer is alive; see :func:`parley.services.answers_interrupt_stale`."""
+        processes this answer is alive; see :func:`parley.services.answers_mark_stale`."""
         assert self.message is not None  # started by run()
         while True:
             await asyncio.sleep(interval)
@@ -235,7 +246,7 @@ class Answer:
         if target not in (None, self.message.pk):
             return
         if kind == "parley.cancel":
-            self.stop(event.get("by") or "?")
+            self.stop(StopReason.CANCELLED, by=event.get("by") or "?")
         elif kind == "parley.snapshot":
             # The whole text so far as a delta at offset 0: the asker replaces its copy.
             snapshot = protocol.delta(message_id=self.message.pk, offset=0, text=self.text)
@@ -247,7 +258,7 @@ class Answer:
             reply.add_done_callback(self._replies.discard)
 
 
-async def answer_begin(*, room: Room, question: Message) -> Message:
+async def answer_generate(*, room: Room, question: Message) -> Message:
     """Open an answer to ``question`` and start generating it in the background.
 
     Returns the stored streaming message once it has been broadcast. Raises
@@ -262,7 +273,7 @@ async def answer_begin(*, room: Room, question: Message) -> Message:
     await answer.listen()
     try:
         message = await database_call(
-            services.answer_start, room=room, reply_to=question, worker=WORKER_ID
+            services.answer_open, room=room, reply_to=question, worker=WORKER_ID
         )
     except BaseException:
         await answer.unlisten()
@@ -298,7 +309,7 @@ async def _control(room: Room, event: dict[str, Any]) -> None:
 async def answers_interrupt_stale(*, room: Room | None = None) -> None:
     """Close the answers (of ``room``, or of every room) whose process stopped sending
     heartbeats (it crashed or was killed) as ``interrupted``, and tell their rooms."""
-    for message in await database_call(services.answers_interrupt_stale, room=room):
+    for message in await database_call(services.answers_mark_stale, room=room):
         await broadcast(message.room, protocol.done(services.message_payload(message)))
 
 
@@ -319,7 +330,7 @@ async def answers_shutdown(timeout: float = 5.0) -> None:
     and announced. Called when the server shuts down."""
     running = list(_running.values())
     for answer, _ in running:
-        answer.stop(SHUTDOWN)
+        answer.stop(StopReason.SHUTDOWN)
     if running:
         await asyncio.wait([task for _, task in running], timeout=timeout)
         logger.info("interrupted %d running answer(s) at shutdown", len(running))

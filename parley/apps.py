@@ -9,5 +9,8 @@ class ParleyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the checks, the settings signal and the receivers that revoke sockets.
+        # Imported here, once the models are loaded, for what importing them does: register
+        # the system checks, and connect the receivers that reset the settings, that revoke
+        # sockets, and that keep registered models' passages in step with their objects.
         from . import access, checks, conf  # noqa: F401
+        from .knowledge import signals  # noqa: F401

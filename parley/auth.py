@@ -31,7 +31,7 @@ from django.utils.crypto import constant_time_compare
 
 from .access import Grant, auth_hash, sessions_users
 from .conf import get_config
-from .exceptions import NotAuthenticated, PermissionDenied
+from .exceptions import NotAuthenticated, RoomPermissionDenied
 from .models import Room, Ticket
 from .services import room_get_for_member
 
@@ -86,11 +86,11 @@ def ticket_read(ticket: str, *, max_age: int | None = None, room: str | None = N
     """The :class:`Claims` of a valid ticket, spending one of its uses. Raises
     :class:`~django.core.signing.BadSignature` for a forged, expired or spent ticket
     (:class:`TicketReplayed`, logged as a warning), an inactive user, a changed password or
-    an ended session; :class:`PermissionDenied` if it is for a room other than ``room``
+    an ended session; :class:`RoomPermissionDenied` if it is for a room other than ``room``
     (before it is spent: a wrong address does not use it up)."""
     data = signing.loads(ticket, salt=SALT, max_age=max_age or get_config().ticket_max_age)
     if room is not None and data.get("r") not in (None, room):
-        raise PermissionDenied("This ticket is for another room.")
+        raise RoomPermissionDenied("This ticket is for another room.")
     row = Ticket.objects.filter(nonce=data.get("n") or "", expires_at__gt=timezone.now()).first()
     if row is None:
         raise signing.BadSignature("unknown ticket")
@@ -132,7 +132,7 @@ def _session_key(headers: Any) -> str | None:
 def socket_user(scope: dict[str, Any], *, room: str | None = None) -> Claims:
     """The :class:`Claims` of a socket's scope: a ``ticket`` query parameter's if there is
     one (an invalid ticket leaves the socket anonymous; one for a room other than ``room``
-    raises :class:`PermissionDenied`); else the user an outer middleware of the host project
+    raises :class:`RoomPermissionDenied`); else the user an outer middleware of the host project
     put in ``scope["user"]``, if authenticated; else the Django session cookie's user.
     Synchronous: it reads the database."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -151,7 +151,7 @@ def socket_user(scope: dict[str, Any], *, room: str | None = None) -> Claims:
 def socket_admit(scope: dict[str, Any], *, room: str) -> tuple[_User, Room, Grant]:
     """The user of a socket's scope, the room with public id ``room`` if the user may join
     it, and the :class:`~parley.access.Grant` the socket holds while open; raises
-    :class:`NotAuthenticated` or :class:`PermissionDenied`.
+    :class:`NotAuthenticated` or :class:`RoomPermissionDenied`.
 
     One synchronous call, so that a socket reaches the database thread once to join. The
     consumer calls it rather than a middleware setting ``scope["user"]``: a middleware's
@@ -162,6 +162,6 @@ def socket_admit(scope: dict[str, Any], *, room: str) -> tuple[_User, Room, Gran
     if not user.is_authenticated:
         raise NotAuthenticated("Log in to join this room.")
     if ticket_room is not None and ticket_room != room:
-        raise PermissionDenied("This ticket is for another room.")
+        raise RoomPermissionDenied("This ticket is for another room.")
     found = room_get_for_member(public_id=room, user=user)
     return user, found, Grant(user.pk, found.pk, session_key, auth_hash(user))

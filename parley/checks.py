@@ -10,14 +10,14 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from .conf import get_config
+
 # The mark of keys made for development (startproject's, and examples'), never secret.
 INSECURE_KEY_PREFIX = "django-insecure-"
 
 
 @checks.register(checks.Tags.compatibility)
 def check_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from .conf import get_config
-
     try:
         config = get_config()
     except ImproperlyConfigured as exc:
@@ -42,7 +42,7 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     f"{exc}",
                     hint="Install the backend's extra (e.g. pip install 'parley[openai]') "
                     "or correct the dotted path.",
-                    id="parley.E001",
+                    id="parley.E005",
                 )
             )
     return errors
@@ -74,8 +74,6 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[checks.C
 
 @checks.register(checks.Tags.compatibility)
 def check_knowledge(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from .conf import get_config
-
     try:
         folders = get_config().knowledge["FOLDERS"]
     except ImproperlyConfigured:

@@ -5,122 +5,117 @@ Read through :func:`get_config`, never at import time, so ``override_settings`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
 from functools import cache
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-DEFAULTS: dict[str, Any] = {
-    # Aliases of assistant backends, like CACHES: {"default": {"BACKEND": path, "OPTIONS": {}}}.
-    "BACKENDS": {
-        "default": {"BACKEND": "parley.backends.offline.OfflineBackend", "OPTIONS": {}},
-    },
-    # How often coalesced assistant deltas are flushed to the room (the first goes out at once).
-    "STREAM_FLUSH_INTERVAL": 0.04,
-    # How often the text of a streaming answer is written to the database (its heartbeat).
-    "STREAM_PERSIST_INTERVAL": 1.0,
-    # A streaming answer with no heartbeat for this long is marked interrupted: its process
-    # died. Keep it well above STREAM_PERSIST_INTERVAL.
-    "ANSWER_STALE_AFTER": 15.0,
-    # How many earlier messages of the room the assistant sees as context.
-    "CONTEXT_MESSAGES": 20,
-    # Largest text frame accepted from a client, in bytes; larger frames get an error frame.
-    "MAX_FRAME_BYTES": 32 * 1024,
-    # Longest message text, in characters.
-    "MAX_MESSAGE_CHARS": 8000,
-    # Frames waiting for a client that reads slowly; past this it is disconnected (4008).
-    "MAX_BACKLOG": 1000,
-    # The same in bytes (the memory the waiting frames' text holds): frames are not all small.
-    "MAX_BACKLOG_BYTES": 4 * 1024 * 1024,
-    # Messages per history page sent in answer to a resume frame.
-    "HISTORY_PAGE_SIZE": 200,
-    # Bytes of message text per history page (estimated; a page holds at least one message).
-    "HISTORY_PAGE_BYTES": 256 * 1024,
-    # HTTP (parley.uvicorn:HttpToolsProtocol): most bytes of a request's line and headers
-    # (past it: 431 and close), and seconds for them to arrive (past it: close).
-    "MAX_HEADER_BYTES": 64 * 1024,
-    "HEADER_TIMEOUT": 15.0,
-    # How long a websocket ticket (?ticket=...) stays valid, in seconds.
-    "TICKET_MAX_AGE": 300,
-    # How often each process re-checks the rights of its open sockets (membership, active
-    # user, session, password), in seconds: the safety net under the revocations pushed when
-    # they change (docs/security.md). None turns it off.
-    "RECHECK_INTERVAL": 60.0,
-    # Group name prefix on the channel layer.
-    "GROUP_PREFIX": "parley",
-    # Origins besides the site's own (and CSRF_TRUSTED_ORIGINS) whose pages may open room
-    # sockets: "https://app.example.com", or "https://*.example.com" for subdomains.
-    "ALLOWED_ORIGINS": [],
-    # Invitations waiting for one user's answer, from everyone; more are not sent.
-    "MAX_PENDING_INVITATIONS": 20,
-    # Of those, how many may come from one inviter: one account cannot fill the whole cap.
-    "MAX_PENDING_INVITATIONS_PER_INVITER": 3,
-    # How often each process pings the channel layer, in seconds (four times as often after a
-    # failure): a layer that returns is noticed within a quarter of this, then clients resync.
-    "LAYER_CHECK_INTERVAL": 1.0,
-    # Flood limits, as (frames per second, burst): token buckets. None turns one off.
-    # Frames refused get an error frame `rate_limited`; a socket that goes on sending STRIKES
-    # frames in a row past its limit is closed with 4029. Merged key by key.
-    "RATE_LIMITS": {
-        # Every frame one socket sends.
-        "CONNECTION": (20, 60),
-        # Messages (send frames) one user posts, across all their sockets in this process.
-        "USER": (5, 20),
-        # History pages (resume frames) one user asks for, across their sockets.
-        "RESUME": (5, 30),
-        "STRIKES": 30,
-        # Open sockets one user may have in one server process (a number, not a bucket);
-        # one more is refused with an error frame `too_many_sockets` and close 4029.
-        "SOCKETS_PER_USER": 30,
-        # Rooms one user creates (the room list's form): 10 at once, then one a minute.
-        "ROOMS": (1 / 60, 10),
-        # Invitations one user sends, to existing usernames or not: 20, then two a minute.
-        "INVITES": (1 / 30, 20),
-        # Enforced by parley.uvicorn, per connection, below the frames: ping and pong frames
-        # (past the limit: close 1008), and bytes received (bytes per second, burst; past
-        # the budget the connection is not read until the budget refills).
-        "CONTROL": (10, 30),
-        "BYTES": (256 * 1024, 1024 * 1024),
-    },
-    # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
-    "KNOWLEDGE": {
-        # Folders (or single files) of Markdown and text documents, indexed by parley_index.
-        "FOLDERS": [],
-        # How many passages an answer is given at most.
-        "TOP_K": 4,
-        # The share (0-1) of a question's weight a passage must match to be given at all.
-        "MIN_SCORE": 0.5,
-    },
-}
-
 
 @dataclass(frozen=True)
 class ParleyConfig:
-    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The settings, each with its default: the one place defaults are written (``DEFAULTS``
+    is derived from it). ``PARLEY`` names each field in upper case."""
+
+    # Aliases of assistant backends, like CACHES: {"default": {"BACKEND": path, "OPTIONS": {}}}.
+    backends: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {
+            "default": {"BACKEND": "parley.backends.offline.OfflineBackend", "OPTIONS": {}},
+        }
+    )
+    # How often coalesced assistant deltas are flushed to the room (the first goes out at once).
     stream_flush_interval: float = 0.04
+    # How often the text of a streaming answer is written to the database (its heartbeat).
     stream_persist_interval: float = 1.0
+    # A streaming answer with no heartbeat for this long is marked interrupted: its process
+    # died. Keep it well above STREAM_PERSIST_INTERVAL.
     answer_stale_after: float = 15.0
+    # How many earlier messages of the room the assistant sees as context.
     context_messages: int = 20
+    # Largest text frame accepted from a client, in bytes; larger frames get an error frame.
     max_frame_bytes: int = 32 * 1024
+    # Longest message text, in characters.
     max_message_chars: int = 8000
+    # Frames waiting for a client that reads slowly; past this it is disconnected (4008).
     max_backlog: int = 1000
+    # The same in bytes (the memory the waiting frames' text holds): frames are not all small.
     max_backlog_bytes: int = 4 * 1024 * 1024
+    # Messages per history page sent in answer to a resume frame.
     history_page_size: int = 200
+    # Bytes of message text per history page (estimated; a page holds at least one message).
     history_page_bytes: int = 256 * 1024
+    # HTTP (parley.uvicorn:HttpToolsProtocol): most bytes of a request's line and headers
+    # (past it: 431 and close), and seconds for them to arrive (past it: close).
     max_header_bytes: int = 64 * 1024
     header_timeout: float = 15.0
+    # How long a websocket ticket (?ticket=...) stays valid, in seconds.
     ticket_max_age: int = 300
+    # How often each process re-checks the rights of its open sockets (membership, active
+    # user, session, password), in seconds: the safety net under the revocations pushed when
+    # they change (docs/security.md). None turns it off.
     recheck_interval: float | None = 60.0
+    # Group name prefix on the channel layer.
     group_prefix: str = "parley"
+    # Origins besides the site's own (and CSRF_TRUSTED_ORIGINS) whose pages may open room
+    # sockets: "https://app.example.com", or "https://*.example.com" for subdomains.
     allowed_origins: list[str] = field(default_factory=list)
+    # Invitations waiting for one user's answer, from everyone; more are not sent.
     max_pending_invitations: int = 20
+    # Of those, how many may come from one inviter: one account cannot fill the whole cap.
     max_pending_invitations_per_inviter: int = 3
+    # How often each process pings the channel layer, in seconds (four times as often after a
+    # failure): a layer that returns is noticed within a quarter of this, then clients resync.
     layer_check_interval: float = 1.0
-    rate_limits: dict[str, Any] = field(default_factory=dict)
-    knowledge: dict[str, Any] = field(default_factory=dict)
+    # Flood limits, as (frames per second, burst): token buckets. None turns one off.
+    # Frames refused get an error frame `rate_limited`; a socket that goes on sending STRIKES
+    # frames in a row past its limit is closed with 4029. Merged key by key.
+    rate_limits: dict[str, Any] = field(
+        default_factory=lambda: {
+            # Every frame one socket sends.
+            "CONNECTION": (20, 60),
+            # Messages (send frames) one user posts, across all their sockets in this process.
+            "USER": (5, 20),
+            # History pages (resume frames) one user asks for, across their sockets.
+            "RESUME": (5, 30),
+            "STRIKES": 30,
+            # Open sockets one user may have in one server process (a number, not a bucket);
+            # one more is refused with an error frame `too_many_sockets` and close 4029.
+            "SOCKETS_PER_USER": 30,
+            # Rooms one user creates (the room list's form): 10 at once, then one a minute.
+            "ROOMS": (1 / 60, 10),
+            # Invitations one user sends, to existing usernames or not: 20, then two a minute.
+            "INVITES": (1 / 30, 20),
+            # Enforced by parley.uvicorn, per connection, below the frames: ping and pong
+            # frames (past the limit: close 1008), and bytes received (bytes per second,
+            # burst; past the budget the connection is not read until the budget refills).
+            "CONTROL": (10, 30),
+            "BYTES": (256 * 1024, 1024 * 1024),
+        }
+    )
+    # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
+    knowledge: dict[str, Any] = field(
+        default_factory=lambda: {
+            # Folders (or single files) of Markdown and text documents, indexed by parley_index.
+            "FOLDERS": [],
+            # How many passages an answer is given at most.
+            "TOP_K": 4,
+            # The share (0-1) of a question's weight a passage must match to be given at all.
+            "MIN_SCORE": 0.5,
+        }
+    )
+
+
+def _default(spec: Field[Any]) -> Any:
+    if spec.default_factory is not MISSING:
+        return spec.default_factory()
+    return spec.default
+
+
+# The defaults by setting name, as PARLEY spells them.
+DEFAULTS: dict[str, Any] = {spec.name.upper(): _default(spec) for spec in fields(ParleyConfig)}
 
 
 # Settings that are dicts themselves, merged key by key over their defaults.
@@ -130,8 +125,6 @@ _NESTED = ("KNOWLEDGE", "RATE_LIMITS")
 @cache
 def get_config() -> ParleyConfig:
     """The merged configuration (cached; cleared when ``PARLEY`` changes)."""
-    from django.conf import settings
-
     user = getattr(settings, "PARLEY", {}) or {}
     unknown = set(user) - set(DEFAULTS)
     if unknown:
@@ -150,13 +143,7 @@ def get_config() -> ParleyConfig:
 
 @receiver(setting_changed)
 def _reset(*, setting: str, **kwargs: Any) -> None:
+    # What is built from the settings resets itself on the same signal (backends, throttling):
+    # conf sits at the bottom and imports nothing of Parley's.
     if setting == "PARLEY":
         get_config.cache_clear()
-        from .backends import backends
-        from .throttling import page_buckets, resume_buckets, user_buckets
-
-        backends.reset()
-        user_buckets.clear()
-        resume_buckets.clear()
-        for buckets in page_buckets.values():
-            buckets.clear()

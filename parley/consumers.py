@@ -22,8 +22,8 @@ from .exceptions import (
     AssistantBusy,
     LayerUnavailable,
     NotAuthenticated,
-    PermissionDenied,
     ProtocolError,
+    RoomPermissionDenied,
 )
 from .hub import Outbox, get_hub
 from .models import Message, Room
@@ -161,7 +161,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
             )
         except NotAuthenticated as exc:
             refusal = ("unauthenticated", str(exc), CLOSE_UNAUTHENTICATED)
-        except PermissionDenied as exc:
+        except RoomPermissionDenied as exc:
             refusal = ("forbidden", str(exc), CLOSE_FORBIDDEN)
         # Accepted after the database hop, not before: measured 1.3 KiB less per idle socket
         # (bench/README.md). A refused socket is accepted too, to be told why.
@@ -288,7 +288,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         await answers.broadcast(self.room, protocol.message(payload))
         if frame.ask:
             try:
-                await answers.answer_begin(room=self.room, question=message)
+                await answers.answer_generate(room=self.room, question=message)
             except AssistantBusy as exc:
                 await self._error(
                     "busy", f"{exc} Your message was stored.", client_id=frame.client_id

@@ -21,8 +21,9 @@ class NotAuthenticated(ParleyError):
     """Nobody is logged in on this socket (no session, an invalid or expired ticket)."""
 
 
-class PermissionDenied(ParleyError):
-    """The user may not do this in this room."""
+class RoomPermissionDenied(ParleyError):
+    """The user may not do this in this room. Not named ``PermissionDenied``: that is
+    Django's, which its views turn into a 403 page; this one each caller answers itself."""
 
 
 class RateLimited(ParleyError):

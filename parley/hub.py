@@ -34,6 +34,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
 
 from . import protocol
 from .conf import get_config
@@ -195,7 +196,7 @@ class RoomHub:
         # Channels' in-memory layer lives in this process and reaches nobody else: events are
         # handed to this process's members at once, without that layer's task per send, deep
         # copy and queue (and its silent drop when the queue is full).
-        self.local = isinstance(layer, InMemoryChannelLayer)
+        self.in_process = isinstance(layer, InMemoryChannelLayer)
         self.rooms: dict[str, set[Member]] = {}
         self.members: dict[int, Member] = {}  # token -> member, for frames to one socket
         self.users: dict[str, set[Member]] = {}  # user key -> members, for revocations
@@ -248,10 +249,10 @@ class RoomHub:
         self.members[token] = member
         if user:
             self.users.setdefault(user, set()).add(member)
-        local = self.rooms.get(group)
-        if local is None:
-            self.rooms[group] = local = set()
-            local.add(member)
+        room = self.rooms.get(group)
+        if room is None:
+            self.rooms[group] = room = set()
+            room.add(member)
             self._joining[group] = joined = asyncio.Event()
             try:
                 await self._group_add(group)
@@ -259,7 +260,7 @@ class RoomHub:
                 joined.set()
                 del self._joining[group]
         else:
-            local.add(member)
+            room.add(member)
             joining = self._joining.get(group)
             if joining is not None:  # a member joined just before us: wait for the group
                 await joining.wait()
@@ -272,11 +273,11 @@ class RoomHub:
             sockets.discard(member)
             if not sockets:
                 del self.users[user]
-        local = self.rooms.get(group)
-        if local is None:
+        room = self.rooms.get(group)
+        if room is None:
             return
-        local.discard(member)
-        if not local:
+        room.discard(member)
+        if not room:
             del self.rooms[group]
             await self._group_discard(group)
 
@@ -300,7 +301,7 @@ class RoomHub:
     async def group_send(self, group: str, event: dict[str, Any]) -> bool:
         """Send ``event`` to ``group``; ``False`` if the layer failed (it is logged, and the
         group's members are told to resync once the layer is back)."""
-        if self.local:
+        if self.in_process:
             self._dispatch(event)
             return True
         try:
@@ -312,7 +313,7 @@ class RoomHub:
 
     async def send(self, channel: str, event: dict[str, Any]) -> bool:
         """Send ``event`` to one channel; ``False`` if the layer failed."""
-        if self.local and channel == self.channel:
+        if self.in_process and channel == self.channel:
             self._dispatch(event)
             return True
         try:
@@ -421,15 +422,15 @@ class RoomHub:
         sync = protocol.encode(protocol.sync())
         for group in stale:
             await self.group_send(group, {"type": "parley.frame", "frame": sync, "group": group})
-        local = [m for group, ms in self.rooms.items() if group not in stale for m in ms]
-        for member in local:
+        current = [m for group, ms in self.rooms.items() if group not in stale for m in ms]
+        for member in current:
             member.deliver(sync)
         logger.info(
             "channel layer is back: joined %d group(s) again; asked %d room(s) and %d local "
             "socket(s) to resync",
             len(groups),
             len(stale),
-            len(local),
+            len(current),
         )
 
 
@@ -462,8 +463,6 @@ def get_hub() -> RoomHub:
     if hub is None:
         layer = get_channel_layer()
         if layer is None:
-            from django.core.exceptions import ImproperlyConfigured
-
             raise ImproperlyConfigured("Parley needs a channel layer (CHANNEL_LAYERS).")
         hub = _hubs[loop] = RoomHub(layer, check_interval=get_config().layer_check_interval)
     return hub

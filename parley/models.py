@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from .conf import get_config
+
 
 def new_public_id() -> str:
     """A room's id in URLs: 128 random bits, so room addresses cannot be guessed."""
@@ -46,15 +48,11 @@ class Room(models.Model):
     @property
     def group_name(self) -> str:
         """Channel-layer group every socket of the room joins."""
-        from .conf import get_config
-
         return f"{get_config().group_prefix}.room.{self.pk}"
 
     @property
     def control_group_name(self) -> str:
         """Channel-layer group of the room's running answer (cancel, snapshot requests)."""
-        from .conf import get_config
-
         return f"{get_config().group_prefix}.control.{self.pk}"
 
 

@@ -10,9 +10,9 @@ The subprocess helpers (:func:`free_port`, :func:`server_start`, :func:`server_s
 rather than in tests/ or bench/: both need them and neither should import the other (the
 benchmarks are not part of the test suite, and the tests must not depend on benchmark
 scripts), and a host project that tests its own deployment against a real server can use
-them too. This module imports only the standard library (Django's settings only when the app
-path is left to ``ASGI_APPLICATION``), so the benchmarks can start servers that are not Parley
-(the original design, the plain refserver) without setting Django up.
+them too. It reads Django's settings only when the app path is left to
+``ASGI_APPLICATION``, so the benchmarks can start servers that are not Parley (the original
+design, the plain refserver) without setting Django up.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 PARLEY_HTTP = "parley.uvicorn:HttpToolsProtocol"
 PARLEY_WS = "parley.uvicorn:WebSocketProtocol"
@@ -44,9 +47,6 @@ SERVING_OPTIONS: dict[str, str | bool] = {
 def asgi_app_path() -> str:
     """``settings.ASGI_APPLICATION`` (``"mysite.asgi.application"``) as the import string uvicorn
     takes (``"mysite.asgi:application"``). Raises ImproperlyConfigured when it is not set."""
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
-
     dotted = getattr(settings, "ASGI_APPLICATION", None)
     if not dotted or "." not in dotted:
         raise ImproperlyConfigured(

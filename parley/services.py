@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast, overload
 
+from django.contrib.auth import get_user_model
 from django.core.paginator import Page, Paginator
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Count, F, Q
@@ -20,7 +22,8 @@ from django.utils import timezone
 
 from .backends.base import AssistantRequest, Turn
 from .conf import get_config
-from .exceptions import AssistantBusy, PermissionDenied, RateLimited
+from .exceptions import AssistantBusy, RateLimited, RoomPermissionDenied
+from .knowledge.index import Retrieval, knowledge_search
 from .models import Invitation, Membership, Message, Room
 from .rendering import render_markdown
 from .throttling import page_buckets
@@ -66,8 +69,6 @@ def _update_returning() -> bool:
     if connection.vendor == "postgresql":
         return True
     if connection.vendor == "sqlite":
-        import sqlite3
-
         return sqlite3.sqlite_version_info >= (3, 35)
     return False
 
@@ -124,7 +125,7 @@ def room_member_add(*, room: Room, user: _User, by: _User | None = None) -> Memb
     commands and tests. People invite through :func:`invitation_create`, which waits for the
     invitee's consent. Adding the same member twice is harmless."""
     if room.kind != Room.Kind.SHARED:
-        raise PermissionDenied("Private rooms have one member; create a shared room to invite.")
+        raise RoomPermissionDenied("Private rooms have one member; create a shared room to invite.")
     membership, _ = Membership.objects.get_or_create(
         room=room, user=user, defaults={"invited_by": by}
     )
@@ -137,9 +138,9 @@ def room_member_remove(*, room: Room, user: _User, by: _User) -> bool:
     member. Their open sockets in the room are closed (4403) in every server process by
     the deletion's signal (parley/access.py)."""
     if user.pk == room.owner_id:
-        raise PermissionDenied("The owner of a room cannot leave it.")
+        raise RoomPermissionDenied("The owner of a room cannot leave it.")
     if by.pk not in (user.pk, room.owner_id):
-        raise PermissionDenied("Only the room's owner may remove its members.")
+        raise RoomPermissionDenied("Only the room's owner may remove its members.")
     deleted, _ = Membership.objects.filter(room=room, user=user).delete()
     return bool(deleted)
 
@@ -150,12 +151,12 @@ def room_is_member(*, room: Room, user: _User) -> bool:
 
 def room_get_for_member(*, public_id: str, user: _User) -> Room:
     """The room, if ``user`` is a member. Unknown rooms and foreign rooms raise the same
-    :class:`PermissionDenied`, so a probe learns nothing about which rooms exist."""
+    :class:`RoomPermissionDenied`, so a probe learns nothing about which rooms exist."""
     if not user.is_authenticated:
-        raise PermissionDenied("Log in first.")
+        raise RoomPermissionDenied("Log in first.")
     room = Room.objects.filter(public_id=public_id, memberships__user=user).first()
     if room is None:
-        raise PermissionDenied("No such room, or you are not a member of it.")
+        raise RoomPermissionDenied("No such room, or you are not a member of it.")
     return room
 
 
@@ -200,16 +201,16 @@ def user_rate_limit(*, user: _User, action: str) -> None:
 def invitation_create(*, room: Room, by: _User, username: str) -> Invitation | None:
     """Invite the user called ``username`` to a shared room, if there is one to invite.
 
-    Only members invite; private rooms take nobody (:class:`PermissionDenied`). Every call
+    Only members invite; private rooms take nobody (:class:`RoomPermissionDenied`). Every call
     counts against the inviter's ``RATE_LIMITS["INVITES"]`` (:class:`RateLimited`), whether
     the name exists or not. A missing or inactive name, a member, the inviter, or an
     invitee :func:`_invitation_refused` turns away gets nothing, and the caller cannot tell
     which (``None``): the answer never says who has an account, nor who declined.
     """
     if room.kind != Room.Kind.SHARED:
-        raise PermissionDenied("Private rooms have one member; create a shared room to invite.")
+        raise RoomPermissionDenied("Private rooms have one member; create a shared room to invite.")
     if not room_is_member(room=room, user=by):
-        raise PermissionDenied("Only members of a room may invite to it.")
+        raise RoomPermissionDenied("Only members of a room may invite to it.")
     user_rate_limit(user=by, action="INVITES")
     invitee = user_get_by_username(username=username)
     if invitee is None or invitee.pk == by.pk or room_is_member(room=room, user=invitee):
@@ -255,7 +256,8 @@ def invitations_pending(*, user: _User) -> list[Invitation]:
 
 def invitation_answer(*, invitation_id: int, user: _User, accept: bool) -> Invitation:
     """Accept (``user`` becomes a member, through the ORM: ``Membership`` signals fire) or
-    decline an invitation waiting for ``user``; any other id raises :class:`PermissionDenied`."""
+    decline an invitation waiting for ``user``; any other id raises
+    :class:`RoomPermissionDenied`."""
     with transaction.atomic():
         invitation = (
             Invitation.objects.select_for_update()
@@ -264,7 +266,7 @@ def invitation_answer(*, invitation_id: int, user: _User, accept: bool) -> Invit
             .first()
         )
         if invitation is None:
-            raise PermissionDenied("No such invitation.")
+            raise RoomPermissionDenied("No such invitation.")
         if accept:
             Membership.objects.get_or_create(
                 room=invitation.room, user=user, defaults={"invited_by": invitation.invited_by}
@@ -409,7 +411,7 @@ def message_get(*, message_id: int) -> Message:
 # Answers -----------------------------------------------------------------------------------
 
 
-def answer_start(*, room: Room, reply_to: Message, worker: str) -> Message:
+def answer_open(*, room: Room, reply_to: Message, worker: str) -> Message:
     """Open the room's assistant answer to ``reply_to`` (status ``streaming``).
 
     Raises :class:`AssistantBusy` when the room already has an answer streaming, whichever
@@ -445,7 +447,7 @@ def answer_save_progress(*, message_id: int, text: str) -> None:
     )
 
 
-def answers_interrupt_stale(*, room: Room | None = None) -> list[Message]:
+def answers_mark_stale(*, room: Room | None = None) -> list[Message]:
     """Mark ``interrupted`` the streaming answers (of ``room``, or everywhere) whose process
     has not written a heartbeat for ``ANSWER_STALE_AFTER`` seconds; returns them."""
     cutoff = timezone.now() - timedelta(seconds=get_config().answer_stale_after)
@@ -517,8 +519,6 @@ def _passages_for(*, room: Room, question: str, user: _User | None) -> Retrieval
     room, every current member too: whatever is posted in a room is disclosed to all its
     members (and to those invited later, who read its history). A broken index costs the
     answer its passages, not the answer itself."""
-    from .knowledge.index import Retrieval, knowledge_search
-
     audience = room_members(room=room) if room.kind == Room.Kind.SHARED else []
     try:
         return knowledge_search(query=question, user=user, audience=audience)
@@ -533,8 +533,6 @@ def _passages_for(*, room: Room, question: str, user: _User | None) -> Retrieval
 def user_get_by_username(*, username: str) -> _User | None:
     """The active user called ``username`` (exact match on the user model's username field),
     or None."""
-    from django.contrib.auth import get_user_model
-
     model = get_user_model()
     return model._default_manager.filter(
         **{model.USERNAME_FIELD: username.strip(), "is_active": True}

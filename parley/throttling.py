@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import overload
+from typing import Any, overload
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 
 class TokenBucket:
@@ -99,3 +102,13 @@ user_buckets = UserBuckets()  # RATE_LIMITS["USER"]: messages
 resume_buckets = UserBuckets()  # RATE_LIMITS["RESUME"]: history pages
 # The pages' limits, per user: rooms created, invitations sent (RATE_LIMITS "ROOMS", "INVITES").
 page_buckets = {"ROOMS": UserBuckets(), "INVITES": UserBuckets()}
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    """New limits count from a clean slate: forget the buckets made under the old ones."""
+    if setting == "PARLEY":
+        user_buckets.clear()
+        resume_buckets.clear()
+        for buckets in page_buckets.values():
+            buckets.clear()

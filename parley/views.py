@@ -16,11 +16,15 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from . import answers, services
-from .exceptions import PermissionDenied, RateLimited
+from .exceptions import RateLimited, RoomPermissionDenied
 from .forms import InviteForm, RoomCreateForm
 from .hub import get_hub
+from .knowledge.permissions import Reader
+from .knowledge.sources import FILES
+from .knowledge.store import document_text
 from .middleware import add_content_security_policy
 from .models import Room
+from .rendering import render_document
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import _User
@@ -60,7 +64,7 @@ def _room_for_member(request: AuthenticatedHttpRequest, public_id: str) -> Room:
     """The room if the user is a member; otherwise 404, whether or not it exists."""
     try:
         return services.room_get_for_member(public_id=public_id, user=request.user)
-    except PermissionDenied:
+    except RoomPermissionDenied:
         raise Http404("No such room.") from None
 
 
@@ -135,11 +139,6 @@ def room_detail(request: AuthenticatedHttpRequest, public_id: str) -> HttpRespon
 def knowledge_document(request: AuthenticatedHttpRequest, key: str) -> HttpResponse:
     """A document of the knowledge folders, rendered (the assistant's source links point
     here). Only indexed documents are served, to users who may read them; 404 otherwise."""
-    from .knowledge.permissions import Reader
-    from .knowledge.sources import FILES
-    from .knowledge.store import document_text
-    from .rendering import render_document
-
     found = document_text(source=FILES, key=key)
     if found is None or not Reader(request.user).document_allowed(FILES, key):
         raise Http404("No such document.")
@@ -163,7 +162,7 @@ def room_invite(request: AuthenticatedHttpRequest, public_id: str) -> HttpRespon
     username = form.cleaned_data["username"].strip()
     try:
         services.invitation_create(room=room, by=request.user, username=username)
-    except PermissionDenied as exc:
+    except RoomPermissionDenied as exc:
         messages.error(request, str(exc))
     except RateLimited as exc:
         messages.error(
@@ -188,7 +187,7 @@ def room_leave(request: AuthenticatedHttpRequest, public_id: str) -> HttpRespons
     room = _room_for_member(request, public_id)
     try:
         services.room_member_remove(room=room, user=request.user, by=request.user)
-    except PermissionDenied as exc:
+    except RoomPermissionDenied as exc:
         messages.error(request, str(exc))
         return redirect("parley:room", public_id=room.public_id)
     messages.success(request, f"You left “{_isolated(room.title)}”.")
@@ -207,7 +206,7 @@ def invitation_answer(
         invitation = services.invitation_answer(
             invitation_id=invitation_id, user=request.user, accept=accept
         )
-    except PermissionDenied:
+    except RoomPermissionDenied:
         raise Http404("No such invitation.") from None
     if accept:
         return redirect("parley:room", public_id=invitation.room.public_id)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import uuid
@@ -50,6 +51,32 @@ def make_user(django_user_model):
         return django_user_model.objects.create_user(username=username, password=password)
 
     return make
+
+
+# What the example project sets for its login throttling (django-axes), its pages and its
+# middleware: the tests that are about the example project test these, not tests/settings.py.
+EXAMPLE_LOGIN_SETTINGS = (
+    "AUTHENTICATION_BACKENDS",
+    "MIDDLEWARE",
+    "TEMPLATES",
+    "AXES_FAILURE_LIMIT",
+    "AXES_COOLOFF_TIME",
+    "AXES_LOCKOUT_PARAMETERS",
+    "AXES_RESET_ON_SUCCESS",
+    "AXES_LOCKOUT_TEMPLATE",
+)
+
+
+@pytest.fixture
+def example_login_settings(settings, monkeypatch):
+    """The example project's own login settings (``example.settings``), for this test."""
+    # Loaded as `make run` loads it; a key of the test run's, so that it writes no key file.
+    monkeypatch.setenv("DEBUG", "true")
+    monkeypatch.setenv("SECRET_KEY", settings.SECRET_KEY)
+    example = importlib.import_module("example.settings")
+    for name in EXAMPLE_LOGIN_SETTINGS:
+        setattr(settings, name, getattr(example, name))
+    return settings
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from parley import auth, services
 from parley.models import Membership, Message, Room
 from parley.testing import session_cookie
 from tests.servers import Peer, Server, server_status
-from tests.test_security import (
+from tests.sockets import (
     LONG_ANSWER,
     long_answer_streaming,
     only_error,
@@ -445,13 +445,13 @@ def test_revocation_rules():
 def test_who_may_remove_a_member(alice, bob, make_user, shared_room):
     """A member may leave and the owner may remove anyone but themselves; nobody else may
     remove a member."""
-    from parley.exceptions import PermissionDenied
+    from parley.exceptions import RoomPermissionDenied
 
     carol = make_user("carol")
     services.room_member_add(room=shared_room, by=alice, user=carol)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(RoomPermissionDenied):
         services.room_member_remove(room=shared_room, user=alice, by=alice)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(RoomPermissionDenied):
         services.room_member_remove(room=shared_room, user=carol, by=bob)
     assert services.room_member_remove(room=shared_room, user=bob, by=bob)
     assert services.room_member_remove(room=shared_room, user=carol, by=alice)

@@ -13,7 +13,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from example.asgi import application
-from parley import answers
+from parley import answers, services
 from parley.backends import AssistantBackend, AssistantRequest, TextDelta, get_backend
 from parley.models import Message
 from parley.testing import RoomClient
@@ -137,6 +137,31 @@ async def test_stop_cancels_the_answer_and_the_model_stops_generating(member, fa
 
     message = await stored(first["message_id"])
     assert (message.status, message.text) == (Message.Status.CANCELLED, partial)
+
+
+async def test_a_member_called_shutdown_who_presses_stop_cancels(
+    openai_backend, fake_openai, make_user
+):
+    """Who stopped an answer is kept apart from why: the username ``shutdown`` is no reason."""
+    user = await database_sync_to_async(make_user)("shutdown")
+    room = await database_sync_to_async(services.room_create)(
+        owner=user, title="Notes", kind="private"
+    )
+    fake_openai.script = SLOW
+    client = await RoomClient.connect(application, room, user)
+    try:
+        assert (await client.receive())["type"] == "hello"
+        await client.send(type="send", client_id="c1", text="Tell me a long story")
+        _, first = await frames_until(client, "delta", start=0)
+        await client.send(type="cancel")
+        _, done = await frames_until(client, "done", start=0)
+    finally:
+        await answers.answers_shutdown()
+        await client.disconnect()
+
+    assert done["message"]["status"] == "cancelled" and "error" not in done["message"]
+    message = await stored(first["message_id"])
+    assert message.status == Message.Status.CANCELLED
 
 
 async def test_stop_while_the_model_is_still_thinking(member, fake_openai):

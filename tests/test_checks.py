@@ -26,7 +26,20 @@ def test_configured_example_passes(settings):
 
 def test_unimportable_backend_and_missing_default(settings):
     settings.PARLEY = {"BACKENDS": {"chat": {"BACKEND": "nowhere.Backend"}}}
-    assert ids(check_backends()) == ["parley.E001", "parley.E001"]
+    assert ids(check_backends()) == ["parley.E001", "parley.E005"]
+
+
+def test_missing_default_alone_is_e001(settings):
+    offline = {"BACKEND": "parley.backends.offline.OfflineBackend"}
+    settings.PARLEY = {"BACKENDS": {"chat": offline}}
+    (error,) = check_backends()
+    assert error.id == "parley.E001" and "'default'" in error.msg
+
+
+def test_unimportable_backend_alone_is_e005(settings):
+    settings.PARLEY = {"BACKENDS": {"default": {"BACKEND": "nowhere.Backend"}}}
+    (error,) = check_backends()
+    assert error.id == "parley.E005" and "nowhere.Backend" in error.msg
 
 
 def test_unknown_setting_is_named(settings):

@@ -23,7 +23,7 @@ from parley.conf import DEFAULTS
 from parley.exceptions import ProtocolError
 from parley.models import Message
 from tests.servers import Peer, Server
-from tests.test_protocol import (
+from tests.strategies import (
     frame_dicts,
     json_ish,
     odd_chars,

@@ -77,6 +77,18 @@ async def test_on_the_in_memory_layer_frames_reach_members_without_the_layer():
     assert members[1].frames[-1] == "only" and members[0].frames[-1] == "f2"
 
 
+async def test_whether_the_layer_is_in_process_is_named_apart_from_the_rooms_members():
+    """``in_process`` says the layer reaches only this process; ``rooms`` holds each room's
+    members here (once both were called ``local``)."""
+    hub = RoomHub(InMemoryChannelLayer())
+    assert hub.in_process is True
+    member = Member()
+    await hub.join("room.3", member, 1)
+    assert hub.rooms == {"room.3": {member}}
+    await hub.leave("room.3", member, 1)
+    assert hub.rooms == {}
+
+
 async def test_a_member_joining_during_the_first_join_waits_for_the_group():
     layer = SlowJoinLayer()
     hub = RoomHub(layer)

@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from parley.backends.base import AssistantBackend, AssistantRequest, Finish, TextDelta, Turn
 from parley.exceptions import BackendError
-from tests.test_backends import (
+from tests.backend_contract import (
     OLLAMA,
     QUESTION,
     SETTINGS,

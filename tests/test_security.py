@@ -3,14 +3,12 @@ WebSocket clients: the handshake's Origin, session cookies, tickets, non-members
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import string
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from html.parser import HTMLParser
 from typing import Any
 
@@ -25,21 +23,17 @@ from parley.models import Message, Room, new_public_id
 from parley.rendering import render_markdown
 from parley.testing import session_cookie
 from tests.servers import Peer, Server
+from tests.sockets import (
+    LONG_ANSWER,
+    long_answer_streaming,
+    only_error,
+    refused_socket,
+    room_path,
+    still_streaming_then_complete,
+)
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 
-# Each piece waits 10 ms: this answer streams for 5 s at the very least, so everything a test
-# tries against it happens while it is streaming (and the test checks that it still is).
-LONG_REPLY = "tok "
-LONG_REPEAT = 500
-LONG_ANSWER = {
-    "PARLEY_TEST_BACKEND": json.dumps(
-        {
-            "BACKEND": "parley.backends.scripted.ScriptedBackend",
-            "OPTIONS": {"reply": LONG_REPLY, "repeat": LONG_REPEAT, "delay": 0.01},
-        }
-    )
-}
 FOREIGN_ORIGINS = [
     "http://evil.example",
     "https://evil.example",
@@ -48,10 +42,6 @@ FOREIGN_ORIGINS = [
     "http://localhost.evil.example:8000",
     "http://[::1",  # not a URL at all
 ]
-
-
-def room_path(room: Room | str) -> str:
-    return f"/ws/rooms/{room.public_id if isinstance(room, Room) else room}/"
 
 
 async def cookie_of(user: Any) -> str:
@@ -64,50 +54,6 @@ async def handshake_status(server: Server, path: str, headers: dict[str, str]) -
         async with websockets.connect(server.ws_url + path, additional_headers=headers):
             pass
     return refused.value.response.status_code
-
-
-async def refused_socket(
-    server: Server, path: str, headers: dict[str, str], *, then_send: Sequence[dict[str, Any]] = ()
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Open a socket, send ``then_send`` at once, and read until the server closes it:
-    ``(every frame received, close code)``."""
-    frames: list[dict[str, Any]] = []
-    async with websockets.connect(server.ws_url + path, additional_headers=headers) as ws:
-        # The server may close while these go out; what it sent before is still read below.
-        with contextlib.suppress(websockets.ConnectionClosed):
-            for frame in then_send:
-                await ws.send(json.dumps(frame))
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for text in ws:
-                frames.append(json.loads(text))
-        return frames, ws.close_code
-
-
-def only_error(frames: list[dict[str, Any]], code: str) -> None:
-    """The refused socket got exactly one frame, the error: nothing of the room."""
-    assert [f["type"] for f in frames] == ["error"], frames
-    assert frames[0]["code"] == code
-
-
-async def long_answer_streaming(server: Server, room: Room, user: Any) -> tuple[Peer, dict]:
-    """``user`` in ``room`` has asked; the long answer has started. Returns the peer and the
-    answer's announcement."""
-    peer = await Peer.connect(server, room, user)
-    await peer.send(type="send", client_id="q1", text="a long one, please")
-    answer = await peer.answer_started()
-    await peer.expect(lambda f: f["type"] == "delta")
-    return peer, answer
-
-
-async def still_streaming_then_complete(peer: Peer, answer: dict) -> None:
-    """The answer was not stopped by anything that happened so far, and completes."""
-    assert not any(f["type"] == "done" for f in peer.frames), "the answer ended early"
-    stored = await sync_to_async(Message.objects.get)(pk=answer["id"])
-    assert stored.status == Message.Status.STREAMING
-    done = await peer.expect(lambda f: f["type"] == "done", timeout=60)
-    assert done["message"]["id"] == answer["id"]
-    assert done["message"]["status"] == "complete"
-    assert done["message"]["text"] == LONG_REPLY * LONG_REPEAT
 
 
 async def test_cross_site_handshake_with_the_victims_cookie_is_refused(

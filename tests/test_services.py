@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import inspect
 import threading
 from datetime import timedelta
 
+import django.core.exceptions
 import pytest
 from django.db import close_old_connections, connection
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
-from parley import services
-from parley.exceptions import AssistantBusy, PermissionDenied
+from parley import exceptions, services
+from parley.exceptions import AssistantBusy, RoomPermissionDenied
 from parley.models import Membership, Message, Room
 
 pytestmark = pytest.mark.django_db
@@ -26,9 +28,9 @@ def test_invite_only_into_shared_rooms_and_only_by_members(
     alice, bob, make_user, private_room, shared_room
 ):
     carol = make_user("carol")
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(RoomPermissionDenied):
         services.invitation_create(room=private_room, by=alice, username="bob")
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(RoomPermissionDenied):
         services.invitation_create(room=shared_room, by=carol, username="carol")
     first = services.invitation_create(room=shared_room, by=bob, username="carol")
     assert first is not None and first.invited_by == bob
@@ -40,7 +42,7 @@ def test_invite_only_into_shared_rooms_and_only_by_members(
 
 
 def test_room_member_add_adds_at_once_and_only_to_shared_rooms(alice, bob, private_room):
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(RoomPermissionDenied):
         services.room_member_add(room=private_room, user=bob, by=alice)
     shared = services.room_create(owner=alice, title="Team", kind=Room.Kind.SHARED)
     services.room_member_add(room=shared, user=bob, by=alice)
@@ -52,9 +54,9 @@ def test_room_get_for_member_hides_foreign_and_unknown_rooms(alice, bob, private
     assert (
         services.room_get_for_member(public_id=private_room.public_id, user=alice) == private_room
     )
-    with pytest.raises(PermissionDenied) as foreign:
+    with pytest.raises(RoomPermissionDenied) as foreign:
         services.room_get_for_member(public_id=private_room.public_id, user=bob)
-    with pytest.raises(PermissionDenied) as unknown:
+    with pytest.raises(RoomPermissionDenied) as unknown:
         services.room_get_for_member(public_id="no-such-room", user=bob)
     assert str(foreign.value) == str(unknown.value)
 
@@ -137,27 +139,27 @@ def test_resend_with_same_client_id_is_stored_once(alice, bob, shared_room):
 
 def test_one_streaming_answer_per_room(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="q")
-    answer = services.answer_start(room=private_room, reply_to=question, worker="w")
+    answer = services.answer_open(room=private_room, reply_to=question, worker="w")
     assert answer.status == Message.Status.STREAMING
     with pytest.raises(AssistantBusy):
-        services.answer_start(room=private_room, reply_to=question, worker="w")
+        services.answer_open(room=private_room, reply_to=question, worker="w")
     services.answer_finish(message_id=answer.pk, text="done", status=Message.Status.COMPLETE)
     nxt, _ = services.message_post(room=private_room, author=alice, text="q2")
-    assert services.answer_start(room=private_room, reply_to=nxt, worker="w").seq == 4
+    assert services.answer_open(room=private_room, reply_to=nxt, worker="w").seq == 4
     # The refused attempt took no sequence number.
     assert list(private_room.messages.values_list("seq", flat=True)) == [1, 2, 3, 4]
 
 
 def test_answer_finish_rejects_non_terminal_status(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="q")
-    answer = services.answer_start(room=private_room, reply_to=question, worker="w")
+    answer = services.answer_open(room=private_room, reply_to=question, worker="w")
     with pytest.raises(ValueError):
         services.answer_finish(message_id=answer.pk, text="", status=Message.Status.STREAMING)
 
 
 def test_progress_is_saved_only_while_streaming(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="q")
-    answer = services.answer_start(room=private_room, reply_to=question, worker="w")
+    answer = services.answer_open(room=private_room, reply_to=question, worker="w")
     services.answer_save_progress(message_id=answer.pk, text="part")
     assert services.message_get(message_id=answer.pk).text == "part"
     services.answer_finish(message_id=answer.pk, text="final", status=Message.Status.CANCELLED)
@@ -170,10 +172,10 @@ def test_answer_request_has_recent_history_with_authors(alice, bob, shared_room,
     services.message_post(room=shared_room, author=alice, text="old")
     services.message_post(room=shared_room, author=bob, text="hello")
     q1, _ = services.message_post(room=shared_room, author=alice, text="first?")
-    a1 = services.answer_start(room=shared_room, reply_to=q1, worker="w")
+    a1 = services.answer_open(room=shared_room, reply_to=q1, worker="w")
     services.answer_finish(message_id=a1.pk, text="first!", status=Message.Status.COMPLETE)
     q2, _ = services.message_post(room=shared_room, author=bob, text="second?")
-    a2 = services.answer_start(room=shared_room, reply_to=q2, worker="w")
+    a2 = services.answer_open(room=shared_room, reply_to=q2, worker="w")
     request = services.answer_request(answer=a2)
     assert [(t.role, t.content, t.author) for t in request.turns] == [
         ("user", "first?", "alice"),
@@ -202,7 +204,7 @@ def test_answer_request_answers_its_question_not_a_message_posted_after_it(alice
         )
     question, _ = services.message_post(room=shared_room, author=alice, text="When is the ferry?")
     services.message_post(room=shared_room, author=bob, text="How do I descale the coffee machine?")
-    answer = services.answer_start(room=shared_room, reply_to=question, worker="w")
+    answer = services.answer_open(room=shared_room, reply_to=question, worker="w")
     request = services.answer_request(answer=answer)
     assert request.question == "When is the ferry?"
     assert [(t.author, t.content) for t in request.turns] == [("alice", "When is the ferry?")]
@@ -222,7 +224,7 @@ def test_answer_request_carries_the_passages_for_the_question(alice, bob, shared
         )
     )
     question, _ = services.message_post(room=shared_room, author=bob, text="When is the ferry?")
-    answer = services.answer_start(room=shared_room, reply_to=question, worker="w")
+    answer = services.answer_open(room=shared_room, reply_to=question, worker="w")
     request = services.answer_request(answer=answer)
     assert [(p.title, p.url, p.text) for p in request.passages] == [
         ("Travel › Ferry", "/kb/travel#ferry", "The ferry leaves at nine.")
@@ -240,9 +242,9 @@ def test_answer_request_searches_as_the_asker_and_survives_a_broken_index(
         asked.append(kwargs)
         return index.Retrieval(passages=[])
 
-    monkeypatch.setattr(index, "knowledge_search", search)
+    monkeypatch.setattr(services, "knowledge_search", search)
     question, _ = services.message_post(room=shared_room, author=bob, text="When is the ferry?")
-    answer = services.answer_start(room=shared_room, reply_to=question, worker="w")
+    answer = services.answer_open(room=shared_room, reply_to=question, worker="w")
     services.answer_request(answer=answer)
     # In a shared room, every member's rights count (see tests/knowledge/test_access.py).
     assert asked == [{"query": "When is the ferry?", "user": bob, "audience": [alice, bob]}]
@@ -250,7 +252,7 @@ def test_answer_request_searches_as_the_asker_and_survives_a_broken_index(
     def broken(**kwargs):
         raise RuntimeError("index exploded")
 
-    monkeypatch.setattr(index, "knowledge_search", broken)
+    monkeypatch.setattr(services, "knowledge_search", broken)
     assert services.answer_request(answer=answer).passages == ()
     assert "knowledge search failed" in caplog.text
 
@@ -266,7 +268,7 @@ def test_messages_after_pages(alice, private_room):
 
 def test_assistant_payload_is_sanitised_html_and_user_payload_is_text(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="<b>hi</b>")
-    answer = services.answer_start(room=private_room, reply_to=question, worker="w")
+    answer = services.answer_open(room=private_room, reply_to=question, worker="w")
     assert "html" not in services.message_payload(answer)  # not while streaming
     final = services.answer_finish(
         message_id=answer.pk,
@@ -307,18 +309,18 @@ def test_concurrent_posts_get_distinct_gapless_numbers(alice, private_room):
 def test_only_answers_without_heartbeat_are_interrupted(alice, private_room, shared_room, settings):
     settings.PARLEY = {**settings.PARLEY, "ANSWER_STALE_AFTER": 60}
     q1, _ = services.message_post(room=private_room, author=alice, text="q")
-    stale = services.answer_start(room=private_room, reply_to=q1, worker="dead")
+    stale = services.answer_open(room=private_room, reply_to=q1, worker="dead")
     q2, _ = services.message_post(room=shared_room, author=alice, text="q")
-    alive = services.answer_start(room=shared_room, reply_to=q2, worker="alive")
+    alive = services.answer_open(room=shared_room, reply_to=q2, worker="alive")
     Message.objects.filter(pk=stale.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
     services.answer_save_progress(message_id=alive.pk, text="still going")
-    assert [m.pk for m in services.answers_interrupt_stale()] == [stale.pk]
+    assert [m.pk for m in services.answers_mark_stale()] == [stale.pk]
     stale.refresh_from_db()
     alive.refresh_from_db()
     assert stale.status == "interrupted" and stale.error
     assert alive.status == "streaming"
     # The room takes a new answer again.
-    assert services.answer_start(room=private_room, reply_to=q1, worker="w").status == "streaming"
+    assert services.answer_open(room=private_room, reply_to=q1, worker="w").status == "streaming"
 
 
 def test_messages_after_pages_by_bytes_too_and_a_page_holds_at_least_one(alice, private_room):
@@ -334,3 +336,10 @@ def test_messages_after_pages_by_bytes_too_and_a_page_holds_at_least_one(alice, 
     assert pages == [[1, 2], [3, 4], [5]]
     page, more = services.messages_after(room=private_room, after=0, max_bytes=1)
     assert [m.seq for m in page] == [1] and more  # one message larger than a page
+
+
+def test_no_parley_exception_shadows_one_of_django():
+    """An ``except PermissionDenied`` must not depend on which module it was imported from."""
+    ours = {name for name, value in vars(exceptions).items() if inspect.isclass(value)}
+    ours = {name for name in ours if getattr(exceptions, name).__module__ == exceptions.__name__}
+    assert ours and not ours & set(vars(django.core.exceptions))

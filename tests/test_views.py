@@ -408,8 +408,9 @@ def test_parleys_own_pages_carry_the_csp_without_the_middleware(client, settings
 
 @pytest.mark.parametrize("url", ["/login/", "/admin/login/"])
 def test_after_five_wrong_passwords_even_the_right_one_is_refused_until_the_cool_off(
-    client, settings, admin_user, url
+    client, example_login_settings, admin_user, url
 ):
+    settings = example_login_settings
     from axes.models import AccessAttempt
 
     assert settings.AXES_FAILURE_LIMIT == 5
@@ -435,7 +436,10 @@ def test_after_five_wrong_passwords_even_the_right_one_is_refused_until_the_cool
 
 
 @pytest.mark.parametrize("url", ["/login/", "/admin/login/"])
-def test_the_lockout_is_a_page_of_the_site_that_names_the_wait(client, settings, admin_user, url):
+def test_the_lockout_is_a_page_of_the_site_that_names_the_wait(
+    client, example_login_settings, admin_user, url
+):
+    settings = example_login_settings
     """django-axes answered a locked-out login with a bare line of plain text; the example
     project renders example/templates/lockout.html in the site's layout, still with 429."""
     settings.AXES_COOLOFF_TIME = timedelta(minutes=30)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
+from ..conf import get_config
 from .base import (
     AssistantBackend,
     AssistantRequest,
@@ -43,8 +48,6 @@ class BackendHandler:
             return self._instances[alias]
         except KeyError:
             pass
-        from ..conf import get_config
-
         config = get_config().backends
         if alias not in config:
             raise ImproperlyConfigured(
@@ -68,6 +71,13 @@ class BackendHandler:
 
 
 backends = BackendHandler()
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    # As Channels' ChannelLayerManager does: backends configured anew are loaded anew.
+    if setting == "PARLEY":
+        backends.reset()
 
 
 def get_backend(alias: str = "default") -> AssistantBackend:

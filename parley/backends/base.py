@@ -6,7 +6,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from ..exceptions import BackendError
@@ -56,7 +56,6 @@ class AssistantRequest:
     turns: list[Turn]
     room: str = ""
     user: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
     passages: tuple[Passage, ...] = ()
     withheld: bool = False
 

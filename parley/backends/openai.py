@@ -22,7 +22,7 @@ from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown, wit
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIBackend", "build_messages"]
+__all__ = ["OpenAIBackend"]
 
 
 try:

@@ -127,8 +127,6 @@ def register(
     Registering a model again replaces its registration. Raises ``ImproperlyConfigured``
     for a field the model does not have or a malformed permission.
     """
-    from . import signals
-
     if isinstance(fields, str) or not fields:
         raise ImproperlyConfigured(f"register({model.__name__}): fields must be a list of names.")
     for name in fields:
@@ -154,7 +152,6 @@ def register(
         owner=owner,
     )
     _registry[registration.label] = registration
-    signals.registration_connect(registration=registration)
     return registration
 
 
@@ -169,11 +166,7 @@ def _has_attribute(model: type[models.Model], name: str) -> bool:
 def unregister(model: type[models.Model]) -> None:
     """Forget ``model``: its passages are readable by nobody, and ``parley_index`` removes
     them. Unknown models are ignored."""
-    from . import signals
-
-    registration = _registry.pop(model._meta.label_lower, None)
-    if registration is not None:
-        signals.registration_disconnect(registration=registration)
+    _registry.pop(model._meta.label_lower, None)
 
 
 def registration_get(*, label: str) -> Registration | None:

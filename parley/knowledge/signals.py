@@ -8,24 +8,21 @@ Bulk operations (``QuerySet.update``, ``bulk_create``) send no signals: run
 
 from __future__ import annotations
 
-import logging
 from functools import partial
 from typing import Any
 
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 
-from .registry import Registration, registration_get
-
-logger = logging.getLogger(__name__)
+from .registry import registration_get
+from .sources import object_document
+from .store import document_remove, document_store
 
 
 def object_reindex(*, label: str, pk: Any) -> None:
     """Store the object's passages anew, or remove them if it is gone or no longer in its
     registration's queryset."""
-    from .sources import object_document
-    from .store import document_remove, document_store
-
     registration = registration_get(label=label)
     if registration is None:
         return
@@ -36,40 +33,25 @@ def object_reindex(*, label: str, pk: Any) -> None:
         document_store(document=object_document(registration=registration, obj=obj))
 
 
+# Connected for every model, when the app is ready (parley.apps): registering a model needs no
+# connect of its own, and a model unregistered is ignored from then on.
+
+
+@receiver(post_save, dispatch_uid="parley.knowledge.saved")
 def _saved(sender: Any, instance: Any, raw: bool = False, using: str = "default", **_: Any) -> None:
-    if raw:  # loaddata: the object may refer to rows not loaded yet
+    label = sender._meta.label_lower
+    if raw or registration_get(label=label) is None:  # raw: loaddata, rows may be missing
         return
     transaction.on_commit(
-        partial(object_reindex, label=sender._meta.label_lower, pk=instance.pk),
-        using=using,
-        robust=True,
+        partial(object_reindex, label=label, pk=instance.pk), using=using, robust=True
     )
 
 
+@receiver(post_delete, dispatch_uid="parley.knowledge.deleted")
 def _deleted(sender: Any, instance: Any, using: str = "default", **_: Any) -> None:
-    from .store import document_remove
-
+    label = sender._meta.label_lower
+    if registration_get(label=label) is None:
+        return
     transaction.on_commit(
-        partial(document_remove, source=sender._meta.label_lower, key=str(instance.pk)),
-        using=using,
-        robust=True,
+        partial(document_remove, source=label, key=str(instance.pk)), using=using, robust=True
     )
-
-
-def _uid(registration: Registration, kind: str) -> str:
-    return f"parley.knowledge.{kind}.{registration.label}"
-
-
-def registration_connect(*, registration: Registration) -> None:
-    """Listen to saves and deletes of the registration's model."""
-    model = registration.model
-    post_save.connect(_saved, sender=model, weak=False, dispatch_uid=_uid(registration, "save"))
-    post_delete.connect(
-        _deleted, sender=model, weak=False, dispatch_uid=_uid(registration, "delete")
-    )
-
-
-def registration_disconnect(*, registration: Registration) -> None:
-    """Stop listening to the registration's model."""
-    post_save.disconnect(sender=registration.model, dispatch_uid=_uid(registration, "save"))
-    post_delete.disconnect(sender=registration.model, dispatch_uid=_uid(registration, "delete"))

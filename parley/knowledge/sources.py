@@ -3,7 +3,6 @@ models. Each yields :class:`Document`\\ s cut into sections, ready to be stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,12 +94,6 @@ def file_document(*, key: str, path: Path) -> Document:
     if sections:
         title = sections[0].title.split(TITLE_SEPARATOR)[0]
     return Document(source=FILES, key=key, title=title, url=file_url(key=key), sections=sections)
-
-
-def files_documents(*, folders: list[Path]) -> Iterator[Document]:
-    """Every file under ``folders`` as a document, in key order."""
-    for key, path in files_listed(folders=folders):
-        yield file_document(key=key, path=path)
 
 
 # Objects of registered models --------------------------------------------------------------

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from parley import services
 from parley.auth import ticket_issue
-from parley.exceptions import PermissionDenied
+from parley.exceptions import RoomPermissionDenied
 
 
 class Command(BaseCommand):
@@ -38,7 +38,7 @@ class Command(BaseCommand):
             raise CommandError(f"{username} is a member of no single room {room!r}.")
         try:
             target = services.room_get_for_member(public_id=rooms[0].public_id, user=user)
-        except PermissionDenied as exc:
+        except RoomPermissionDenied as exc:
             raise CommandError(str(exc)) from exc
         if uses < 1:
             raise CommandError("--uses must be 1 or more.")
