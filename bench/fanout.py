@@ -226,11 +226,13 @@ def main() -> None:
         ("server memory per idle connection, 10,000 (KiB)", "kib_10000", "{:.1f}"),
         ("group members left after 1,000 close at once", "leftover", "{}"),
     ]
+    base = summary.get("parley-baseline", {})
     names = [t.name for t in targets]
     print(
         f"\n{'measure':<52}"
         + "".join(f"{n:>14}" for n in names)
         + "   parley/plain  parley/original"
+        + ("  parley/baseline" if base else "")
     )
     for title, key, fmt in rows:
         cells = []
@@ -241,6 +243,8 @@ def main() -> None:
         extra = ""
         if isinstance(p, int | float) and key not in ("leftover",):
             extra = f"   {ratio(p, ref.get(key) or 0):>12}  {ratio(p, orig.get(key) or 0):>15}"
+            if base:
+                extra += f"  {ratio(p, base.get(key) or 0):>15}"
         print(f"{title:<52}" + "".join(cells) + extra)
     if sweeps and plot(sweeps, args.out / f"fanout-{stamp}.png"):
         print(f"plot: {args.out / f'fanout-{stamp}.png'}")

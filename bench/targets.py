@@ -8,6 +8,10 @@
   channels-redis' core layer), on the same uvicorn with its stock protocols and
   permessage-deflate.
 - ``plain``: ../shared/bench/refserver.py, a plain asyncio ``websockets`` fan-out server.
+- ``parley-baseline`` (and ``parley-redis-baseline``): ``parley`` (``parley-redis``) served from
+  another checkout, named by ``BENCH_BASELINE`` (a path), on the same database, for a same-run
+  A/B of a change: ``git worktree add /tmp/before <commit>``, then
+  ``BENCH_BASELINE=/tmp/before python bench/fanout.py --targets parley,parley-baseline``.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class Target:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    cwd: Path = ROOT  # the checkout whose code the server runs
 
     @property
     def template(self) -> str:
@@ -76,7 +81,7 @@ class Target:
             port=self.port,
             log_path=self.log,
             env={**os.environ, **self.env},
-            cwd=ROOT,
+            cwd=self.cwd,
             name=self.name,
         )
         return self
@@ -204,9 +209,9 @@ def make_targets(
                 extra=BENCH_FLAGS,
             )
             targets.append(Original(name, command, env))
-        elif name in ("parley", "parley-redis"):
+        elif name.removesuffix("-baseline") in ("parley", "parley-redis"):
             env = dict(parley_env)
-            if name == "parley-redis":
+            if name.startswith("parley-redis"):
                 env |= {
                     "REDIS_URL": REDIS_URL,
                     "PARLEY_LAYER_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
@@ -214,10 +219,20 @@ def make_targets(
             command = uvicorn_argv("example.asgi:application", port="{port}", extra=BENCH_FLAGS)
             target = Parley(name, command, env)
             target.django = django_state
+            if name.endswith("-baseline"):
+                target.cwd = baseline_checkout()
             targets.append(target)
         else:
             raise SystemExit(f"unknown target {name!r}")
     return targets
+
+
+def baseline_checkout() -> Path:
+    """The checkout named by ``BENCH_BASELINE``, for the ``-baseline`` targets."""
+    path = Path(os.environ.get("BENCH_BASELINE", ""))
+    if not os.environ.get("BENCH_BASELINE") or not (path / "parley").is_dir():
+        raise SystemExit("the -baseline targets need BENCH_BASELINE=<another checkout of Parley>")
+    return path.resolve()
 
 
 def workdir() -> Path:
