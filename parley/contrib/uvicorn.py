@@ -52,8 +52,8 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 
-from .conf import get_config
-from .throttling import make_bucket
+from ..conf import get_config
+from ..throttling import make_bucket
 
 _HEADERS: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
 _HEADERS_MAX = 4096  # distinct short headers kept; past that, new ones are not shared

@@ -29,11 +29,11 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
+from ..conf import get_config
+from ..exceptions import NotAuthenticated, RoomPermissionDenied
+from ..models import Room, Ticket
+from ..rooms.selectors import room_get_for_member
 from .access import Grant, auth_hash, sessions_users
-from .conf import get_config
-from .exceptions import NotAuthenticated, RoomPermissionDenied
-from .models import Room, Ticket
-from .services import room_get_for_member
 
 if TYPE_CHECKING:
     # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
@@ -150,7 +150,7 @@ def socket_user(scope: dict[str, Any], *, room: str | None = None) -> Claims:
 
 def socket_admit(scope: dict[str, Any], *, room: str) -> tuple[_User, Room, Grant]:
     """The user of a socket's scope, the room with public id ``room`` if the user may join
-    it, and the :class:`~parley.access.Grant` the socket holds while open; raises
+    it, and the :class:`~parley.realtime.access.Grant` the socket holds while open; raises
     :class:`NotAuthenticated` or :class:`RoomPermissionDenied`.
 
     One synchronous call, so that a socket reaches the database thread once to join. The

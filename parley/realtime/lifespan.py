@@ -16,8 +16,9 @@ import contextlib
 import logging
 from typing import Any
 
-from . import access, answers
-from .exceptions import LayerUnavailable
+from .. import answers
+from ..exceptions import LayerUnavailable
+from . import access
 from .hub import get_hub
 
 logger = logging.getLogger(__name__)

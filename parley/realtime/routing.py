@@ -12,7 +12,7 @@ from django.http.request import split_domain_port, validate_host
 from django.urls import path
 from django.utils.http import is_same_domain
 
-from .conf import get_config
+from ..conf import get_config
 from .consumers import RoomConsumer
 
 websocket_urlpatterns = [
