@@ -123,9 +123,10 @@ async def run(args: argparse.Namespace) -> None:
     from asgiref.sync import sync_to_async
     from django.contrib.auth import get_user_model
 
-    from parley import answers, services
+    from parley import answers
     from parley.knowledge.index import index_current
     from parley.knowledge.store import version_bump
+    from parley.rooms import services
 
     users = get_user_model().objects
     alice = await sync_to_async(users.create_user)("alice", password="x")

@@ -121,7 +121,7 @@ def seed(django_state: Any, pullers: int, messages: int) -> list[Any]:
     """The room's history and the pullers' users (members of the room)."""
     from django.contrib.auth import get_user_model
 
-    from parley import services
+    from parley.rooms import services
 
     owner, room = django_state
     users = []

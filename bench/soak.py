@@ -525,8 +525,8 @@ def create_rooms(owner: Any, rooms: int, clients: int) -> tuple[list[Any], list[
     keeps creating hundreds of them fast."""
     from django.contrib.auth import get_user_model
 
-    from parley import services
     from parley.models import Membership
+    from parley.rooms import services
 
     user_model = get_user_model()
     made = [

@@ -173,7 +173,7 @@ def prepare_parley_database(workdir: Path) -> tuple[str, Any]:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from parley import services
+    from parley.rooms import services
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("bench", password="bench", is_staff=True)

@@ -161,7 +161,7 @@ if REDIS_URL:
         }
     }
 else:
-    # Each process reads its rooms' frames from one channel (parley.hub): let it queue a
+    # Each process reads its rooms' frames from one channel (parley/realtime/hub.py): let it queue a
     # burst of them rather than drop any.
     CHANNEL_LAYERS = {
         "default": {

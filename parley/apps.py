@@ -12,5 +12,6 @@ class ParleyConfig(AppConfig):
         # Imported here, once the models are loaded, for what importing them does: register
         # the system checks, and connect the receivers that reset the settings, that revoke
         # sockets, and that keep registered models' passages in step with their objects.
-        from . import access, checks, conf  # noqa: F401
+        from . import checks, conf  # noqa: F401
         from .knowledge import signals  # noqa: F401
+        from .realtime import access  # noqa: F401

@@ -39,6 +39,10 @@ class AssistantBusy(ParleyError):
     """The room already has an answer streaming: one answer at a time per room."""
 
 
+class NothingToCancel(ParleyError):
+    """A stop asked for an answer that is not streaming in the room (finished, or never was)."""
+
+
 class BackendError(ParleyError):
     """An assistant backend failed in a way worth telling the room (upstream down, bad reply).
 

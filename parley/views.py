@@ -15,16 +15,16 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from . import answers, services
 from .exceptions import RateLimited, RoomPermissionDenied
 from .forms import InviteForm, RoomCreateForm
-from .hub import get_hub
 from .knowledge.permissions import Reader
 from .knowledge.sources import FILES
 from .knowledge.store import document_text
 from .middleware import add_content_security_policy
 from .models import Room
+from .realtime.status import status_snapshot
 from .rendering import render_document
+from .rooms import selectors, services
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import _User
@@ -63,7 +63,7 @@ def content_security_policy(view: View) -> View:
 def _room_for_member(request: AuthenticatedHttpRequest, public_id: str) -> Room:
     """The room if the user is a member; otherwise 404, whether or not it exists."""
     try:
-        return services.room_get_for_member(public_id=public_id, user=request.user)
+        return selectors.room_get_for_member(public_id=public_id, user=request.user)
     except RoomPermissionDenied:
         raise Http404("No such room.") from None
 
@@ -109,10 +109,10 @@ def room_list(request: AuthenticatedHttpRequest) -> HttpResponse:
             )
             return redirect("parley:room", public_id=room.public_id)
     context = {
-        "page": services.rooms_page(
+        "page": selectors.rooms_page(
             user=request.user, number=request.GET.get("page"), per_page=ROOMS_PER_PAGE
         ),
-        "invitations": services.invitations_pending(user=request.user),
+        "invitations": selectors.invitations_pending(user=request.user),
         "form": form,
     }
     return render(request, "parley/rooms.html", context, status=status)
@@ -126,7 +126,7 @@ def room_detail(request: AuthenticatedHttpRequest, public_id: str) -> HttpRespon
     room = _room_for_member(request, public_id)
     context = {
         "room": room,
-        "members": services.room_members(room=room),
+        "members": selectors.room_members(room=room),
         "invite_form": InviteForm() if room.kind == Room.Kind.SHARED else None,
         "can_leave": room.kind == Room.Kind.SHARED and request.user.pk != room.owner_id,
     }
@@ -224,13 +224,4 @@ async def status(request: HttpRequest) -> JsonResponse:
     user = await request.auser()
     if not user.is_staff:
         raise Http404("No such page.")
-    hub = get_hub()
-    return JsonResponse(
-        {
-            "worker": answers.WORKER_ID,
-            "rooms": {group: len(members) for group, members in hub.rooms.items()},
-            "sockets": len(hub.members),
-            "backlogged": sum(1 for m in hub.members.values() if m.outbox.backlogged),
-            "answers": sorted(answers.answers_running()),
-        }
-    )
+    return JsonResponse(status_snapshot())

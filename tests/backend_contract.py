@@ -1,6 +1,6 @@
 """What every assistant backend promises (parley/backends/base.py), as one contract suite a
-backend's tests subclass (tests/test_backends.py, tests/test_llamacpp.py), with the requests
-and helpers they share."""
+backend's tests subclass (tests/backends/test_backends.py, tests/backends/test_llamacpp.py),
+with the requests and helpers they share."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ def bob(make_user):
 
 @pytest.fixture
 def shared_room(alice, bob):
-    from parley import services
+    from parley.rooms import services
 
     room = services.room_create(owner=alice, title="Team", kind="shared")
     services.room_member_add(room=room, user=bob, by=alice)
@@ -100,7 +100,7 @@ def shared_room(alice, bob):
 
 @pytest.fixture
 def private_room(alice):
-    from parley import services
+    from parley.rooms import services
 
     return services.room_create(owner=alice, title="Notes", kind="private")
 

@@ -1,5 +1,5 @@
 """Hypothesis strategies for client frames, hostile and valid: shared by the parser's tests
-(tests/test_protocol.py) and the live server's (tests/test_fuzz.py)."""
+(tests/protocol/test_protocol.py) and the live server's (tests/protocol/test_fuzz.py)."""
 
 from __future__ import annotations
 

@@ -778,7 +778,7 @@ def test_bidi_overrides_in_names_and_titles_are_isolated(servers, alice, make_us
     cannot reorder the text around it."""
     from playwright.sync_api import expect
 
-    from parley import services
+    from parley.rooms import services
 
     spoof = make_user("\u202enimda")
     room = services.room_create(owner=alice, title="Team \u202egnp.exe", kind="shared")

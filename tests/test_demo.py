@@ -9,8 +9,8 @@ from django.contrib.auth import authenticate
 from django.core.management import call_command
 from django.test import RequestFactory
 
-from parley import services
 from parley.models import Room
+from parley.rooms import selectors
 
 pytestmark = pytest.mark.django_db
 
@@ -30,8 +30,8 @@ def test_parley_demo_is_idempotent():
     team = Room.objects.get(title="Team room")
     assert private.kind == "private" and private.owner == demo
     assert team.kind == "shared" and team.owner == demo
-    assert services.room_members(room=team) == [demo, guest]
-    assert services.rooms_for_user(user=guest) == [team]
+    assert selectors.room_members(room=team) == [demo, guest]
+    assert selectors.rooms_for_user(user=guest) == [team]
 
     out = second.getvalue()
     assert "demo / demo-pass-123" in out

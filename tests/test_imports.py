@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from parley import throttling
+from parley import auth, lifespan, routing, throttling, uvicorn
 from parley.backends import backends, get_backend
+from parley.contrib import uvicorn as protocols
+from parley.realtime import auth as tickets
+from parley.realtime import lifespan as lifespans
+from parley.realtime import routing as routes
 
 PACKAGE = Path(__file__).resolve().parent.parent / "parley"
 
@@ -82,3 +86,59 @@ def test_the_test_settings_stand_alone():
     those load them explicitly."""
     path = Path(__file__).resolve().parent / "settings.py"
     assert not [m for m in imported_modules(path) if m.startswith("example")]
+
+
+def parley_imports(path: Path) -> list[str]:
+    """The Parley modules ``path`` imports, as absolute dotted names."""
+    package = ["parley", *path.relative_to(PACKAGE).parent.parts]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1]
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names += [module] + [f"{module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("parley"):
+            names.append(node.module or "")
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names if a.name.startswith("parley")]
+    return names
+
+
+@pytest.mark.parametrize(
+    ("layer", "forbidden"),
+    [
+        # The wire format knows no socket, no table and no framework.
+        ("protocol", ("parley.realtime", "parley.rooms", "parley.answers", "parley.models")),
+        # A backend knows no socket and stores nothing.
+        ("backends", ("parley.realtime", "parley.rooms", "parley.answers", "parley.models")),
+        # Retrieval knows no socket.
+        ("knowledge", ("parley.realtime", "parley.answers")),
+        # Rooms, members and messages know no socket, and nothing of the answers.
+        ("rooms", ("parley.realtime", "parley.answers")),
+    ],
+)
+def test_imports_run_one_way(layer, forbidden):
+    """STYLE.md's directions, checked: each layer imports nothing above it."""
+    wrong = [
+        f"{path.relative_to(PACKAGE)}: {name}"
+        for path in sorted((PACKAGE / layer).rglob("*.py"))
+        for name in parley_imports(path)
+        if name.startswith(forbidden)
+    ]
+    assert not wrong
+
+
+def test_tables_know_no_services_and_pages_no_hub():
+    above = ("parley.rooms", "parley.answers", "parley.realtime")
+    assert not [m for m in parley_imports(PACKAGE / "models.py") if m.startswith(above)]
+    assert not [m for m in parley_imports(PACKAGE / "views.py") if m.startswith(above[2] + ".hub")]
+
+
+def test_the_public_paths_of_the_docs_still_import():
+    """The paths docs/, README.md and example/ give users, kept by thin re-export modules."""
+    assert routing.websocket_application is routes.websocket_application
+    assert routing.websocket_urlpatterns is routes.websocket_urlpatterns
+    assert lifespan.lifespan_application is lifespans.lifespan_application
+    assert uvicorn.WebSocketProtocol is protocols.WebSocketProtocol
+    assert uvicorn.HttpToolsProtocol is protocols.HttpToolsProtocol
+    assert auth.ticket_issue is tickets.ticket_issue

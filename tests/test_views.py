@@ -9,8 +9,8 @@ import pytest
 from django.db.models import F
 from django.urls import reverse
 
-from parley import services
 from parley.models import Invitation, Membership, Room
+from parley.rooms import selectors, services
 
 pytestmark = pytest.mark.django_db
 
@@ -127,7 +127,7 @@ def test_an_invitation_makes_no_member_until_accepted(client, alice, bob, make_u
     response = client.post(invite_url(room), {"username": "bob"}, follow=True)
     assert response.redirect_chain[-1][0] == room_url(room.public_id)
     assert messages_of(response) == [INVITED.format("bob")]
-    assert not services.room_is_member(room=room, user=bob)
+    assert not selectors.room_is_member(room=room, user=bob)
     response = client.post(invite_url(room), {"username": ""}, follow=True)
     assert messages_of(response) == ["Type the username of the person to invite."]
 
@@ -158,7 +158,7 @@ def test_an_invitation_makes_no_member_until_accepted(client, alice, bob, make_u
     invitation = Invitation.objects.get(invitee=carol)
     accept = reverse("parley:invitation-accept", kwargs={"invitation_id": invitation.pk})
     assert client.post(accept).status_code == 404  # bob cannot accept for carol
-    assert not services.room_is_member(room=room, user=carol)
+    assert not selectors.room_is_member(room=room, user=carol)
 
 
 def test_a_declined_invitation_makes_no_member(client, alice, bob):
@@ -171,7 +171,7 @@ def test_a_declined_invitation_makes_no_member(client, alice, bob):
     assert messages_of(response) == [
         "You declined the invitation to “\u2068Team\u2069”: its members cannot invite you again."
     ]
-    assert not services.room_is_member(room=room, user=bob)
+    assert not selectors.room_is_member(room=room, user=bob)
     invitation.refresh_from_db()
     assert invitation.status == "declined"
     assert "invited you" not in response.content.decode()
@@ -304,7 +304,7 @@ def test_invite_into_private_room_is_refused(alice_client, bob, private_room):
     assert messages_of(response) == [
         "Private rooms have one member; create a shared room to invite."
     ]
-    assert not services.room_is_member(room=private_room, user=bob)
+    assert not selectors.room_is_member(room=private_room, user=bob)
 
 
 def test_invite_needs_post(alice_client, shared_room):

@@ -11,13 +11,14 @@ from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from parley import services
+from parley.answers import records
 from parley.backends.base import AssistantRequest, Turn
 from parley.backends.offline import compose_answer
 from parley.backends.prompt import WITHHELD_NOTE, build_messages
 from parley.knowledge.index import WINDOW, knowledge_search, passages_search
 from parley.knowledge.store import version_bump
 from parley.models import KnowledgePassage, Message
+from parley.rooms import selectors, services
 
 pytestmark = pytest.mark.django_db
 
@@ -91,11 +92,11 @@ def test_a_shared_room_gets_only_what_every_member_may_read_and_is_told(
     # Through the service: the room's members are the audience.
     for room, withheld in ((shared_room, True), (private_room, False)):
         question, _ = services.message_post(room=room, author=alice, text=QUESTION)
-        answer = services.answer_open(room=room, reply_to=question, worker="w")
-        request = services.answer_request(answer=answer)
+        answer = records.answer_open(room=room, reply_to=question, worker="w")
+        request = records.answer_request(answer=answer)
         assert request.withheld is withheld
         assert any(SECRET in p.text for p in request.passages) is not withheld
-        services.answer_finish(message_id=answer.pk, text="", status=Message.Status.COMPLETE)
+        records.answer_finish(message_id=answer.pk, text="", status=Message.Status.COMPLETE)
 
 
 def test_nothing_is_withheld_when_every_member_may_read_it(
@@ -113,7 +114,7 @@ def test_a_callable_is_asked_for_every_member(
     register_messages, alice, bob, private_room, reindex, knowledge_settings
 ):
     register_messages(
-        permission=lambda user, message: services.room_is_member(room=message.room, user=user)
+        permission=lambda user, message: selectors.room_is_member(room=message.room, user=user)
     )
     services.message_post(room=private_room, author=alice, text=SECRET)
     reindex()

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Permission
 
-from parley import services
 from parley.knowledge.index import passages_search
 from parley.models import Message
+from parley.rooms import selectors, services
 
 pytestmark = pytest.mark.django_db
 
@@ -49,7 +49,7 @@ def test_a_model_permission_is_needed_to_read_its_objects(
 
 def test_a_callable_decides_object_by_object(register_messages, ferry, reindex, alice, bob):
     register_messages(
-        permission=lambda user, message: services.room_is_member(room=message.room, user=user)
+        permission=lambda user, message: selectors.room_is_member(room=message.room, user=user)
     )
     reindex()
     assert titles(alice) == ["Notes #1", "Travel"]
@@ -58,7 +58,7 @@ def test_a_callable_decides_object_by_object(register_messages, ferry, reindex, 
 
 def test_a_forbidden_passage_takes_no_place(register_messages, ferry, reindex, alice, bob):
     register_messages(
-        permission=lambda user, message: services.room_is_member(room=message.room, user=user)
+        permission=lambda user, message: selectors.room_is_member(room=message.room, user=user)
     )
     reindex()
     assert titles(alice, limit=1) == ["Notes #1"]

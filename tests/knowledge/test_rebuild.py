@@ -11,8 +11,8 @@ from asgiref.sync import sync_to_async
 
 from example.asgi import application
 from parley import answers
-from parley.db import database_call
 from parley.knowledge import index as knowledge_index
+from parley.realtime.db import database_call
 from parley.testing import RoomClient
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,9 +7,10 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-from parley import knowledge, services
+from parley import knowledge
 from parley.knowledge.index import passages_search
 from parley.models import KnowledgePassage, Message
+from parley.rooms import services
 
 pytestmark = pytest.mark.django_db
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from asgiref.sync import sync_to_async
 
-from parley import knowledge, services
+from parley import knowledge
 from parley.backends.prompt import WITHHELD_NOTE
 from parley.knowledge.index import knowledge_search
 from parley.models import Message
+from parley.rooms import services
 from tests.apps import VAULT, vault_register
 from tests.servers import Peer
 

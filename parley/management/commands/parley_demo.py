@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 
-from parley import services
 from parley.models import Room
+from parley.rooms import selectors, services
 
 PASSWORD = "demo-pass-123"
 
@@ -31,7 +31,7 @@ class Command(BaseCommand):
             guest = self._user("guest")
             private = self._room(owner=demo, title="Private notes", kind=Room.Kind.PRIVATE)
             shared = self._room(owner=demo, title="Team room", kind=Room.Kind.SHARED)
-            if not services.room_is_member(room=shared, user=guest):
+            if not selectors.room_is_member(room=shared, user=guest):
                 services.room_member_add(room=shared, user=guest, by=demo)
 
         base = base_url.rstrip("/")
@@ -42,7 +42,7 @@ class Command(BaseCommand):
 
     def _user(self, username: str) -> Any:
         """The demo user, created if missing; its password is (re)set to the demo one."""
-        user = services.user_get_by_username(username=username)
+        user = selectors.user_get_by_username(username=username)
         if user is None:
             user = get_user_model()._default_manager.create_user(username=username)
         user.set_password(PASSWORD)
@@ -50,7 +50,7 @@ class Command(BaseCommand):
         return user
 
     def _room(self, *, owner: Any, title: str, kind: str) -> Room:
-        for room in services.rooms_for_user(user=owner):
+        for room in selectors.rooms_for_user(user=owner):
             if room.owner_id == owner.pk and room.title == title and room.kind == kind:
                 return room
         return services.room_create(owner=owner, title=title, kind=kind)

@@ -5,9 +5,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from parley import services
-from parley.auth import ticket_issue
 from parley.exceptions import RoomPermissionDenied
+from parley.realtime.auth import ticket_issue
+from parley.rooms import selectors
 
 
 class Command(BaseCommand):
@@ -33,11 +33,11 @@ class Command(BaseCommand):
         user = get_user_model()._default_manager.filter(username=username).first()
         if user is None:
             raise CommandError(f"No user {username!r}.")
-        rooms = [r for r in services.rooms_for_user(user=user) if room in (r.public_id, r.title)]
+        rooms = [r for r in selectors.rooms_for_user(user=user) if room in (r.public_id, r.title)]
         if len(rooms) != 1:
             raise CommandError(f"{username} is a member of no single room {room!r}.")
         try:
-            target = services.room_get_for_member(public_id=rooms[0].public_id, user=user)
+            target = selectors.room_get_for_member(public_id=rooms[0].public_id, user=user)
         except RoomPermissionDenied as exc:
             raise CommandError(str(exc)) from exc
         if uses < 1:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
@@ -15,19 +14,23 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
-from . import access, answers, auth, protocol, services
-from .conf import get_config
-from .db import database_call
-from .exceptions import (
-    AssistantBusy,
-    LayerUnavailable,
-    NotAuthenticated,
-    ProtocolError,
-    RoomPermissionDenied,
+from .. import protocol
+from ..conf import get_config
+from ..exceptions import LayerUnavailable, NotAuthenticated, ProtocolError, RoomPermissionDenied
+from ..models import Room
+from ..protocol import (
+    CLOSE_FORBIDDEN,
+    CLOSE_RATE_LIMITED,
+    CLOSE_TOO_SLOW,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNAUTHENTICATED,
 )
-from .hub import Outbox, get_hub
-from .models import Message, Room
-from .throttling import TokenBucket, make_bucket, resume_buckets, user_buckets
+from ..rooms import payloads
+from ..throttling import TokenBucket, make_bucket
+from . import access, auth, handlers
+from .db import database_call
+from .hub import get_hub
+from .outbox import Outbox
 
 if TYPE_CHECKING:
     # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
@@ -35,21 +38,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Close codes. After 4401 and 4403 the browser stops retrying; after the others it reconnects.
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_TOO_SLOW = 4008  # the client stopped reading: its backlog passed MAX_BACKLOG(_BYTES)
-CLOSE_RATE_LIMITED = 4029  # flooding past a rate limit, or one socket too many for the user
-CLOSE_TRY_AGAIN = 1013  # the server cannot reach its channel layer yet
-
 _tokens = itertools.count(1)  # ids of this process's sockets, for frames meant for one
 
 
 class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels has no types
     """One member's socket in one room (``/ws/rooms/<public_id>/``).
 
-    It has no channel-layer channel of its own: the process's :class:`~parley.hub.RoomHub`
-    joins the room's group once and delivers the room's frames to every local member.
+    It has no channel-layer channel of its own: the process's
+    :class:`~parley.realtime.hub.RoomHub` joins the room's group once and delivers the room's
+    frames to every local member. Each client frame goes to the handler of its type
+    (:mod:`parley.realtime.handlers`).
+
+    Every close goes through the write queue after the frames before it (the error frame
+    saying why), but for a client that stopped reading: its queue is dropped, then it is
+    closed.
     """
 
     # room, user and grant are None until connect() admits the socket; a socket that has
@@ -133,7 +135,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
             return
         frame = protocol.encode(protocol.error(code, detail))
         self.outbox.put({"type": "websocket.send", "text": frame})
-        self.outbox.put({"type": "websocket.close", "code": close_code})
+        self.outbox.finish({"type": "websocket.close", "code": close_code})
 
     def _send_failed(self, exc: Exception) -> None:
         if not isinstance(exc, OSError):  # OSError: the client went (uvicorn's ClientDisconnected)
@@ -194,10 +196,10 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
             return
         config = get_config()
         self.frame_bucket = make_bucket(config.rate_limits["CONNECTION"])
-        await self._send(
+        self.reply(
             protocol.hello(
-                room=services.room_payload(self.room),
-                user=services.user_payload(self.user),
+                room=payloads.room_payload(self.room),
+                user=payloads.user_payload(self.user),
                 last_seq=self.room.last_seq,
                 limits={
                     "max_frame_bytes": config.max_frame_bytes,
@@ -219,12 +221,12 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
             await self._limited(self.frame_bucket, "You are sending frames too fast.")
             return
         if text_data is None:
-            await self._error("binary_frame", "Frames must be JSON text, not binary.")
+            self.reply_error("binary_frame", "Frames must be JSON text, not binary.")
             return
         config = get_config()
         size = len(text_data.encode("utf-8", "surrogatepass"))
         if size > config.max_frame_bytes:
-            await self._error(
+            self.reply_error(
                 "frame_too_large",
                 f"The frame is {size} bytes; the limit is {config.max_frame_bytes}.",
             )
@@ -233,112 +235,40 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
             frame = protocol.parse_client_frame(text_data, max_chars=config.max_message_chars)
         except ProtocolError as exc:
             extra = {"client_id": exc.client_id} if exc.client_id else {}
-            await self._error(exc.code, exc.detail, **extra)
+            self.reply_error(exc.code, exc.detail, **extra)
             return
-        if isinstance(frame, protocol.Send):
-            bucket = user_buckets.get(self.user.pk, config.rate_limits["USER"])
-            if bucket is not None and not bucket.take():
-                await self._limited(
-                    bucket, "You are posting messages too fast.", client_id=frame.client_id
-                )
-                return
-        elif isinstance(frame, protocol.Resume):
-            bucket = resume_buckets.get(self.user.pk, config.rate_limits["RESUME"])
-            if bucket is not None and not bucket.take():
-                # `after` tells the client which resume to send again after retry_after.
-                await self._limited(
-                    bucket, "You are asking for history too fast.", after=frame.after
-                )
-                return
+        handler = handlers.handler_for(frame)
+        over = handler.limit(self, frame) if handler.limit is not None else None
+        if over is not None:
+            await self._limited(over.bucket, over.detail, **over.extra)
+            return
         self.strikes = 0
-        extra = {"client_id": frame.client_id} if isinstance(frame, protocol.Send) else {}
         try:
-            if isinstance(frame, protocol.Send):
-                await self._on_send(frame)
-            elif isinstance(frame, protocol.Cancel):
-                await self._on_cancel(frame)
-            else:
-                await self._on_resume(frame)
+            await handler.handle(self, frame)
         except DatabaseError:
             logger.exception("database error in room %s", self.room.pk)
-            await self._error(
-                "unavailable", "The server could not reach its database; try again.", **extra
+            self.reply_error(
+                "unavailable",
+                "The server could not reach its database; try again.",
+                **frame.reply_fields(),
             )
         except Exception:  # a bug: say so, and keep the socket (and the room) going
             logger.exception(
                 "error handling a %s frame in room %s", type(frame).__name__, self.room.pk
             )
-            await self._error("internal_error", "The server failed to handle this frame.", **extra)
-
-    async def _on_send(self, frame: protocol.Send) -> None:
-        assert self.room is not None and self.user is not None  # joined
-        message, created = await database_call(
-            services.message_post,
-            room=self.room,
-            author=self.user,
-            text=frame.text,
-            client_id=frame.client_id,
-        )
-        payload = services.message_payload(message)
-        await self._send(
-            protocol.ack(client_id=frame.client_id, message=payload, duplicate=not created)
-        )
-        if not created:
-            return
-        await answers.broadcast(self.room, protocol.message(payload))
-        if frame.ask:
-            try:
-                await answers.answer_generate(room=self.room, question=message)
-            except AssistantBusy as exc:
-                await self._error(
-                    "busy", f"{exc} Your message was stored.", client_id=frame.client_id
-                )
-
-    async def _on_cancel(self, frame: protocol.Cancel) -> None:
-        assert self.room is not None and self.user is not None  # joined
-        await answers.answers_interrupt_stale(room=self.room)
-        streaming = await database_call(services.answer_streaming, room=self.room)
-        if streaming is None or frame.message_id not in (None, streaming.pk):
-            await self._error("nothing_to_cancel", "No answer is streaming in this room.")
-            return
-        try:
-            await answers.answer_cancel(
-                room=self.room, by=self.user.get_username(), message_id=streaming.pk
+            self.reply_error(
+                "internal_error", "The server failed to handle this frame.", **frame.reply_fields()
             )
-        except LayerUnavailable as exc:
-            await self._error("unavailable", str(exc))
 
-    async def _on_resume(self, frame: protocol.Resume) -> None:
-        assert self.room is not None  # joined
-        await answers.answers_interrupt_stale(room=self.room)
-        messages, more = await database_call(
-            services.messages_after, room=self.room, after=frame.after
-        )
-        last_seq = messages[-1].seq if messages else frame.after
-        await self._send(
-            protocol.history(
-                messages=[services.message_payload(m) for m in messages],
-                more=more,
-                last_seq=last_seq,
-            )
-        )
-        for message in messages:
-            if message.status == Message.Status.STREAMING:
-                # If the layer is down, the sync frame sent once it is back brings a new resume.
-                with contextlib.suppress(LayerUnavailable):
-                    await answers.answer_request_snapshot(
-                        room=self.room,
-                        message_id=message.pk,
-                        reply_to=get_hub().reply_address(self.token),
-                    )
-
-    async def _send(self, frame: dict[str, Any]) -> None:
-        # Through the outbox, so that replies keep their order with the room's frames.
+    def reply(self, frame: dict[str, Any]) -> None:
+        """Send ``frame`` to this socket's client, through the outbox, so that replies keep
+        their order with the room's frames."""
         if not self.revoked:  # a revoked socket has had its last frame
             self.outbox.put({"type": "websocket.send", "text": protocol.encode(frame)})
 
-    async def _error(self, code: str, detail: str, **extra: Any) -> None:
-        await self._send(protocol.error(code, detail, **extra))
+    def reply_error(self, code: str, detail: str, **extra: Any) -> None:
+        """Send an ``error`` frame (``extra``: fields that say what it refers to)."""
+        self.reply(protocol.error(code, detail, **extra))
 
     async def _limited(self, bucket: TokenBucket, detail: str, **extra: Any) -> None:
         """Refuse a frame over a rate limit; close the socket if the client keeps flooding."""
@@ -352,7 +282,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
             )
             return
         wait = bucket.retry_after()
-        await self._error(
+        self.reply_error(
             "rate_limited",
             f"{detail} Try again in {wait:.1f} s.",
             retry_after=round(wait, 3),
@@ -360,8 +290,10 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         )
 
     async def _refuse(self, code: str, detail: str, close_code: int) -> None:
-        await self._error(code, detail)
-        await self.close(code=close_code)
+        """Tell the client why, then close: the close waits in the outbox behind the error
+        frame (and any frame before it) instead of overtaking them."""
+        self.reply_error(code, detail)
+        self.outbox.finish({"type": "websocket.close", "code": close_code})
 
 
 def _text_size(message: dict[str, Any]) -> int:

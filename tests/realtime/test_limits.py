@@ -17,7 +17,7 @@ import psutil
 import pytest
 from asgiref.sync import sync_to_async
 
-from parley import services
+from parley.rooms import services
 from parley.testing import session_cookie
 from tests.servers import Peer, Server, StalledReader
 
@@ -186,7 +186,7 @@ async def test_history_pages_by_bytes_and_a_resume_loop_still_gets_everything(
         seqs += [m["seq"] for m in page["messages"]]
         after, more = page["last_seq"], page["more"]
     assert seqs == list(range(1, 13))
-    assert pages == [3, 3, 3, 3]  # 6.2 kB each by services.message_size: 3 fit in 20 kB
+    assert pages == [3, 3, 3, 3]  # 6.2 kB each by selectors.message_size: 3 fit in 20 kB
     await peer.close()
 
 

@@ -142,7 +142,7 @@ def frame_text(frame: Any, ascii_only: bool) -> str:
 
 def predict(payload: str | bytes) -> tuple[Any, ...]:
     """What the server answers to ``payload``: docs/protocol.md, with the protocol module as
-    the reference for what parses (tests/test_protocol.py checks it against the docs)."""
+    the reference for what parses (tests/protocol/test_protocol.py checks it against the docs)."""
     if isinstance(payload, bytes):
         return ("error", "binary_frame")
     if len(payload.encode("utf-8")) > MAX_FRAME_BYTES:

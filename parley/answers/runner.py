@@ -19,20 +19,27 @@ from collections.abc import AsyncGenerator
 from enum import Enum
 from typing import Any, cast
 
-from . import protocol, services
-from .backends import get_backend
-from .backends.base import BackendEvent, Finish, TextDelta, ToolCall, Usage, backend_event
-from .conf import get_config
-from .db import database_call, knowledge_call
-from .exceptions import BackendError, LayerUnavailable
-from .hub import get_hub
-from .models import Message, Room
+from .. import protocol
+from ..backends import get_backend
+from ..backends.base import BackendEvent, Finish, TextDelta, ToolCall, Usage, backend_event
+from ..conf import get_config
+from ..exceptions import BackendError
+from ..models import Message, Room
+from ..protocol import events
+from ..realtime.db import database_call, knowledge_call
+from ..realtime.hub import broadcast, get_hub
+from ..rooms.payloads import message_payload
+from . import records
+from .stale import answers_interrupt_stale
 
 logger = logging.getLogger(__name__)
+
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 # Strong references to running answers (asyncio keeps only weak ones), with their tasks.
+
+
 _running: dict[int, tuple[Answer, asyncio.Task[None]]] = {}
 
 
@@ -42,19 +49,6 @@ class StopReason(Enum):
 
     CANCELLED = "cancelled"  # a member pressed stop
     SHUTDOWN = "shutdown"  # this process is going down
-
-
-def frame_event(frame: dict[str, Any], **address: Any) -> dict[str, Any]:
-    """A channel-layer event carrying one server frame, serialised once for every member;
-    ``address`` says for whom (``group=``: a room's members, ``to=``: one member)."""
-    return {"type": "parley.frame", "frame": protocol.encode(frame), **address}
-
-
-async def broadcast(room: Room, frame: dict[str, Any]) -> bool:
-    """Send ``frame`` to every member of ``room``, in every process (each process's hub
-    hands it to its own members). ``False`` if the channel layer failed: the members resync
-    from the database once it is back, so callers need not retry."""
-    return await get_hub().group_send(room.group_name, frame_event(frame, group=room.group_name))
 
 
 class Answer:
@@ -97,13 +91,13 @@ class Answer:
             await asyncio.gather(heartbeat, return_exceptions=True)
             await self.unlisten()
         final = await database_call(
-            services.answer_finish,
+            records.answer_finish,
             message_id=self.message.pk,
             text=self.text,
             status=status,
             error=error,
         )
-        await broadcast(self.room, protocol.done(services.message_payload(final)))
+        await broadcast(self.room, protocol.done(message_payload(final)))
         if status == Message.Status.FAILED:
             await broadcast(
                 self.room,
@@ -163,7 +157,7 @@ class Answer:
         first at once, later ones coalesced), the rest is kept on the answer."""
         backend = get_backend(self.room.backend)
         # Off the database thread: the search may rebuild the knowledge index first.
-        request = await knowledge_call(services.answer_request, answer=self.message)
+        request = await knowledge_call(records.answer_request, answer=self.message)
         last_flush = time.monotonic()
         flusher: asyncio.Task[None] | None = None
         # The contract's stream is an async generator: closed when the answer stops.
@@ -229,12 +223,12 @@ class Answer:
 
     async def _heartbeat(self, interval: float) -> None:
         """Save the text so far every ``interval`` seconds. The write's timestamp tells other
-        processes this answer is alive; see :func:`parley.services.answers_mark_stale`."""
+        processes this answer is alive; see :func:`parley.records.answers_mark_stale`."""
         assert self.message is not None  # started by run()
         while True:
             await asyncio.sleep(interval)
             await database_call(
-                services.answer_save_progress, message_id=self.message.pk, text=self.text
+                records.answer_save_progress, message_id=self.message.pk, text=self.text
             )
 
     def control(self, event: dict[str, Any]) -> None:
@@ -245,14 +239,14 @@ class Answer:
         target = event.get("message_id")
         if target not in (None, self.message.pk):
             return
-        if kind == "parley.cancel":
+        if kind == events.CANCEL:
             self.stop(StopReason.CANCELLED, by=event.get("by") or "?")
-        elif kind == "parley.snapshot":
+        elif kind == events.SNAPSHOT:
             # The whole text so far as a delta at offset 0: the asker replaces its copy.
             snapshot = protocol.delta(message_id=self.message.pk, offset=0, text=self.text)
             reply_to = event["reply_to"]
             reply = asyncio.create_task(
-                get_hub().send(reply_to["channel"], frame_event(snapshot, to=reply_to["to"]))
+                get_hub().send(reply_to["channel"], events.frame_event(snapshot, to=reply_to["to"]))
             )
             self._replies.add(reply)
             reply.add_done_callback(self._replies.discard)
@@ -273,56 +267,17 @@ async def answer_generate(*, room: Room, question: Message) -> Message:
     await answer.listen()
     try:
         message = await database_call(
-            services.answer_open, room=room, reply_to=question, worker=WORKER_ID
+            records.answer_open, room=room, reply_to=question, worker=WORKER_ID
         )
     except BaseException:
         await answer.unlisten()
         raise
     answer.message = message
-    await broadcast(room, protocol.message(services.message_payload(message)))
+    await broadcast(room, protocol.message(message_payload(message)))
     task = asyncio.create_task(answer.run(), name=f"parley-answer-{message.pk}")
     _running[message.pk] = (answer, task)
     task.add_done_callback(lambda _: _running.pop(message.pk, None))
     return message
-
-
-async def answer_cancel(*, room: Room, by: str, message_id: int | None) -> None:
-    """Ask whichever process runs the room's answer to stop it. Raises
-    :class:`~parley.exceptions.LayerUnavailable` if the request could not be sent."""
-    await _control(room, {"type": "parley.cancel", "message_id": message_id, "by": by})
-
-
-async def answer_request_snapshot(*, room: Room, message_id: int, reply_to: dict[str, Any]) -> None:
-    """Ask the process running ``message_id`` to send its text so far to ``reply_to`` (a
-    hub's :meth:`~parley.hub.RoomHub.reply_address`)."""
-    await _control(
-        room, {"type": "parley.snapshot", "message_id": message_id, "reply_to": reply_to}
-    )
-
-
-async def _control(room: Room, event: dict[str, Any]) -> None:
-    group = room.control_group_name
-    if not await get_hub().group_send(group, {**event, "group": group}):
-        raise LayerUnavailable("The server could not reach the answer's process; try again.")
-
-
-async def answers_interrupt_stale(*, room: Room | None = None) -> None:
-    """Close the answers (of ``room``, or of every room) whose process stopped sending
-    heartbeats (it crashed or was killed) as ``interrupted``, and tell their rooms."""
-    for message in await database_call(services.answers_mark_stale, room=room):
-        await broadcast(message.room, protocol.done(services.message_payload(message)))
-
-
-async def answers_watch(interval: float | None = None) -> None:
-    """Every ``interval`` seconds (half of ``ANSWER_STALE_AFTER``), close the answers of dead
-    processes, so that no answer stays ``streaming`` until someone happens to look. Runs for
-    as long as the server does (see :mod:`parley.lifespan`); every process may run it."""
-    while True:
-        await asyncio.sleep(interval or get_config().answer_stale_after / 2)
-        try:
-            await answers_interrupt_stale()
-        except Exception:  # the database or the layer is away: next round
-            logger.exception("could not check for answers of dead processes")
 
 
 async def answers_shutdown(timeout: float = 5.0) -> None:

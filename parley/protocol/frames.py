@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from .exceptions import ProtocolError
+from ..exceptions import ProtocolError
 
 VERSION = 1
 
@@ -27,23 +28,38 @@ class Send:
     """Post ``text``; a ``client_id`` makes a resend after a reconnect idempotent (without
     one, every frame is a new message)."""
 
+    type: ClassVar[str] = "send"
     client_id: str
     text: str
     ask: bool = True
+
+    def reply_fields(self) -> dict[str, Any]:
+        """What an error frame about this frame repeats: which message it refuses."""
+        return {"client_id": self.client_id}
 
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
     """Stop the room's streaming answer (``message_id`` None: whichever is streaming)."""
 
+    type: ClassVar[str] = "cancel"
     message_id: int | None = None
+
+    def reply_fields(self) -> dict[str, Any]:
+        """What an error frame about this frame repeats (nothing)."""
+        return {}
 
 
 @dataclass(frozen=True, slots=True)
 class Resume:
     """Send every message with a sequence number above ``after``."""
 
+    type: ClassVar[str] = "resume"
     after: int = 0
+
+    def reply_fields(self) -> dict[str, Any]:
+        """What an error frame about this frame repeats (nothing)."""
+        return {}
 
 
 ClientFrame = Send | Cancel | Resume
@@ -85,22 +101,17 @@ def parse_client_frame(raw: str, *, max_chars: int) -> ClientFrame:
         raise ProtocolError(
             "unsupported_version", f"This server speaks protocol version {VERSION}."
         )
-    if kind == "send":
-        return _parse_send(frame, max_chars=max_chars)
-    if kind == "cancel":
-        message_id = _field(frame, "message_id", (int, type(None)), None)
-        return Cancel(message_id=message_id)
-    if kind == "resume":
-        after = _field(frame, "after", (int,), 0)
-        if not 0 <= after <= MAX_SEQ:
-            raise ProtocolError("bad_frame", "'after' must be a sequence number, 0 or more.")
-        return Resume(after=after)
-    raise ProtocolError(
-        "unknown_type", f"Unknown frame type {kind[:40]!r}; expected send, cancel or resume."
-    )
+    parse = _PARSERS.get(kind)
+    if parse is None:
+        *others, last = _PARSERS
+        raise ProtocolError(
+            "unknown_type",
+            f"Unknown frame type {kind[:40]!r}; expected {', '.join(others)} or {last}.",
+        )
+    return parse(frame, max_chars)
 
 
-def _parse_send(frame: dict[str, Any], *, max_chars: int) -> Send:
+def _parse_send(frame: dict[str, Any], max_chars: int) -> Send:
     client_id = _field(frame, "client_id", (str,), None)
     if client_id is None:
         client_id = ""
@@ -124,6 +135,26 @@ def _parse_send(frame: dict[str, Any], *, max_chars: int) -> Send:
     except ProtocolError as exc:
         exc.client_id = client_id  # so the client knows which of its messages was refused
         raise
+
+
+def _parse_cancel(frame: dict[str, Any], max_chars: int) -> Cancel:
+    return Cancel(message_id=_field(frame, "message_id", (int, type(None)), None))
+
+
+def _parse_resume(frame: dict[str, Any], max_chars: int) -> Resume:
+    after = _field(frame, "after", (int,), 0)
+    if not 0 <= after <= MAX_SEQ:
+        raise ProtocolError("bad_frame", "'after' must be a sequence number, 0 or more.")
+    return Resume(after=after)
+
+
+# One parser per client frame type, as the consumer has one handler per type
+# (parley.realtime.handlers): a new frame type adds an entry here and a handler there.
+_PARSERS: dict[str, Callable[[dict[str, Any], int], ClientFrame]] = {
+    Send.type: _parse_send,
+    Cancel.type: _parse_cancel,
+    Resume.type: _parse_resume,
+}
 
 
 def encode(frame: dict[str, Any]) -> str:

@@ -10,8 +10,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer
 
-from parley.consumers import _text_size
-from parley.hub import Outbox, RoomHub
+from parley.realtime.consumers import _text_size
+from parley.realtime.hub import RoomHub
+from parley.realtime.outbox import Outbox
 from tests.servers import Peer, scripted_backend
 
 

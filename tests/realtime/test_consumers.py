@@ -406,3 +406,49 @@ async def test_a_socket_that_keeps_flooding_is_closed_with_4029(
         codes.append(frame["code"])
     assert codes == ["nothing_to_cancel"] * 2 + ["rate_limited"] * 6
     assert await client.closed() == 4029
+
+
+def pushing_back(app):
+    """The real application behind a client that pushes back: every frame's write waits a
+    turn of the event loop, as a write to a socket whose buffer is full waits for the client
+    to read; meanwhile the socket's outbox queues what follows."""
+
+    async def wrapped(scope, receive, send):
+        async def blocked_send(message):
+            if message["type"] == "websocket.send":
+                await asyncio.sleep(0)
+            await send(message)
+
+        await app(scope, receive, blocked_send)
+
+    return wrapped
+
+
+async def test_a_refused_socket_gets_its_error_frame_before_the_close(private_room, backend):
+    """The close waits in the write queue behind the error frame saying why, instead of
+    overtaking it while that frame's write is blocked."""
+    client = await RoomClient.connect(pushing_back(application), private_room, None)
+    try:
+        assert await client.closed() == 4401
+        assert [frame["code"] for frame in client.frames] == ["unauthenticated"]
+    finally:
+        await client.disconnect()
+
+
+async def test_a_flooding_socket_gets_its_last_error_frame_before_the_close(
+    alice, private_room, backend, settings
+):
+    limits(settings, CONNECTION=(1, 2), USER=None, STRIKES=5)
+    client = await RoomClient.connect(pushing_back(application), private_room, alice)
+    try:
+        await client.expect("hello")
+        for _ in range(10):
+            await client.send(type="cancel")
+        assert await client.closed() == 4029
+        last = client.frames[-1]
+        assert (last["code"], last["detail"]) == (
+            "rate_limited",
+            "Too many frames past the rate limit.",
+        )
+    finally:
+        await client.disconnect()

@@ -18,9 +18,10 @@ from asgiref.sync import sync_to_async
 from django.core import signing
 from websockets.exceptions import InvalidStatus
 
-from parley import auth, services
 from parley.models import Message, Room, new_public_id
+from parley.realtime import auth
 from parley.rendering import render_markdown
+from parley.rooms import services
 from parley.testing import session_cookie
 from tests.servers import Peer, Server
 from tests.sockets import (

@@ -19,8 +19,9 @@ from asgiref.sync import sync_to_async
 from django.contrib.sessions.models import Session
 from websockets.frames import Frame, Opcode
 
-from parley import auth, services
 from parley.models import Membership, Message, Room
+from parley.realtime import auth
+from parley.rooms import services
 from parley.testing import session_cookie
 from tests.servers import Peer, Server, server_status
 from tests.sockets import (
@@ -428,7 +429,8 @@ async def test_a_revoked_socket_ignores_what_it_is_sent_after_the_close(
 def test_revocation_rules():
     """Which events end a grant: its room's membership, the user inactive, another auth
     hash, its own session's logout; not another room, the same hash or another session."""
-    from parley.access import NOT_A_MEMBER, SIGNED_OUT, Grant, digest, revocation
+    from parley.protocol import NOT_A_MEMBER, SIGNED_OUT
+    from parley.realtime.access import Grant, digest, revocation
 
     grant = Grant(7, 3, "session-key", "hash")
     by_ticket = Grant(7, 3, None, "hash")

@@ -13,9 +13,10 @@ import pytest
 from channels.db import database_sync_to_async
 
 from example.asgi import application
-from parley import answers, services
+from parley import answers
 from parley.backends import AssistantBackend, AssistantRequest, TextDelta, get_backend
 from parley.models import Message
+from parley.rooms import services
 from parley.testing import RoomClient
 from tests.openai_server import FakeOpenAIServer, Script
 from tests.servers import Peer
@@ -298,7 +299,7 @@ async def member_with(settings, private_room, alice):
 
 
 async def test_a_backend_yielding_bare_strings_still_answers_with_one_warning(member_with, caplog):
-    member = await member_with("tests.test_answers.LegacyBackend")
+    member = await member_with("tests.answers.test_answers.LegacyBackend")
     caplog.set_level(logging.INFO)
     for client_id in ("c1", "c2"):
         frames, done = await ask(member, "hi", client_id=client_id)
@@ -309,7 +310,7 @@ async def test_a_backend_yielding_bare_strings_still_answers_with_one_warning(me
     await answers.answers_shutdown()
     warned = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage().split(" ", 1)[0] for r in warned] == [
-        "tests.test_answers.LegacyBackend.stream"  # once for the class, not per piece
+        "tests.answers.test_answers.LegacyBackend.stream"  # once for the class, not per piece
     ]
     assert "deprecated" in warned[0].getMessage()
     [line] = answer_logs(caplog, done["message"]["id"])
@@ -317,7 +318,7 @@ async def test_a_backend_yielding_bare_strings_still_answers_with_one_warning(me
 
 
 async def test_a_backend_yielding_something_else_fails_the_answer_plainly(member_with, caplog):
-    member = await member_with("tests.test_answers.BytesBackend")
+    member = await member_with("tests.answers.test_answers.BytesBackend")
     frames, done = await ask(member, "hi", client_id="c1")
     answer = done["message"]
     assert (answer["status"], answer["text"]) == ("failed", "Half an ")
@@ -326,7 +327,7 @@ async def test_a_backend_yielding_something_else_fails_the_answer_plainly(member
     assert (error["code"], error["detail"]) == ("assistant_failed", answer["error"])
     # The log says which backend broke the contract, and how.
     assert any(
-        "tests.test_answers.BytesBackend.stream yielded a bytes" in record.getMessage()
+        "tests.answers.test_answers.BytesBackend.stream yielded a bytes" in record.getMessage()
         for record in caplog.records
         if record.levelno == logging.WARNING
     )

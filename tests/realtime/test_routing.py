@@ -7,7 +7,7 @@ import inspect
 import pytest
 from channels.routing import URLRouter
 
-from parley.routing import OriginCheck, websocket_application, websocket_urlpatterns
+from parley.realtime.routing import OriginCheck, websocket_application, websocket_urlpatterns
 from parley.testing import RoomClient
 
 

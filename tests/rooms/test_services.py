@@ -10,9 +10,11 @@ from django.db import close_old_connections, connection
 from django.db.models.signals import post_save, pre_save
 from django.utils import timezone
 
-from parley import exceptions, services
+from parley import exceptions
+from parley.answers import records
 from parley.exceptions import AssistantBusy, RoomPermissionDenied
 from parley.models import Membership, Message, Room
+from parley.rooms import payloads, selectors, services
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +38,7 @@ def test_invite_only_into_shared_rooms_and_only_by_members(
     assert first is not None and first.invited_by == bob
     # Invited already and not answered: nothing new.
     assert services.invitation_create(room=shared_room, by=alice, username="carol") is None
-    assert not services.room_is_member(room=shared_room, user=carol)
+    assert not selectors.room_is_member(room=shared_room, user=carol)
     services.invitation_answer(invitation_id=first.pk, user=carol, accept=True)
     assert Membership.objects.get(room=shared_room, user=carol).invited_by == bob
 
@@ -52,12 +54,12 @@ def test_room_member_add_adds_at_once_and_only_to_shared_rooms(alice, bob, priva
 
 def test_room_get_for_member_hides_foreign_and_unknown_rooms(alice, bob, private_room):
     assert (
-        services.room_get_for_member(public_id=private_room.public_id, user=alice) == private_room
+        selectors.room_get_for_member(public_id=private_room.public_id, user=alice) == private_room
     )
     with pytest.raises(RoomPermissionDenied) as foreign:
-        services.room_get_for_member(public_id=private_room.public_id, user=bob)
+        selectors.room_get_for_member(public_id=private_room.public_id, user=bob)
     with pytest.raises(RoomPermissionDenied) as unknown:
-        services.room_get_for_member(public_id="no-such-room", user=bob)
+        selectors.room_get_for_member(public_id="no-such-room", user=bob)
     assert str(foreign.value) == str(unknown.value)
 
 
@@ -139,32 +141,32 @@ def test_resend_with_same_client_id_is_stored_once(alice, bob, shared_room):
 
 def test_one_streaming_answer_per_room(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="q")
-    answer = services.answer_open(room=private_room, reply_to=question, worker="w")
+    answer = records.answer_open(room=private_room, reply_to=question, worker="w")
     assert answer.status == Message.Status.STREAMING
     with pytest.raises(AssistantBusy):
-        services.answer_open(room=private_room, reply_to=question, worker="w")
-    services.answer_finish(message_id=answer.pk, text="done", status=Message.Status.COMPLETE)
+        records.answer_open(room=private_room, reply_to=question, worker="w")
+    records.answer_finish(message_id=answer.pk, text="done", status=Message.Status.COMPLETE)
     nxt, _ = services.message_post(room=private_room, author=alice, text="q2")
-    assert services.answer_open(room=private_room, reply_to=nxt, worker="w").seq == 4
+    assert records.answer_open(room=private_room, reply_to=nxt, worker="w").seq == 4
     # The refused attempt took no sequence number.
     assert list(private_room.messages.values_list("seq", flat=True)) == [1, 2, 3, 4]
 
 
 def test_answer_finish_rejects_non_terminal_status(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="q")
-    answer = services.answer_open(room=private_room, reply_to=question, worker="w")
+    answer = records.answer_open(room=private_room, reply_to=question, worker="w")
     with pytest.raises(ValueError):
-        services.answer_finish(message_id=answer.pk, text="", status=Message.Status.STREAMING)
+        records.answer_finish(message_id=answer.pk, text="", status=Message.Status.STREAMING)
 
 
 def test_progress_is_saved_only_while_streaming(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="q")
-    answer = services.answer_open(room=private_room, reply_to=question, worker="w")
-    services.answer_save_progress(message_id=answer.pk, text="part")
-    assert services.message_get(message_id=answer.pk).text == "part"
-    services.answer_finish(message_id=answer.pk, text="final", status=Message.Status.CANCELLED)
-    services.answer_save_progress(message_id=answer.pk, text="late")
-    assert services.message_get(message_id=answer.pk).text == "final"
+    answer = records.answer_open(room=private_room, reply_to=question, worker="w")
+    records.answer_save_progress(message_id=answer.pk, text="part")
+    assert selectors.message_get(message_id=answer.pk).text == "part"
+    records.answer_finish(message_id=answer.pk, text="final", status=Message.Status.CANCELLED)
+    records.answer_save_progress(message_id=answer.pk, text="late")
+    assert selectors.message_get(message_id=answer.pk).text == "final"
 
 
 def test_answer_request_has_recent_history_with_authors(alice, bob, shared_room, settings):
@@ -172,11 +174,11 @@ def test_answer_request_has_recent_history_with_authors(alice, bob, shared_room,
     services.message_post(room=shared_room, author=alice, text="old")
     services.message_post(room=shared_room, author=bob, text="hello")
     q1, _ = services.message_post(room=shared_room, author=alice, text="first?")
-    a1 = services.answer_open(room=shared_room, reply_to=q1, worker="w")
-    services.answer_finish(message_id=a1.pk, text="first!", status=Message.Status.COMPLETE)
+    a1 = records.answer_open(room=shared_room, reply_to=q1, worker="w")
+    records.answer_finish(message_id=a1.pk, text="first!", status=Message.Status.COMPLETE)
     q2, _ = services.message_post(room=shared_room, author=bob, text="second?")
-    a2 = services.answer_open(room=shared_room, reply_to=q2, worker="w")
-    request = services.answer_request(answer=a2)
+    a2 = records.answer_open(room=shared_room, reply_to=q2, worker="w")
+    request = records.answer_request(answer=a2)
     assert [(t.role, t.content, t.author) for t in request.turns] == [
         ("user", "first?", "alice"),
         ("assistant", "first!", ""),
@@ -204,8 +206,8 @@ def test_answer_request_answers_its_question_not_a_message_posted_after_it(alice
         )
     question, _ = services.message_post(room=shared_room, author=alice, text="When is the ferry?")
     services.message_post(room=shared_room, author=bob, text="How do I descale the coffee machine?")
-    answer = services.answer_open(room=shared_room, reply_to=question, worker="w")
-    request = services.answer_request(answer=answer)
+    answer = records.answer_open(room=shared_room, reply_to=question, worker="w")
+    request = records.answer_request(answer=answer)
     assert request.question == "When is the ferry?"
     assert [(t.author, t.content) for t in request.turns] == [("alice", "When is the ferry?")]
     assert [p.title for p in request.passages] == ["Travel"]
@@ -224,8 +226,8 @@ def test_answer_request_carries_the_passages_for_the_question(alice, bob, shared
         )
     )
     question, _ = services.message_post(room=shared_room, author=bob, text="When is the ferry?")
-    answer = services.answer_open(room=shared_room, reply_to=question, worker="w")
-    request = services.answer_request(answer=answer)
+    answer = records.answer_open(room=shared_room, reply_to=question, worker="w")
+    request = records.answer_request(answer=answer)
     assert [(p.title, p.url, p.text) for p in request.passages] == [
         ("Travel › Ferry", "/kb/travel#ferry", "The ferry leaves at nine.")
     ]
@@ -242,44 +244,44 @@ def test_answer_request_searches_as_the_asker_and_survives_a_broken_index(
         asked.append(kwargs)
         return index.Retrieval(passages=[])
 
-    monkeypatch.setattr(services, "knowledge_search", search)
+    monkeypatch.setattr(records, "knowledge_search", search)
     question, _ = services.message_post(room=shared_room, author=bob, text="When is the ferry?")
-    answer = services.answer_open(room=shared_room, reply_to=question, worker="w")
-    services.answer_request(answer=answer)
+    answer = records.answer_open(room=shared_room, reply_to=question, worker="w")
+    records.answer_request(answer=answer)
     # In a shared room, every member's rights count (see tests/knowledge/test_access.py).
     assert asked == [{"query": "When is the ferry?", "user": bob, "audience": [alice, bob]}]
 
     def broken(**kwargs):
         raise RuntimeError("index exploded")
 
-    monkeypatch.setattr(services, "knowledge_search", broken)
-    assert services.answer_request(answer=answer).passages == ()
+    monkeypatch.setattr(records, "knowledge_search", broken)
+    assert records.answer_request(answer=answer).passages == ()
     assert "knowledge search failed" in caplog.text
 
 
 def test_messages_after_pages(alice, private_room):
     for n in range(5):
         services.message_post(room=private_room, author=alice, text=f"m{n}")
-    page, more = services.messages_after(room=private_room, after=1, limit=2)
+    page, more = selectors.messages_after(room=private_room, after=1, limit=2)
     assert [m.seq for m in page] == [2, 3] and more
-    page, more = services.messages_after(room=private_room, after=3, limit=2)
+    page, more = selectors.messages_after(room=private_room, after=3, limit=2)
     assert [m.seq for m in page] == [4, 5] and not more
 
 
 def test_assistant_payload_is_sanitised_html_and_user_payload_is_text(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="<b>hi</b>")
-    answer = services.answer_open(room=private_room, reply_to=question, worker="w")
-    assert "html" not in services.message_payload(answer)  # not while streaming
-    final = services.answer_finish(
+    answer = records.answer_open(room=private_room, reply_to=question, worker="w")
+    assert "html" not in payloads.message_payload(answer)  # not while streaming
+    final = records.answer_finish(
         message_id=answer.pk,
         text="**bold** <script>alert(1)</script> [x](javascript:alert(1)) ![i](https://evil.example/x.png)",
         status=Message.Status.COMPLETE,
     )
-    html = services.message_payload(final)["html"]
+    html = payloads.message_payload(final)["html"]
     assert "<strong>bold</strong>" in html
     assert "&lt;script&gt;" in html and "<script" not in html
     assert 'href="javascript' not in html and "<img" not in html
-    user_payload = services.message_payload(question)
+    user_payload = payloads.message_payload(question)
     assert "html" not in user_payload and user_payload["text"] == "<b>hi</b>"
     assert user_payload["author"] == {"id": alice.pk, "name": "alice"}
 
@@ -309,32 +311,32 @@ def test_concurrent_posts_get_distinct_gapless_numbers(alice, private_room):
 def test_only_answers_without_heartbeat_are_interrupted(alice, private_room, shared_room, settings):
     settings.PARLEY = {**settings.PARLEY, "ANSWER_STALE_AFTER": 60}
     q1, _ = services.message_post(room=private_room, author=alice, text="q")
-    stale = services.answer_open(room=private_room, reply_to=q1, worker="dead")
+    stale = records.answer_open(room=private_room, reply_to=q1, worker="dead")
     q2, _ = services.message_post(room=shared_room, author=alice, text="q")
-    alive = services.answer_open(room=shared_room, reply_to=q2, worker="alive")
+    alive = records.answer_open(room=shared_room, reply_to=q2, worker="alive")
     Message.objects.filter(pk=stale.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
-    services.answer_save_progress(message_id=alive.pk, text="still going")
-    assert [m.pk for m in services.answers_mark_stale()] == [stale.pk]
+    records.answer_save_progress(message_id=alive.pk, text="still going")
+    assert [m.pk for m in records.answers_mark_stale()] == [stale.pk]
     stale.refresh_from_db()
     alive.refresh_from_db()
     assert stale.status == "interrupted" and stale.error
     assert alive.status == "streaming"
     # The room takes a new answer again.
-    assert services.answer_open(room=private_room, reply_to=q1, worker="w").status == "streaming"
+    assert records.answer_open(room=private_room, reply_to=q1, worker="w").status == "streaming"
 
 
 def test_messages_after_pages_by_bytes_too_and_a_page_holds_at_least_one(alice, private_room):
     for n in range(5):
         services.message_post(room=private_room, author=alice, text=f"{n}" + "é" * 1000)
-    size = services.message_size(services.messages_after(room=private_room, after=0)[0][0])
+    size = selectors.message_size(selectors.messages_after(room=private_room, after=0)[0][0])
     assert size > 2000  # 2,001 bytes of UTF-8 and the other fields
     pages, after, more = [], 0, True
     while more:
-        page, more = services.messages_after(room=private_room, after=after, max_bytes=2 * size)
+        page, more = selectors.messages_after(room=private_room, after=after, max_bytes=2 * size)
         pages.append([m.seq for m in page])
         after = page[-1].seq
     assert pages == [[1, 2], [3, 4], [5]]
-    page, more = services.messages_after(room=private_room, after=0, max_bytes=1)
+    page, more = selectors.messages_after(room=private_room, after=0, max_bytes=1)
     assert [m.seq for m in page] == [1] and more  # one message larger than a page
 
 

@@ -1,4 +1,4 @@
-"""parley.db.database_call: the hop from async code to the ORM."""
+"""parley.realtime.db.database_call: the hop from async code to the ORM."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.db import connection
 
-from parley.db import database_call
+from parley.realtime.db import database_call
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the database thread keeps a connection
 

@@ -2,7 +2,7 @@
 revocations pushed to every server process when those rights end, and the periodic re-check
 that catches what no signal announced.
 
-A socket is admitted once (:func:`parley.auth.socket_admit`); without this module it would
+A socket is admitted once (:func:`parley.realtime.auth.socket_admit`); without this module it would
 keep its room for as long as it stays open. Revocations travel as ``parley.access`` events to
 one channel-layer group that every process's hub listens to (:meth:`RoomHub.access_group`),
 so they reach sockets on every process when the layer is Redis:
@@ -39,22 +39,15 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
+from ..conf import get_config
+from ..models import Membership
+from ..protocol import NOT_A_MEMBER, SIGNED_OUT, Refusal, events
+from ..rooms import selectors
 from . import hub as hubs
-from . import services
-from .conf import get_config
 from .db import database_call
-from .models import Membership
 
 logger = logging.getLogger(__name__)
 
-# (error code, detail, close code) of a revoked socket.
-Refusal = tuple[str, str, int]
-NOT_A_MEMBER: Refusal = ("forbidden", "You are no longer a member of this room.", 4403)
-SIGNED_OUT: Refusal = (
-    "unauthenticated",
-    "Your session ended (logged out, new password or account closed); log in again.",
-    4401,
-)
 CHECK_BATCH = 200  # sockets re-checked per trip to the database thread (17 ms on SQLite)
 
 
@@ -107,7 +100,7 @@ def access_publish(event: dict[str, Any]) -> None:
     waiting: in a server process it goes out through the hub on the server's event loop;
     elsewhere (a management command, a shell, a WSGI process) straight to the channel layer.
     A failure is logged: the periodic re-check closes the sockets later."""
-    event = {"type": "parley.access", **event}
+    event = {"type": events.ACCESS, **event}
     running = hubs.running_hubs()
     if running:
         loop, hub = running[0]
@@ -170,7 +163,7 @@ def grants_check(*, grants: list[tuple[int, Grant]]) -> list[tuple[int, Refusal]
     session engine that is not database-backed)."""
     user_ids = {grant.user_id for _, grant in grants}
     users = {user.pk: user for user in get_user_model()._default_manager.filter(pk__in=user_ids)}
-    members = services.memberships_find(
+    members = selectors.memberships_find(
         user_ids=user_ids, room_ids={grant.room_id for _, grant in grants}
     )
     sessions = sessions_users({g.session_key for _, g in grants if g.session_key is not None})

@@ -14,8 +14,8 @@ slowly) gets a task of its own, and later frames wait in its backlog, in order, 
 member is told to go (``overflow``).
 
 The hub also listens, for the whole process, to one group every process joins
-(:meth:`RoomHub.access_group`): revocations of users' rights (:mod:`parley.access`), handed to
-that user's local sockets through an index of members by user.
+(:meth:`RoomHub.access_group`): revocations of users' rights (:mod:`parley.realtime.access`),
+handed to that user's local sockets through an index of members by user.
 
 The channel layer may fail (Redis restarting): frames sent meanwhile are lost for live
 delivery, though every message is stored. The hub notices (a failed send, a failed read, or its
@@ -27,27 +27,29 @@ clients resume from their last ``seq`` and nothing is missing.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 
-from . import protocol
-from .conf import get_config
-from .exceptions import LayerUnavailable
+from .. import protocol
+from ..conf import get_config
+from ..exceptions import LayerUnavailable
+from ..protocol import events
 
 if TYPE_CHECKING:
+    from ..models import Room
     from .access import Grant
+    from .outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
 
 class Member(Protocol):
-    """What the hub needs of a socket, and what :mod:`parley.access` and ``/status/`` read."""
+    """What the hub needs of a socket, and what :mod:`.access` and ``/status/`` read."""
 
     grant: Grant | None  # what the socket was admitted with (set before it joins)
     outbox: Outbox  # its write queue: backlogged while its client does not read
@@ -59,133 +61,6 @@ class Member(Protocol):
 
     def revoke(self, code: str, detail: str, close_code: int) -> None:
         """Say why, and close: the socket lost its rights."""
-
-
-def run_eagerly(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
-    """Run ``coro`` up to its first suspension. ``None`` if it finished there (its result is
-    dropped, its exception raised); otherwise a task that resumes it exactly where it stopped.
-
-    Python 3.12's eager tasks do the same; this keeps 3.11 supported. A write to a socket
-    that is not paused never suspends, so the common case costs no task at all. Only for
-    coroutines that do not depend on which task runs them (an ASGI ``send`` does not; code
-    using ``asyncio.timeout`` does, and must not be run this way).
-    """
-    try:
-        waiting_on = coro.send(None)
-    except StopIteration:
-        return None
-    return asyncio.ensure_future(_resume(coro, waiting_on))
-
-
-async def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
-    while True:
-        try:
-            if waiting_on is None:  # a bare yield: asyncio.sleep(0)
-                await asyncio.sleep(0)
-            else:
-                # The coroutine yielded this future to a task, which would have taken it
-                # over by clearing its blocking flag; awaiting it with the flag still set
-                # raises "await wasn't used with future".
-                waiting_on._asyncio_future_blocking = False
-                await waiting_on
-        except BaseException as exc:  # noqa: BLE001 - handed to the coroutine, as a Task does
-            step: tuple[Callable[[Any], Any], Any] = coro.throw, exc
-        else:
-            step = coro.send, None
-        try:
-            waiting_on = step[0](step[1])
-        except StopIteration as done:
-            return done.value
-
-
-class Outbox:
-    """An ordered write path: each item is written eagerly while the writes complete at once,
-    and queued behind the one that did not (with one task to drain them) while it waits.
-
-    ``on_overflow(backlog)`` is called when ``limit`` items are waiting, or when an item would
-    take the bytes waiting (``size`` of each, the one being written included) past
-    ``max_bytes``; it decides what to drop (and may :meth:`close` the outbox).
-    ``on_error(exc)`` hears of failed writes.
-    """
-
-    def __init__(
-        self,
-        send: Callable[[Any], Coroutine[Any, Any, Any]],
-        *,
-        limit: int,
-        on_overflow: Callable[[collections.deque[Any]], None],
-        on_error: Callable[[Exception], None] = lambda exc: None,
-        max_bytes: int | None = None,
-        size: Callable[[Any], int] = lambda item: 0,
-    ) -> None:
-        self._send = send
-        self._limit = limit
-        self._max_bytes = max_bytes
-        self._size = size
-        self._bytes = 0  # of the items waiting, the one being written included
-        self._on_overflow = on_overflow
-        self._on_error = on_error
-        # Created when a write first waits and dropped when the backlog drains: an empty
-        # deque is 624 bytes, on every idle socket.
-        self._backlog: collections.deque[Any] | None = None
-        self._writer: asyncio.Task[Any] | None = None
-        self.closed = False
-
-    @property
-    def backlogged(self) -> bool:
-        """Whether a write is waiting (the other side pushes back)."""
-        return self._writer is not None
-
-    def put(self, item: Any) -> None:
-        if self.closed:
-            return
-        if self._writer is not None:
-            if self._backlog is None:
-                self._backlog = collections.deque()
-            size = self._size(item)
-            if len(self._backlog) >= self._limit or (
-                self._max_bytes is not None and self._bytes + size > self._max_bytes
-            ):
-                self._on_overflow(self._backlog)
-                if self.closed:
-                    return
-            self._backlog.append(item)
-            self._bytes += size
-            return
-        try:
-            blocked = run_eagerly(self._send(item))
-        except Exception as exc:
-            self._on_error(exc)
-            return
-        if blocked is not None:
-            self._bytes = self._size(item)
-            self._writer = asyncio.ensure_future(self._drain(blocked, self._bytes))
-
-    async def _drain(self, blocked: asyncio.Task[Any], size: int) -> None:
-        try:
-            try:
-                await blocked
-            except Exception as exc:
-                self._on_error(exc)
-            # An item counts until its write is done: its text is held until then.
-            self._bytes -= size
-            while self._backlog:
-                item = self._backlog.popleft()
-                try:
-                    await self._send(item)
-                except Exception as exc:
-                    self._on_error(exc)
-                self._bytes -= self._size(item)
-        finally:
-            self._writer = None
-            self._backlog = None
-            self._bytes = 0
-
-    def close(self) -> None:
-        self.closed = True
-        self._backlog = None
-        if self._writer is not None:
-            self._writer.cancel()
 
 
 class RoomHub:
@@ -378,12 +253,12 @@ class RoomHub:
                 _call(member.deliver, frame)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "parley.ping":
+        if event.get("type") == events.PING:
             self._pongs = max(self._pongs, event.get("n", 0))
             if not self.healthy and self._pongs == self._pings:
                 self._tasks.append(asyncio.create_task(self._recover()))
             return
-        if event.get("type") == "parley.access":
+        if event.get("type") == events.ACCESS:
             for member in tuple(self.users.get(event.get("user", ""), ())):
                 _call(member.on_access, event)
             return
@@ -404,7 +279,7 @@ class RoomHub:
                 self.layer_failed()
             self._pings += 1
             sent_at = now
-            await self.send(self.channel, {"type": "parley.ping", "n": self._pings})
+            await self.send(self.channel, {"type": events.PING, "n": self._pings})
 
     async def _recover(self) -> None:
         """The layer answers again: join every group again, then tell the members to resync
@@ -421,7 +296,7 @@ class RoomHub:
         stale, self._stale = self._stale, set()
         sync = protocol.encode(protocol.sync())
         for group in stale:
-            await self.group_send(group, {"type": "parley.frame", "frame": sync, "group": group})
+            await self.group_send(group, {"type": events.FRAME, "frame": sync, "group": group})
         current = [m for group, ms in self.rooms.items() if group not in stale for m in ms]
         for member in current:
             member.deliver(sync)
@@ -466,3 +341,11 @@ def get_hub() -> RoomHub:
             raise ImproperlyConfigured("Parley needs a channel layer (CHANNEL_LAYERS).")
         hub = _hubs[loop] = RoomHub(layer, check_interval=get_config().layer_check_interval)
     return hub
+
+
+async def broadcast(room: Room, frame: dict[str, Any]) -> bool:
+    """Send ``frame`` to every member of ``room``, in every process (each process's hub
+    hands it to its own members). ``False`` if the channel layer failed: the members resync
+    from the database once it is back, so callers need not retry."""
+    event = protocol.frame_event(frame, group=room.group_name)
+    return await get_hub().group_send(room.group_name, event)

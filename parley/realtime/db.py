@@ -16,9 +16,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from asgiref.sync import AsyncToSync, SyncToAsync
 from channels.db import database_sync_to_async
 from django.db import close_old_connections
+
+from ..contrib.asgiref import in_own_sync_thread, sync_thread_executor
 
 T = TypeVar("T")
 
@@ -34,15 +35,12 @@ async def database_call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T
     ``database_sync_to_async``. Cancelling the await does not stop ``fn``; it runs to its end
     and its result is dropped.
     """
-    if (
-        getattr(AsyncToSync.executors, "current", None) is not None
-        or SyncToAsync.thread_sensitive_context.get(None) is not None
-    ):
+    if in_own_sync_thread():
         result: T = await database_sync_to_async(fn)(*args, **kwargs)  # channels: untyped
         return result
     call = functools.partial(_closing_stale_connections, fn, args, kwargs)
     return await asyncio.get_running_loop().run_in_executor(
-        SyncToAsync.single_thread_executor, contextvars.copy_context().run, call
+        sync_thread_executor(), contextvars.copy_context().run, call
     )
 
 
@@ -56,7 +54,7 @@ async def knowledge_call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> 
     """``fn(*args, **kwargs)`` run on Parley's knowledge thread, with the caller's context
     variables: a thread apart from :func:`database_call`'s, with a database connection of
     its own (closed around each call when stale, by ``CONN_MAX_AGE``, as there). For reads
-    that may take long (:func:`parley.services.answer_request`, whose search may rebuild the
+    that may take long (:func:`parley.answers.records.answer_request`, whose search may rebuild the
     index), so that the database thread stays free. Cancelling the await does not stop
     ``fn``."""
     call = functools.partial(_closing_stale_connections, fn, args, kwargs)

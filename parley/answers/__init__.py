@@ -1,0 +1,23 @@
+"""Assistant answers: the runner (:mod:`.runner`), its rows (:mod:`.records`), the control
+events that stop it or ask for its text (:mod:`.control`), and the stale-answer watch
+(:mod:`.stale`). The names below are the package's face for the consumer and the lifespan.
+"""
+
+from __future__ import annotations
+
+from .control import answer_cancel, answer_cancel_for, answer_request_snapshot
+from .runner import WORKER_ID, StopReason, answer_generate, answers_running, answers_shutdown
+from .stale import answers_interrupt_stale, answers_watch
+
+__all__ = [
+    "WORKER_ID",
+    "StopReason",
+    "answer_cancel",
+    "answer_cancel_for",
+    "answer_generate",
+    "answer_request_snapshot",
+    "answers_interrupt_stale",
+    "answers_running",
+    "answers_shutdown",
+    "answers_watch",
+]

@@ -1,0 +1,157 @@
+"""The rows of assistant answers: opened ``streaming``, saved as they grow (the heartbeat),
+finished, or marked ``interrupted`` when their process died; and what a backend is asked.
+
+Synchronous; the runner calls them through :func:`parley.realtime.db.database_call` (or
+:func:`~parley.realtime.db.knowledge_call` for :func:`answer_request`, whose search may rebuild
+the index).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..backends.base import AssistantRequest, Turn
+from ..conf import get_config
+from ..exceptions import AssistantBusy
+from ..knowledge.index import Retrieval, knowledge_search
+from ..models import Message, Room
+from ..rooms.selectors import message_get, room_members
+from ..rooms.services import room_seq_take
+
+if TYPE_CHECKING:
+    # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
+    from django.contrib.auth.models import _User
+
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_STATUSES = frozenset(
+    {
+        Message.Status.COMPLETE,
+        Message.Status.CANCELLED,
+        Message.Status.FAILED,
+        Message.Status.INTERRUPTED,
+    }
+)
+
+
+def answer_open(*, room: Room, reply_to: Message, worker: str) -> Message:
+    """Open the room's assistant answer to ``reply_to`` (status ``streaming``).
+
+    Raises :class:`AssistantBusy` when the room already has an answer streaming, whichever
+    process runs it: the database enforces one streaming answer per room.
+    """
+    if Message.objects.filter(room=room, status=Message.Status.STREAMING).exists():
+        raise AssistantBusy("The assistant is already answering in this room.")
+    try:
+        with transaction.atomic():
+            return Message.objects.create(
+                room=room,
+                seq=room_seq_take(room_id=room.pk),
+                role=Message.Role.ASSISTANT,
+                text="",
+                status=Message.Status.STREAMING,
+                reply_to=reply_to,
+                worker=worker,
+            )
+    except IntegrityError:
+        raise AssistantBusy("The assistant is already answering in this room.") from None
+
+
+def answer_streaming(*, room: Room) -> Message | None:
+    """The room's answer now streaming, if any."""
+    return Message.objects.filter(room=room, status=Message.Status.STREAMING).first()
+
+
+def answer_save_progress(*, message_id: int, text: str) -> None:
+    """Record the text generated so far (only while the answer is still streaming). The
+    ``updated_at`` stamp doubles as the answer's heartbeat."""
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+        text=text, updated_at=timezone.now()
+    )
+
+
+def answers_mark_stale(*, room: Room | None = None) -> list[Message]:
+    """Mark ``interrupted`` the streaming answers (of ``room``, or everywhere) whose process
+    has not written a heartbeat for ``ANSWER_STALE_AFTER`` seconds; returns them."""
+    cutoff = timezone.now() - timedelta(seconds=get_config().answer_stale_after)
+    stale = Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff)
+    if room is not None:
+        stale = stale.filter(room=room)
+    ids = list(stale.values_list("pk", flat=True))
+    if not ids:
+        return []
+    Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
+        status=Message.Status.INTERRUPTED,
+        error="The server generating this answer stopped.",
+        updated_at=timezone.now(),
+    )
+    return list(Message.objects.select_related("author", "room").filter(pk__in=ids))
+
+
+def answer_finish(*, message_id: int, text: str, status: str, error: str = "") -> Message:
+    """Close an answer with its final text and a terminal status."""
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"{status!r} is not a terminal status")
+    Message.objects.filter(pk=message_id).update(
+        text=text, status=status, error=error[:500], updated_at=timezone.now()
+    )
+    return message_get(message_id=message_id)
+
+
+def answer_request(*, answer: Message) -> AssistantRequest:
+    """What the backend is asked for ``answer``: the room's recent finished messages up to
+    and including the question it answers (``answer.reply_to``), oldest first, and the
+    knowledge passages for that question's text.
+
+    Messages posted after the question are left out, even those stored before the answer
+    took its number: they are not what was asked (another member's message must never be
+    searched with the asker's rights). In a shared room the passages are those every member
+    may read (:func:`_passages_for`); ``withheld`` says when some were left out for that.
+    """
+    room = answer.room
+    question = answer.reply_to
+    limit = get_config().context_messages
+    rows = list(
+        Message.objects.select_related("author")
+        .filter(room=room, seq__lte=question.seq if question is not None else answer.seq - 1)
+        .exclude(role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
+        .exclude(text="")
+        .order_by("-seq")[:limit]
+    )
+    rows.reverse()
+    turns = [
+        Turn(
+            role="assistant" if m.role == Message.Role.ASSISTANT else "user",
+            content=m.text,
+            author=m.author.get_username() if m.author else "",
+        )
+        for m in rows
+    ]
+    asker = question.author if question is not None else None
+    request = AssistantRequest(
+        turns=turns, room=room.title, user=asker.get_username() if asker else ""
+    )
+    if question is None:  # deleted since: nothing to search for
+        return request
+    retrieval = _passages_for(room=room, question=question.text, user=asker)
+    return replace(request, passages=tuple(retrieval.passages), withheld=retrieval.withheld)
+
+
+def _passages_for(*, room: Room, question: str, user: _User | None) -> Retrieval:
+    """The knowledge passages for ``question`` that ``user`` may read and, in a shared
+    room, every current member too: whatever is posted in a room is disclosed to all its
+    members (and to those invited later, who read its history). A broken index costs the
+    answer its passages, not the answer itself."""
+    audience = room_members(room=room) if room.kind == Room.Kind.SHARED else []
+    try:
+        return knowledge_search(query=question, user=user, audience=audience)
+    except Exception:
+        logger.exception("knowledge search failed; answering without passages")
+        return Retrieval(passages=[])

@@ -1,0 +1,154 @@
+"""One handler per client frame type, as Channels maps event types to methods.
+
+:func:`handles` registers a coroutine for a frame class of :mod:`parley.protocol` under its
+``type``; :class:`~parley.realtime.consumers.RoomConsumer` looks the parsed frame up in
+:data:`HANDLERS` and awaits its handler. A new frame type is a frame class with its parser
+(parley/protocol/frames.py) and a handler here: the consumer does not change.
+
+A handler may name the rate limit its frames count against (``limit=``): the consumer takes
+a token before the handler runs and refuses the frame without one, striking the socket as
+for any limit. Handlers reply through the socket's write queue (``socket.reply``), so replies
+keep their order with the room's frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .. import answers, protocol
+from ..conf import get_config
+from ..exceptions import AssistantBusy, LayerUnavailable, NothingToCancel
+from ..models import Message
+from ..rooms import payloads, selectors, services
+from ..throttling import TokenBucket, resume_buckets, user_buckets
+from .db import database_call
+from .hub import broadcast, get_hub
+
+if TYPE_CHECKING:
+    from .consumers import RoomConsumer
+
+F = TypeVar("F", bound=protocol.ClientFrame)
+Handle = Callable[["RoomConsumer", F], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A frame over its rate limit: the bucket that had no token, and what to tell the client
+    (``extra``: fields the error frame repeats, so the client knows what to send again)."""
+
+    bucket: TokenBucket
+    detail: str
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """What a frame type maps to: its coroutine, and the check of its own rate limit (which
+    takes a token and returns the :class:`Limit` passed, or None when the frame may go on)."""
+
+    handle: Handle[Any]
+    limit: Callable[[RoomConsumer, Any], Limit | None] | None = None
+
+
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(
+    frame_class: type[F], *, limit: Callable[[RoomConsumer, F], Limit | None] | None = None
+) -> Callable[[Handle[F]], Handle[F]]:
+    """Register the decorated coroutine ``handler(socket, frame)`` for ``frame_class``'s
+    frames (its ``type``). One handler per type: registering a second raises ``ValueError``."""
+    kind = frame_class.type
+
+    def register(handle: Handle[F]) -> Handle[F]:
+        if kind in HANDLERS:
+            raise ValueError(f"{kind!r} frames already have a handler")
+        HANDLERS[kind] = Handler(handle, limit)
+        return handle
+
+    return register
+
+
+def handler_for(frame: protocol.ClientFrame) -> Handler:
+    """The handler of ``frame``'s type (every frame the protocol parses has one)."""
+    return HANDLERS[frame.type]
+
+
+def _send_limit(socket: RoomConsumer, frame: protocol.Send) -> Limit | None:
+    assert socket.user is not None  # only a joined socket's frames are handled
+    bucket = user_buckets.get(socket.user.pk, get_config().rate_limits["USER"])
+    if bucket is None or bucket.take():
+        return None
+    return Limit(bucket, "You are posting messages too fast.", {"client_id": frame.client_id})
+
+
+def _resume_limit(socket: RoomConsumer, frame: protocol.Resume) -> Limit | None:
+    assert socket.user is not None  # only a joined socket's frames are handled
+    bucket = resume_buckets.get(socket.user.pk, get_config().rate_limits["RESUME"])
+    if bucket is None or bucket.take():
+        return None
+    # `after` tells the client which resume to send again after retry_after.
+    return Limit(bucket, "You are asking for history too fast.", {"after": frame.after})
+
+
+@handles(protocol.Send, limit=_send_limit)
+async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
+    """Store the message, acknowledge it, tell the room; then ask the assistant if asked."""
+    room, user = socket.room, socket.user
+    assert room is not None and user is not None  # joined
+    message, created = await database_call(
+        services.message_post, room=room, author=user, text=frame.text, client_id=frame.client_id
+    )
+    payload = payloads.message_payload(message)
+    socket.reply(protocol.ack(client_id=frame.client_id, message=payload, duplicate=not created))
+    if not created:
+        return
+    await broadcast(room, protocol.message(payload))
+    if frame.ask:
+        try:
+            await answers.answer_generate(room=room, question=message)
+        except AssistantBusy as exc:
+            socket.reply_error("busy", f"{exc} Your message was stored.", client_id=frame.client_id)
+
+
+@handles(protocol.Cancel)
+async def handle_cancel(socket: RoomConsumer, frame: protocol.Cancel) -> None:
+    """Stop the room's answer (the answers code decides which one, if any)."""
+    assert socket.room is not None and socket.user is not None  # joined
+    try:
+        await answers.answer_cancel_for(
+            room=socket.room, message_id=frame.message_id, by=socket.user.get_username()
+        )
+    except NothingToCancel as exc:
+        socket.reply_error("nothing_to_cancel", str(exc))
+    except LayerUnavailable as exc:
+        socket.reply_error("unavailable", str(exc))
+
+
+@handles(protocol.Resume, limit=_resume_limit)
+async def handle_resume(socket: RoomConsumer, frame: protocol.Resume) -> None:
+    """Send the messages after ``frame.after``, and the text so far of a streaming answer."""
+    room = socket.room
+    assert room is not None  # joined
+    await answers.answers_interrupt_stale(room=room)
+    messages, more = await database_call(selectors.messages_after, room=room, after=frame.after)
+    last_seq = messages[-1].seq if messages else frame.after
+    socket.reply(
+        protocol.history(
+            messages=[payloads.message_payload(m) for m in messages],
+            more=more,
+            last_seq=last_seq,
+        )
+    )
+    for message in messages:
+        if message.status == Message.Status.STREAMING:
+            # If the layer is down, the sync frame sent once it is back brings a new resume.
+            with contextlib.suppress(LayerUnavailable):
+                await answers.answer_request_snapshot(
+                    room=room,
+                    message_id=message.pk,
+                    reply_to=get_hub().reply_address(socket.token),
+                )

@@ -1,0 +1,208 @@
+"""Writes to rooms, members, invitations and messages, shared by the consumer, the views and
+the commands (reads are in :mod:`.selectors`, wire forms in :mod:`.payloads`).
+
+Synchronous and transactional; async callers run them with
+:func:`parley.realtime.db.database_call`. Functions are keyword-only and named
+``<entity>_<action>``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from ..conf import get_config
+from ..contrib.orm import message_insert
+from ..exceptions import RateLimited, RoomPermissionDenied
+from ..models import Invitation, Membership, Message, Room
+from ..throttling import page_buckets
+from .selectors import room_is_member, user_get_by_username
+
+if TYPE_CHECKING:
+    # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
+    from django.contrib.auth.models import _User
+
+
+def room_create(*, owner: _User, title: str, kind: str = Room.Kind.PRIVATE) -> Room:
+    """Create a room with ``owner`` as its first member."""
+    with transaction.atomic():
+        room = Room.objects.create(owner=owner, title=title.strip() or "Untitled", kind=kind)
+        Membership.objects.create(room=room, user=owner)
+    return room
+
+
+def room_member_add(*, room: Room, user: _User, by: _User | None = None) -> Membership:
+    """Make ``user`` a member of a shared room at once, without asking them: for the admin,
+    commands and tests. People invite through :func:`invitation_create`, which waits for the
+    invitee's consent. Adding the same member twice is harmless."""
+    if room.kind != Room.Kind.SHARED:
+        raise RoomPermissionDenied("Private rooms have one member; create a shared room to invite.")
+    membership, _ = Membership.objects.get_or_create(
+        room=room, user=user, defaults={"invited_by": by}
+    )
+    return membership
+
+
+def room_member_remove(*, room: Room, user: _User, by: _User) -> bool:
+    """Take ``user`` out of ``room``: a member leaving (``by`` is ``user``), or the owner
+    removing them. The owner cannot leave their own room. ``False`` if ``user`` was not a
+    member. Their open sockets in the room are closed (4403) in every server process by
+    the deletion's signal (parley/access.py)."""
+    if user.pk == room.owner_id:
+        raise RoomPermissionDenied("The owner of a room cannot leave it.")
+    if by.pk not in (user.pk, room.owner_id):
+        raise RoomPermissionDenied("Only the room's owner may remove its members.")
+    deleted, _ = Membership.objects.filter(room=room, user=user).delete()
+    return bool(deleted)
+
+
+def user_rate_limit(*, user: _User, action: str) -> None:
+    """Take one of ``user``'s tokens for ``RATE_LIMITS[action]`` (``"ROOMS"``,
+    ``"INVITES"``); raise :class:`RateLimited` with the wait when none is left. Counted per
+    server process, like the socket limits."""
+    bucket = page_buckets[action].get(user.pk, get_config().rate_limits[action])
+    if bucket is not None and not bucket.take():
+        raise RateLimited(f"Too many at once: {action.lower()}", retry_after=bucket.retry_after())
+
+
+def invitation_create(*, room: Room, by: _User, username: str) -> Invitation | None:
+    """Invite the user called ``username`` to a shared room, if there is one to invite.
+
+    Only members invite; private rooms take nobody (:class:`RoomPermissionDenied`). Every call
+    counts against the inviter's ``RATE_LIMITS["INVITES"]`` (:class:`RateLimited`), whether
+    the name exists or not. A missing or inactive name, a member, the inviter, or an
+    invitee :func:`_invitation_refused` turns away gets nothing, and the caller cannot tell
+    which (``None``): the answer never says who has an account, nor who declined.
+    """
+    if room.kind != Room.Kind.SHARED:
+        raise RoomPermissionDenied("Private rooms have one member; create a shared room to invite.")
+    if not room_is_member(room=room, user=by):
+        raise RoomPermissionDenied("Only members of a room may invite to it.")
+    user_rate_limit(user=by, action="INVITES")
+    invitee = user_get_by_username(username=username)
+    if invitee is None or invitee.pk == by.pk or room_is_member(room=room, user=invitee):
+        return None
+    if _invitation_refused(room=room, invitee=invitee, by=by):
+        return None
+    try:
+        with transaction.atomic():
+            return Invitation.objects.create(room=room, invitee=invitee, invited_by=by)
+    except IntegrityError:  # invited here already, and not answered yet
+        return None
+
+
+def _invitation_refused(*, room: Room, invitee: _User, by: _User) -> bool:
+    """Whether ``invitee`` takes no new invitation to ``room`` from ``by``: they declined
+    one to this room before (a "no" stands: the room cannot ask again), or
+    ``MAX_PENDING_INVITATIONS`` wait for them from everyone, or
+    ``MAX_PENDING_INVITATIONS_PER_INVITER`` from ``by`` (so one account cannot fill the
+    whole cap and keep colleagues' invitations out). One query, on the invitee's rows.
+    """
+    pending = Q(status=Invitation.Status.PENDING)
+    counts = Invitation.objects.filter(invitee=invitee).aggregate(
+        declined=Count("pk", filter=Q(room=room, status=Invitation.Status.DECLINED)),
+        pending=Count("pk", filter=pending),
+        from_inviter=Count("pk", filter=pending & Q(invited_by=by)),
+    )
+    config = get_config()
+    return bool(
+        counts["declined"] > 0
+        or counts["pending"] >= config.max_pending_invitations
+        or counts["from_inviter"] >= config.max_pending_invitations_per_inviter
+    )
+
+
+def invitation_answer(*, invitation_id: int, user: _User, accept: bool) -> Invitation:
+    """Accept (``user`` becomes a member, through the ORM: ``Membership`` signals fire) or
+    decline an invitation waiting for ``user``; any other id raises
+    :class:`RoomPermissionDenied`."""
+    with transaction.atomic():
+        invitation = (
+            Invitation.objects.select_for_update()
+            .select_related("room")
+            .filter(pk=invitation_id, invitee=user, status=Invitation.Status.PENDING)
+            .first()
+        )
+        if invitation is None:
+            raise RoomPermissionDenied("No such invitation.")
+        if accept:
+            Membership.objects.get_or_create(
+                room=invitation.room, user=user, defaults={"invited_by": invitation.invited_by}
+            )
+        invitation.status = Invitation.Status.ACCEPTED if accept else Invitation.Status.DECLINED
+        invitation.answered_at = timezone.now()
+        invitation.save(update_fields=["status", "answered_at"])
+    return invitation
+
+
+def message_post(
+    *, room: Room, author: _User, text: str, client_id: str = ""
+) -> tuple[Message, bool]:
+    """Store a user's message; returns ``(message, created)``.
+
+    A ``client_id`` already used by this author in this room returns the stored message with
+    ``created=False``: a resend after a reconnect is not stored twice. The unique constraint
+    finds those (resends are rare), so a new message costs no lookup first.
+    """
+    now = timezone.now()
+    message = Message(
+        room=room,
+        role=Message.Role.USER,
+        author=author,
+        text=text,
+        client_id=client_id,
+        status=Message.Status.COMPLETE,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with transaction.atomic():
+            message.seq = room_seq_take(room_id=room.pk)
+            message_insert(message)
+    except IntegrityError:
+        existing = _message_by_client_id(room=room, author=author, client_id=client_id)
+        if client_id and existing is not None:
+            return existing, False
+        raise
+    return message, True
+
+
+def _message_by_client_id(*, room: Room, author: _User, client_id: str) -> Message | None:
+    # The exclude() repeats the condition of the partial unique index, so that SQLite uses it.
+    return (
+        Message.objects.select_related("author")
+        .filter(room=room, author=author, client_id=client_id)
+        .exclude(client_id="")
+        .first()
+    )
+
+
+def room_seq_take(*, room_id: int) -> int:
+    """Take the room's next sequence number. Must run inside the transaction that stores the
+    message: the UPDATE locks the room row until commit, so concurrent writers queue up and a
+    rolled-back message gives its number back (no gaps)."""
+    if _update_returning():
+        # One statement instead of an UPDATE and a SELECT: every message pays for this.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Room._meta.db_table} SET last_seq = last_seq + 1 WHERE id = %s"
+                " RETURNING last_seq",
+                [room_id],
+            )
+            seq: int = cursor.fetchone()[0]
+            return seq
+    Room.objects.filter(pk=room_id).update(last_seq=F("last_seq") + 1)
+    return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).get()
+
+
+def _update_returning() -> bool:
+    """Whether the database has ``UPDATE … RETURNING`` (PostgreSQL, SQLite 3.35+)."""
+    if connection.vendor == "postgresql":
+        return True
+    if connection.vendor == "sqlite":
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return False
