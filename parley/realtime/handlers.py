@@ -23,7 +23,7 @@ from ..conf import get_config
 from ..exceptions import AssistantBusy, LayerUnavailable, NothingToCancel
 from ..models import Message
 from ..rooms import payloads, selectors, services
-from ..throttling import TokenBucket, resume_buckets, user_buckets
+from ..throttling import TokenBucket, UserBuckets, resume_buckets, user_buckets
 from .db import database_call
 from .hub import broadcast, get_hub
 
@@ -77,21 +77,31 @@ def handler_for(frame: protocol.ClientFrame) -> Handler:
     return HANDLERS[frame.type]
 
 
-def _send_limit(socket: RoomConsumer, frame: protocol.Send) -> Limit | None:
+def _user_limit(
+    socket: RoomConsumer, buckets: UserBuckets, limit: str, detail: str, extra: dict[str, Any]
+) -> Limit | None:
+    """Take a token from the socket's user's bucket for ``RATE_LIMITS[limit]``: ``None`` if
+    there was one (or the limit is off), else the :class:`Limit` to refuse the frame with."""
     assert socket.user is not None  # only a joined socket's frames are handled
-    bucket = user_buckets.get(socket.user.pk, get_config().rate_limits["USER"])
+    bucket = buckets.get(socket.user.pk, get_config().rate_limits[limit])
     if bucket is None or bucket.take():
         return None
-    return Limit(bucket, "You are posting messages too fast.", {"client_id": frame.client_id})
+    return Limit(bucket, detail, extra)
+
+
+def _send_limit(socket: RoomConsumer, frame: protocol.Send) -> Limit | None:
+    return _user_limit(
+        socket, user_buckets, "USER", "You are posting messages too fast.",
+        {"client_id": frame.client_id},
+    )  # fmt: skip
 
 
 def _resume_limit(socket: RoomConsumer, frame: protocol.Resume) -> Limit | None:
-    assert socket.user is not None  # only a joined socket's frames are handled
-    bucket = resume_buckets.get(socket.user.pk, get_config().rate_limits["RESUME"])
-    if bucket is None or bucket.take():
-        return None
     # `after` tells the client which resume to send again after retry_after.
-    return Limit(bucket, "You are asking for history too fast.", {"after": frame.after})
+    return _user_limit(
+        socket, resume_buckets, "RESUME", "You are asking for history too fast.",
+        {"after": frame.after},
+    )  # fmt: skip
 
 
 @handles(protocol.Send, limit=_send_limit)

@@ -38,7 +38,7 @@ def room_get_for_member(*, public_id: str, user: _User) -> Room:
 def memberships_find(*, user_ids: set[Any], room_ids: set[int]) -> set[tuple[Any, int]]:
     """The ``(user id, room id)`` pairs among these users and rooms that are memberships,
     by the same rule as :func:`room_get_for_member` (the re-check of open sockets uses it:
-    parley/access.py)."""
+    parley/realtime/access.py)."""
     rows = Membership.objects.filter(user_id__in=user_ids, room_id__in=room_ids)
     return set(rows.values_list("user_id", "room_id"))
 

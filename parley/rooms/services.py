@@ -51,7 +51,7 @@ def room_member_remove(*, room: Room, user: _User, by: _User) -> bool:
     """Take ``user`` out of ``room``: a member leaving (``by`` is ``user``), or the owner
     removing them. The owner cannot leave their own room. ``False`` if ``user`` was not a
     member. Their open sockets in the room are closed (4403) in every server process by
-    the deletion's signal (parley/access.py)."""
+    the deletion's signal (parley/realtime/access.py)."""
     if user.pk == room.owner_id:
         raise RoomPermissionDenied("The owner of a room cannot leave it.")
     if by.pk not in (user.pk, room.owner_id):

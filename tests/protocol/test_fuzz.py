@@ -207,6 +207,14 @@ valid_sends = st.builds(
     with_id=st.booleans(),
     ascii_only=st.booleans(),
     extra=st.dictionaries(st.sampled_from(["x", "v2", "meta", "html"]), st.integers() | st.text()),
+).filter(
+    # A message of 8,000 astral characters escaped as ASCII is 96 KB: past the server's
+    # --ws-max-size, which closes the socket (1009) before Parley sees it. Those frames are
+    # test_a_frame_over_the_websocket_limit_closes_only_that_socket's; the fuzz keeps to
+    # frames that reach the app.
+    lambda send: (
+        len(send.payload(itertools.count()).encode("utf-8", "surrogatepass")) <= WS_MAX_SIZE
+    )
 )
 scripts = st.lists(
     st.one_of(
