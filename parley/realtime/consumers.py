@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _tokens = itertools.count(1)  # ids of this process's sockets, for frames meant for one
+# Seconds a socket being closed has to read the frames queued before its close (the error
+# frame saying why); one that reads nothing meanwhile is closed without them.
+CLOSE_GRACE = 5.0
 
 
 class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels has no types
@@ -129,13 +132,23 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         logger.info("room %s: a socket of user %s lost its rights (%s)", self.room.pk,
                     self.user.pk, code)  # fmt: skip
         asyncio.ensure_future(self._leave())  # if it has not joined yet, connect() leaves
-        if self.outbox.backlogged:  # it is not reading: what waits for it goes nowhere
-            self.outbox.close()
-            asyncio.ensure_future(self.close(code=close_code))
-            return
+        self._tell_and_close(code, detail, close_code)
+
+    def _tell_and_close(self, code: str, detail: str, close_code: int) -> None:
+        """Send an ``error`` frame saying why, then close: the close waits in the outbox
+        behind it (and any frame before it) instead of overtaking them. A client that reads
+        slowly gets ``CLOSE_GRACE`` seconds to take them; one that reads nothing would never
+        get that far, so then what waits is dropped and it is closed all the same."""
         frame = protocol.encode(protocol.error(code, detail))
         self.outbox.put({"type": "websocket.send", "text": frame})
         self.outbox.finish({"type": "websocket.close", "code": close_code})
+        if self.outbox.backlogged:
+            asyncio.get_running_loop().call_later(CLOSE_GRACE, self._close_if_stuck, close_code)
+
+    def _close_if_stuck(self, close_code: int) -> None:
+        if self.outbox.backlogged:  # the frames before the close are still not written
+            self.outbox.close()
+            asyncio.ensure_future(self.close(code=close_code))
 
     def _send_failed(self, exc: Exception) -> None:
         if not isinstance(exc, OSError):  # OSError: the client went (uvicorn's ClientDisconnected)
@@ -290,10 +303,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         )
 
     async def _refuse(self, code: str, detail: str, close_code: int) -> None:
-        """Tell the client why, then close: the close waits in the outbox behind the error
-        frame (and any frame before it) instead of overtaking them."""
-        self.reply_error(code, detail)
-        self.outbox.finish({"type": "websocket.close", "code": close_code})
+        """Tell the client why, then close (see :meth:`_tell_and_close`)."""
+        self._tell_and_close(code, detail, close_code)
 
 
 def _text_size(message: dict[str, Any]) -> int:

@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 
 from example.asgi import application
 from parley.models import Message
+from parley.realtime import consumers
 from parley.testing import AnswerText, RoomClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -451,4 +452,46 @@ async def test_a_flooding_socket_gets_its_last_error_frame_before_the_close(
             "Too many frames past the rate limit.",
         )
     finally:
+        await client.disconnect()
+
+
+def stalled_after_hello(app, released: asyncio.Event):
+    """The real application behind a client that stops reading once it has its ``hello``:
+    every later frame's write waits (until ``released``), as a write to a socket whose
+    client reads nothing waits for ever; closes still go through."""
+
+    async def wrapped(scope, receive, send):
+        greeted = False
+
+        async def stuck_send(message):
+            nonlocal greeted
+            if message["type"] == "websocket.send":
+                if greeted:
+                    await released.wait()
+                greeted = True
+            await send(message)
+
+        await app(scope, receive, stuck_send)
+
+    return wrapped
+
+
+async def test_a_flooding_socket_that_reads_nothing_is_closed_all_the_same(
+    alice, private_room, backend, settings, monkeypatch
+):
+    """Its refusals wait behind a write that never completes: the 4029 close cannot wait
+    there for ever, or the socket (and what it holds) would stay open."""
+    monkeypatch.setattr(consumers, "CLOSE_GRACE", 0.2)
+    limits(settings, CONNECTION=(1, 2), USER=None, STRIKES=5)
+    released = asyncio.Event()
+    client = await RoomClient.connect(
+        stalled_after_hello(application, released), private_room, alice
+    )
+    try:
+        await client.expect("hello")
+        for _ in range(10):
+            await client.send(type="cancel")
+        assert await client.closed() == 4029
+    finally:
+        released.set()
         await client.disconnect()
