@@ -42,6 +42,8 @@ class Script:
     usage_with_finish: put the usage in the chunk that gives the finish reason, as
         llama.cpp's server does.
     finish_reason: the reason that chunk gives (``None``: none, as some servers send).
+    refuse_stream_options: answer a request carrying ``stream_options`` with HTTP 400, as
+        servers that do not know the field do.
     """
 
     tokens: list[str] = field(default_factory=lambda: list(DEFAULT_TOKENS))
@@ -61,6 +63,7 @@ class Script:
     hang_after: int | None = None
     usage: bool = False
     usage_with_finish: bool = False
+    refuse_stream_options: bool = False
     finish_reason: str | None = "stop"
 
     @property
@@ -244,6 +247,13 @@ class FakeOpenAIServer:
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             exchange.finished = True
             error = {"message": "'messages' is required", "type": "invalid_request_error"}
+            return web.json_response({"error": error}, status=400)
+        if script.refuse_stream_options and "stream_options" in body:
+            exchange.finished = True
+            error = {
+                "message": "Unrecognized request argument supplied: stream_options",
+                "type": "invalid_request_error",
+            }
             return web.json_response({"error": error}, status=400)
         model = str(body.get("model", "fake-model"))
         if not body.get("stream"):

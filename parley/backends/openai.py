@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import weakref
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
 
 __all__ = ["OpenAIBackend"]
+
+logger = logging.getLogger(__name__)
 
 
 try:
@@ -79,7 +82,8 @@ class OpenAIBackend(AssistantBackend):
             room sees the error at once and a member can ask again).
         include_usage: ask for the token counts (``stream_options.include_usage``), which
             the backend yields as :class:`Usage` when the server reports them (default
-            true; false for a server that refuses the field).
+            true). A server that refuses the field with HTTP 400 is asked again without it,
+            and is not asked for it again by this backend.
 
     One HTTP client is kept per event loop (connection pools belong to a loop); the first
     ``stream`` on a loop creates it and :meth:`aclose` closes them.
@@ -189,19 +193,40 @@ class OpenAIBackend(AssistantBackend):
         if self.include_usage:
             params["stream_options"] = {"include_usage": True}
         try:
-            response = await client.chat.completions.create(
-                model=self.model,
-                # The dicts of build_messages have the keys of openai's message TypedDicts.
-                messages=cast(
-                    "list[ChatCompletionMessageParam]",
-                    build_messages(request, system_prompt=self.system_prompt),
-                ),
-                stream=True,
-                extra_body=self.extra_body or None,
-                **params,
-            )
+            try:
+                return await self._request(client, request, params)
+            except openai.BadRequestError as exc:
+                if "stream_options" not in params:
+                    raise
+                # Older OpenAI-compatible servers and some gateways refuse fields they do
+                # not know: answer without the token counts rather than not at all.
+                logger.warning(
+                    "the model server at %s refused stream_options (%s); asking without it",
+                    display_url(str(client.base_url)),
+                    exc.message,
+                )
+                self.include_usage = False
+                del params["stream_options"]
+                return await self._request(client, request, params)
         except openai.OpenAIError as exc:
             raise self._error(exc, client=client, answering=False) from None
+
+    async def _request(
+        self, client: openai.AsyncOpenAI, request: AssistantRequest, params: dict[str, Any]
+    ) -> openai.AsyncStream[ChatCompletionChunk]:
+        """The streamed response, once the server accepted the request; the client's errors
+        are raised as they are."""
+        response = await client.chat.completions.create(
+            model=self.model,
+            # The dicts of build_messages have the keys of openai's message TypedDicts.
+            messages=cast(
+                "list[ChatCompletionMessageParam]",
+                build_messages(request, system_prompt=self.system_prompt),
+            ),
+            stream=True,
+            extra_body=self.extra_body or None,
+            **params,
+        )
         # With stream=True it is a stream; **params hides that from the client's overloads.
         return cast("openai.AsyncStream[ChatCompletionChunk]", response)
 

@@ -366,6 +366,20 @@ class TestOpenAIBackend(BackendContract):
         assert not any(isinstance(event, Usage) for event in events)
         assert events[-1] == Finish("stop")
 
+    async def test_a_server_that_refuses_stream_options_is_asked_again_without_them(
+        self, make_backend, fake_openai, caplog
+    ):
+        fake_openai.script = Script(refuse_stream_options=True)
+        backend = make_backend()
+        first = await collect(backend.stream(QUESTION))
+        assert "".join(first) == "".join(Script().tokens)
+        refused, answered = fake_openai.exchanges[-2:]
+        assert "stream_options" in refused.body and "stream_options" not in answered.body
+        assert "refused stream_options" in caplog.text
+        await collect(backend.stream(QUESTION))  # not asked for again: one request
+        assert len(fake_openai.exchanges) == 3
+        assert "stream_options" not in fake_openai.last.body
+
     async def test_a_server_that_gives_no_finish_reason_finishes_with_stop(
         self, make_backend, fake_openai
     ):
