@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "channels",
     "axes",
     "parley",
+    "example",  # its demo seeding: manage.py parley_demo
 ]
 
 MIDDLEWARE = [

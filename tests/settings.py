@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "channels",
     "axes",  # the example project's login throttling, which its URLs and pages assume
     "parley",
+    "example",  # the demo seeding (manage.py parley_demo) that test_demo tries
     "tests.apps.TestsConfig",
 ]
 
