@@ -157,10 +157,14 @@ class Parley(Target):
         return sum(self.status()["rooms"].values())
 
 
-def prepare_parley_database(workdir: Path) -> tuple[str, Any]:
-    """Create and migrate a SQLite database with a staff user in a shared room; returns its
-    URL and ``(user, room)``. Sets up Django in this process, on the same database."""
-    url = f"sqlite:///{workdir / 'bench.sqlite3'}"
+def prepare_parley_database(workdir: Path, database: str = "sqlite") -> tuple[str, Any]:
+    """Create and migrate a database (``"sqlite"``: a file in ``workdir``; ``"postgres"``: a
+    database of its own on the machine's server, dropped when this process ends) with a
+    staff user in a shared room; returns its URL and
+    ``(user, room)``. Sets up Django in this process, on the same database."""
+    url = (
+        postgres_database() if database == "postgres" else f"sqlite:///{workdir / 'bench.sqlite3'}"
+    )
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example.settings")
     # As `make run` (the example project defaults to DEBUG off, which needs a SECRET_KEY);
@@ -181,16 +185,43 @@ def prepare_parley_database(workdir: Path) -> tuple[str, Any]:
     return url, (user, room)
 
 
+def postgres_database() -> str:
+    """A new database on ``BENCH_POSTGRES_URL``'s server (the machine's, by default), dropped
+    at exit; its URL."""
+    import atexit
+
+    import psycopg
+
+    server = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name = f"parley_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+
+    def drop() -> None:
+        from django.db import connections
+
+        connections.close_all()
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    atexit.register(drop)
+    return server.rsplit("/", 1)[0] + f"/{name}"
+
+
 def make_targets(
-    names: list[str], workdir: Path, extra_env: dict[str, str] | None = None
+    names: list[str],
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+    database: str = "sqlite",
 ) -> list[Target]:
-    """The named targets, not started yet."""
+    """The named targets, not started yet (Parley's on a ``database`` of
+    :func:`prepare_parley_database`)."""
     python = sys.executable
     targets: list[Target] = []
     parley_env: dict[str, str] = {}
     django_state = None
     if any(name.startswith("parley") for name in names):
-        url, django_state = prepare_parley_database(workdir)
+        url, django_state = prepare_parley_database(workdir, database)
         # One wsload sender posts hundreds of messages a second: far past the default limits.
         parley_env = {
             "DATABASE_URL": url,
