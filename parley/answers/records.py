@@ -9,6 +9,7 @@ the index).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 from ..backends.base import AssistantRequest, Turn
 from ..conf import get_config
+from ..contrib.orm import message_progress_update
 from ..exceptions import AssistantBusy
 from ..knowledge.index import Retrieval, knowledge_search
 from ..models import Message, Room
@@ -41,27 +43,39 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
-def answer_open(*, room: Room, reply_to: Message, worker: str) -> Message:
-    """Open the room's assistant answer to ``reply_to`` (status ``streaming``).
+def answer_open(*, room: Room, reply_to: Message, worker: str) -> tuple[Message, list[Message]]:
+    """Open the room's assistant answer to ``reply_to`` (status ``streaming``); returns it,
+    and the room's answer of a dead process that had to be closed first (``[]`` or one).
 
-    Raises :class:`AssistantBusy` when the room already has an answer streaming, whichever
-    process runs it: the database enforces one streaming answer per room.
+    The database enforces one streaming answer per room, whichever process runs it: a room
+    that has one raises :class:`AssistantBusy`, unless that answer's process stopped writing
+    heartbeats (:func:`answers_mark_stale`), when it is closed as ``interrupted`` and the new
+    one opens. The common case costs the two writes of the new row and nothing more.
     """
-    if Message.objects.filter(room=room, status=Message.Status.STREAMING).exists():
-        raise AssistantBusy("The assistant is already answering in this room.")
     try:
-        with transaction.atomic():
-            return Message.objects.create(
-                room=room,
-                seq=room_seq_take(room_id=room.pk),
-                role=Message.Role.ASSISTANT,
-                text="",
-                status=Message.Status.STREAMING,
-                reply_to=reply_to,
-                worker=worker,
-            )
+        return _answer_insert(room=room, reply_to=reply_to, worker=worker), []
     except IntegrityError:
+        stale = answers_mark_stale(room=room)
+        if not stale:
+            raise AssistantBusy("The assistant is already answering in this room.") from None
+    try:
+        return _answer_insert(room=room, reply_to=reply_to, worker=worker), stale
+    except IntegrityError:  # another process opened one in the meantime
         raise AssistantBusy("The assistant is already answering in this room.") from None
+
+
+def _answer_insert(*, room: Room, reply_to: Message, worker: str) -> Message:
+    # A refused insert rolls its sequence number back with it: no gap.
+    with transaction.atomic():
+        return Message.objects.create(
+            room=room,
+            seq=room_seq_take(room_id=room.pk),
+            role=Message.Role.ASSISTANT,
+            text="",
+            status=Message.Status.STREAMING,
+            reply_to=reply_to,
+            worker=worker,
+        )
 
 
 def answer_streaming(*, room: Room) -> Message | None:
@@ -69,12 +83,19 @@ def answer_streaming(*, room: Room) -> Message | None:
     return Message.objects.filter(room=room, status=Message.Status.STREAMING).first()
 
 
-def answer_save_progress(*, message_id: int, text: str) -> None:
-    """Record the text generated so far (only while the answer is still streaming). The
-    ``updated_at`` stamp doubles as the answer's heartbeat."""
-    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-        text=text, updated_at=timezone.now()
-    )
+def answers_save_progress(*, texts: Mapping[int, str], alive: Collection[int] = ()) -> None:
+    """A process's heartbeat for all its answers, in one transaction: the text so far of
+    each answer in ``texts`` (``{id: text}``), and for ``alive``, whose text has not grown
+    since, only the stamp. Only answers still streaming are written; the ``updated_at``
+    stamp tells other processes that an answer's process is alive."""
+    now = timezone.now()
+    with transaction.atomic():
+        if texts:
+            message_progress_update(texts, now=now)
+        if alive:
+            Message.objects.filter(pk__in=alive, status=Message.Status.STREAMING).update(
+                updated_at=now
+            )
 
 
 def answers_mark_stale(*, room: Room | None = None) -> list[Message]:

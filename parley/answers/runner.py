@@ -30,7 +30,6 @@ from ..realtime.db import database_call, knowledge_call
 from ..realtime.hub import broadcast, get_hub
 from ..rooms.payloads import message_payload
 from . import records
-from .stale import answers_interrupt_stale
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +58,7 @@ class Answer:
         self.message = message  # None until answer_generate() has stored it
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
+        self.saved = 0  # characters saved by the heartbeat (see _heartbeats)
         # What the backend reported (the last of each), for the log and, later, metering:
         # finish_reason is "cancelled" or "error" when the answer did not finish.
         self.usage: Usage | None = None
@@ -82,13 +82,9 @@ class Answer:
 
     async def run(self) -> None:
         assert self.message is not None  # answer_generate() stores it before it runs this
-        config = get_config()
-        heartbeat = asyncio.create_task(self._heartbeat(config.stream_persist_interval))
         try:
-            status, error = await self._generate(config.stream_flush_interval)
+            status, error = await self._generate(get_config().stream_flush_interval)
         finally:
-            heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
             await self.unlisten()
         final = await database_call(
             records.answer_finish,
@@ -221,16 +217,6 @@ class Answer:
             self.stop_reason, self.stopped_by = reason, by
             self.task.cancel()
 
-    async def _heartbeat(self, interval: float) -> None:
-        """Save the text so far every ``interval`` seconds. The write's timestamp tells other
-        processes this answer is alive; see :func:`parley.records.answers_mark_stale`."""
-        assert self.message is not None  # started by run()
-        while True:
-            await asyncio.sleep(interval)
-            await database_call(
-                records.answer_save_progress, message_id=self.message.pk, text=self.text
-            )
-
     def control(self, event: dict[str, Any]) -> None:
         """A control event of the room: a cancel request or a snapshot request."""
         if self.message is None:  # not stored yet: the event is for an earlier answer
@@ -259,25 +245,68 @@ async def answer_generate(*, room: Room, question: Message) -> Message:
     :class:`parley.exceptions.AssistantBusy` if the room already has an answer streaming.
     The answer goes on if the asker disconnects; any member stops it with :func:`answer_cancel`.
     """
-    await answers_interrupt_stale(room=room)
     # Listen before the answer takes its seq: nothing may suspend between storing a message
     # and broadcasting it, or a later message of the room goes out first (with Redis, the
     # SUBSCRIBE is a round trip) and every member sees a gap and resumes.
     answer = Answer(room=room)
     await answer.listen()
     try:
-        message = await database_call(
+        message, interrupted = await database_call(
             records.answer_open, room=room, reply_to=question, worker=WORKER_ID
         )
     except BaseException:
         await answer.unlisten()
         raise
     answer.message = message
+    for stale in interrupted:  # the answer of a dead process, closed to make room
+        await broadcast(room, protocol.done(message_payload(stale)))
     await broadcast(room, protocol.message(message_payload(message)))
     task = asyncio.create_task(answer.run(), name=f"parley-answer-{message.pk}")
     _running[message.pk] = (answer, task)
     task.add_done_callback(lambda _: _running.pop(message.pk, None))
+    _heartbeat_start()
     return message
+
+
+_heartbeat: asyncio.Task[None] | None = None
+
+
+def _heartbeat_start() -> None:
+    global _heartbeat
+    if (
+        _heartbeat is None
+        or _heartbeat.done()
+        or _heartbeat.get_loop() is not asyncio.get_running_loop()
+    ):
+        interval = get_config().stream_persist_interval
+        _heartbeat = asyncio.create_task(_heartbeats(interval), name="parley-heartbeat")
+
+
+async def _heartbeats(interval: float) -> None:
+    """Every ``interval`` seconds, save the text so far of every answer this process runs,
+    in one database call: the writes' stamps tell other processes that these answers are
+    alive (:func:`records.answers_mark_stale`). One pass for all of them, not a task and a
+    database hop per answer: at hundreds of answers those hops were a quarter of the
+    database thread's work (bench/README.md). Ends when the process runs no answer."""
+    while _running:
+        await asyncio.sleep(interval)
+        texts: dict[int, str] = {}
+        alive: list[int] = []
+        saved: list[tuple[Answer, int]] = []
+        for pk, (answer, _) in list(_running.items()):
+            text = answer.text
+            if len(text) > answer.saved:
+                texts[pk] = text
+                saved.append((answer, len(text)))
+            else:
+                alive.append(pk)
+        try:
+            await database_call(records.answers_save_progress, texts=texts, alive=alive)
+        except Exception:  # the database is away: the next pass tries again
+            logger.exception("could not save the progress of %d answer(s)", len(_running))
+            continue
+        for answer, length in saved:
+            answer.saved = length
 
 
 async def answers_shutdown(timeout: float = 5.0) -> None:
@@ -289,6 +318,8 @@ async def answers_shutdown(timeout: float = 5.0) -> None:
     if running:
         await asyncio.wait([task for _, task in running], timeout=timeout)
         logger.info("interrupted %d running answer(s) at shutdown", len(running))
+    if _heartbeat is not None:
+        _heartbeat.cancel()
 
 
 def answers_running() -> list[int]:

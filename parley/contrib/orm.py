@@ -1,29 +1,42 @@
-"""The INSERT of a posted message, built by hand: it leans on the ORM's private internals
-(``Model._meta``, ``Model._state``) to do what ``save(force_insert=True)`` does, faster.
+"""Where Parley leans on the ORM's internals: statements built by hand for the writes every
+message and every streaming answer make (``Model._meta``, ``Model._state``: what the ORM
+does, faster), and the serving threads' connections kept out of DEBUG's query log.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import cast
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, cast
 
-from django.db import connection, models
+from django.db import IntegrityError, connection, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.signals import post_save, pre_save
 
 from ..models import Message
 
 
-def message_insert(message: Message) -> None:
+def message_insert(message: Message) -> bool:
     """Insert a new message as ``message.save(force_insert=True)`` does (the same row, the
-    same ``pre_save`` and ``post_save`` signals), with a statement built once per database.
+    same ``pre_save`` and ``post_save`` signals), with a statement built once per database;
+    ``False``, and no row, where a unique constraint already holds its like (a client id
+    used before), without failing the transaction around it.
 
     Every posted message waits for this before its acknowledgement, and on SQLite the ORM's
     work to build and adapt an INSERT takes longer than the write itself (bench/README.md).
-    Databases that cannot return the new id from an INSERT get ``save()``.
+    Databases other than SQLite and PostgreSQL (whose ``ON CONFLICT`` clause it uses), and
+    SQLite before 3.35 (no ``RETURNING``), get ``save()`` in a savepoint.
     """
-    if not connection.features.can_return_columns_from_insert:
-        message.save(force_insert=True)
-        return
+    fast = connection.vendor in ("sqlite", "postgresql")
+    if not (fast and connection.features.can_return_columns_from_insert):
+        try:
+            with transaction.atomic():
+                message.save(force_insert=True)
+        except IntegrityError:
+            return False
+        return True
     using = connection.alias
     pre_save.send(sender=Message, instance=message, raw=False, using=using, update_fields=None)
     sql, attnames, datetimes = _message_insert_statement(connection.vendor)
@@ -33,23 +46,27 @@ def message_insert(message: Message) -> None:
         params[index] = adapt(params[index])
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        message.pk = cursor.fetchone()[0]
+        row = cursor.fetchone()
+    if row is None:  # ON CONFLICT DO NOTHING: nothing inserted
+        return False
+    message.pk = row[0]
     message._state.adding = False
     message._state.db = using
     post_save.send(
         sender=Message, instance=message, created=True, update_fields=None, raw=False, using=using
     )
+    return True
 
 
 @functools.cache
 def _message_insert_statement(vendor: str) -> tuple[str, list[str], list[int]]:
-    """``(INSERT … RETURNING id, the attributes it takes in order, the positions of the
-    datetimes among them)`` for the current connection's database (``vendor`` keys the
-    cache)."""
+    """``(INSERT … ON CONFLICT DO NOTHING RETURNING id, the attributes it takes in order,
+    the positions of the datetimes among them)`` for the current connection's database
+    (``vendor`` keys the cache)."""
     quote = connection.ops.quote_name
     fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
     # A concrete field has a column (only the others have None).
-    sql = "INSERT INTO {} ({}) VALUES ({}) RETURNING {}".format(
+    sql = "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING RETURNING {}".format(
         quote(Message._meta.db_table),
         ", ".join(quote(cast(str, field.column)) for field in fields),
         ", ".join(["%s"] * len(fields)),
@@ -57,3 +74,43 @@ def _message_insert_statement(vendor: str) -> tuple[str, list[str], list[int]]:
     )
     datetimes = [i for i, field in enumerate(fields) if isinstance(field, models.DateTimeField)]
     return sql, [field.attname for field in fields], datetimes
+
+
+def message_progress_update(texts: Mapping[int, str], *, now: datetime) -> None:
+    """``UPDATE`` the text of each streaming answer in ``texts`` (``{id: text}``) and stamp
+    it ``now``, as ``Message.objects.filter(pk=id, status="streaming").update(...)`` would
+    for each, in one ``executemany``: a process streaming hundreds of answers saves them all
+    every second, and the ORM's compiling of each UPDATE would cost more than the writes."""
+    quote = connection.ops.quote_name
+    fields = {field.name: field for field in Message._meta.concrete_fields}
+    sql = "UPDATE {} SET {} = %s, {} = %s WHERE {} = %s AND {} = %s".format(
+        quote(Message._meta.db_table),
+        *(quote(cast(str, fields[name].column)) for name in ("text", "updated_at", "id", "status")),
+    )
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    rows = [(text, stamp, pk, Message.Status.STREAMING.value) for pk, text in texts.items()]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+_unlogged = threading.local()
+
+
+def queries_unlogged() -> None:
+    """Keep this thread's database connections out of DEBUG's query log: for the threads
+    that serve sockets (:mod:`parley.realtime.db`), called before each of their calls.
+
+    With ``DEBUG`` on (as ``make run`` serves), Django wraps every cursor to time and format
+    each query into a log of 9,000 per connection that a server's threads never read: a
+    tenth of the database thread's time at a few hundred answers (bench/README.md). A
+    connection that is asked to log (``force_debug_cursor``, as ``CaptureQueriesContext``
+    does) still logs."""
+    if getattr(_unlogged, "done", False):
+        return
+    for conn in connections.all():
+        conn.make_debug_cursor = functools.partial(_cursor, conn, conn.make_debug_cursor)  # type: ignore[method-assign]
+    _unlogged.done = True
+
+
+def _cursor(conn: BaseDatabaseWrapper, debug: Any, cursor: Any) -> Any:
+    return debug(cursor) if conn.force_debug_cursor else conn.make_cursor(cursor)

@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 from django.db import close_old_connections
 
 from ..contrib.asgiref import in_own_sync_thread, sync_thread_executor
+from ..contrib.orm import queries_unlogged
 
 T = TypeVar("T")
 
@@ -64,6 +65,7 @@ async def knowledge_call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> 
 
 
 def _closing_stale_connections(fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+    queries_unlogged()
     close_old_connections()
     try:
         return fn(*args, **kwargs)

@@ -22,10 +22,11 @@ from .. import answers, protocol
 from ..conf import get_config
 from ..exceptions import AssistantBusy, LayerUnavailable, NothingToCancel
 from ..models import Message
-from ..rooms import payloads, selectors, services
+from ..rooms import payloads, selectors
 from ..throttling import TokenBucket, UserBuckets, resume_buckets, user_buckets
 from .db import database_call
 from .hub import broadcast, get_hub
+from .posting import post_queue
 
 if TYPE_CHECKING:
     from .consumers import RoomConsumer
@@ -109,8 +110,8 @@ async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
     """Store the message, acknowledge it, tell the room; then ask the assistant if asked."""
     room, user = socket.room, socket.user
     assert room is not None and user is not None  # joined
-    message, created = await database_call(
-        services.message_post, room=room, author=user, text=frame.text, client_id=frame.client_id
+    message, created = await post_queue().post(
+        room=room, author=user, text=frame.text, client_id=frame.client_id
     )
     payload = payloads.message_payload(message)
     socket.reply(protocol.ack(client_id=frame.client_id, message=payload, duplicate=not created))

@@ -9,6 +9,8 @@ Synchronous and transactional; async callers run them with
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, connection, transaction
@@ -139,36 +141,83 @@ def invitation_answer(*, invitation_id: int, user: _User, accept: bool) -> Invit
     return invitation
 
 
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A user's message to store (:func:`messages_post`)."""
+
+    room: Room
+    author: _User
+    text: str
+    client_id: str = ""
+
+
 def message_post(
     *, room: Room, author: _User, text: str, client_id: str = ""
 ) -> tuple[Message, bool]:
-    """Store a user's message; returns ``(message, created)``.
+    """Store a user's message; returns ``(message, created)`` (see :func:`messages_post`)."""
+    (result,) = messages_post(posts=[Post(room, author, text, client_id)])
+    if isinstance(result, Exception):
+        raise result
+    return result
 
-    A ``client_id`` already used by this author in this room returns the stored message with
-    ``created=False``: a resend after a reconnect is not stored twice. The unique constraint
-    finds those (resends are rare), so a new message costs no lookup first.
+
+def messages_post(*, posts: Sequence[Post]) -> list[tuple[Message, bool] | Exception]:
+    """Store users' messages in one transaction (group commit: parley/realtime/posting.py);
+    for each post in order, ``(message, created)``, or the exception that refused it alone.
+
+    A ``client_id`` already used by its author in its room gives the stored message with
+    ``created=False``: a resend after a reconnect is not stored twice. The insert itself
+    finds those (``ON CONFLICT DO NOTHING``: resends are rare), so a new message costs no
+    lookup first, and a resend does not cost the others in the transaction their rows.
+    A post that fails the transaction otherwise (its room was deleted) fails alone: the
+    others are then stored one transaction each.
     """
-    now = timezone.now()
-    message = Message(
-        room=room,
-        role=Message.Role.USER,
-        author=author,
-        text=text,
-        client_id=client_id,
-        status=Message.Status.COMPLETE,
-        created_at=now,
-        updated_at=now,
-    )
     try:
-        with transaction.atomic():
-            message.seq = room_seq_take(room_id=room.pk)
-            message_insert(message)
-    except IntegrityError:
-        existing = _message_by_client_id(room=room, author=author, client_id=client_id)
-        if client_id and existing is not None:
-            return existing, False
-        raise
-    return message, True
+        return _messages_insert(posts)
+    except Exception:
+        if len(posts) == 1:
+            raise
+    results: list[tuple[Message, bool] | Exception] = []
+    for post in posts:
+        try:
+            results.extend(_messages_insert([post]))
+        except Exception as exc:  # noqa: BLE001 - handed to its poster
+            results.append(exc)
+    return results
+
+
+def _messages_insert(posts: Sequence[Post]) -> list[tuple[Message, bool] | Exception]:
+    now = timezone.now()
+    results: list[tuple[Message, bool] | Exception] = []
+    with transaction.atomic():
+        for post in posts:
+            message = Message(
+                room=post.room,
+                role=Message.Role.USER,
+                author=post.author,
+                text=post.text,
+                client_id=post.client_id,
+                status=Message.Status.COMPLETE,
+                created_at=now,
+                updated_at=now,
+            )
+            message.seq = room_seq_take(room_id=post.room.pk)
+            if message_insert(message):
+                results.append((message, True))
+                continue
+            # Not stored: give the number back, so that the room's numbers keep no gap.
+            Room.objects.filter(pk=post.room.pk).update(last_seq=F("last_seq") - 1)
+            existing = None
+            if post.client_id:
+                existing = _message_by_client_id(
+                    room=post.room, author=post.author, client_id=post.client_id
+                )
+            results.append(
+                (existing, False)
+                if existing is not None
+                else IntegrityError(f"message {message.seq} of room {post.room.pk} conflicts")
+            )
+    return results
 
 
 def _message_by_client_id(*, room: Room, author: _User, client_id: str) -> Message | None:
@@ -193,8 +242,11 @@ def room_seq_take(*, room_id: int) -> int:
                 " RETURNING last_seq",
                 [room_id],
             )
-            seq: int = cursor.fetchone()[0]
-            return seq
+            row = cursor.fetchone()
+        if row is None:
+            raise Room.DoesNotExist(f"room {room_id} does not exist")
+        seq: int = row[0]
+        return seq
     Room.objects.filter(pk=room_id).update(last_seq=F("last_seq") + 1)
     return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).get()
 

@@ -4,16 +4,20 @@ fake model server (or backends of this module that break the contract)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from django.utils import timezone
 
 from example.asgi import application
 from parley import answers
+from parley.answers import records
 from parley.backends import AssistantBackend, AssistantRequest, TextDelta, get_backend
 from parley.models import Message
 from parley.rooms import services
@@ -138,6 +142,66 @@ async def test_stop_cancels_the_answer_and_the_model_stops_generating(member, fa
 
     message = await stored(first["message_id"])
     assert (message.status, message.text) == (Message.Status.CANCELLED, partial)
+
+
+async def test_every_running_answer_has_its_text_so_far_saved_while_it_streams(
+    member, fake_openai, settings, bob
+):
+    """One heartbeat pass saves all of a process's answers: what a member resuming after a
+    crash of this process would find."""
+    settings.PARLEY = {**settings.PARLEY, "STREAM_PERSIST_INTERVAL": 0.05}
+    fake_openai.script = SLOW
+    bobs_room = await database_sync_to_async(services.room_create)(owner=bob, title="Bob's")
+    other = await RoomClient.connect(application, bobs_room, bob)
+    assert (await other.receive())["type"] == "hello"
+    try:
+        firsts = []
+        for client in (member, other):
+            start = len(client.frames)
+            await client.send(type="send", client_id="long", text="Tell me a long story")
+            firsts.append((await frames_until(client, "delta", start=start))[1])
+        ids = [first["message_id"] for first in firsts]
+        for _ in range(100):
+            rows = [await stored(pk) for pk in ids]
+            if all(len(row.text) > len(SLOW.tokens[0]) for row in rows):
+                break
+            await asyncio.sleep(0.05)
+        assert all(row.status == Message.Status.STREAMING for row in rows)
+        assert all(SLOW.text.startswith(row.text) and row.text for row in rows)
+        assert all(len(row.text) > len(SLOW.tokens[0]) for row in rows), "no progress saved"
+    finally:
+        await answers.answers_shutdown()
+        await other.disconnect()
+
+
+async def test_asking_where_a_dead_process_left_an_answer_closes_it_then_answers(
+    member, private_room
+):
+    """The answer of a process that died (its heartbeat stopped) holds the room's one
+    streaming slot: the next question closes it as interrupted, tells the room, and is
+    answered, without waiting for the stale-answer watch."""
+
+    @database_sync_to_async
+    def dead_answer() -> Message:
+        question, _ = services.message_post(room=private_room, author=private_room.owner, text="q")
+        answer, _ = records.answer_open(room=private_room, reply_to=question, worker="dead")
+        Message.objects.filter(pk=answer.pk).update(
+            text="half an ans", updated_at=timezone.now() - timedelta(minutes=5)
+        )
+        return answer
+
+    dead = await dead_answer()
+    frames, done = await ask(member, "hi", client_id="c1")  # the dead answer's done comes first
+    assert done["message"]["id"] == dead.pk
+    frames, done = await frames_until(member, "done", start=len(member.frames) - len(frames))
+
+    closed = [f for f in of_type(frames, "done") if f["message"]["id"] == dead.pk]
+    assert [f["message"]["status"] for f in closed] == ["interrupted"]
+    assert closed[0]["message"]["text"] == "half an ans"
+    announced = [f for f in of_type(frames, "message") if f["message"]["role"] == "assistant"]
+    assert frames.index(closed[0]) < frames.index(announced[0])  # the room is told first
+    assert done["message"]["status"] == "complete" and done["message"]["id"] != dead.pk
+    assert (await stored(dead.pk)).status == Message.Status.INTERRUPTED
 
 
 async def test_a_member_called_shutdown_who_presses_stop_cancels(

@@ -92,7 +92,7 @@ def test_a_shared_room_gets_only_what_every_member_may_read_and_is_told(
     # Through the service: the room's members are the audience.
     for room, withheld in ((shared_room, True), (private_room, False)):
         question, _ = services.message_post(room=room, author=alice, text=QUESTION)
-        answer = records.answer_open(room=room, reply_to=question, worker="w")
+        answer, _ = records.answer_open(room=room, reply_to=question, worker="w")
         request = records.answer_request(answer=answer)
         assert request.withheld is withheld
         assert any(SECRET in p.text for p in request.passages) is not withheld

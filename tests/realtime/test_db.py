@@ -11,7 +11,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from parley.models import Message
 from parley.realtime.db import database_call
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the database thread keeps a connection
@@ -68,3 +70,22 @@ async def test_under_a_sync_caller_it_runs_in_that_callers_thread():
 
     caller, callee = await asyncio.wait_for(database_sync_to_async(sync_caller)(), 10)
     assert caller == callee
+
+
+async def test_with_debug_on_the_serving_threads_keep_no_query_log(settings):
+    """DEBUG's log of every query is for pages; a server's socket work would fill it with
+    thousands a second that nobody reads. A connection asked to log still logs."""
+    settings.DEBUG = True
+
+    def logged_queries() -> int:
+        connection.queries_log.clear()
+        list(Message.objects.all()[:1])
+        return len(connection.queries_log)
+
+    def captured_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            list(Message.objects.all()[:1])
+        return len(queries)
+
+    assert await database_call(logged_queries) == 0
+    assert await database_call(captured_queries) == 1

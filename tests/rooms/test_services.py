@@ -139,34 +139,90 @@ def test_resend_with_same_client_id_is_stored_once(alice, bob, shared_room):
     assert shared_room.messages.count() == 2
 
 
+def test_posts_stored_together_each_get_their_own_result(alice, bob, shared_room, private_room):
+    services.message_post(room=shared_room, author=alice, text="first", client_id="c1")
+    results = services.messages_post(
+        posts=[
+            services.Post(shared_room, bob, "from bob", "b1"),
+            services.Post(shared_room, alice, "a resend", "c1"),  # alice used c1 already
+            services.Post(private_room, alice, "elsewhere", "c1"),  # another room: new
+            services.Post(shared_room, alice, "after it", "c2"),
+        ]
+    )
+    assert [(m.text, created) for m, created in results] == [
+        ("from bob", True), ("first", False), ("elsewhere", True), ("after it", True),
+    ]  # fmt: skip
+    # The resend gave its number back: the room's numbers have no gap.
+    assert list(shared_room.messages.order_by("seq").values_list("seq", "text")) == [
+        (1, "first"), (2, "from bob"), (3, "after it"),
+    ]  # fmt: skip
+    assert results[0][0].pk and results[0][0].seq == 2
+
+
+def test_a_post_that_fails_alone_costs_the_others_nothing(alice, bob, shared_room, private_room):
+    gone = services.room_create(owner=alice, title="Gone")
+    post = services.Post(gone, alice, "too late")
+    Room.objects.filter(pk=gone.pk).delete()
+    results = services.messages_post(
+        posts=[
+            services.Post(shared_room, bob, "one"),
+            post,
+            services.Post(private_room, alice, "two"),
+        ]
+    )
+    assert isinstance(results[1], Room.DoesNotExist)
+    assert [results[0][0].text, results[2][0].text] == ["one", "two"]
+    assert shared_room.messages.get().text == "one" and private_room.messages.get().text == "two"
+
+
 def test_one_streaming_answer_per_room(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="q")
-    answer = records.answer_open(room=private_room, reply_to=question, worker="w")
-    assert answer.status == Message.Status.STREAMING
+    answer, interrupted = records.answer_open(room=private_room, reply_to=question, worker="w")
+    assert answer.status == Message.Status.STREAMING and interrupted == []
     with pytest.raises(AssistantBusy):
         records.answer_open(room=private_room, reply_to=question, worker="w")
     records.answer_finish(message_id=answer.pk, text="done", status=Message.Status.COMPLETE)
     nxt, _ = services.message_post(room=private_room, author=alice, text="q2")
-    assert records.answer_open(room=private_room, reply_to=nxt, worker="w").seq == 4
+    assert records.answer_open(room=private_room, reply_to=nxt, worker="w")[0].seq == 4
     # The refused attempt took no sequence number.
     assert list(private_room.messages.values_list("seq", flat=True)) == [1, 2, 3, 4]
 
 
 def test_answer_finish_rejects_non_terminal_status(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="q")
-    answer = records.answer_open(room=private_room, reply_to=question, worker="w")
+    answer, _ = records.answer_open(room=private_room, reply_to=question, worker="w")
     with pytest.raises(ValueError):
         records.answer_finish(message_id=answer.pk, text="", status=Message.Status.STREAMING)
 
 
 def test_progress_is_saved_only_while_streaming(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="q")
-    answer = records.answer_open(room=private_room, reply_to=question, worker="w")
-    records.answer_save_progress(message_id=answer.pk, text="part")
+    answer, _ = records.answer_open(room=private_room, reply_to=question, worker="w")
+    records.answers_save_progress(texts={answer.pk: "part"})
     assert selectors.message_get(message_id=answer.pk).text == "part"
     records.answer_finish(message_id=answer.pk, text="final", status=Message.Status.CANCELLED)
-    records.answer_save_progress(message_id=answer.pk, text="late")
-    assert selectors.message_get(message_id=answer.pk).text == "final"
+    records.answers_save_progress(texts={answer.pk: "late"}, alive=[answer.pk])
+    finished = selectors.message_get(message_id=answer.pk)
+    assert (finished.text, finished.status) == ("final", Message.Status.CANCELLED)
+
+
+def test_one_heartbeat_saves_the_texts_that_grew_and_stamps_the_others(
+    alice, private_room, shared_room
+):
+    old = timezone.now() - timedelta(minutes=5)
+    opened = []
+    for room in (private_room, shared_room):
+        question, _ = services.message_post(room=room, author=alice, text="q")
+        answer, _ = records.answer_open(room=room, reply_to=question, worker="w")
+        Message.objects.filter(pk=answer.pk).update(text="so far", updated_at=old)
+        opened.append(answer)
+    grew, same = opened
+    records.answers_save_progress(texts={grew.pk: "so far, and more"}, alive=[same.pk])
+    grew.refresh_from_db()
+    same.refresh_from_db()
+    assert grew.text == "so far, and more" and same.text == "so far"
+    assert grew.updated_at > old and same.updated_at > old
+    assert records.answers_mark_stale() == []  # both are alive
 
 
 def test_answer_request_has_recent_history_with_authors(alice, bob, shared_room, settings):
@@ -174,10 +230,10 @@ def test_answer_request_has_recent_history_with_authors(alice, bob, shared_room,
     services.message_post(room=shared_room, author=alice, text="old")
     services.message_post(room=shared_room, author=bob, text="hello")
     q1, _ = services.message_post(room=shared_room, author=alice, text="first?")
-    a1 = records.answer_open(room=shared_room, reply_to=q1, worker="w")
+    a1, _ = records.answer_open(room=shared_room, reply_to=q1, worker="w")
     records.answer_finish(message_id=a1.pk, text="first!", status=Message.Status.COMPLETE)
     q2, _ = services.message_post(room=shared_room, author=bob, text="second?")
-    a2 = records.answer_open(room=shared_room, reply_to=q2, worker="w")
+    a2, _ = records.answer_open(room=shared_room, reply_to=q2, worker="w")
     request = records.answer_request(answer=a2)
     assert [(t.role, t.content, t.author) for t in request.turns] == [
         ("user", "first?", "alice"),
@@ -206,7 +262,7 @@ def test_answer_request_answers_its_question_not_a_message_posted_after_it(alice
         )
     question, _ = services.message_post(room=shared_room, author=alice, text="When is the ferry?")
     services.message_post(room=shared_room, author=bob, text="How do I descale the coffee machine?")
-    answer = records.answer_open(room=shared_room, reply_to=question, worker="w")
+    answer, _ = records.answer_open(room=shared_room, reply_to=question, worker="w")
     request = records.answer_request(answer=answer)
     assert request.question == "When is the ferry?"
     assert [(t.author, t.content) for t in request.turns] == [("alice", "When is the ferry?")]
@@ -226,7 +282,7 @@ def test_answer_request_carries_the_passages_for_the_question(alice, bob, shared
         )
     )
     question, _ = services.message_post(room=shared_room, author=bob, text="When is the ferry?")
-    answer = records.answer_open(room=shared_room, reply_to=question, worker="w")
+    answer, _ = records.answer_open(room=shared_room, reply_to=question, worker="w")
     request = records.answer_request(answer=answer)
     assert [(p.title, p.url, p.text) for p in request.passages] == [
         ("Travel › Ferry", "/kb/travel#ferry", "The ferry leaves at nine.")
@@ -246,7 +302,7 @@ def test_answer_request_searches_as_the_asker_and_survives_a_broken_index(
 
     monkeypatch.setattr(records, "knowledge_search", search)
     question, _ = services.message_post(room=shared_room, author=bob, text="When is the ferry?")
-    answer = records.answer_open(room=shared_room, reply_to=question, worker="w")
+    answer, _ = records.answer_open(room=shared_room, reply_to=question, worker="w")
     records.answer_request(answer=answer)
     # In a shared room, every member's rights count (see tests/knowledge/test_access.py).
     assert asked == [{"query": "When is the ferry?", "user": bob, "audience": [alice, bob]}]
@@ -270,7 +326,7 @@ def test_messages_after_pages(alice, private_room):
 
 def test_assistant_payload_is_sanitised_html_and_user_payload_is_text(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="<b>hi</b>")
-    answer = records.answer_open(room=private_room, reply_to=question, worker="w")
+    answer, _ = records.answer_open(room=private_room, reply_to=question, worker="w")
     assert "html" not in payloads.message_payload(answer)  # not while streaming
     final = records.answer_finish(
         message_id=answer.pk,
@@ -311,18 +367,33 @@ def test_concurrent_posts_get_distinct_gapless_numbers(alice, private_room):
 def test_only_answers_without_heartbeat_are_interrupted(alice, private_room, shared_room, settings):
     settings.PARLEY = {**settings.PARLEY, "ANSWER_STALE_AFTER": 60}
     q1, _ = services.message_post(room=private_room, author=alice, text="q")
-    stale = records.answer_open(room=private_room, reply_to=q1, worker="dead")
+    stale, _ = records.answer_open(room=private_room, reply_to=q1, worker="dead")
     q2, _ = services.message_post(room=shared_room, author=alice, text="q")
-    alive = records.answer_open(room=shared_room, reply_to=q2, worker="alive")
+    alive, _ = records.answer_open(room=shared_room, reply_to=q2, worker="alive")
     Message.objects.filter(pk=stale.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
-    records.answer_save_progress(message_id=alive.pk, text="still going")
+    records.answers_save_progress(texts={alive.pk: "still going"})
     assert [m.pk for m in records.answers_mark_stale()] == [stale.pk]
     stale.refresh_from_db()
     alive.refresh_from_db()
     assert stale.status == "interrupted" and stale.error
     assert alive.status == "streaming"
     # The room takes a new answer again.
-    assert records.answer_open(room=private_room, reply_to=q1, worker="w").status == "streaming"
+    assert records.answer_open(room=private_room, reply_to=q1, worker="w")[0].status == "streaming"
+
+
+def test_opening_an_answer_closes_the_one_a_dead_process_left(alice, private_room, settings):
+    settings.PARLEY = {**settings.PARLEY, "ANSWER_STALE_AFTER": 60}
+    q1, _ = services.message_post(room=private_room, author=alice, text="q")
+    dead, _ = records.answer_open(room=private_room, reply_to=q1, worker="dead")
+    q2, _ = services.message_post(room=private_room, author=alice, text="q2")
+    with pytest.raises(AssistantBusy):  # alive yet: the room is busy
+        records.answer_open(room=private_room, reply_to=q2, worker="w")
+    Message.objects.filter(pk=dead.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    answer, interrupted = records.answer_open(room=private_room, reply_to=q2, worker="w")
+    assert [m.pk for m in interrupted] == [dead.pk] and interrupted[0].status == "interrupted"
+    assert answer.status == "streaming"
+    # Sequence numbers have no gap: the refused attempt gave its number back.
+    assert list(private_room.messages.values_list("seq", flat=True)) == [1, 2, 3, 4]
 
 
 def test_messages_after_pages_by_bytes_too_and_a_page_holds_at_least_one(alice, private_room):
