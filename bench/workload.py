@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __name__ == "__main__":  # run as a script; a server imports it as `workload` (main())
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp  # noqa: E402
 
@@ -531,7 +532,9 @@ def main() -> None:
     name = "parley-redis" if args.layer == "redis" else "parley"
     names = [name, f"{name}-baseline"] if args.baseline else [name]
     env = {
-        "PARLEY_BACKEND": "bench.workload.PacedBackend",
+        # This checkout's backend, whichever checkout a target serves: as a top-level module.
+        "PYTHONPATH": str(ROOT / "bench"),
+        "PARLEY_BACKEND": "workload.PacedBackend",
         "BENCH_TOKENS": str(args.tokens),
         "BENCH_TOKEN_RATE": str(args.token_rate),
     }
