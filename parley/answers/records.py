@@ -14,17 +14,17 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from ..backends.base import AssistantRequest, Turn
 from ..conf import get_config
-from ..contrib.orm import message_progress_update
+from ..contrib.orm import message_insert, message_progress_update, messages_context
 from ..exceptions import AssistantBusy
 from ..knowledge.index import Retrieval, knowledge_search
 from ..models import Message, Room
-from ..rooms.selectors import message_get, room_members
-from ..rooms.services import room_seq_take
+from ..rooms.selectors import room_members
+from ..rooms.services import room_seq_return, room_seq_take
 
 if TYPE_CHECKING:
     # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
@@ -52,30 +52,35 @@ def answer_open(*, room: Room, reply_to: Message, worker: str) -> tuple[Message,
     heartbeats (:func:`answers_mark_stale`), when it is closed as ``interrupted`` and the new
     one opens. The common case costs the two writes of the new row and nothing more.
     """
-    try:
-        return _answer_insert(room=room, reply_to=reply_to, worker=worker), []
-    except IntegrityError:
-        stale = answers_mark_stale(room=room)
-        if not stale:
-            raise AssistantBusy("The assistant is already answering in this room.") from None
-    try:
-        return _answer_insert(room=room, reply_to=reply_to, worker=worker), stale
-    except IntegrityError:  # another process opened one in the meantime
-        raise AssistantBusy("The assistant is already answering in this room.") from None
+    answer = _answer_insert(room=room, reply_to=reply_to, worker=worker)
+    if answer is not None:
+        return answer, []
+    stale = answers_mark_stale(room=room)
+    answer = _answer_insert(room=room, reply_to=reply_to, worker=worker) if stale else None
+    if answer is None:  # alive, or another process opened one in the meantime
+        raise AssistantBusy("The assistant is already answering in this room.")
+    return answer, stale
 
 
-def _answer_insert(*, room: Room, reply_to: Message, worker: str) -> Message:
-    # A refused insert rolls its sequence number back with it: no gap.
+def _answer_insert(*, room: Room, reply_to: Message, worker: str) -> Message | None:
+    """The new streaming answer, or ``None`` if the room has one (its number given back)."""
+    now = timezone.now()
+    answer = Message(
+        room=room,
+        role=Message.Role.ASSISTANT,
+        text="",
+        status=Message.Status.STREAMING,
+        reply_to=reply_to,
+        worker=worker,
+        created_at=now,
+        updated_at=now,
+    )
     with transaction.atomic():
-        return Message.objects.create(
-            room=room,
-            seq=room_seq_take(room_id=room.pk),
-            role=Message.Role.ASSISTANT,
-            text="",
-            status=Message.Status.STREAMING,
-            reply_to=reply_to,
-            worker=worker,
-        )
+        answer.seq = room_seq_take(room_id=room.pk)
+        if message_insert(answer):
+            return answer
+        room_seq_return(room_id=room.pk)
+    return None
 
 
 def answer_streaming(*, room: Room) -> Message | None:
@@ -116,14 +121,17 @@ def answers_mark_stale(*, room: Room | None = None) -> list[Message]:
     return list(Message.objects.select_related("author", "room").filter(pk__in=ids))
 
 
-def answer_finish(*, message_id: int, text: str, status: str, error: str = "") -> Message:
-    """Close an answer with its final text and a terminal status."""
+def answer_finish(*, answer: Message, text: str, status: str, error: str = "") -> Message:
+    """Close ``answer`` with its final text and a terminal status; returns it as stored
+    (the row is written, and the instance changed to match it, without reading it back)."""
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status!r} is not a terminal status")
-    Message.objects.filter(pk=message_id).update(
-        text=text, status=status, error=error[:500], updated_at=timezone.now()
+    answer.text, answer.status, answer.error = text, status, error[:500]
+    answer.updated_at = timezone.now()
+    Message.objects.filter(pk=answer.pk).update(
+        text=answer.text, status=status, error=answer.error, updated_at=answer.updated_at
     )
-    return message_get(message_id=message_id)
+    return answer
 
 
 def answer_request(*, answer: Message) -> AssistantRequest:
@@ -138,23 +146,16 @@ def answer_request(*, answer: Message) -> AssistantRequest:
     """
     room = answer.room
     question = answer.reply_to
-    limit = get_config().context_messages
-    rows = list(
-        Message.objects.select_related("author")
-        .filter(room=room, seq__lte=question.seq if question is not None else answer.seq - 1)
-        .exclude(role=Message.Role.ASSISTANT, status=Message.Status.STREAMING)
-        .exclude(text="")
-        .order_by("-seq")[:limit]
+    rows = messages_context(
+        room_id=room.pk,
+        up_to=question.seq if question is not None else answer.seq - 1,
+        limit=get_config().context_messages,
     )
-    rows.reverse()
     turns = [
-        Turn(
-            role="assistant" if m.role == Message.Role.ASSISTANT else "user",
-            content=m.text,
-            author=m.author.get_username() if m.author else "",
-        )
-        for m in rows
-    ]
+        Turn(role="assistant" if role == Message.Role.ASSISTANT else "user", content=text,
+             author=author)
+        for role, text, author in rows
+    ]  # fmt: skip
     asker = question.author if question is not None else None
     request = AssistantRequest(
         turns=turns, room=room.title, user=asker.get_username() if asker else ""

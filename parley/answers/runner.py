@@ -88,7 +88,7 @@ class Answer:
             await self.unlisten()
         final = await database_call(
             records.answer_finish,
-            message_id=self.message.pk,
+            answer=self.message,
             text=self.text,
             status=status,
             error=error,

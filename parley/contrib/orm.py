@@ -11,11 +11,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
 
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, connections, models, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.signals import post_save, pre_save
 
-from ..models import Message
+from ..models import Membership, Message
 
 
 def message_insert(message: Message) -> bool:
@@ -114,3 +115,55 @@ def queries_unlogged() -> None:
 
 def _cursor(conn: BaseDatabaseWrapper, debug: Any, cursor: Any) -> Any:
     return debug(cursor) if conn.force_debug_cursor else conn.make_cursor(cursor)
+
+
+def messages_context(*, room_id: int, up_to: int, limit: int) -> list[tuple[str, str, str]]:
+    """``(role, text, author's username or "")`` of the room's last ``limit`` messages
+    numbered up to ``up_to``, oldest first, leaving out streaming answers and empty texts:
+    what :func:`parley.answers.records.answer_request` sends a model. One statement built
+    by hand: every answer waits for this read before its first token, and the ORM's
+    compiling of it cost more than the read."""
+    users = get_user_model()
+    quote = connection.ops.quote_name
+    m = {
+        name: f"m.{quote(_column(Message, name))}"
+        for name in ("role", "text", "author", "room", "seq", "status")
+    }
+    username = f"u.{quote(_column(users, users.USERNAME_FIELD))}"
+    user_pk = f"u.{quote(cast(str, users._meta.pk.column))}"
+    sql = (
+        f"SELECT {m['role']}, {m['text']}, {username} FROM {quote(Message._meta.db_table)} m"
+        f" LEFT JOIN {quote(users._meta.db_table)} u ON {user_pk} = {m['author']}"
+        f" WHERE {m['room']} = %s AND {m['seq']} <= %s AND {m['text']} <> ''"
+        f" AND NOT ({m['role']} = %s AND {m['status']} = %s)"
+        f" ORDER BY {m['seq']} DESC LIMIT %s"
+    )
+    streaming = (Message.Role.ASSISTANT.value, Message.Status.STREAMING.value)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, (room_id, up_to, *streaming, limit))
+        rows = cursor.fetchall()
+    rows.reverse()
+    return [(role, text, author or "") for role, text, author in rows]
+
+
+def room_member_users(*, room_id: int) -> list[Any]:
+    """The users who are members of the room, in the order they joined, as
+    :func:`parley.rooms.selectors.room_members` gives them: one statement built by hand
+    (``raw()``), since every answer in a shared room reads them before its first token."""
+    users = get_user_model()
+    quote = connection.ops.quote_name
+    joined = f"p.{quote(_column(Membership, 'joined_at'))}"
+    sql = (
+        f"SELECT u.* FROM {quote(users._meta.db_table)} u"
+        f" JOIN {quote(Membership._meta.db_table)} p"
+        f" ON p.{quote(_column(Membership, 'user'))} = u.{quote(cast(str, users._meta.pk.column))}"
+        f" WHERE p.{quote(_column(Membership, 'room'))} = %s"
+        f" ORDER BY {joined}, p.{quote(cast(str, Membership._meta.pk.column))}"
+    )
+    return list(users._default_manager.raw(sql, [room_id]))
+
+
+def _column(model: type[models.Model], name: str) -> str:
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field)  # a concrete field, with a column
+    return cast(str, field.column)

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from ..models import KnowledgePassage, KnowledgeVersion
 from .chunking import TITLE_SEPARATOR
@@ -15,8 +15,12 @@ from .sources import Document
 
 
 def version_get() -> str:
-    """The index's current version stamp ("" before anything was ever indexed)."""
-    return KnowledgeVersion.objects.filter(pk=1).values_list("stamp", flat=True).first() or ""
+    """The index's current version stamp ("" before anything was ever indexed). Every
+    search reads it first: one plain statement, without the ORM's compiling."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT stamp FROM {KnowledgeVersion._meta.db_table} WHERE id = 1")
+        row = cursor.fetchone()
+    return row[0] if row is not None else ""
 
 
 def version_bump() -> None:

@@ -12,6 +12,7 @@ from django.core.paginator import Page, Paginator
 from django.db import models
 
 from ..conf import get_config
+from ..contrib.orm import room_member_users
 from ..exceptions import RoomPermissionDenied
 from ..models import Invitation, Membership, Message, Room
 
@@ -63,7 +64,7 @@ def _rooms_of(user: _User) -> models.QuerySet[Room]:
 
 def room_members(*, room: Room) -> list[_User]:
     """The room's members, in the order they joined."""
-    return [m.user for m in room.memberships.select_related("user").order_by("joined_at", "pk")]
+    return room_member_users(room_id=room.pk)
 
 
 def user_get_by_username(*, username: str) -> _User | None:
@@ -118,7 +119,3 @@ def message_size(message: Message) -> int:
     text = len(message.text.encode("utf-8", "surrogatepass"))
     rendered = message.role == Message.Role.ASSISTANT and message.status != Message.Status.STREAMING
     return 200 + text * (2 if rendered else 1)
-
-
-def message_get(*, message_id: int) -> Message:
-    return Message.objects.select_related("author").get(pk=message_id)

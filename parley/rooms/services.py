@@ -205,8 +205,7 @@ def _messages_insert(posts: Sequence[Post]) -> list[tuple[Message, bool] | Excep
             if message_insert(message):
                 results.append((message, True))
                 continue
-            # Not stored: give the number back, so that the room's numbers keep no gap.
-            Room.objects.filter(pk=post.room.pk).update(last_seq=F("last_seq") - 1)
+            room_seq_return(room_id=post.room.pk)
             existing = None
             if post.client_id:
                 existing = _message_by_client_id(
@@ -249,6 +248,12 @@ def room_seq_take(*, room_id: int) -> int:
         return seq
     Room.objects.filter(pk=room_id).update(last_seq=F("last_seq") + 1)
     return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).get()
+
+
+def room_seq_return(*, room_id: int) -> None:
+    """Give back the number :func:`room_seq_take` took, for a row that was not stored after
+    all (in the same transaction, before any other number is taken): no gap."""
+    Room.objects.filter(pk=room_id).update(last_seq=F("last_seq") - 1)
 
 
 def _update_returning() -> bool:

@@ -96,7 +96,7 @@ def test_a_shared_room_gets_only_what_every_member_may_read_and_is_told(
         request = records.answer_request(answer=answer)
         assert request.withheld is withheld
         assert any(SECRET in p.text for p in request.passages) is not withheld
-        records.answer_finish(message_id=answer.pk, text="", status=Message.Status.COMPLETE)
+        records.answer_finish(answer=answer, text="", status=Message.Status.COMPLETE)
 
 
 def test_nothing_is_withheld_when_every_member_may_read_it(

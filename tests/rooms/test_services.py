@@ -181,7 +181,7 @@ def test_one_streaming_answer_per_room(alice, private_room):
     assert answer.status == Message.Status.STREAMING and interrupted == []
     with pytest.raises(AssistantBusy):
         records.answer_open(room=private_room, reply_to=question, worker="w")
-    records.answer_finish(message_id=answer.pk, text="done", status=Message.Status.COMPLETE)
+    records.answer_finish(answer=answer, text="done", status=Message.Status.COMPLETE)
     nxt, _ = services.message_post(room=private_room, author=alice, text="q2")
     assert records.answer_open(room=private_room, reply_to=nxt, worker="w")[0].seq == 4
     # The refused attempt took no sequence number.
@@ -192,17 +192,17 @@ def test_answer_finish_rejects_non_terminal_status(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="q")
     answer, _ = records.answer_open(room=private_room, reply_to=question, worker="w")
     with pytest.raises(ValueError):
-        records.answer_finish(message_id=answer.pk, text="", status=Message.Status.STREAMING)
+        records.answer_finish(answer=answer, text="", status=Message.Status.STREAMING)
 
 
 def test_progress_is_saved_only_while_streaming(alice, private_room):
     question, _ = services.message_post(room=private_room, author=alice, text="q")
     answer, _ = records.answer_open(room=private_room, reply_to=question, worker="w")
     records.answers_save_progress(texts={answer.pk: "part"})
-    assert selectors.message_get(message_id=answer.pk).text == "part"
-    records.answer_finish(message_id=answer.pk, text="final", status=Message.Status.CANCELLED)
+    assert Message.objects.get(pk=answer.pk).text == "part"
+    records.answer_finish(answer=answer, text="final", status=Message.Status.CANCELLED)
     records.answers_save_progress(texts={answer.pk: "late"}, alive=[answer.pk])
-    finished = selectors.message_get(message_id=answer.pk)
+    finished = Message.objects.get(pk=answer.pk)
     assert (finished.text, finished.status) == ("final", Message.Status.CANCELLED)
 
 
@@ -231,7 +231,7 @@ def test_answer_request_has_recent_history_with_authors(alice, bob, shared_room,
     services.message_post(room=shared_room, author=bob, text="hello")
     q1, _ = services.message_post(room=shared_room, author=alice, text="first?")
     a1, _ = records.answer_open(room=shared_room, reply_to=q1, worker="w")
-    records.answer_finish(message_id=a1.pk, text="first!", status=Message.Status.COMPLETE)
+    records.answer_finish(answer=a1, text="first!", status=Message.Status.COMPLETE)
     q2, _ = services.message_post(room=shared_room, author=bob, text="second?")
     a2, _ = records.answer_open(room=shared_room, reply_to=q2, worker="w")
     request = records.answer_request(answer=a2)
@@ -329,7 +329,7 @@ def test_assistant_payload_is_sanitised_html_and_user_payload_is_text(alice, pri
     answer, _ = records.answer_open(room=private_room, reply_to=question, worker="w")
     assert "html" not in payloads.message_payload(answer)  # not while streaming
     final = records.answer_finish(
-        message_id=answer.pk,
+        answer=answer,
         text="**bold** <script>alert(1)</script> [x](javascript:alert(1)) ![i](https://evil.example/x.png)",
         status=Message.Status.COMPLETE,
     )
