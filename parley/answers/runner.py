@@ -13,9 +13,8 @@ import asyncio
 import logging
 import os
 import socket
-import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from enum import Enum
 from typing import Any, cast
 
@@ -58,7 +57,8 @@ class Answer:
         self.message = message  # None until answer_generate() has stored it
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
-        self.saved = 0  # characters saved by the heartbeat (see _heartbeats)
+        self.sent_parts = 0  # the parts they came from
+        self.saved = 0  # parts saved by the heartbeat (see _save_progress)
         # What the backend reported (the last of each), for the log and, later, metering:
         # finish_reason is "cancelled" or "error" when the answer did not finish.
         self.usage: Usage | None = None
@@ -83,7 +83,7 @@ class Answer:
     async def run(self) -> None:
         assert self.message is not None  # answer_generate() stores it before it runs this
         try:
-            status, error = await self._generate(get_config().stream_flush_interval)
+            status, error = await self._generate()
         finally:
             await self.unlisten()
         final = await database_call(
@@ -110,8 +110,8 @@ class Answer:
             f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "unknown",
         )
 
-    async def _generate(self, flush_interval: float) -> tuple[str, str]:
-        pump = asyncio.create_task(self._pump(flush_interval))
+    async def _generate(self) -> tuple[str, str]:
+        pump = asyncio.create_task(self._pump())
         self.task = pump
         try:
             await pump
@@ -138,9 +138,9 @@ class Answer:
             await self._flush()
         return Message.Status.COMPLETE, ""
 
-    async def _pump(self, flush_interval: float) -> None:
+    async def _pump(self) -> None:
         try:
-            await self._consume(flush_interval)
+            await self._consume()
         except asyncio.CancelledError:
             self.finish_reason = "cancelled"
             raise
@@ -148,14 +148,13 @@ class Answer:
             self.finish_reason = "error"
             raise
 
-    async def _consume(self, flush_interval: float) -> None:
+    async def _consume(self) -> None:
         """Ask the room's backend and take its events: text deltas go to the room (the
-        first at once, later ones coalesced), the rest is kept on the answer."""
+        first at once, later ones coalesced by the process's flush pass), the rest is kept
+        on the answer."""
         backend = get_backend(self.room.backend)
         # Off the database thread: the search may rebuild the knowledge index first.
         request = await knowledge_call(records.answer_request, answer=self.message)
-        last_flush = time.monotonic()
-        flusher: asyncio.Task[None] | None = None
         # The contract's stream is an async generator: closed when the answer stops.
         stream = cast("AsyncGenerator[str, None]", backend.stream(request))
         try:
@@ -167,18 +166,13 @@ class Answer:
                 if not event.text:
                     continue
                 self.parts.append(event.text)
-                if self.sent == 0 and len(self.parts) == 1:
+                if len(self.parts) == 1:
                     await self._flush()  # the first delta goes out at once
-                    last_flush = time.monotonic()
-                elif flusher is None or flusher.done():
-                    delay = max(0.0, flush_interval - (time.monotonic() - last_flush))
-                    flusher = asyncio.create_task(self._flush_later(delay))
-                    last_flush = time.monotonic() + delay
+                else:
+                    _flushes.add(self)
         finally:
             # Closing the generator closes the upstream request: nothing more is generated.
             await stream.aclose()
-            if flusher is not None:
-                flusher.cancel()
 
     def _note(self, event: BackendEvent) -> None:
         """Keep what the backend reports besides text: the last usage and finish reason."""
@@ -191,25 +185,18 @@ class Answer:
             # Tools come with a later issue; until then no backend is offered any to call.
             logger.info("answer %s ignored a call of tool %r", self.message.pk, event.name)
 
-    async def _flush_later(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        await self._flush()
-
     async def _flush(self) -> None:
-        text = self.text
-        if len(text) <= self.sent:
+        """Send the room the text not sent yet, as one delta."""
+        if self.sent_parts == len(self.parts):
             return
-        chunk, offset = text[self.sent :], self.sent
+        chunk = "".join(self.parts[self.sent_parts :])
+        offset = self.sent
         assert self.message is not None  # flushed only while it runs
-        self.sent = len(text)
+        self.sent_parts, self.sent = len(self.parts), offset + len(chunk)
         # The end of the answer or a stop may cancel a flush while it sends (with Redis a
-        # send suspends): let the send finish, so that the delta is neither lost nor sent twice.
-        await asyncio.shield(
-            broadcast(
-                self.room,
-                protocol.delta(message_id=self.message.pk, offset=offset, text=chunk),
-            )
-        )
+        # send suspends): the send finishes, so that the delta is neither lost nor sent twice.
+        delta = protocol.delta(message_id=self.message.pk, offset=offset, text=chunk)
+        await broadcast(self.room, delta, finish=True)
 
     def stop(self, reason: StopReason, *, by: str = "") -> None:
         """Stop generating, for ``reason``; ``by`` is who pressed stop, if someone did."""
@@ -264,49 +251,73 @@ async def answer_generate(*, room: Room, question: Message) -> Message:
     task = asyncio.create_task(answer.run(), name=f"parley-answer-{message.pk}")
     _running[message.pk] = (answer, task)
     task.add_done_callback(lambda _: _running.pop(message.pk, None))
-    _heartbeat_start()
+    _heartbeat.start()
+    _flusher.start()
     return message
 
 
-_heartbeat: asyncio.Task[None] | None = None
+class _Pass:
+    """A task of this process that does ``step`` for all its answers every ``interval()``
+    seconds while it runs any: one timer for hundreds of answers instead of one each."""
+
+    def __init__(
+        self, name: str, step: Callable[[], Awaitable[None]], interval: Callable[[], float]
+    ) -> None:
+        self.name = name
+        self.step = step
+        self.interval = interval
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        task = self.task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            self.task = asyncio.create_task(self._run(), name=f"parley-{self.name}")
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _run(self) -> None:
+        interval = self.interval()
+        while _running:
+            await asyncio.sleep(interval)
+            try:
+                await self.step()
+            except Exception:  # the database or the layer is away: the next pass tries again
+                logger.exception("the %s of %d answer(s) failed", self.name, len(_running))
 
 
-def _heartbeat_start() -> None:
-    global _heartbeat
-    if (
-        _heartbeat is None
-        or _heartbeat.done()
-        or _heartbeat.get_loop() is not asyncio.get_running_loop()
-    ):
-        interval = get_config().stream_persist_interval
-        _heartbeat = asyncio.create_task(_heartbeats(interval), name="parley-heartbeat")
+async def _save_progress() -> None:
+    """The heartbeat: save the text so far of every answer this process runs, in one
+    database call; the writes' stamps tell other processes that these answers are alive
+    (:func:`records.answers_mark_stale`). At hundreds of answers, a task and a database hop
+    per answer were a third of the database thread's work (bench/README.md)."""
+    texts: dict[int, str] = {}
+    alive: list[int] = []
+    saved: list[tuple[Answer, int]] = []
+    for pk, (answer, _) in list(_running.items()):
+        if len(answer.parts) > answer.saved:
+            texts[pk] = answer.text
+            saved.append((answer, len(answer.parts)))
+        else:
+            alive.append(pk)
+    await database_call(records.answers_save_progress, texts=texts, alive=alive)
+    for answer, parts in saved:
+        answer.saved = parts
 
 
-async def _heartbeats(interval: float) -> None:
-    """Every ``interval`` seconds, save the text so far of every answer this process runs,
-    in one database call: the writes' stamps tell other processes that these answers are
-    alive (:func:`records.answers_mark_stale`). One pass for all of them, not a task and a
-    database hop per answer: at hundreds of answers those hops were a quarter of the
-    database thread's work (bench/README.md). Ends when the process runs no answer."""
-    while _running:
-        await asyncio.sleep(interval)
-        texts: dict[int, str] = {}
-        alive: list[int] = []
-        saved: list[tuple[Answer, int]] = []
-        for pk, (answer, _) in list(_running.items()):
-            text = answer.text
-            if len(text) > answer.saved:
-                texts[pk] = text
-                saved.append((answer, len(text)))
-            else:
-                alive.append(pk)
-        try:
-            await database_call(records.answers_save_progress, texts=texts, alive=alive)
-        except Exception:  # the database is away: the next pass tries again
-            logger.exception("could not save the progress of %d answer(s)", len(_running))
-            continue
-        for answer, length in saved:
-            answer.saved = length
+async def _flush_waiting() -> None:
+    """Send every answer's text that arrived since its last delta, each as one delta."""
+    waiting = list(_flushes)
+    _flushes.clear()
+    for answer in waiting:
+        await answer._flush()
+
+
+# Answers with text not sent yet, for the next flush pass.
+_flushes: set[Answer] = set()
+_heartbeat = _Pass("heartbeat", _save_progress, lambda: get_config().stream_persist_interval)
+_flusher = _Pass("flush", _flush_waiting, lambda: get_config().stream_flush_interval)
 
 
 async def answers_shutdown(timeout: float = 5.0) -> None:
@@ -318,8 +329,8 @@ async def answers_shutdown(timeout: float = 5.0) -> None:
     if running:
         await asyncio.wait([task for _, task in running], timeout=timeout)
         logger.info("interrupted %d running answer(s) at shutdown", len(running))
-    if _heartbeat is not None:
-        _heartbeat.cancel()
+    _heartbeat.stop()
+    _flusher.stop()
 
 
 def answers_running() -> list[int]:

@@ -343,9 +343,16 @@ def get_hub() -> RoomHub:
     return hub
 
 
-async def broadcast(room: Room, frame: dict[str, Any]) -> bool:
+async def broadcast(room: Room, frame: dict[str, Any], *, finish: bool = False) -> bool:
     """Send ``frame`` to every member of ``room``, in every process (each process's hub
     hands it to its own members). ``False`` if the channel layer failed: the members resync
-    from the database once it is back, so callers need not retry."""
-    event = protocol.frame_event(frame, group=room.group_name)
-    return await get_hub().group_send(room.group_name, event)
+    from the database once it is back, so callers need not retry.
+
+    ``finish``: if the caller is cancelled meanwhile, the send still completes, so that the
+    frame is neither lost nor sent twice. (The in-process layer's send never suspends, so
+    there it costs no shielding task.)"""
+    hub = get_hub()
+    send = hub.group_send(room.group_name, protocol.frame_event(frame, group=room.group_name))
+    if finish and not hub.in_process:
+        return await asyncio.shield(send)
+    return await send
