@@ -16,7 +16,7 @@ from django.db import IntegrityError, connection, connections, models, transacti
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.signals import post_save, pre_save
 
-from ..models import Membership, Message
+from ..models import Membership, Message, Room, Ticket
 
 
 def message_insert(message: Message) -> bool:
@@ -161,6 +161,54 @@ def room_member_users(*, room_id: int) -> list[Any]:
         f" ORDER BY {joined}, p.{quote(cast(str, Membership._meta.pk.column))}"
     )
     return list(users._default_manager.raw(sql, [room_id]))
+
+
+def ticket_spend(*, nonce: str, now: datetime) -> tuple[str, str] | None:
+    """Spend one use of the unexpired ticket ``nonce``: its ``(session_key, auth_hash)``, or
+    ``None`` if it is unknown, expired or spent. One ``UPDATE … RETURNING`` that only one
+    server process can win (as ``filter(...).update(uses_left=F(...) - 1)`` after a read
+    would be): every socket opened with a ticket makes it before it joins."""
+    quote = connection.ops.quote_name
+    uses = quote(_column(Ticket, "uses_left"))
+    sql = (
+        f"UPDATE {quote(Ticket._meta.db_table)} SET {uses} = {uses} - 1"
+        f" WHERE {quote(_column(Ticket, 'nonce'))} = %s"
+        f" AND {quote(_column(Ticket, 'expires_at'))} > %s AND {uses} > 0"
+        f" RETURNING {quote(_column(Ticket, 'session_key'))}, {quote(_column(Ticket, 'auth_hash'))}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, (nonce, connection.ops.adapt_datetimefield_value(now)))
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row is not None else None
+
+
+def user_get(*, pk: Any) -> Any:
+    """The user with primary key ``pk``, or ``None``: ``raw()``, without the ORM's compiling,
+    for the socket that joins with a ticket."""
+    users = get_user_model()
+    quote = connection.ops.quote_name
+    sql = (
+        f"SELECT * FROM {quote(users._meta.db_table)}"
+        f" WHERE {quote(cast(str, users._meta.pk.column))} = %s"
+    )
+    found = list(users._default_manager.raw(sql, [pk]))
+    return found[0] if found else None
+
+
+def room_get_joined(*, public_id: str, user_pk: Any) -> Room | None:
+    """The room with ``public_id`` if the user with ``user_pk`` is a member, else ``None``:
+    ``raw()`` for :func:`parley.rooms.selectors.room_get_for_member`, which every socket
+    calls before it joins."""
+    quote = connection.ops.quote_name
+    sql = (
+        f"SELECT r.* FROM {quote(Room._meta.db_table)} r"
+        f" JOIN {quote(Membership._meta.db_table)} p"
+        f" ON p.{quote(_column(Membership, 'room'))} = r.{quote(cast(str, Room._meta.pk.column))}"
+        f" WHERE r.{quote(_column(Room, 'public_id'))} = %s"
+        f" AND p.{quote(_column(Membership, 'user'))} = %s"
+    )
+    found = list(Room.objects.raw(sql, [public_id, user_pk]))
+    return found[0] if found else None
 
 
 def _column(model: type[models.Model], name: str) -> str:

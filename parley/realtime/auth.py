@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs
 
 from django.conf import settings
-from django.contrib.auth import get_user, get_user_model
+from django.contrib.auth import get_user
 from django.contrib.auth.models import AnonymousUser
 from django.core import signing
-from django.db.models import F
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from ..conf import get_config
+from ..contrib.orm import ticket_spend, user_get
 from ..exceptions import NotAuthenticated, RoomPermissionDenied
 from ..models import Room, Ticket
 from ..rooms.selectors import room_get_for_member
@@ -91,18 +91,21 @@ def ticket_read(ticket: str, *, max_age: int | None = None, room: str | None = N
     data = signing.loads(ticket, salt=SALT, max_age=max_age or get_config().ticket_max_age)
     if room is not None and data.get("r") not in (None, room):
         raise RoomPermissionDenied("This ticket is for another room.")
-    row = Ticket.objects.filter(nonce=data.get("n") or "", expires_at__gt=timezone.now()).first()
-    if row is None:
-        raise signing.BadSignature("unknown ticket")
-    if not Ticket.objects.filter(pk=row.pk, uses_left__gt=0).update(uses_left=F("uses_left") - 1):
+    now = timezone.now()
+    nonce = data.get("n") or ""
+    spent = ticket_spend(nonce=nonce, now=now)
+    if spent is None:
+        if not Ticket.objects.filter(nonce=nonce, expires_at__gt=now).exists():
+            raise signing.BadSignature("unknown ticket")
         logger.warning("a spent ticket of user %s was presented again: refused", data["u"])
         raise TicketReplayed("spent ticket")
-    user = get_user_model()._default_manager.filter(pk=data["u"], is_active=True).first()
-    if user is None:
+    issued_session, issued_hash = spent
+    user = user_get(pk=data["u"])
+    if user is None or not user.is_active:
         raise signing.BadSignature("unknown or inactive user")
-    if not constant_time_compare(row.auth_hash, auth_hash(user)):
+    if not constant_time_compare(issued_hash, auth_hash(user)):
         raise signing.BadSignature("the user's password changed since the ticket was issued")
-    session_key = row.session_key or None
+    session_key = issued_session or None
     if session_key and sessions_users({session_key}).get(session_key) != str(user.pk):
         raise signing.BadSignature("the session the ticket was issued from has ended")
     return Claims(user, data.get("r"), session_key)

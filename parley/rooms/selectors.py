@@ -12,7 +12,7 @@ from django.core.paginator import Page, Paginator
 from django.db import models
 
 from ..conf import get_config
-from ..contrib.orm import room_member_users
+from ..contrib.orm import room_get_joined, room_member_users
 from ..exceptions import RoomPermissionDenied
 from ..models import Invitation, Membership, Message, Room
 
@@ -30,7 +30,7 @@ def room_get_for_member(*, public_id: str, user: _User) -> Room:
     :class:`RoomPermissionDenied`, so a probe learns nothing about which rooms exist."""
     if not user.is_authenticated:
         raise RoomPermissionDenied("Log in first.")
-    room = Room.objects.filter(public_id=public_id, memberships__user=user).first()
+    room = room_get_joined(public_id=public_id, user_pk=user.pk)
     if room is None:
         raise RoomPermissionDenied("No such room, or you are not a member of it.")
     return room
