@@ -167,9 +167,7 @@ class Answer:
                     continue
                 self.parts.append(event.text)
                 if len(self.parts) == 1:
-                    await self._flush()  # the first delta goes out at once
-                else:
-                    _flushes.add(self)
+                    await self._flush()  # the first delta goes out at once; later ones by _flusher
         finally:
             # Closing the generator closes the upstream request: nothing more is generated.
             await stream.aclose()
@@ -278,9 +276,13 @@ class _Pass:
             self.task.cancel()
 
     async def _run(self) -> None:
+        # On a fixed schedule, so that a pass that takes long does not stretch the period.
         interval = self.interval()
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while _running:
-            await asyncio.sleep(interval)
+            due = max(due + interval, loop.time())
+            await asyncio.sleep(due - loop.time())
             try:
                 await self.step()
             except Exception:  # the database or the layer is away: the next pass tries again
@@ -307,15 +309,13 @@ async def _save_progress() -> None:
 
 
 async def _flush_waiting() -> None:
-    """Send every answer's text that arrived since its last delta, each as one delta."""
-    waiting = list(_flushes)
-    _flushes.clear()
-    for answer in waiting:
+    """Send every answer's text that arrived since its last delta, each as one delta, in the
+    order the answers started: each answer's place in the pass, and so the time between its
+    deltas, stays the same from one pass to the next."""
+    for answer, _ in list(_running.values()):
         await answer._flush()
 
 
-# Answers with text not sent yet, for the next flush pass.
-_flushes: set[Answer] = set()
 _heartbeat = _Pass("heartbeat", _save_progress, lambda: get_config().stream_persist_interval)
 _flusher = _Pass("flush", _flush_waiting, lambda: get_config().stream_flush_interval)
 
