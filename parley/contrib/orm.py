@@ -59,6 +59,73 @@ def message_insert(message: Message) -> bool:
     return True
 
 
+class MessageConflict(Exception):
+    """:func:`messages_insert_many` stored not every row: the transaction must roll back."""
+
+
+def messages_insert_many(messages: list[Message]) -> bool:
+    """Insert new user messages, each taking its room's next number, with one statement
+    each sent together (psycopg's pipeline: one round trip for all, where one after another
+    each message cost two); ``False``, doing nothing, on databases other than PostgreSQL.
+    Raises :class:`MessageConflict` if a row was not stored (a client id used before): its
+    number is taken all the same, so the caller rolls the transaction back and stores them
+    one by one. ``pre_save`` and ``post_save`` go out as for ``save()``."""
+    if connection.vendor != "postgresql":
+        return False
+    using = connection.alias
+    for message in messages:
+        pre_save.send(sender=Message, instance=message, raw=False, using=using, update_fields=None)
+    sql, attnames, datetimes = _messages_insert_many_statement()
+    adapt = connection.ops.adapt_datetimefield_value
+    params = []
+    for message in messages:
+        row = [getattr(message, name) for name in attnames]
+        for index in datetimes:
+            row[index] = adapt(row[index])
+        params.append([message.room_id, *row])
+    with connection.cursor() as cursor:
+        raw = cursor.cursor  # psycopg's own: Django's wrapper has no `returning`
+        raw.executemany(sql, params, returning=True)
+        stored = []
+        while True:
+            stored.append(raw.fetchone())
+            if not raw.nextset():
+                break
+    if len(stored) != len(messages) or None in stored:
+        raise MessageConflict
+    for message, (pk, seq) in zip(messages, stored, strict=True):
+        message.pk, message.seq = pk, seq
+        message._state.adding = False
+        message._state.db = using
+        post_save.send(
+            sender=Message, instance=message, created=True, update_fields=None, raw=False,
+            using=using,
+        )  # fmt: skip
+    return True
+
+
+@functools.cache
+def _messages_insert_many_statement() -> tuple[str, list[str], list[int]]:
+    """PostgreSQL's ``WITH n AS (UPDATE room … RETURNING last_seq) INSERT … SELECT …, n.last_seq
+    FROM n ON CONFLICT DO NOTHING RETURNING id, seq``, the attributes its values take (all
+    but ``seq``), and the positions of the datetimes among them."""
+    quote = connection.ops.quote_name
+    fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
+    values = [field for field in fields if field.name != "seq"]
+    last_seq = quote(_column(Room, "last_seq"))
+    selected = ", ".join("n.seq" if field.name == "seq" else "%s" for field in fields)
+    sql = (
+        f"WITH n AS (UPDATE {quote(Room._meta.db_table)} SET {last_seq} = {last_seq} + 1"
+        f" WHERE {quote(cast(str, Room._meta.pk.column))} = %s RETURNING {last_seq} AS seq)"
+        f" INSERT INTO {quote(Message._meta.db_table)}"
+        f" ({', '.join(quote(cast(str, field.column)) for field in fields)})"
+        f" SELECT {selected} FROM n ON CONFLICT DO NOTHING"
+        f" RETURNING {quote(cast(str, Message._meta.pk.column))}, {quote(_column(Message, 'seq'))}"
+    )
+    datetimes = [i for i, field in enumerate(values) if isinstance(field, models.DateTimeField)]
+    return sql, [field.attname for field in values], datetimes
+
+
 @functools.cache
 def _message_insert_statement(vendor: str) -> tuple[str, list[str], list[int]]:
     """``(INSERT … ON CONFLICT DO NOTHING RETURNING id, the attributes it takes in order,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, connection, transaction
@@ -18,7 +19,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from ..conf import get_config
-from ..contrib.orm import message_insert
+from ..contrib.orm import MessageConflict, message_insert, messages_insert_many
 from ..exceptions import RateLimited, RoomPermissionDenied
 from ..models import Invitation, Membership, Message, Room
 from ..throttling import page_buckets
@@ -188,19 +189,18 @@ def messages_post(*, posts: Sequence[Post]) -> list[tuple[Message, bool] | Excep
 
 def _messages_insert(posts: Sequence[Post]) -> list[tuple[Message, bool] | Exception]:
     now = timezone.now()
+    if len(posts) > 1:
+        messages = [_user_message(post, now) for post in posts]
+        try:
+            with transaction.atomic():
+                if messages_insert_many(messages):  # PostgreSQL: one round trip for all
+                    return [(message, True) for message in messages]
+        except MessageConflict:  # a resend among them: rolled back, and stored row by row
+            pass
     results: list[tuple[Message, bool] | Exception] = []
     with transaction.atomic():
         for post in posts:
-            message = Message(
-                room=post.room,
-                role=Message.Role.USER,
-                author=post.author,
-                text=post.text,
-                client_id=post.client_id,
-                status=Message.Status.COMPLETE,
-                created_at=now,
-                updated_at=now,
-            )
+            message = _user_message(post, now)
             message.seq = room_seq_take(room_id=post.room.pk)
             if message_insert(message):
                 results.append((message, True))
@@ -217,6 +217,19 @@ def _messages_insert(posts: Sequence[Post]) -> list[tuple[Message, bool] | Excep
                 else IntegrityError(f"message {message.seq} of room {post.room.pk} conflicts")
             )
     return results
+
+
+def _user_message(post: Post, now: datetime) -> Message:
+    return Message(
+        room=post.room,
+        role=Message.Role.USER,
+        author=post.author,
+        text=post.text,
+        client_id=post.client_id,
+        status=Message.Status.COMPLETE,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def _message_by_client_id(*, room: Room, author: _User, client_id: str) -> Message | None:

@@ -159,6 +159,38 @@ def test_posts_stored_together_each_get_their_own_result(alice, bob, shared_room
     assert results[0][0].pk and results[0][0].seq == 2
 
 
+def test_posts_stored_together_take_their_rooms_numbers_in_order(
+    alice, bob, shared_room, private_room
+):
+    saved = []
+
+    def note(sender, instance, created, **kwargs):
+        saved.append((instance.pk, created))
+
+    post_save.connect(note, sender=Message)
+    try:
+        results = services.messages_post(
+            posts=[
+                services.Post(shared_room, alice, "a1", "x1"),
+                services.Post(private_room, alice, "p1", "x1"),
+                services.Post(shared_room, bob, "a2", "x1"),
+                services.Post(shared_room, alice, "a3", "x2"),
+            ]
+        )
+    finally:
+        post_save.disconnect(note, sender=Message)
+    assert [(m.text, m.seq, created) for m, created in results] == [
+        ("a1", 1, True), ("p1", 1, True), ("a2", 2, True), ("a3", 3, True),
+    ]  # fmt: skip
+    stored = Message.objects.in_bulk([m.pk for m, _ in results])
+    assert [(stored[m.pk].text, stored[m.pk].seq) for m, _ in results] == [
+        ("a1", 1), ("p1", 1), ("a2", 2), ("a3", 3),
+    ]  # fmt: skip
+    assert saved == [(m.pk, True) for m, _ in results]  # as save() would signal
+    shared_room.refresh_from_db()
+    assert shared_room.last_seq == 3
+
+
 def test_a_post_that_fails_alone_costs_the_others_nothing(alice, bob, shared_room, private_room):
     gone = services.room_create(owner=alice, title="Gone")
     post = services.Post(gone, alice, "too late")
