@@ -38,7 +38,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +103,12 @@ class Client:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
-        self.origin = spec["origin"]
         self.errors: list[str] = []
         self.session: Any = None
 
     async def open(self, url: str) -> Any:
         ws = await self.session.ws_connect(
-            url, headers={"Origin": self.origin}, max_msg_size=0, autoping=True,
+            url, headers={"Origin": origin_of(url)}, max_msg_size=0, autoping=True,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2),
         )  # fmt: skip
         hello = await self.frame(ws)
@@ -286,6 +285,11 @@ class Client:
         return {"connected": len(opened), "elapsed": elapsed, "errors": self.errors}
 
 
+def origin_of(url: str) -> str:
+    """The page origin a browser would send for a socket URL of this server."""
+    return "http" + url.removeprefix("ws").split("/ws/", 1)[0]
+
+
 def client_main() -> None:
     import uvloop
 
@@ -337,11 +341,50 @@ def populate(rooms: int, members: int, posters: int, connecting: int) -> Populat
     return Population(answer_rooms, post_rooms, connect_room)
 
 
-def tickets(target: Any, rooms: list[Any]) -> list[list[str]]:
+@dataclass
+class Deployment:
+    """One target served by ``len(servers)`` processes on the same database and layer:
+    members of a room are spread over them (member ``i`` on server ``i % n``), so every
+    room's frames cross the layer."""
+
+    name: str
+    servers: list[Any]
+
+    def url(self, index: int, user: Any, room: Any) -> str:
+        server = self.servers[index % len(self.servers)]
+        return str(server.room_url(user, room.public_id, uses=1))
+
+    def cpu(self) -> float:
+        import psutil
+
+        return sum(sum(psutil.Process(server.proc.pid).cpu_times()[:2]) for server in self.servers)
+
+
+def deployments(targets: list[Any], processes: list[int]) -> list[Deployment]:
+    """Each target as a deployment of each number of processes (extra processes are copies
+    of the target on ports of their own, started with it)."""
+    from parley.serve import free_port
+
+    made = []
+    for target in targets:
+        for n in processes:
+            first = n == processes[0]
+            env = dict(target.env)
+            if not first and "PARLEY_LAYER_PREFIX" in env:  # a deployment's own groups
+                env["PARLEY_LAYER_PREFIX"] = f"{env['PARLEY_LAYER_PREFIX']}-{n}"
+            copies = [target] if first else []
+            while len(copies) < n:
+                copy = replace(target, port=free_port(), proc=None, log=None, env=env)
+                copy.name, copy.django = f"{target.name}-{n}-{len(copies)}", target.django
+                copies.append(copy)
+            label = target.name if len(processes) == 1 else f"{target.name} ×{n}"
+            made.append(Deployment(label, copies))
+    return made
+
+
+def tickets(target: Deployment, rooms: list[Any]) -> list[list[str]]:
     """A fresh single-use ticket URL for every member of every room."""
-    return [
-        [target.room_url(user, room.public_id, uses=1) for user in group] for room, group in rooms
-    ]
+    return [[target.url(i, user, room) for i, user in enumerate(group)] for room, group in rooms]
 
 
 def run_clients(target: Any, specs: list[dict[str, Any]], start_in: float = 1.0) -> list[dict]:
@@ -350,7 +393,7 @@ def run_clients(target: Any, specs: list[dict[str, Any]], start_in: float = 1.0)
     outs = []
     for spec in specs:
         outs.append(Path(tempfile.mkstemp(prefix="parley-workload-", suffix=".json")[1]))
-        spec = {**spec, "origin": target.origin(), "out": str(outs[-1])}
+        spec = {**spec, "out": str(outs[-1])}
         proc = subprocess.Popen(
             [sys.executable, __file__, "--client"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, cwd=ROOT,
@@ -383,13 +426,6 @@ def split(items: list[Any], parts: int) -> list[list[Any]]:
     return [items[i::parts] for i in range(parts) if items[i::parts]]
 
 
-def server_cpu(target: Any) -> float:
-    import psutil
-
-    times = psutil.Process(target.proc.pid).cpu_times()
-    return float(times.user + times.system)
-
-
 def run_answers(target: Any, pop: Population, rooms: int, args: argparse.Namespace) -> dict:
     chosen = pop.answer_rooms[:rooms]
     urls = tickets(target, chosen)
@@ -409,11 +445,11 @@ def run_answers(target: Any, pop: Population, rooms: int, args: argparse.Namespa
         }
         for part in parts
     ]
-    cpu = server_cpu(target)
+    cpu = target.cpu()
     began = time.monotonic()
     results = run_clients(target, specs)
     wall = time.monotonic() - began
-    cpu = server_cpu(target) - cpu
+    cpu = target.cpu() - cpu
     merged = {
         key: [v for r in results for v in r[key]] for key in ("first", "duration", "gaps", "errors")
     }
@@ -456,9 +492,9 @@ def run_post(target: Any, pop: Population, args: argparse.Namespace) -> dict:
     specs = [
         {"mode": "post", "rooms": part, "seconds": args.post_seconds, "tag": tag} for part in parts
     ]
-    cpu = server_cpu(target)
+    cpu = target.cpu()
     results = run_clients(target, specs)
-    cpu = server_cpu(target) - cpu
+    cpu = target.cpu() - cpu
     acks = [v for r in results for v in r["acks"]]
     errors = [e for r in results for e in r["errors"]]
     elapsed = max(r["elapsed"] for r in results)
@@ -479,15 +515,15 @@ def run_post(target: Any, pop: Population, args: argparse.Namespace) -> dict:
 
 
 def run_connect(target: Any, pop: Population, args: argparse.Namespace) -> dict:
-    room, users = pop.connect_room
-    group = [[target.room_url(user, room.public_id, uses=1) for user in users]]
+    users = pop.connect_room[1]
+    group = tickets(target, [pop.connect_room])
     specs = [
         {"mode": "connect", "rooms": [part], "concurrency": args.connect_concurrency // args.procs}
         for part in split(group[0], args.procs)
     ]
-    cpu = server_cpu(target)
+    cpu = target.cpu()
     results = run_clients(target, specs)
-    cpu = server_cpu(target) - cpu
+    cpu = target.cpu() - cpu
     connected = sum(r["connected"] for r in results)
     elapsed = max(r["elapsed"] for r in results)
     errors = [e for r in results for e in r["errors"]]
@@ -524,6 +560,10 @@ def main() -> None:
     parser.add_argument("--connect-concurrency", type=int, default=50)
     parser.add_argument("--connect-rounds", type=int, default=3)
     parser.add_argument("--procs", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--processes", default="1",
+        help="server processes per target, a comma list to compare (2 or more need --layer redis)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -539,7 +579,10 @@ def main() -> None:
         "BENCH_TOKEN_RATE": str(args.token_rate),
     }
     work = workdir()
-    targets = make_targets(names, work, extra_env=env, database=args.database)
+    processes = [int(n) for n in args.processes.split(",")]
+    targets = deployments(
+        make_targets(names, work, extra_env=env, database=args.database), processes
+    )
     from django.core.management import call_command
 
     # As `make run` does: every answer searches the docs first.
@@ -553,8 +596,9 @@ def main() -> None:
     )
     pop = populate(max(sweep), args.members, args.posters, args.connect)
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
-    for target in targets:
-        target.start(work)
+    servers = {id(server): server for target in targets for server in target.servers}
+    for server in servers.values():
+        server.start(work)
     try:
         for target in targets:  # the first answers load the knowledge index and warm up
             run_answers(target, pop, 2, args)
@@ -583,8 +627,8 @@ def main() -> None:
                 for target in rotated(targets, step):
                     record(report, "connect", target, run_connect(target, pop, args))
     finally:
-        for target in targets:
-            target.stop()
+        for server in servers.values():
+            server.stop()
     summarise(report, targets)
     out = args.out or ROOT / "bench" / "results" / time.strftime("workload-%Y-%m-%d-%H%M.json")
     out.write_text(json.dumps(report, indent=1))
