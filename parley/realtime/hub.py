@@ -37,6 +37,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .. import protocol
 from ..conf import get_config
+from ..contrib.channels_redis import GroupSender
 from ..exceptions import LayerUnavailable
 from ..protocol import events
 
@@ -72,6 +73,8 @@ class RoomHub:
         # handed to this process's members at once, without that layer's task per send, deep
         # copy and queue (and its silent drop when the queue is full).
         self.in_process = isinstance(layer, InMemoryChannelLayer)
+        # The group sends of a loop turn go to the layer together (Redis: one pipeline).
+        self._sender = GroupSender(layer)
         self.rooms: dict[str, set[Member]] = {}
         self.members: dict[int, Member] = {}  # token -> member, for frames to one socket
         self.users: dict[str, set[Member]] = {}  # user key -> members, for revocations
@@ -180,7 +183,7 @@ class RoomHub:
             self._dispatch(event)
             return True
         try:
-            await self.layer.group_send(group, event)
+            await self._sender.group_send(group, event)
         except Exception as exc:
             self.layer_failed(exc, group=group)
             return False

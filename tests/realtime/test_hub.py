@@ -298,3 +298,51 @@ async def test_redis_restart_loses_nothing_and_the_rooms_work_again(
     ):
         assert texts.count(text) == 1
     print(f"{layer}: resynced {max(resync_seconds):.2f} s after Redis returned")
+
+
+@pytest.fixture
+def redis_layer(redis_url):
+    """A channels-redis pub/sub layer on a prefix of its own: as each server process has."""
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    prefix = f"parley-test-{time.monotonic_ns()}"
+    return lambda: RedisPubSubChannelLayer(hosts=[redis_url], prefix=prefix)
+
+
+async def test_group_sends_made_at_once_reach_another_process_all_and_in_order(redis_layer):
+    """The sends of a loop turn go to Redis together (one pipeline), in the order made."""
+    sender, receiver = RoomHub(redis_layer()), RoomHub(redis_layer())
+    member = Member()
+    await receiver.join("room.1", member, 1)
+    await sender.start()
+    try:
+        frames = [f"frame {n}" for n in range(300)]
+        sent = await asyncio.gather(
+            *(
+                sender.group_send("room.1", {"type": "parley.frame", "group": "room.1", "frame": f})
+                for f in frames
+            )
+        )
+        assert sent == [True] * 300
+        await until(lambda: len(member.frames) == 300, timeout=5)
+        assert member.frames == frames
+    finally:
+        await receiver.leave("room.1", member, 1)
+        await sender.layer.flush()
+        await receiver.layer.flush()
+
+
+async def test_group_sends_to_a_redis_that_is_gone_fail_each_and_are_noticed(redis_server):
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    hub = RoomHub(RedisPubSubChannelLayer(hosts=[redis_server.url], prefix="parley-gone"))
+    await hub.start()
+    redis_server.stop()
+    try:
+        event = {"type": "parley.frame", "group": "room.1", "frame": "lost"}
+        sent = await asyncio.gather(*(hub.group_send("room.1", event) for _ in range(20)))
+        assert sent == [False] * 20
+        assert not hub.healthy and "room.1" in hub._stale  # its members resync once it is back
+    finally:
+        redis_server.start()
+        await hub.layer.flush()
