@@ -17,11 +17,13 @@ The hub also listens, for the whole process, to one group every process joins
 (:meth:`RoomHub.access_group`): revocations of users' rights (:mod:`parley.realtime.access`),
 handed to that user's local sockets through an index of members by user.
 
-The channel layer may fail (Redis restarting): frames sent meanwhile are lost for live
-delivery, though every message is stored. The hub notices (a failed send, a failed read, or its
-own ping not coming back), and once the layer answers again it joins its groups again (the
-core layer forgets them when Redis restarts) and sends its members a ``sync`` frame, after which
-clients resume from their last ``seq`` and nothing is missing.
+The channel layer may fail (Redis restarting): frames sent meanwhile reach the sending
+process's own members (they are handed over before the layer is asked) but are lost for the
+other processes' live delivery, though every message is stored. The hub notices (a failed
+send, a failed read, or its own ping not coming back), and once the layer answers again it
+joins its groups again (the core layer forgets them when Redis restarts) and sends its
+members a ``sync`` frame, after which clients resume from their last ``seq`` and nothing is
+missing.
 """
 
 from __future__ import annotations
@@ -178,12 +180,17 @@ class RoomHub:
 
     async def group_send(self, group: str, event: dict[str, Any]) -> bool:
         """Send ``event`` to ``group``; ``False`` if the layer failed (it is logged, and the
-        group's members are told to resync once the layer is back)."""
+        group's members are told to resync once the layer is back).
+
+        This process's own members and listeners get it at once, not when the layer brings
+        it back: the other processes read it from the layer, and this one skips its echo
+        (the event names its origin). On Redis, that echo had every local member wait for a
+        round trip and a second decoding of every frame."""
+        self._dispatch(event)
         if self.in_process:
-            self._dispatch(event)
             return True
         try:
-            await self._sender.group_send(group, event)
+            await self._sender.group_send(group, {**event, "origin": self.channel})
         except Exception as exc:
             self.layer_failed(exc, group=group)
             return False
@@ -239,7 +246,8 @@ class RoomHub:
                 self.layer_failed(exc)
                 await asyncio.sleep(self.check_interval / 4)
                 continue
-            self._dispatch(event)
+            if event.get("origin") != self.channel:  # our own were dispatched when sent
+                self._dispatch(event)
 
     def _dispatch(self, event: dict[str, Any]) -> None:
         """Hand an event that reached this process to its members or listeners. A member

@@ -346,3 +346,28 @@ async def test_group_sends_to_a_redis_that_is_gone_fail_each_and_are_noticed(red
     finally:
         redis_server.start()
         await hub.layer.flush()
+
+
+async def test_a_processs_own_members_get_its_frames_at_once_and_once(redis_layer):
+    """A process's own members do not wait for the layer to bring back what it sent (nor
+    get it twice); the other processes' members get it from the layer."""
+    here, there = RoomHub(redis_layer()), RoomHub(redis_layer())
+    local, remote = Member(), Member()
+    await here.join("room.1", local, 1)
+    await there.join("room.1", remote, 2)
+    try:
+        frames = [f"frame {n}" for n in range(50)]
+        for frame in frames:
+            event = {"type": "parley.frame", "group": "room.1", "frame": frame}
+            sending = asyncio.ensure_future(here.group_send("room.1", event))
+            await asyncio.sleep(0)  # the send has begun, and not reached Redis yet
+            assert local.frames[-1] == frame
+            assert await sending
+        await until(lambda: len(remote.frames) == 50, timeout=5)
+        await asyncio.sleep(0.2)  # the echoes of our own sends came back by now
+        assert local.frames == frames and remote.frames == frames
+    finally:
+        await here.leave("room.1", local, 1)
+        await there.leave("room.1", remote, 2)
+        await here.layer.flush()
+        await there.layer.flush()
