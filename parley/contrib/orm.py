@@ -1,6 +1,7 @@
-"""Where Parley leans on the ORM's internals: statements built by hand for the writes every
-message and every streaming answer make (``Model._meta``, ``Model._state``: what the ORM
-does, faster), and the serving threads' connections kept out of DEBUG's query log.
+"""Where Parley leans on the ORM's internals: statements built by hand for what every
+message, answer and socket writes and reads (from ``Model._meta``, setting ``Model._state``:
+what the ORM does, without its compiling of each query), and the serving threads'
+connections kept out of DEBUG's query log.
 """
 
 from __future__ import annotations
@@ -38,25 +39,40 @@ def message_insert(message: Message) -> bool:
         except IntegrityError:
             return False
         return True
-    using = connection.alias
-    pre_save.send(sender=Message, instance=message, raw=False, using=using, update_fields=None)
+    _pre_save(message)
     sql, attnames, datetimes = _message_insert_statement(connection.vendor)
-    adapt = connection.ops.adapt_datetimefield_value
-    params = [getattr(message, name) for name in attnames]
-    for index in datetimes:
-        params[index] = adapt(params[index])
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, _values(message, attnames, datetimes))
         row = cursor.fetchone()
     if row is None:  # ON CONFLICT DO NOTHING: nothing inserted
         return False
-    message.pk = row[0]
-    message._state.adding = False
-    message._state.db = using
-    post_save.send(
-        sender=Message, instance=message, created=True, update_fields=None, raw=False, using=using
-    )
+    _saved(message, row[0])
     return True
+
+
+def _pre_save(message: Message) -> None:
+    pre_save.send(
+        sender=Message, instance=message, raw=False, using=connection.alias, update_fields=None
+    )
+
+
+def _values(message: Message, attnames: list[str], datetimes: list[int]) -> list[Any]:
+    """The values of ``attnames`` for a statement, datetimes adapted as the ORM would."""
+    values = [getattr(message, name) for name in attnames]
+    for index in datetimes:
+        values[index] = connection.ops.adapt_datetimefield_value(values[index])
+    return values
+
+
+def _saved(message: Message, pk: Any) -> None:
+    """What ``save()`` does once the row is in: the instance knows it, ``post_save`` goes out."""
+    message.pk = pk
+    message._state.adding = False
+    message._state.db = connection.alias
+    post_save.send(
+        sender=Message, instance=message, created=True, update_fields=None, raw=False,
+        using=connection.alias,
+    )  # fmt: skip
 
 
 class MessageConflict(Exception):
@@ -72,17 +88,10 @@ def messages_insert_many(messages: list[Message]) -> bool:
     one by one. ``pre_save`` and ``post_save`` go out as for ``save()``."""
     if connection.vendor != "postgresql":
         return False
-    using = connection.alias
     for message in messages:
-        pre_save.send(sender=Message, instance=message, raw=False, using=using, update_fields=None)
+        _pre_save(message)
     sql, attnames, datetimes = _messages_insert_many_statement()
-    adapt = connection.ops.adapt_datetimefield_value
-    params = []
-    for message in messages:
-        row = [getattr(message, name) for name in attnames]
-        for index in datetimes:
-            row[index] = adapt(row[index])
-        params.append([message.room_id, *row])
+    params = [[message.room_id, *_values(message, attnames, datetimes)] for message in messages]
     with connection.cursor() as cursor:
         raw = cursor.cursor  # psycopg's own: Django's wrapper has no `returning`
         raw.executemany(sql, params, returning=True)
@@ -94,13 +103,8 @@ def messages_insert_many(messages: list[Message]) -> bool:
     if len(stored) != len(messages) or None in stored:
         raise MessageConflict
     for message, (pk, seq) in zip(messages, stored, strict=True):
-        message.pk, message.seq = pk, seq
-        message._state.adding = False
-        message._state.db = using
-        post_save.send(
-            sender=Message, instance=message, created=True, update_fields=None, raw=False,
-            using=using,
-        )  # fmt: skip
+        message.seq = seq
+        _saved(message, pk)
     return True
 
 

@@ -25,7 +25,7 @@ from ..models import Message
 from ..rooms import payloads, selectors
 from ..throttling import TokenBucket, UserBuckets, resume_buckets, user_buckets
 from .db import database_call
-from .hub import broadcast, get_hub
+from .hub import broadcast_now, get_hub
 from .posting import post_queue
 
 if TYPE_CHECKING:
@@ -110,15 +110,19 @@ async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
     """Store the message, acknowledge it, tell the room; then ask the assistant if asked."""
     room, user = socket.room, socket.user
     assert room is not None and user is not None  # joined
+
+    def stored(message: Message, created: bool) -> None:
+        payload = payloads.message_payload(message)
+        socket.reply(
+            protocol.ack(client_id=frame.client_id, message=payload, duplicate=not created)
+        )
+        if created:
+            broadcast_now(room, protocol.message(payload))
+
     message, created = await post_queue().post(
-        room=room, author=user, text=frame.text, client_id=frame.client_id
+        room=room, author=user, text=frame.text, client_id=frame.client_id, on_stored=stored
     )
-    payload = payloads.message_payload(message)
-    socket.reply(protocol.ack(client_id=frame.client_id, message=payload, duplicate=not created))
-    if not created:
-        return
-    await broadcast(room, protocol.message(payload))
-    if frame.ask:
+    if created and frame.ask:
         try:
             await answers.answer_generate(room=room, question=message)
         except AssistantBusy as exc:

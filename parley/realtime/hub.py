@@ -40,6 +40,7 @@ from django.core.exceptions import ImproperlyConfigured
 from .. import protocol
 from ..conf import get_config
 from ..contrib.channels_redis import GroupSender
+from ..contrib.eager import run_eagerly
 from ..exceptions import LayerUnavailable
 from ..protocol import events
 
@@ -197,8 +198,11 @@ class RoomHub:
         return True
 
     async def send(self, channel: str, event: dict[str, Any]) -> bool:
-        """Send ``event`` to one channel; ``False`` if the layer failed."""
-        if self.in_process and channel == self.channel:
+        """Send ``event`` to one channel; ``False`` if the layer failed. A frame for one of
+        this process's own members is handed to it at once, as the room's frames are (else a
+        snapshot could arrive after deltas sent later); the pings of :meth:`_watch` go
+        through the layer, which is what they test."""
+        if channel == self.channel and (self.in_process or "frame" in event):
             self._dispatch(event)
             return True
         try:
@@ -352,6 +356,19 @@ def get_hub() -> RoomHub:
             raise ImproperlyConfigured("Parley needs a channel layer (CHANNEL_LAYERS).")
         hub = _hubs[loop] = RoomHub(layer, check_interval=get_config().layer_check_interval)
     return hub
+
+
+def broadcast_now(room: Room, frame: dict[str, Any]) -> None:
+    """Start broadcasting ``frame`` before returning, for callers that must not suspend: this
+    process's members have it when this returns, and its send to the layer is queued behind
+    those made before it. The rest of the send goes on by itself."""
+    pending = run_eagerly(broadcast(room, frame))
+    if pending is not None:  # the layer's send suspended: keep it alive until it is done
+        _sending.add(pending)
+        pending.add_done_callback(_sending.discard)
+
+
+_sending: set[asyncio.Task[Any]] = set()
 
 
 async def broadcast(room: Room, frame: dict[str, Any], *, finish: bool = False) -> bool:

@@ -11,11 +11,12 @@ from channels.db import database_sync_to_async
 
 from parley.models import Message
 from parley.rooms import services
-from tests.servers import Peer
+from tests.servers import Peer, scripted_backend
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-NO_LIMITS = json.dumps({"USER": None, "CONNECTION": None})
+# The tests' servers read their PARLEY options from PARLEY_TEST_OPTIONS (tests/settings.py).
+NO_LIMITS = json.dumps({"RATE_LIMITS": {"USER": None, "CONNECTION": None}})
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def crowd(make_user, alice, shared_room):
 async def test_posts_sent_at_once_are_each_stored_once_and_acked_with_their_own_row(
     servers, crowd, shared_room
 ):
-    server = servers({"PARLEY_RATE_LIMITS": NO_LIMITS})
+    server = servers({"PARLEY_TEST_OPTIONS": NO_LIMITS})
     peers = [await Peer.connect(server, shared_room, user) for user in crowd]
     first = peers[0]
     await first.send(type="send", client_id="early", text="before the burst", ask=False)
@@ -72,5 +73,36 @@ async def test_posts_sent_at_once_are_each_stored_once_and_acked_with_their_own_
             for _ in range(50)
         ]
         assert [f["message"]["seq"] for f in told] == list(range(2, 52))
+    for peer in peers:
+        await peer.close()
+
+
+async def test_the_room_hears_of_posts_and_answers_in_the_order_of_their_numbers(
+    servers, crowd, shared_room
+):
+    """Posts stored together and answers opened just after them take consecutive numbers in
+    the same room: every member must hear of them in that order, without a gap (a client
+    that sees 563 before 562 resumes for nothing, or shows them out of order)."""
+    server = servers({"PARLEY_TEST_OPTIONS": NO_LIMITS, **scripted_backend(repeat=2, delay=0)})
+    peers = [await Peer.connect(server, shared_room, user) for user in crowd[:6]]
+
+    async def chat(index: int, peer: Peer) -> None:
+        for n in range(40):
+            # Every member asks now and then: most are refused (busy), some open an answer
+            # right after a batch of others' posts.
+            await peer.send(type="send", client_id=f"{index}-{n}", text="hi", ask=n % 3 == 0)
+            await asyncio.sleep(0.002)
+
+    await asyncio.gather(*(chat(index, peer) for index, peer in enumerate(peers)))
+    for peer in peers:
+        for n in range(40):
+            await peer.expect(
+                lambda f, n=n: f["type"] == "ack" and f["client_id"].endswith(f"-{n}")
+            )
+    await asyncio.sleep(0.5)  # the last answers' announcements arrive
+    for peer in peers:
+        seqs = [f["message"]["seq"] for f in peer.frames if f["type"] == "message"]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "out of order, or a gap"
+        assert not [f for f in peer.frames if f["type"] == "sync"]
     for peer in peers:
         await peer.close()
