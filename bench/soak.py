@@ -723,7 +723,9 @@ class Watcher:
 
 def redis_leftovers(prefix: str, groups: list[str]) -> dict[str, Any]:
     """Subscribers Redis still has for the rooms' groups (room and control groups), and the
-    run's channels other than the server's one hub channel (``parley.hub.…``)."""
+    run's channels other than the two every server process keeps for as long as it runs:
+    its hub channel (``parley.hub.…``) and the revocations group (``parley.access``, since
+    issue 9; parley/realtime/access.py)."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
@@ -736,7 +738,9 @@ def redis_leftovers(prefix: str, groups: list[str]) -> dict[str, Any]:
     return {
         "group_subscribers": sum(counts.values()),
         "channels": channels,
-        "unexpected_channels": [c for c in channels if "parley.hub." not in c],
+        "unexpected_channels": [
+            c for c in channels if "parley.hub." not in c and not c.endswith("__parley.access")
+        ],
     }
 
 
