@@ -19,12 +19,12 @@ from django.utils import timezone
 
 from ..backends.base import AssistantRequest, Turn
 from ..conf import get_config
-from ..contrib.orm import message_insert, message_progress_update, messages_context
+from ..contrib.orm import message_progress_update, messages_context
 from ..exceptions import AssistantBusy
 from ..knowledge.index import Retrieval, knowledge_search
 from ..models import Message, Room
 from ..rooms.selectors import room_members
-from ..rooms.services import room_seq_return, room_seq_take
+from ..rooms.services import message_store
 
 if TYPE_CHECKING:
     # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
@@ -63,7 +63,7 @@ def answer_open(*, room: Room, reply_to: Message, worker: str) -> tuple[Message,
 
 
 def _answer_insert(*, room: Room, reply_to: Message, worker: str) -> Message | None:
-    """The new streaming answer, or ``None`` if the room has one (its number given back)."""
+    """The new streaming answer, or ``None`` if the room has one (see :func:`message_store`)."""
     now = timezone.now()
     answer = Message(
         room=room,
@@ -75,12 +75,7 @@ def _answer_insert(*, room: Room, reply_to: Message, worker: str) -> Message | N
         created_at=now,
         updated_at=now,
     )
-    with transaction.atomic():
-        answer.seq = room_seq_take(room_id=room.pk)
-        if message_insert(answer):
-            return answer
-        room_seq_return(room_id=room.pk)
-    return None
+    return answer if message_store(answer) else None
 
 
 def answer_streaming(*, room: Room) -> Message | None:

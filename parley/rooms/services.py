@@ -201,11 +201,9 @@ def _messages_insert(posts: Sequence[Post]) -> list[tuple[Message, bool] | Excep
     with transaction.atomic():
         for post in posts:
             message = _user_message(post, now)
-            message.seq = room_seq_take(room_id=post.room.pk)
-            if message_insert(message):
+            if message_store(message):
                 results.append((message, True))
                 continue
-            room_seq_return(room_id=post.room.pk)
             existing = None
             if post.client_id:
                 existing = _message_by_client_id(
@@ -263,10 +261,17 @@ def room_seq_take(*, room_id: int) -> int:
     return Room.objects.filter(pk=room_id).values_list("last_seq", flat=True).get()
 
 
-def room_seq_return(*, room_id: int) -> None:
-    """Give back the number :func:`room_seq_take` took, for a row that was not stored after
-    all (in the same transaction, before any other number is taken): no gap."""
-    Room.objects.filter(pk=room_id).update(last_seq=F("last_seq") - 1)
+def message_store(message: Message) -> bool:
+    """Give the new ``message`` its room's next number and insert it, in one transaction (the
+    caller's, if it has one: no savepoint per row); ``False``, and no row, where a unique
+    constraint already holds its like (a client id used before, a second streaming answer):
+    then the number is given back, and the room's numbers keep no gap."""
+    with transaction.atomic(savepoint=False):
+        message.seq = room_seq_take(room_id=message.room_id)
+        if message_insert(message):
+            return True
+        Room.objects.filter(pk=message.room_id).update(last_seq=F("last_seq") - 1)
+    return False
 
 
 def _update_returning() -> bool:
