@@ -183,9 +183,14 @@ class Answer:
             # Tools come with a later issue; until then no backend is offered any to call.
             logger.info("answer %s ignored a call of tool %r", self.message.pk, event.name)
 
+    @property
+    def unsent(self) -> bool:
+        """Whether text has arrived since the last delta."""
+        return self.sent_parts < len(self.parts)
+
     async def _flush(self) -> None:
         """Send the room the text not sent yet, as one delta."""
-        if self.sent_parts == len(self.parts):
+        if not self.unsent:
             return
         chunk = "".join(self.parts[self.sent_parts :])
         offset = self.sent
@@ -313,7 +318,8 @@ async def _flush_waiting() -> None:
     order the answers started: each answer's place in the pass, and so the time between its
     deltas, stays the same from one pass to the next."""
     for answer, _ in list(_running.values()):
-        await answer._flush()
+        if answer.unsent:  # one with nothing new costs no coroutine
+            await answer._flush()
 
 
 _heartbeat = _Pass("heartbeat", _save_progress, lambda: get_config().stream_persist_interval)
