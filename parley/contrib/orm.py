@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, connections, models, transaction
@@ -18,6 +18,29 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.signals import post_save, pre_save
 
 from ..models import Membership, Message, Room, Ticket
+
+T = TypeVar("T")
+
+
+def _per_database(build: Callable[[], T]) -> Callable[[], T]:
+    """``build()`` once per database vendor (quoting differs), its statement kept: the
+    statements here serve hot paths, where building one again cost a few percent."""
+    built: dict[str, T] = {}
+
+    def statement() -> T:
+        vendor = connection.vendor
+        if vendor not in built:
+            built[vendor] = build()
+        return built[vendor]
+
+    return functools.update_wrapper(statement, build)
+
+
+def _column(model: type[models.Model], name: str | None = None) -> str:
+    """The quoted column of ``model``'s field ``name`` (its primary key by default)."""
+    field = model._meta.pk if name is None else model._meta.get_field(name)
+    assert isinstance(field, models.Field)  # a concrete field, with a column
+    return connection.ops.quote_name(cast(str, field.column))
 
 
 def message_insert(message: Message) -> bool:
@@ -40,7 +63,7 @@ def message_insert(message: Message) -> bool:
             return False
         return True
     _pre_save(message)
-    sql, attnames, datetimes = _message_insert_statement(connection.vendor)
+    sql, attnames, datetimes = _message_insert_statement()
     with connection.cursor() as cursor:
         cursor.execute(sql, _values(message, attnames, datetimes))
         row = cursor.fetchone()
@@ -108,7 +131,7 @@ def messages_insert_many(messages: list[Message]) -> bool:
     return True
 
 
-@functools.cache
+@_per_database
 def _messages_insert_many_statement() -> tuple[str, list[str], list[int]]:
     """PostgreSQL's ``WITH n AS (UPDATE room … RETURNING last_seq) INSERT … SELECT …, n.last_seq
     FROM n ON CONFLICT DO NOTHING RETURNING id, seq``, the attributes its values take (all
@@ -116,25 +139,24 @@ def _messages_insert_many_statement() -> tuple[str, list[str], list[int]]:
     quote = connection.ops.quote_name
     fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
     values = [field for field in fields if field.name != "seq"]
-    last_seq = quote(_column(Room, "last_seq"))
+    last_seq = _column(Room, "last_seq")
     selected = ", ".join("n.seq" if field.name == "seq" else "%s" for field in fields)
     sql = (
         f"WITH n AS (UPDATE {quote(Room._meta.db_table)} SET {last_seq} = {last_seq} + 1"
-        f" WHERE {quote(cast(str, Room._meta.pk.column))} = %s RETURNING {last_seq} AS seq)"
+        f" WHERE {_column(Room)} = %s RETURNING {last_seq} AS seq)"
         f" INSERT INTO {quote(Message._meta.db_table)}"
         f" ({', '.join(quote(cast(str, field.column)) for field in fields)})"
         f" SELECT {selected} FROM n ON CONFLICT DO NOTHING"
-        f" RETURNING {quote(cast(str, Message._meta.pk.column))}, {quote(_column(Message, 'seq'))}"
+        f" RETURNING {_column(Message)}, {_column(Message, 'seq')}"
     )
     datetimes = [i for i, field in enumerate(values) if isinstance(field, models.DateTimeField)]
     return sql, [field.attname for field in values], datetimes
 
 
-@functools.cache
-def _message_insert_statement(vendor: str) -> tuple[str, list[str], list[int]]:
+@_per_database
+def _message_insert_statement() -> tuple[str, list[str], list[int]]:
     """``(INSERT … ON CONFLICT DO NOTHING RETURNING id, the attributes it takes in order,
-    the positions of the datetimes among them)`` for the current connection's database
-    (``vendor`` keys the cache)."""
+    the positions of the datetimes among them)`` for the current connection's database."""
     quote = connection.ops.quote_name
     fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
     # A concrete field has a column (only the others have None).
@@ -142,7 +164,7 @@ def _message_insert_statement(vendor: str) -> tuple[str, list[str], list[int]]:
         quote(Message._meta.db_table),
         ", ".join(quote(cast(str, field.column)) for field in fields),
         ", ".join(["%s"] * len(fields)),
-        quote(cast(str, Message._meta.pk.column)),
+        _column(Message),
     )
     datetimes = [i for i, field in enumerate(fields) if isinstance(field, models.DateTimeField)]
     return sql, [field.attname for field in fields], datetimes
@@ -153,16 +175,18 @@ def message_progress_update(texts: Mapping[int, str], *, now: datetime) -> None:
     it ``now``, as ``Message.objects.filter(pk=id, status="streaming").update(...)`` would
     for each, in one ``executemany``: a process streaming hundreds of answers saves them all
     every second, and the ORM's compiling of each UPDATE would cost more than the writes."""
-    quote = connection.ops.quote_name
-    fields = {field.name: field for field in Message._meta.concrete_fields}
-    sql = "UPDATE {} SET {} = %s, {} = %s WHERE {} = %s AND {} = %s".format(
-        quote(Message._meta.db_table),
-        *(quote(cast(str, fields[name].column)) for name in ("text", "updated_at", "id", "status")),
-    )
     stamp = connection.ops.adapt_datetimefield_value(now)
     rows = [(text, stamp, pk, Message.Status.STREAMING.value) for pk, text in texts.items()]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+        cursor.executemany(_message_progress_sql(), rows)
+
+
+@_per_database
+def _message_progress_sql() -> str:
+    return "UPDATE {} SET {} = %s, {} = %s WHERE {} = %s AND {} = %s".format(
+        connection.ops.quote_name(Message._meta.db_table),
+        *(_column(Message, name) for name in ("text", "updated_at", "id", "status")),
+    )
 
 
 _unlogged = threading.local()
@@ -194,44 +218,50 @@ def messages_context(*, room_id: int, up_to: int, limit: int) -> list[tuple[str,
     what :func:`parley.answers.records.answer_request` sends a model. One statement built
     by hand: every answer waits for this read before its first token, and the ORM's
     compiling of it cost more than the read."""
+    streaming = (Message.Role.ASSISTANT.value, Message.Status.STREAMING.value)
+    with connection.cursor() as cursor:
+        cursor.execute(_messages_context_sql(), (room_id, up_to, *streaming, limit))
+        rows = cursor.fetchall()
+    rows.reverse()
+    return [(role, text, author or "") for role, text, author in rows]
+
+
+@_per_database
+def _messages_context_sql() -> str:
     users = get_user_model()
     quote = connection.ops.quote_name
     m = {
-        name: f"m.{quote(_column(Message, name))}"
+        name: f"m.{_column(Message, name)}"
         for name in ("role", "text", "author", "room", "seq", "status")
     }
-    username = f"u.{quote(_column(users, users.USERNAME_FIELD))}"
-    user_pk = f"u.{quote(cast(str, users._meta.pk.column))}"
-    sql = (
+    username = f"u.{_column(users, users.USERNAME_FIELD)}"
+    return (
         f"SELECT {m['role']}, {m['text']}, {username} FROM {quote(Message._meta.db_table)} m"
-        f" LEFT JOIN {quote(users._meta.db_table)} u ON {user_pk} = {m['author']}"
+        f" LEFT JOIN {quote(users._meta.db_table)} u ON u.{_column(users)} = {m['author']}"
         f" WHERE {m['room']} = %s AND {m['seq']} <= %s AND {m['text']} <> ''"
         f" AND NOT ({m['role']} = %s AND {m['status']} = %s)"
         f" ORDER BY {m['seq']} DESC LIMIT %s"
     )
-    streaming = (Message.Role.ASSISTANT.value, Message.Status.STREAMING.value)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, (room_id, up_to, *streaming, limit))
-        rows = cursor.fetchall()
-    rows.reverse()
-    return [(role, text, author or "") for role, text, author in rows]
 
 
 def room_member_users(*, room_id: int) -> list[Any]:
     """The users who are members of the room, in the order they joined, as
     :func:`parley.rooms.selectors.room_members` gives them: one statement built by hand
     (``raw()``), since every answer in a shared room reads them before its first token."""
+    return list(get_user_model()._default_manager.raw(_room_member_users_sql(), [room_id]))
+
+
+@_per_database
+def _room_member_users_sql() -> str:
     users = get_user_model()
     quote = connection.ops.quote_name
-    joined = f"p.{quote(_column(Membership, 'joined_at'))}"
-    sql = (
+    return (
         f"SELECT u.* FROM {quote(users._meta.db_table)} u"
         f" JOIN {quote(Membership._meta.db_table)} p"
-        f" ON p.{quote(_column(Membership, 'user'))} = u.{quote(cast(str, users._meta.pk.column))}"
-        f" WHERE p.{quote(_column(Membership, 'room'))} = %s"
-        f" ORDER BY {joined}, p.{quote(cast(str, Membership._meta.pk.column))}"
+        f" ON p.{_column(Membership, 'user')} = u.{_column(users)}"
+        f" WHERE p.{_column(Membership, 'room')} = %s"
+        f" ORDER BY p.{_column(Membership, 'joined_at')}, p.{_column(Membership)}"
     )
-    return list(users._default_manager.raw(sql, [room_id]))
 
 
 def ticket_spend(*, nonce: str, now: datetime) -> tuple[str, str] | None:
@@ -239,50 +269,54 @@ def ticket_spend(*, nonce: str, now: datetime) -> tuple[str, str] | None:
     ``None`` if it is unknown, expired or spent. One ``UPDATE … RETURNING`` that only one
     server process can win (as ``filter(...).update(uses_left=F(...) - 1)`` after a read
     would be): every socket opened with a ticket makes it before it joins."""
-    quote = connection.ops.quote_name
-    uses = quote(_column(Ticket, "uses_left"))
-    sql = (
-        f"UPDATE {quote(Ticket._meta.db_table)} SET {uses} = {uses} - 1"
-        f" WHERE {quote(_column(Ticket, 'nonce'))} = %s"
-        f" AND {quote(_column(Ticket, 'expires_at'))} > %s AND {uses} > 0"
-        f" RETURNING {quote(_column(Ticket, 'session_key'))}, {quote(_column(Ticket, 'auth_hash'))}"
-    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, (nonce, connection.ops.adapt_datetimefield_value(now)))
+        cursor.execute(_ticket_spend_sql(), (nonce, connection.ops.adapt_datetimefield_value(now)))
         row = cursor.fetchone()
     return (row[0], row[1]) if row is not None else None
+
+
+@_per_database
+def _ticket_spend_sql() -> str:
+    uses = _column(Ticket, "uses_left")
+    return (
+        f"UPDATE {connection.ops.quote_name(Ticket._meta.db_table)} SET {uses} = {uses} - 1"
+        f" WHERE {_column(Ticket, 'nonce')} = %s"
+        f" AND {_column(Ticket, 'expires_at')} > %s AND {uses} > 0"
+        f" RETURNING {_column(Ticket, 'session_key')}, {_column(Ticket, 'auth_hash')}"
+    )
 
 
 def user_get(*, pk: Any) -> Any:
     """The user with primary key ``pk``, or ``None``: ``raw()``, without the ORM's compiling,
     for the socket that joins with a ticket."""
-    users = get_user_model()
-    quote = connection.ops.quote_name
-    sql = (
-        f"SELECT * FROM {quote(users._meta.db_table)}"
-        f" WHERE {quote(cast(str, users._meta.pk.column))} = %s"
-    )
-    found = list(users._default_manager.raw(sql, [pk]))
+    found = list(get_user_model()._default_manager.raw(_user_get_sql(), [pk]))
     return found[0] if found else None
+
+
+@_per_database
+def _user_get_sql() -> str:
+    users = get_user_model()
+    return (
+        f"SELECT * FROM {connection.ops.quote_name(users._meta.db_table)}"
+        f" WHERE {_column(users)} = %s"
+    )
 
 
 def room_get_joined(*, public_id: str, user_pk: Any) -> Room | None:
     """The room with ``public_id`` if the user with ``user_pk`` is a member, else ``None``:
     ``raw()`` for :func:`parley.rooms.selectors.room_get_for_member`, which every socket
     calls before it joins."""
-    quote = connection.ops.quote_name
-    sql = (
-        f"SELECT r.* FROM {quote(Room._meta.db_table)} r"
-        f" JOIN {quote(Membership._meta.db_table)} p"
-        f" ON p.{quote(_column(Membership, 'room'))} = r.{quote(cast(str, Room._meta.pk.column))}"
-        f" WHERE r.{quote(_column(Room, 'public_id'))} = %s"
-        f" AND p.{quote(_column(Membership, 'user'))} = %s"
-    )
-    found = list(Room.objects.raw(sql, [public_id, user_pk]))
+    found = list(Room.objects.raw(_room_get_joined_sql(), [public_id, user_pk]))
     return found[0] if found else None
 
 
-def _column(model: type[models.Model], name: str) -> str:
-    field = model._meta.get_field(name)
-    assert isinstance(field, models.Field)  # a concrete field, with a column
-    return cast(str, field.column)
+@_per_database
+def _room_get_joined_sql() -> str:
+    quote = connection.ops.quote_name
+    return (
+        f"SELECT r.* FROM {quote(Room._meta.db_table)} r"
+        f" JOIN {quote(Membership._meta.db_table)} p"
+        f" ON p.{_column(Membership, 'room')} = r.{_column(Room)}"
+        f" WHERE r.{_column(Room, 'public_id')} = %s"
+        f" AND p.{_column(Membership, 'user')} = %s"
+    )
