@@ -34,6 +34,20 @@ def test_parley_demo_is_idempotent():
     assert selectors.rooms_for_user(user=guest) == [team]
 
     out = second.getvalue()
-    assert "demo / demo-pass-123" in out
+    assert "User demo existed already" in out
+    assert "Created user demo with the password demo-pass-123" in first.getvalue()
     assert f"http://demo.test/rooms/{private.public_id}/" in out
     assert f"http://demo.test/rooms/{team.public_id}/" in out
+
+
+def test_parley_demo_never_changes_an_existing_user(django_user_model):
+    site_user = django_user_model.objects.create_user(username="demo", password="the-sites-own")
+    before = site_user.password
+    out = StringIO()
+    call_command("parley_demo", stdout=out)
+
+    site_user.refresh_from_db()
+    assert site_user.password == before  # no reset: its sessions live on
+    assert site_user.check_password("the-sites-own")
+    assert "User demo existed already: left as it was" in out.getvalue()
+    assert "Created user guest" in out.getvalue()

@@ -1,4 +1,8 @@
-"""``manage.py parley_demo``: demo users and rooms to try Parley with (safe to run again)."""
+"""``manage.py parley_demo``: demo users and rooms to try Parley with (safe to run again).
+
+Users are created once and never changed afterwards: running it again (every ``make run``)
+must not reset a password, which would also end every session of that user.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +31,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, base_url: str, **options: Any) -> None:
         with transaction.atomic():
-            demo = self._user("demo")
-            guest = self._user("guest")
+            demo, demo_created = self._user("demo")
+            guest, guest_created = self._user("guest")
             private = self._room(owner=demo, title="Private notes", kind=Room.Kind.PRIVATE)
             shared = self._room(owner=demo, title="Team room", kind=Room.Kind.SHARED)
             if not selectors.room_is_member(room=shared, user=guest):
@@ -36,18 +40,23 @@ class Command(BaseCommand):
 
         base = base_url.rstrip("/")
         self.stdout.write(self.style.SUCCESS("Parley demo ready."))
-        self.stdout.write(f"  Log in as demo / {PASSWORD} (or guest / {PASSWORD})")
+        for username, created in (("demo", demo_created), ("guest", guest_created)):
+            if created:
+                self.stdout.write(f"  Created user {username} with the password {PASSWORD}")
+            else:
+                self.stdout.write(f"  User {username} existed already: left as it was")
         for room in (private, shared):
             self.stdout.write(f"  {room.title}: {base}{self._path(room)}")
 
-    def _user(self, username: str) -> Any:
-        """The demo user, created if missing; its password is (re)set to the demo one."""
-        user = selectors.user_get_by_username(username=username)
-        if user is None:
-            user = get_user_model()._default_manager.create_user(username=username)
-        user.set_password(PASSWORD)
-        user.save()
-        return user
+    def _user(self, username: str) -> tuple[Any, bool]:
+        """The user named ``username`` and whether it was created now, with the demo
+        password; an existing one is not touched."""
+        model = get_user_model()
+        manager = model._default_manager
+        user = manager.filter(**{model.USERNAME_FIELD: username}).first()  # active or not
+        if user is not None:
+            return user, False
+        return manager.create_user(username=username, password=PASSWORD), True
 
     def _room(self, *, owner: Any, title: str, kind: str) -> Room:
         for room in selectors.rooms_for_user(user=owner):
