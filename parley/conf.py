@@ -57,6 +57,10 @@ class ParleyConfig:
     # user, session, password), in seconds: the safety net under the revocations pushed when
     # they change (docs/security.md). None turns it off.
     recheck_interval: float | None = 60.0
+    # Where the host's websocket router mounts ``parley.routing.websocket_urlpatterns``: "/"
+    # for URLRouter(websocket_urlpatterns), "/chat/" for path("chat/", URLRouter(...)).
+    # Pages and the widget reverse the room socket's address under it.
+    socket_prefix: str = "/"
     # Group name prefix on the channel layer.
     group_prefix: str = "parley"
     # Origins besides the site's own (and CSRF_TRUSTED_ORIGINS) whose pages may open room

@@ -10,6 +10,7 @@ from channels.testing.websocket import WebsocketCommunicator
 from django.test import Client
 
 from .backends.scripted import ScriptedBackend
+from .realtime.routing import socket_path
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import _User  # the site's AUTH_USER_MODEL
@@ -72,7 +73,7 @@ class RoomClient:
         if origin is not None:
             headers.append((b"origin", origin.encode()))
         communicator = WebsocketCommunicator(
-            application, path or f"/ws/rooms/{room.public_id}/", headers=headers
+            application, path or socket_path(room.public_id), headers=headers
         )
         client = cls(communicator)
         client.connected, client.subprotocol = await communicator.connect()

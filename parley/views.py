@@ -22,6 +22,7 @@ from .knowledge.sources import FILES
 from .knowledge.store import document_text
 from .middleware import add_content_security_policy
 from .models import Room
+from .realtime.routing import socket_path
 from .realtime.status import status_snapshot
 from .rendering import render_document
 from .rooms import selectors, services
@@ -126,6 +127,7 @@ def room_detail(request: AuthenticatedHttpRequest, public_id: str) -> HttpRespon
     room = _room_for_member(request, public_id)
     context = {
         "room": room,
+        "socket_path": socket_path(room.public_id),
         "members": selectors.room_members(room=room),
         "invite_form": InviteForm() if room.kind == Room.Kind.SHARED else None,
         "can_leave": room.kind == Room.Kind.SHARED and request.user.pk != room.owner_id,

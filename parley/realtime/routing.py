@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
-from django.urls import path
+from django.urls import URLResolver, path
+from django.urls.resolvers import RegexPattern
 from django.utils.http import is_same_domain
 
 from ..conf import get_config
@@ -18,6 +19,15 @@ from .consumers import RoomConsumer
 websocket_urlpatterns = [
     path("ws/rooms/<str:room>/", RoomConsumer.as_asgi(), name="parley-room-socket"),
 ]
+
+
+def socket_path(room: str) -> str:
+    """The path of the socket of the room with public id ``room``: its route reversed under
+    ``PARLEY["SOCKET_PREFIX"]``, where the host mounted :data:`websocket_urlpatterns`."""
+    prefix = "/" + get_config().socket_prefix.strip("/")
+    resolver = URLResolver(RegexPattern(r"^/"), websocket_urlpatterns)
+    route = resolver.reverse("parley-room-socket", room=room)
+    return f"{prefix.rstrip('/')}/{route}"
 
 # What a browser puts in Origin; anything else (ftp:, file:, chrome-extension:, "null") is
 # not a page of a web site and is refused.

@@ -5,9 +5,17 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.routing import URLRouter
+from django.test import Client
+from django.urls import path
 
-from parley.realtime.routing import OriginCheck, websocket_application, websocket_urlpatterns
+from parley.realtime.routing import (
+    OriginCheck,
+    socket_path,
+    websocket_application,
+    websocket_urlpatterns,
+)
 from parley.testing import RoomClient
 
 
@@ -160,3 +168,26 @@ async def test_the_user_of_an_outer_auth_middleware_is_admitted(alice, bob, priv
     stranger = await RoomClient.connect(SetsUser(stack, bob), private_room)
     assert (await stranger.expect("error"))["code"] == "forbidden"
     assert await stranger.closed() == 4403
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_host_mounting_the_routes_under_a_prefix_gets_pages_that_find_them(
+    settings, alice, private_room
+):
+    """The socket's address is reversed under SOCKET_PREFIX, for the room page (which the
+    browser client follows) and for every other client Parley builds one for."""
+    settings.PARLEY = {"SOCKET_PREFIX": "/chat/"}
+    stack = URLRouter([path("chat/", URLRouter(websocket_urlpatterns))])
+    expected = f"/chat/ws/rooms/{private_room.public_id}/"
+    assert socket_path(private_room.public_id) == expected
+
+    def room_page() -> str:
+        browser = Client()
+        browser.force_login(alice)
+        return browser.get(f"/rooms/{private_room.public_id}/").content.decode()
+
+    assert f'data-socket-path="{expected}"' in await sync_to_async(room_page)()
+
+    client = await RoomClient.connect(stack, private_room, alice)
+    assert (await client.expect("hello"))["room"]["id"] == private_room.public_id
+    await client.disconnect()

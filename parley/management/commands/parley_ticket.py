@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from parley.exceptions import RoomPermissionDenied
 from parley.realtime.auth import ticket_issue
+from parley.realtime.routing import socket_path
 from parley.rooms import selectors
 
 
@@ -43,4 +44,4 @@ class Command(BaseCommand):
         if uses < 1:
             raise CommandError("--uses must be 1 or more.")
         ticket = ticket_issue(user=user, room=target.public_id, uses=uses)
-        self.stdout.write(f"ws://{host}/ws/rooms/{target.public_id}/?ticket={ticket}")
+        self.stdout.write(f"ws://{host}{socket_path(target.public_id)}?ticket={ticket}")

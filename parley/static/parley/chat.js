@@ -32,7 +32,7 @@ function start(root) {
   let cancelRequested = null; // id of the answer we asked to stop
   let refused = false; // the server refused us (4401/4403): nothing can be sent any more
 
-  const socket = new ReconnectingSocket(socketUrl(window.location, root.dataset.roomId), {
+  const socket = new ReconnectingSocket(socketUrl(window.location, root.dataset.socketPath), {
     onFrame: onFrame,
     onState: onSocketState,
   });

@@ -15,10 +15,11 @@ export const FATAL_CLOSE_CODES = new Set([4401, 4403]);
 
 const DEFAULT_LIMITS = { max_frame_bytes: 32 * 1024, max_message_chars: 8000 };
 
-/** The room socket's URL for this page: wss: on https pages, ws: otherwise. */
-export function socketUrl(loc, roomId) {
+/** The URL of the socket at `path` (as the server reversed it) on the server at `loc` (the
+ * page's location, or the URL of the server an embed talks to): wss: for https, else ws:. */
+export function socketUrl(loc, path) {
   const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${loc.host}/ws/rooms/${encodeURIComponent(roomId)}/`;
+  return `${scheme}//${loc.host}${path}`;
 }
 
 /** A fresh client_id for a send frame (letters, digits and '-': what the server accepts). */
