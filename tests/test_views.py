@@ -463,3 +463,20 @@ def test_room_titles_lose_bidi_controls_and_invisible_spaces(alice_client):
     alice_client.post(reverse("parley:rooms"), {"title": title, "kind": "shared"})
     # Joiners stay: emoji sequences and some scripts need them.
     assert Room.objects.get().title == "URGENT: re-enter your password 👩\u200d💻"
+
+
+def test_a_host_overriding_parley_base_gets_parleys_pages_in_its_own_layout(
+    alice_client, private_room, settings
+):
+    """docs/embedding.md's override: the room page inside the host's layout, its content in
+    the .parley element that scopes parley.css, its script where the host puts scripts."""
+    host = settings.BASE_DIR / "tests" / "host_site" / "templates"
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [host, *settings.TEMPLATES[0]["DIRS"]]}]
+    page = alice_client.get(room_url(private_room.public_id)).content.decode()
+
+    assert '<header id="host-header">' in page
+    main = page[page.index('<main id="host-main">') : page.index("</main>")]
+    assert '<div class="parley page page-room">' in main
+    assert f'data-room-id="{private_room.public_id}"' in main
+    assert "parley/parley.css" in page and "parley/chat.js" in page
+    assert f"<title>{private_room.title} · Parley</title>" in page

@@ -1,0 +1,35 @@
+"""Parley's static files as a host site includes them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+STATIC = Path(__file__).resolve().parent.parent / "parley" / "static" / "parley"
+
+
+def selectors(css: str) -> list[str]:
+    """Every selector of a stylesheet's style rules (inside @media too; not @keyframes)."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    css = re.sub(r"@keyframes[^{]*\{(?:[^{}]*\{[^{}]*\})*\s*\}", "", css)
+    found = []
+    for prelude in re.findall(r"([^{}]+)\{", css):
+        prelude = prelude.strip()
+        if not prelude.startswith("@"):
+            found += [s.strip() for s in prelude.split(",")]
+    return found
+
+
+def test_parley_css_styles_only_parleys_own_elements() -> None:
+    """No rule reaches the host's elements: each selector starts at the .parley element."""
+    found = selectors((STATIC / "parley.css").read_text())
+    assert len(found) > 150  # the parse saw the whole file
+    outside = [s for s in found if not re.match(r"(body)?\.parley([ .:\[]|$)", s)]
+    assert outside == []
+
+
+def test_parley_css_is_themed_by_parley_custom_properties() -> None:
+    css = (STATIC / "parley.css").read_text()
+    for name in ("accent", "font", "radius", "bg", "text"):
+        assert f"--p-{name}: var(--parley-{name}," in css
+    assert "@media (prefers-color-scheme: dark)" in css
