@@ -29,6 +29,7 @@ def socket_path(room: str) -> str:
     route = resolver.reverse("parley-room-socket", room=room)
     return f"{prefix.rstrip('/')}/{route}"
 
+
 # What a browser puts in Origin; anything else (ftp:, file:, chrome-extension:, "null") is
 # not a page of a web site and is refused.
 WEB_SCHEMES = ("http", "https")
