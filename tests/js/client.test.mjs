@@ -223,8 +223,14 @@ test("validate counts characters as the server does and applies the limits", () 
 });
 
 test("socketUrl picks wss: on https pages", () => {
-  assert.equal(socketUrl({ protocol: "https:", host: "chat.example" }, "/ws/rooms/abc/"), "wss://chat.example/ws/rooms/abc/");
-  assert.equal(socketUrl({ protocol: "http:", host: "127.0.0.1:8000" }, "/chat/ws/rooms/abc/"), "ws://127.0.0.1:8000/chat/ws/rooms/abc/");
+  assert.equal(
+    socketUrl({ protocol: "https:", host: "chat.example" }, "/ws/rooms/abc/"),
+    "wss://chat.example/ws/rooms/abc/",
+  );
+  assert.equal(
+    socketUrl({ protocol: "http:", host: "127.0.0.1:8000" }, "/chat/ws/rooms/abc/"),
+    "ws://127.0.0.1:8000/chat/ws/rooms/abc/",
+  );
 });
 
 test("backoff grows exponentially, is capped, and jitters within [half, full]", () => {
