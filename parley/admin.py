@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from .models import Invitation, Membership, Message, Room
+from .models import Invitation, Membership, Message, Room, Visitor
 
 
 class MembershipInline(admin.TabularInline):
@@ -14,11 +14,11 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ["title", "kind", "owner", "backend", "last_seq", "created_at"]
-    list_filter = ["kind", "backend"]
+    list_display = ["title", "kind", "owner", "visitor", "backend", "last_seq", "created_at"]
+    list_filter = ["kind", "widget", "backend"]
     search_fields = ["title", "public_id", "owner__username"]
     readonly_fields = ["public_id", "last_seq", "created_at"]
-    raw_id_fields = ["owner"]
+    raw_id_fields = ["owner", "visitor"]
     inlines = [MembershipInline]
 
 
@@ -45,3 +45,24 @@ class InvitationAdmin(admin.ModelAdmin):
     search_fields = ["room__title", "invitee__username", "invited_by__username"]
     raw_id_fields = ["room", "invitee", "invited_by"]
     readonly_fields = ["created_at", "answered_at"]
+
+
+class VisitorRoomInline(admin.TabularInline):
+    model = Room
+    fk_name = "visitor"
+    extra = 0
+    fields = ["title", "last_seq", "created_at"]
+    readonly_fields = ["title", "last_seq", "created_at"]
+    show_change_link = True
+
+
+@admin.register(Visitor)
+class VisitorAdmin(admin.ModelAdmin):
+    """Visitors who are not logged in, with their conversations (``PARLEY["VISITORS"]``)."""
+
+    list_display = ["public_id", "identity", "created_at", "last_seen_at", "user"]
+    list_filter = [("user", admin.EmptyFieldListFilter)]
+    search_fields = ["public_id", "identity"]
+    readonly_fields = ["public_id", "session_key", "created_at", "last_seen_at"]
+    raw_id_fields = ["user"]
+    inlines = [VisitorRoomInline]

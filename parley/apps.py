@@ -15,3 +15,4 @@ class ParleyConfig(AppConfig):
         from . import checks, conf  # noqa: F401
         from .knowledge import signals  # noqa: F401
         from .realtime import access  # noqa: F401
+        from .visitors import signals as visitor_signals  # noqa: F401

@@ -97,6 +97,30 @@ class ParleyConfig:
             # burst; past the budget the connection is not read until the budget refills).
             "CONTROL": (10, 30),
             "BYTES": (256 * 1024, 1024 * 1024),
+            # Visitors who are not logged in (VISITORS): messages one visitor posts, messages
+            # all visitors from one client address post, and new visitors one address makes.
+            "VISITOR": (0.5, 10),
+            "VISITOR_IP": (2, 30),
+            "NEW_VISITORS": (1 / 60, 10),
+        }
+    )
+    # Visitors who are not logged in, talking to the assistant in a private conversation of
+    # their own (docs/embedding.md); merged key by key.
+    visitors: dict[str, Any] = field(
+        default_factory=lambda: {
+            # Off unless the site turns it on: strangers cost the site its assistant's time.
+            "ENABLED": False,
+            # Messages one visitor may post per day (UTC); past it, `quota_exceeded`.
+            "DAILY_MESSAGES": 50,
+            # Seconds after its last message a visitor's conversation is deleted by
+            # `manage.py parley_visitors_expire`.
+            "EXPIRE_AFTER": 30 * 24 * 3600,
+            # Key of the HMAC-SHA256 with which a host signs the id of a visitor it knows
+            # (`data-identity`/`data-identity-hash`); None refuses signed identities.
+            "IDENTITY_KEY": None,
+            # The header a proxy in front of the site puts the client's address in (e.g.
+            # "X-Forwarded-For", its last entry counts); None: the connection's own address.
+            "CLIENT_IP_HEADER": None,
         }
     )
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
@@ -123,7 +147,7 @@ DEFAULTS: dict[str, Any] = {spec.name.upper(): _default(spec) for spec in fields
 
 
 # Settings that are dicts themselves, merged key by key over their defaults.
-_NESTED = ("KNOWLEDGE", "RATE_LIMITS")
+_NESTED = ("KNOWLEDGE", "RATE_LIMITS", "VISITORS")
 
 
 @cache

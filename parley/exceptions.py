@@ -35,6 +35,10 @@ class RateLimited(ParleyError):
         self.retry_after = retry_after
 
 
+class QuotaExceeded(ParleyError):
+    """A visitor has posted all the messages ``VISITORS["DAILY_MESSAGES"]`` allows today."""
+
+
 class AssistantBusy(ParleyError):
     """The room already has an answer streaming: one answer at a time per room."""
 

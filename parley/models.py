@@ -14,8 +14,46 @@ def new_public_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+class Visitor(models.Model):
+    """Someone who is not logged in, talking to the assistant in conversations of their own
+    (``PARLEY["VISITORS"]``): no user of the site, which Parley never creates.
+
+    A visitor is found again by the session it was made in (``session_key``), by the signed
+    id an embed on another origin keeps (:func:`parley.visitors.services.visitor_token`),
+    or by the ``identity`` a host site signed for it. Logging in carries its conversations
+    over to the account (``user``); it has none of its own afterwards.
+    """
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    session_key = models.CharField(max_length=40, blank=True, db_index=True)
+    identity = models.CharField(
+        max_length=150, blank=True, help_text="The id a host site signed for this visitor."
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The account its conversations were carried over to when it logged in.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["identity"], condition=~Q(identity=""), name="parley_identity_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"visitor {self.public_id[:8]}…"
+
+
 class Room(models.Model):
-    """A conversation with the assistant: private (its owner alone) or shared (members)."""
+    """A conversation with the assistant: private (its owner alone, or one visitor's) or
+    shared (members)."""
 
     class Kind(models.TextChoices):
         PRIVATE = "private", "Private"
@@ -25,7 +63,22 @@ class Room(models.Model):
     title = models.CharField(max_length=120)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PRIVATE)
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="parley_owned_rooms"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="parley_owned_rooms",
+    )
+    visitor = models.ForeignKey(
+        Visitor,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="rooms",
+        help_text="The visitor whose private conversation it is (then it has no owner).",
+    )
+    widget = models.BooleanField(
+        default=False, help_text="Opened from the embedded chat (the site's own pages)."
     )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
@@ -41,6 +94,12 @@ class Room(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(owner__isnull=False) | Q(visitor__isnull=False),
+                name="parley_room_has_owner_or_visitor",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.title
@@ -155,6 +214,12 @@ class Message(models.Model):
                 fields=["room", "author", "client_id"],
                 condition=~Q(client_id=""),
                 name="parley_client_id_once",
+            ),
+            # A visitor's messages have no author (NULLs are never equal in the one above).
+            models.UniqueConstraint(
+                fields=["room", "client_id"],
+                condition=~Q(client_id="") & Q(author__isnull=True),
+                name="parley_anonymous_client_id_once",
             ),
             models.UniqueConstraint(
                 fields=["room"],

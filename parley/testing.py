@@ -10,7 +10,6 @@ from channels.testing.websocket import WebsocketCommunicator
 from django.test import Client
 
 from .backends.scripted import ScriptedBackend
-from .realtime.routing import socket_path
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import _User  # the site's AUTH_USER_MODEL
@@ -72,6 +71,8 @@ class RoomClient:
             headers.append((b"cookie", (await sync_to_async(session_cookie)(user)).encode()))
         if origin is not None:
             headers.append((b"origin", origin.encode()))
+        from .realtime.routing import socket_path  # not at import: it needs the models
+
         communicator = WebsocketCommunicator(
             application, path or socket_path(room.public_id), headers=headers
         )

@@ -73,16 +73,17 @@ def make_bucket(limit: tuple[float, float] | list[float] | None) -> TokenBucket 
 
 
 class UserBuckets:
-    """One bucket per user id, shared by that user's sockets in this process."""
+    """One bucket per key (a user id, a visitor's, a client address), shared by that key's
+    sockets in this process."""
 
     PRUNE_EVERY = 1000  # look for full (idle) buckets to drop after this many new users
 
     def __init__(self) -> None:
-        self._buckets: dict[int, TokenBucket] = {}
+        self._buckets: dict[object, TokenBucket] = {}
         self._created = 0
 
     def get(
-        self, user_id: int, limit: tuple[float, float] | list[float] | None
+        self, user_id: object, limit: tuple[float, float] | list[float] | None
     ) -> TokenBucket | None:
         if limit is None:
             return None
@@ -101,7 +102,10 @@ class UserBuckets:
 user_buckets = UserBuckets()  # RATE_LIMITS["USER"]: messages
 resume_buckets = UserBuckets()  # RATE_LIMITS["RESUME"]: history pages
 # The pages' limits, per user: rooms created, invitations sent (RATE_LIMITS "ROOMS", "INVITES").
-page_buckets = {"ROOMS": UserBuckets(), "INVITES": UserBuckets()}
+page_buckets = {"ROOMS": UserBuckets(), "INVITES": UserBuckets(), "NEW_VISITORS": UserBuckets()}
+# Visitors' messages: per visitor, and per client address (RATE_LIMITS "VISITOR", "VISITOR_IP").
+visitor_buckets = UserBuckets()
+address_buckets = UserBuckets()
 
 
 @receiver(setting_changed)
@@ -110,5 +114,7 @@ def _reset(*, setting: str, **kwargs: Any) -> None:
     if setting == "PARLEY":
         user_buckets.clear()
         resume_buckets.clear()
+        visitor_buckets.clear()
+        address_buckets.clear()
         for buckets in page_buckets.values():
             buckets.clear()

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from . import views
+from .visitors.views import chat_session
 
 app_name = "parley"
 urlpatterns = [
@@ -24,4 +25,5 @@ urlpatterns = [
     ),
     path("knowledge/<path:key>", views.knowledge_document, name="knowledge"),
     path("status/", views.status, name="status"),
+    path("chat/session/", chat_session, name="chat-session"),
 ]

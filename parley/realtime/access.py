@@ -40,7 +40,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from ..conf import get_config
-from ..models import Membership
+from ..models import Membership, Room
 from ..protocol import NOT_A_MEMBER, SIGNED_OUT, Refusal, events
 from ..rooms import selectors
 from . import hub as hubs
@@ -54,17 +54,24 @@ CHECK_BATCH = 200  # sockets re-checked per trip to the database thread (17 ms o
 @dataclass(frozen=True, slots=True)
 class Grant:
     """What a socket was admitted with: who, to which room (its pk), with which session (its
-    key, ``None`` for a ticket issued without one), and the user's session auth hash then."""
+    key, ``None`` for a ticket issued without one), and the user's session auth hash then;
+    or, for a visitor who is not logged in, the visitor's public id (and no user)."""
 
     user_id: Any
     room_id: int
     session_key: str | None
     auth_hash: str
+    visitor: str | None = None
 
     @property
     def user_key(self) -> str:
-        """The user as events name them (a string: primary keys need not be integers)."""
-        return str(self.user_id)
+        """Who, as events name them (a string: primary keys need not be integers)."""
+        return visitor_key(self.visitor) if self.visitor is not None else str(self.user_id)
+
+
+def visitor_key(public_id: str) -> str:
+    """How events and limits name a visitor: never like a user's primary key."""
+    return f"visitor:{public_id}"
 
 
 def digest(secret: str) -> str:
@@ -81,6 +88,8 @@ def auth_hash(user: Any) -> str:
 def revocation(event: dict[str, Any], grant: Grant) -> Refusal | None:
     """What a ``parley.access`` event means for a socket admitted with ``grant``: ``None``
     if the socket keeps its rights. Pure."""
+    if "visitor" in event:  # logged in (its conversations are an account's now) or deleted
+        return SIGNED_OUT if event["visitor"] == grant.visitor else None
     if "room" in event:
         return NOT_A_MEMBER if event["room"] == grant.room_id else None
     if event.get("active") is False:
@@ -159,15 +168,20 @@ def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 def grants_check(*, grants: list[tuple[int, Grant]]) -> list[tuple[int, Refusal]]:
     """The sockets among ``grants`` (``(token, grant)`` pairs) that lost their rights, with
     why: the user is gone or inactive, their auth hash changed, the socket's session ended,
-    or the membership is gone. Three queries for the batch (plus one per session with a
-    session engine that is not database-backed)."""
+    or the membership is gone; for a visitor, it logged in or was deleted, or the room is no
+    longer its own. Four queries for the batch (plus one per session with a session engine
+    that is not database-backed)."""
+    visitors = [(token, grant) for token, grant in grants if grant.visitor is not None]
+    grants = [(token, grant) for token, grant in grants if grant.visitor is None]
+    revoked = _visitor_grants_check(visitors) if visitors else []
+    if not grants:
+        return revoked
     user_ids = {grant.user_id for _, grant in grants}
     users = {user.pk: user for user in get_user_model()._default_manager.filter(pk__in=user_ids)}
     members = selectors.memberships_find(
         user_ids=user_ids, room_ids={grant.room_id for _, grant in grants}
     )
     sessions = sessions_users({g.session_key for _, g in grants if g.session_key is not None})
-    revoked = []
     for token, grant in grants:
         user = users.get(grant.user_id)
         if (
@@ -180,6 +194,17 @@ def grants_check(*, grants: list[tuple[int, Grant]]) -> list[tuple[int, Refusal]
         elif (grant.user_id, grant.room_id) not in members:
             revoked.append((token, NOT_A_MEMBER))
     return revoked
+
+
+def _visitor_grants_check(grants: list[tuple[int, Grant]]) -> list[tuple[int, Refusal]]:
+    live = set(
+        Room.objects.filter(
+            pk__in={grant.room_id for _, grant in grants},
+            visitor__public_id__in={grant.visitor for _, grant in grants},
+            visitor__user__isnull=True,
+        ).values_list("pk", "visitor__public_id")
+    )
+    return [(token, SIGNED_OUT) for token, g in grants if (g.room_id, g.visitor) not in live]
 
 
 def sessions_users(keys: set[str]) -> dict[str, str]:

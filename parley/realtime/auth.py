@@ -31,8 +31,8 @@ from django.utils.crypto import constant_time_compare
 from ..conf import get_config
 from ..contrib.orm import ticket_spend, user_get
 from ..exceptions import NotAuthenticated, RoomPermissionDenied
-from ..models import Room, Ticket
-from ..rooms.selectors import room_get_for_member
+from ..models import Room, Ticket, Visitor
+from ..rooms.selectors import room_get_for_member, room_get_for_visitor
 from .access import Grant, auth_hash, sessions_users
 
 if TYPE_CHECKING:
@@ -50,36 +50,46 @@ class TicketReplayed(signing.BadSignature):
 
 class Claims(NamedTuple):
     """What a valid ticket admits: its user, its room (public id, or None for any of the
-    user's rooms) and the session it was issued from (None if none)."""
+    user's rooms), the session it was issued from (None if none), and for a ticket issued
+    to a visitor who is not logged in, the visitor (then the user is anonymous)."""
 
     user: _User | AnonymousUser
     room: str | None
     session_key: str | None
+    visitor: Visitor | None = None
 
 
 def ticket_issue(
     *,
-    user: _User,
+    user: _User | None = None,
     room: str | None = None,
     session_key: str | None = None,
     uses: int = 1,
+    visitor: Visitor | None = None,
 ) -> str:
-    """A ticket for ``user``, limited to the room with public id ``room`` when given, ended
-    by a logout of ``session_key`` when given (pass ``request.session.session_key`` when
-    issuing from a page). It opens ``uses`` sockets (one; more only for load generators,
-    which open many with one URL). Writes a :class:`~parley.models.Ticket` row, and prunes
-    expired ones."""
+    """A ticket for ``user`` (or for ``visitor``, who is not logged in), limited to the room
+    with public id ``room`` when given, ended by a logout of ``session_key`` when given
+    (pass ``request.session.session_key`` when issuing from a page). It opens ``uses``
+    sockets (one; more only for load generators, which open many with one URL). Writes a
+    :class:`~parley.models.Ticket` row, and prunes expired ones."""
+    if (user is None) == (visitor is None):
+        raise ValueError("A ticket is for a user or for a visitor.")
     now = timezone.now()
     Ticket.objects.filter(expires_at__lte=now).delete()
     nonce = secrets.token_urlsafe(16)
     Ticket.objects.create(
         nonce=nonce,
-        session_key=session_key or "",
-        auth_hash=auth_hash(user),
+        session_key=session_key or "" if user is not None else "",
+        auth_hash=auth_hash(user) if user is not None else "",
         uses_left=uses,
         expires_at=now + timedelta(seconds=get_config().ticket_max_age),
     )
-    return signing.dumps({"u": user.pk, "r": room, "n": nonce}, salt=SALT, compress=True)
+    if visitor is not None:
+        claims: dict[str, Any] = {"v": visitor.public_id}
+    else:
+        assert user is not None
+        claims = {"u": user.pk}
+    return signing.dumps({**claims, "r": room, "n": nonce}, salt=SALT, compress=True)
 
 
 def ticket_read(ticket: str, *, max_age: int | None = None, room: str | None = None) -> Claims:
@@ -97,9 +107,12 @@ def ticket_read(ticket: str, *, max_age: int | None = None, room: str | None = N
     if spent is None:
         if not Ticket.objects.filter(nonce=nonce, expires_at__gt=now).exists():
             raise signing.BadSignature("unknown ticket")
-        logger.warning("a spent ticket of user %s was presented again: refused", data["u"])
+        who = data.get("u", "a visitor")
+        logger.warning("a spent ticket of user %s was presented again: refused", who)
         raise TicketReplayed("spent ticket")
     issued_session, issued_hash = spent
+    if "v" in data:
+        return Claims(AnonymousUser(), data.get("r"), None, _visitor_live(data["v"]))
     user = user_get(pk=data["u"])
     if user is None or not user.is_active:
         raise signing.BadSignature("unknown or inactive user")
@@ -109,6 +122,16 @@ def ticket_read(ticket: str, *, max_age: int | None = None, room: str | None = N
     if session_key and sessions_users({session_key}).get(session_key) != str(user.pk):
         raise signing.BadSignature("the session the ticket was issued from has ended")
     return Claims(user, data.get("r"), session_key)
+
+
+def _visitor_live(public_id: str) -> Visitor:
+    """The visitor a ticket names, if visitors are on and it has not logged in since."""
+    from ..visitors.services import visitors_enabled  # visitors build on this module
+
+    visitor = Visitor.objects.filter(public_id=public_id, user__isnull=True).first()
+    if visitor is None or not visitors_enabled():
+        raise signing.BadSignature("no such visitor, or visitors are turned off")
+    return visitor
 
 
 def _session_user(session_key: str | None) -> _User | AnonymousUser:
@@ -151,9 +174,10 @@ def socket_user(scope: dict[str, Any], *, room: str | None = None) -> Claims:
     return Claims(_session_user(session_key), None, session_key)
 
 
-def socket_admit(scope: dict[str, Any], *, room: str) -> tuple[_User, Room, Grant]:
-    """The user of a socket's scope, the room with public id ``room`` if the user may join
-    it, and the :class:`~parley.realtime.access.Grant` the socket holds while open; raises
+def socket_admit(scope: dict[str, Any], *, room: str) -> tuple[_User | None, Room, Grant]:
+    """The user of a socket's scope (``None`` for a visitor's ticket), the room with public
+    id ``room`` if the user (or visitor) may join it, and the
+    :class:`~parley.realtime.access.Grant` the socket holds while open; raises
     :class:`NotAuthenticated` or :class:`RoomPermissionDenied`.
 
     One synchronous call, so that a socket reaches the database thread once to join. The
@@ -161,7 +185,12 @@ def socket_admit(scope: dict[str, Any], *, room: str) -> tuple[_User, Room, Gran
     frame and its copy of the scope would stay in memory for as long as the socket is open,
     and it would cost a second hop to the database thread.
     """
-    user, ticket_room, session_key = socket_user(scope, room=room)
+    user, ticket_room, session_key, visitor = socket_user(scope, room=room)
+    if visitor is not None:
+        if ticket_room != room:
+            raise RoomPermissionDenied("This ticket is for another room.")
+        found = room_get_for_visitor(public_id=room, visitor_id=visitor.pk)
+        return None, found, Grant(None, found.pk, None, "", visitor=visitor.public_id)
     if not user.is_authenticated:
         raise NotAuthenticated("Log in to join this room.")
     if ticket_room is not None and ticket_room != room:

@@ -57,8 +57,9 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
     closed.
     """
 
-    # room, user and grant are None until connect() admits the socket; a socket that has
-    # joined (the only kind whose frames are handled and which the hub calls) has them all.
+    # room and grant are None until connect() admits the socket; a socket that has joined
+    # (the only kind whose frames are handled and which the hub calls) has both, and a user
+    # unless it is a visitor's (grant.visitor).
     room: Room | None = None
     user: _User | None = None
     grant: access.Grant | None = None  # what the socket was admitted with
@@ -128,9 +129,9 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         if self.revoked:
             return
         self.revoked = True
-        assert self.room is not None and self.user is not None  # the hub calls only members
-        logger.info("room %s: a socket of user %s lost its rights (%s)", self.room.pk,
-                    self.user.pk, code)  # fmt: skip
+        assert self.room is not None and self.grant is not None  # the hub calls only members
+        logger.info("room %s: a socket of %s lost its rights (%s)", self.room.pk,
+                    self.grant.user_key, code)  # fmt: skip
         asyncio.ensure_future(self._leave())  # if it has not joined yet, connect() leaves
         self._tell_and_close(code, detail, close_code)
 
@@ -165,8 +166,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
     async def _leave(self) -> None:
         if self.room is not None and self.joined:
             self.joined = False
-            assert self.user is not None  # admitted with its room
-            await get_hub().leave(self.room.group_name, self, self.token, user=str(self.user.pk))
+            assert self.grant is not None  # admitted with its room
+            await get_hub().leave(self.room.group_name, self, self.token, user=self.grant.user_key)
 
     async def connect(self) -> None:
         refusal = None
@@ -184,7 +185,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         if refusal is not None:
             await self._refuse(*refusal)
             return
-        assert self.room is not None and self.user is not None  # admitted
+        assert self.room is not None  # admitted
         hub = get_hub()
         cap = get_config().rate_limits["SOCKETS_PER_USER"]
         if cap is not None and hub.user_sockets(grant.user_key) >= cap:
@@ -212,7 +213,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         self.reply(
             protocol.hello(
                 room=payloads.room_payload(self.room),
-                user=payloads.user_payload(self.user),
+                user=payloads.user_payload(self.user) or payloads.visitor_payload(),
                 last_seq=self.room.last_seq,
                 limits={
                     "max_frame_bytes": config.max_frame_bytes,
@@ -229,7 +230,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not self.joined or self.revoked:  # not admitted, or its rights are gone
             return
-        assert self.room is not None and self.user is not None  # joined
+        assert self.room is not None  # joined
         if self.frame_bucket is not None and not self.frame_bucket.take():
             await self._limited(self.frame_bucket, "You are sending frames too fast.")
             return

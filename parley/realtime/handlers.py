@@ -20,10 +20,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import answers, protocol
 from ..conf import get_config
-from ..exceptions import AssistantBusy, LayerUnavailable, NothingToCancel
+from ..exceptions import AssistantBusy, LayerUnavailable, NothingToCancel, QuotaExceeded
 from ..models import Message
 from ..rooms import payloads, selectors
-from ..throttling import TokenBucket, UserBuckets, resume_buckets, user_buckets
+from ..throttling import (
+    TokenBucket,
+    UserBuckets,
+    address_buckets,
+    resume_buckets,
+    user_buckets,
+    visitor_buckets,
+)
+from ..visitors.addresses import client_address
+from ..visitors.services import visitor_quota_take
 from .db import database_call
 from .hub import broadcast_now, get_hub
 from .posting import post_queue
@@ -81,19 +90,35 @@ def handler_for(frame: protocol.ClientFrame) -> Handler:
 def _user_limit(
     socket: RoomConsumer, buckets: UserBuckets, limit: str, detail: str, extra: dict[str, Any]
 ) -> Limit | None:
-    """Take a token from the socket's user's bucket for ``RATE_LIMITS[limit]``: ``None`` if
-    there was one (or the limit is off), else the :class:`Limit` to refuse the frame with."""
-    assert socket.user is not None  # only a joined socket's frames are handled
-    bucket = buckets.get(socket.user.pk, get_config().rate_limits[limit])
+    """Take a token from the socket's user's (or visitor's) bucket for
+    ``RATE_LIMITS[limit]``: ``None`` if there was one (or the limit is off), else the
+    :class:`Limit` to refuse the frame with."""
+    assert socket.grant is not None  # only a joined socket's frames are handled
+    return _take(buckets, socket.grant.user_key, limit, detail, extra)
+
+
+def _take(
+    buckets: UserBuckets, key: str, limit: str, detail: str, extra: dict[str, Any]
+) -> Limit | None:
+    bucket = buckets.get(key, get_config().rate_limits[limit])
     if bucket is None or bucket.take():
         return None
     return Limit(bucket, detail, extra)
 
 
 def _send_limit(socket: RoomConsumer, frame: protocol.Send) -> Limit | None:
+    extra = {"client_id": frame.client_id}
+    assert socket.grant is not None  # joined
+    if socket.grant.visitor is None:
+        return _user_limit(
+            socket, user_buckets, "USER", "You are posting messages too fast.", extra
+        )
+    # A visitor: its own limit, and one for everyone at its client address.
     return _user_limit(
-        socket, user_buckets, "USER", "You are posting messages too fast.",
-        {"client_id": frame.client_id},
+        socket, visitor_buckets, "VISITOR", "You are posting messages too fast.", extra
+    ) or _take(
+        address_buckets, client_address(socket.scope), "VISITOR_IP",
+        "Too many messages come from your network; wait a little.", extra,
     )  # fmt: skip
 
 
@@ -108,8 +133,14 @@ def _resume_limit(socket: RoomConsumer, frame: protocol.Resume) -> Limit | None:
 @handles(protocol.Send, limit=_send_limit)
 async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
     """Store the message, acknowledge it, tell the room; then ask the assistant if asked."""
-    room, user = socket.room, socket.user
-    assert room is not None and user is not None  # joined
+    room, user, grant = socket.room, socket.user, socket.grant
+    assert room is not None and grant is not None  # joined
+    if grant.visitor is not None:
+        try:
+            await database_call(visitor_quota_take, visitor=grant.visitor)
+        except QuotaExceeded as exc:
+            socket.reply_error("quota_exceeded", str(exc), client_id=frame.client_id)
+            return
 
     def stored(message: Message, created: bool) -> None:
         payload = payloads.message_payload(message)
@@ -132,11 +163,10 @@ async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
 @handles(protocol.Cancel)
 async def handle_cancel(socket: RoomConsumer, frame: protocol.Cancel) -> None:
     """Stop the room's answer (the answers code decides which one, if any)."""
-    assert socket.room is not None and socket.user is not None  # joined
+    assert socket.room is not None  # joined
+    by = socket.user.get_username() if socket.user is not None else "the visitor"
     try:
-        await answers.answer_cancel_for(
-            room=socket.room, message_id=frame.message_id, by=socket.user.get_username()
-        )
+        await answers.answer_cancel_for(room=socket.room, message_id=frame.message_id, by=by)
     except NothingToCancel as exc:
         socket.reply_error("nothing_to_cancel", str(exc))
     except LayerUnavailable as exc:

@@ -47,8 +47,9 @@ class PostQueue:
         self._writer: asyncio.Task[None] | None = None
 
     async def post(
-        self, *, room: Room, author: _User, text: str, client_id: str = "", on_stored: Stored
-    ) -> tuple[Message, bool]:
+        self, *, room: Room, author: _User | None, text: str, client_id: str = "",
+        on_stored: Stored,
+    ) -> tuple[Message, bool]:  # fmt: skip
         """Store a message as :func:`parley.rooms.services.message_post` does; returns
         ``(message, created)`` once its row is committed, or raises what storing it raised.
         ``on_stored(message, created)`` is called first, synchronously, in the order of the

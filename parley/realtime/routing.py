@@ -82,8 +82,21 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
     site = _site_origin(scope, headers)
     if site is not None and origin == site:
         return True
+    return origin_listed(headers[b"origin"])
+
+
+def origin_listed(raw: str) -> bool:
+    """Whether the origin ``raw`` (an ``Origin`` header) is one of another site that
+    ``CSRF_TRUSTED_ORIGINS`` or ``PARLEY["ALLOWED_ORIGINS"]`` lists."""
+    origin = _origin_key(raw)
     trusted = [*settings.CSRF_TRUSTED_ORIGINS, *get_config().allowed_origins]
-    return _listed(headers[b"origin"], origin, trusted)
+    return origin is not None and _listed(raw, origin, trusted)
+
+
+def origin_same(raw: str, own: str) -> bool:
+    """Whether the origin ``raw`` is ``own`` (``"https://host[:port]"``), spelt alike or not."""
+    origin = _origin_key(raw)
+    return origin is not None and origin == _origin_key(own)
 
 
 def _headers(scope: dict[str, Any]) -> dict[bytes, str]:

@@ -22,6 +22,12 @@ def user_payload(user: _User | None) -> dict[str, Any] | None:
     return {"id": user.pk, "name": user.get_username()}
 
 
+def visitor_payload() -> dict[str, Any]:
+    """Who a visitor who is not logged in is, in its ``hello``: its messages have no author
+    (docs/protocol.md)."""
+    return {"id": None, "name": "You", "visitor": True}
+
+
 def room_payload(room: Room) -> dict[str, Any]:
     return {"id": room.public_id, "title": room.title, "kind": room.kind}
 

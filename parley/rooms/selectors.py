@@ -36,6 +36,15 @@ def room_get_for_member(*, public_id: str, user: _User) -> Room:
     return room
 
 
+def room_get_for_visitor(*, public_id: str, visitor_id: int) -> Room:
+    """The room, if it is the conversation of the visitor with pk ``visitor_id``; any other
+    raises the same :class:`RoomPermissionDenied` as an unknown one."""
+    room = Room.objects.filter(public_id=public_id, visitor_id=visitor_id).first()
+    if room is None:
+        raise RoomPermissionDenied("No such room, or it is not your conversation.")
+    return room
+
+
 def memberships_find(*, user_ids: set[Any], room_ids: set[int]) -> set[tuple[Any, int]]:
     """The ``(user id, room id)`` pairs among these users and rooms that are memberships,
     by the same rule as :func:`room_get_for_member` (the re-check of open sockets uses it:

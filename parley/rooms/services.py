@@ -144,16 +144,16 @@ def invitation_answer(*, invitation_id: int, user: _User, accept: bool) -> Invit
 
 @dataclass(frozen=True, slots=True)
 class Post:
-    """A user's message to store (:func:`messages_post`)."""
+    """A user's message to store (:func:`messages_post`); a visitor's has no ``author``."""
 
     room: Room
-    author: _User
+    author: _User | None
     text: str
     client_id: str = ""
 
 
 def message_post(
-    *, room: Room, author: _User, text: str, client_id: str = ""
+    *, room: Room, author: _User | None, text: str, client_id: str = ""
 ) -> tuple[Message, bool]:
     """Store a user's message; returns ``(message, created)`` (see :func:`messages_post`)."""
     (result,) = messages_post(posts=[Post(room, author, text, client_id)])
@@ -230,7 +230,7 @@ def _user_message(post: Post, now: datetime) -> Message:
     )
 
 
-def _message_by_client_id(*, room: Room, author: _User, client_id: str) -> Message | None:
+def _message_by_client_id(*, room: Room, author: _User | None, client_id: str) -> Message | None:
     # The exclude() repeats the condition of the partial unique index, so that SQLite uses it.
     return (
         Message.objects.select_related("author")

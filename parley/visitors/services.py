@@ -1,0 +1,178 @@
+"""Visitors who are not logged in: finding them again, their conversation, their limits, and
+what becomes of them when they log in or stay away (``PARLEY["VISITORS"]``).
+
+A visitor talks to the assistant in one private conversation of their own, never in anyone
+else's: nothing here creates rooms for them but that one, and nothing takes a room id or a
+username from them. They are found again by
+
+- the Django session, for the site's own pages (``request.session[SESSION_VISITOR]``);
+- a signed token the embed keeps on another origin, where the site's cookies are not sent
+  (:func:`visitor_token`);
+- an identity a host site signed with ``VISITORS["IDENTITY_KEY"]`` (an HMAC-SHA256 of its
+  own id for the person, as Chatwoot's identity validation), which finds the same
+  conversation on every device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from django.core import signing
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..conf import get_config
+from ..exceptions import QuotaExceeded, RateLimited
+from ..models import Membership, Message, Room, Visitor
+from ..throttling import page_buckets
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import _User
+
+# Where the site's own session keeps its visitor's public id.
+SESSION_VISITOR = "_parley_visitor"
+TOKEN_SALT = "parley.visitor"
+CONVERSATION_TITLE = "Conversation with the assistant"
+
+
+class IdentityRefused(Exception):
+    """A signed identity whose signature does not match (or no key to check it with)."""
+
+
+def visitors_enabled() -> bool:
+    return bool(get_config().visitors["ENABLED"])
+
+
+def visitor_token(visitor: Visitor) -> str:
+    """What an embed on another origin keeps to be found again: the visitor's public id,
+    signed (it expires with the conversation, ``VISITORS["EXPIRE_AFTER"]``)."""
+    return signing.dumps(visitor.public_id, salt=TOKEN_SALT)
+
+
+def identity_signature(identity: str) -> str:
+    """The HMAC-SHA256 (hex) a host site puts beside ``identity`` to vouch for it."""
+    key = get_config().visitors["IDENTITY_KEY"]
+    if not key:
+        raise IdentityRefused("VISITORS['IDENTITY_KEY'] is not set: no identity is accepted.")
+    return hmac.new(str(key).encode(), identity.encode(), hashlib.sha256).hexdigest()
+
+
+def _identity_checked(identity: str, signature: str) -> str:
+    if not hmac.compare_digest(identity_signature(identity), signature.strip().lower()):
+        raise IdentityRefused("The identity's signature does not match.")
+    return identity
+
+
+def visitor_find(
+    *, session_id: str | None = None, token: str | None = None, identity: str | None = None,
+    signature: str = "",
+) -> Visitor | None:  # fmt: skip
+    """The live visitor named by a signed identity (which raises :class:`IdentityRefused`
+    if forged), else by an embed's token, else by the public id a session keeps; ``None``
+    if there is none (expired, deleted, or carried over to an account)."""
+    live = Visitor.objects.filter(user__isnull=True)
+    if identity:
+        return live.filter(identity=_identity_checked(identity, signature)).first()
+    if token:
+        max_age = get_config().visitors["EXPIRE_AFTER"]
+        try:
+            public_id = signing.loads(token, salt=TOKEN_SALT, max_age=max_age)
+        except signing.BadSignature:
+            return None
+        return live.filter(public_id=public_id, identity="").first()
+    if session_id:
+        return live.filter(public_id=session_id).first()
+    return None
+
+
+def visitor_create(
+    *, address: str, session_key: str = "", identity: str = "", signature: str = ""
+) -> Visitor:
+    """A new visitor, counted against ``RATE_LIMITS["NEW_VISITORS"]`` of its client
+    ``address`` (:class:`RateLimited`): a client making a new visitor for every message
+    would otherwise escape every per-visitor limit."""
+    if identity:
+        _identity_checked(identity, signature)
+    bucket = page_buckets["NEW_VISITORS"].get(address, get_config().rate_limits["NEW_VISITORS"])
+    if bucket is not None and not bucket.take():
+        raise RateLimited(
+            "Too many new visitors from this address", retry_after=bucket.retry_after()
+        )
+    return Visitor.objects.create(session_key=session_key, identity=identity)
+
+
+def conversation_for_visitor(*, visitor: Visitor) -> Room:
+    """The visitor's conversation, started if it has none."""
+    room = Room.objects.filter(visitor=visitor).order_by("-created_at").first()
+    if room is None:
+        room = Room.objects.create(
+            visitor=visitor, title=CONVERSATION_TITLE, kind=Room.Kind.PRIVATE, widget=True
+        )
+    return room
+
+
+def conversation_for_user(*, user: _User) -> Room:
+    """The logged-in user's conversation of the embedded chat: their latest, started (as a
+    private room of theirs) if they have none."""
+    room = Room.objects.filter(owner=user, widget=True, kind=Room.Kind.PRIVATE).first()
+    if room is None:
+        with transaction.atomic():
+            room = Room.objects.create(
+                owner=user, title=CONVERSATION_TITLE, kind=Room.Kind.PRIVATE, widget=True
+            )
+            Membership.objects.create(room=room, user=user)
+    return room
+
+
+def visitor_carry_over(*, visitor: Visitor, user: _User) -> list[Room]:
+    """Give ``user`` the conversations of ``visitor``, who has just logged in as them: each
+    becomes a private room of theirs, its messages theirs. The visitor is done (its open
+    sockets are closed: the embed reconnects as the user)."""
+    with transaction.atomic():
+        rooms = list(Room.objects.select_for_update().filter(visitor=visitor))
+        for room in rooms:
+            Message.objects.filter(room=room, role=Message.Role.USER, author__isnull=True).update(
+                author=user
+            )
+            Membership.objects.get_or_create(room=room, user=user)
+        Room.objects.filter(pk__in=[room.pk for room in rooms]).update(owner=user, visitor=None)
+        visitor.user = user
+        visitor.identity = ""  # free for a visitor of its own, if the host signs it again
+        visitor.save(update_fields=["user", "identity"])
+    from ..realtime.access import access_publish, visitor_key  # the socket side, once committed
+
+    event = {"user": visitor_key(visitor.public_id), "visitor": visitor.public_id}
+    transaction.on_commit(lambda: access_publish(event))
+    return rooms
+
+
+def visitor_quota_take(*, visitor: str, now: datetime | None = None) -> None:
+    """Count one message against the visitor's ``VISITORS["DAILY_MESSAGES"]``; raises
+    :class:`QuotaExceeded` when today's (UTC) are spent. Marks the visitor as seen."""
+    now = now or timezone.now()
+    limit = get_config().visitors["DAILY_MESSAGES"]
+    if limit is not None:
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        posted = Message.objects.filter(
+            room__visitor__public_id=visitor, role=Message.Role.USER, created_at__gte=midnight
+        ).count()
+        if posted >= limit:
+            raise QuotaExceeded(
+                f"You have sent the {limit} messages a visitor may send in a day. "
+                "Log in, or come back tomorrow."
+            )
+    Visitor.objects.filter(public_id=visitor).update(last_seen_at=now)
+
+
+def visitors_expire(*, now: datetime | None = None) -> int:
+    """Delete the visitors (and their conversations) not seen for ``VISITORS["EXPIRE_AFTER"]``
+    seconds, and those carried over to an account; returns how many."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=get_config().visitors["EXPIRE_AFTER"])
+    stale = Visitor.objects.filter(Q(last_seen_at__lt=cutoff) | Q(user__isnull=False))
+    _, deleted = stale.delete()
+    return deleted.get(Visitor._meta.label, 0)
