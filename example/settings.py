@@ -200,6 +200,8 @@ PARLEY = {
     "RATE_LIMITS": json.loads(os.environ.get("PARLEY_RATE_LIMITS", "{}")),
     # The knowledge base of the demo: Parley's own documentation (make run indexes it).
     "KNOWLEDGE": {"FOLDERS": [BASE_DIR / "docs", BASE_DIR / "README.md"]},
+    # /site/ shows the embedded chat to visitors who are not logged in, too.
+    "VISITORS": {"ENABLED": True},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

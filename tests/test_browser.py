@@ -803,3 +803,78 @@ def test_bidi_overrides_in_names_and_titles_are_isolated(servers, alice, make_us
     expect(author).to_have_text("\u202enimda")
     assert bidi(author)[1] == "isolate"
     assert tab.errors == [] and tab.dialogs == []
+
+
+# The embedded chat (<parley-chat>) ---------------------------------------------------------
+
+
+def visitors_env(backend: dict[str, Any]) -> dict[str, str]:
+    return {
+        **backend_env(backend),
+        "PARLEY_TEST_OPTIONS": json.dumps({"VISITORS": {"ENABLED": True}}),
+    }
+
+
+def test_a_visitor_chats_in_the_widget_and_keeps_the_conversation_on_logging_in(
+    servers, alice, new_tab
+):
+    """The example site's page with <parley-chat> inline and as a launcher, under its strict
+    CSP: a visitor who is not logged in asks, watches the stream, reloads mid-answer and
+    sees it resume, stops it; logging in makes the conversation alice's."""
+    from playwright.sync_api import expect
+
+    from parley.models import Room, Visitor
+
+    server = servers(env=visitors_env(SLOW), name="browser-widget")
+    tab = new_tab()
+    page = tab.page
+    page.goto(f"{server.http_url}/site/")
+    chat = page.locator(".home-chat parley-chat")
+    expect(chat.locator(".conn")).to_have_attribute("data-state", "connected")
+    launcher = page.locator("parley-chat[launcher]")
+    expect(launcher.locator(".panel")).to_be_hidden()  # closed: no socket yet
+
+    chat.locator("textarea").fill("How do I plan a trip?")
+    chat.locator("textarea").press("Enter")
+    expect(chat.locator(".msg-user .msg-body")).to_have_text("How do I plan a trip?")
+    expect(chat.locator(".msg-user .msg-author")).to_have_text("You")
+    answer = chat.locator(".msg-assistant")
+    expect(answer).to_have_attribute("data-status", "streaming")
+    expect(answer.locator(".msg-body")).to_contain_text("Here is")
+    tab.shot("widget-streaming")
+
+    page.reload()  # mid-answer: the same conversation, the stream picked up where it is
+    chat = page.locator(".home-chat parley-chat")
+    answer = chat.locator(".msg-assistant")
+    expect(answer).to_have_attribute("data-status", "streaming")
+    first = text_of(answer.locator(".msg-body"))
+    assert first.startswith("Here is")
+    time.sleep(1.0)
+    assert len(text_of(answer.locator(".msg-body"))) > len(first), "the stream did not resume"
+    chat.get_by_role("button", name="Stop").click()
+    expect(answer).to_have_attribute("data-status", "cancelled")
+    expect(answer.locator(".msg-body strong").first).to_have_text("bold")
+
+    visitor = Visitor.objects.get()
+    room = Room.objects.get(visitor=visitor)
+    assert room.owner is None and room.messages.count() == 2
+    assert room.messages.get(role="user").author is None
+
+    # The launcher: the same conversation, in its own shadow root.
+    launcher.get_by_role("button", name="Assistant").click()
+    expect(launcher.locator(".msg-user .msg-body")).to_have_text("How do I plan a trip?")
+
+    page.goto(f"{server.http_url}/login/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{server.http_url}/")
+    page.goto(f"{server.http_url}/site/")
+    chat = page.locator(".home-chat parley-chat")
+    expect(chat.locator(".msg-user .msg-body")).to_have_text("How do I plan a trip?")
+    expect(chat.locator(".msg-user .msg-author")).to_have_text("You")
+    room.refresh_from_db()
+    assert room.owner == alice and room.visitor is None
+    assert room.messages.get(role="user").author == alice
+    assert tab.dialogs == []
+    assert tab.errors == []

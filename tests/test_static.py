@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from bench.widget_size import BUDGET, widget_bytes
+
 STATIC = Path(__file__).resolve().parent.parent / "parley" / "static" / "parley"
 
 
@@ -33,3 +35,10 @@ def test_parley_css_is_themed_by_parley_custom_properties() -> None:
     for name in ("accent", "font", "radius", "bg", "text"):
         assert f"--p-{name}: var(--parley-{name}," in css
     assert "@media (prefers-color-scheme: dark)" in css
+
+
+def test_the_widget_stays_within_its_weight_budget() -> None:
+    """bench/widget_size.py: the embedded chat's JS and CSS, gzipped, at most 30 KB."""
+    sizes = widget_bytes()
+    assert set(sizes) == {"widget.js", "client.js", "messages.js", "widget.css"}
+    assert sum(packed for _, packed in sizes.values()) <= BUDGET

@@ -342,6 +342,43 @@ test("the socket gives up on 4401/4403 closes", () => {
   assert.equal(socket.send({ type: "cancel" }), false);
 });
 
+test("a socket with a URL function asks it for every attempt, and stops on a fatal error", async () => {
+  FakeSocket.made = [];
+  const timers = fakeTimers();
+  const answers = ["ws://x/?ticket=1", "ws://x/?ticket=2"];
+  const refusal = Object.assign(new Error("Log in to talk to the assistant."), { fatal: true, code: 401 });
+  const socket = new ReconnectingSocket(
+    async () => {
+      if (!answers.length) throw refusal;
+      return answers.shift();
+    },
+    {
+      WebSocket: FakeSocket,
+      setTimeout: timers.setTimeout,
+      clearTimeout: timers.clearTimeout,
+      connectTimeout: 99999,
+      fatalCodes: new Set(), // a 4401 fetches a new ticket instead of giving up
+    },
+  );
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+  socket.start();
+  await settle();
+  assert.equal(FakeSocket.made[0].url, "ws://x/?ticket=1");
+  FakeSocket.made[0].open();
+  FakeSocket.made[0].close(4401);
+  assert.equal(socket.state.state, "reconnecting");
+  timers.fire();
+  await settle();
+  assert.equal(FakeSocket.made[1].url, "ws://x/?ticket=2");
+  FakeSocket.made[1].close(1006);
+  timers.fire();
+  await settle();
+  assert.equal(socket.state.state, "closed");
+  assert.equal(socket.state.code, 401);
+  assert.equal(FakeSocket.made.length, 2);
+  assert.equal(timers.timers.size, 0);
+});
+
 test("a reconnect resumes before an answer still streaming, so a missed done comes back", () => {
   const state = new RoomState();
   state.apply(HELLO);

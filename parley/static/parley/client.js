@@ -5,7 +5,7 @@
 export const TERMINAL_STATUSES = new Set(["complete", "cancelled", "failed", "interrupted"]);
 
 // Errors after which resending the same frame cannot succeed.
-const REJECTED_SEND_CODES = new Set(["bad_frame", "empty_text", "text_too_long", "frame_too_large"]);
+const REJECTED_SEND_CODES = new Set(["bad_frame", "empty_text", "text_too_long", "frame_too_large", "quota_exceeded"]);
 
 // Errors after which the same frame should be sent again later (error.retry_after: seconds).
 export const RETRY_SEND_CODES = new Set(["unavailable", "rate_limited"]);
@@ -218,7 +218,7 @@ export class RoomState {
   }
 
   _mine(message) {
-    return !this.user || message.author?.id === this.user.id;
+    return !this.user || isMine(message, this.user);
   }
 
   _delta(frame, update) {
@@ -283,6 +283,13 @@ export class RoomState {
   }
 }
 
+/** Whether `message` was posted by `me` (hello's user). A visitor's messages have no
+ * author: in a visitor's conversation every message of a person is the visitor's. */
+export function isMine(message, me) {
+  if (message.role !== "user" || !me) return false;
+  return message.author ? message.author.id === me.id : Boolean(me.visitor);
+}
+
 function sendFrame(entry) {
   return { type: "send", client_id: entry.client_id, text: entry.text, ask: entry.ask };
 }
@@ -297,13 +304,19 @@ export function backoffDelay(attempt, { base = 500, max = 15000, random = Math.r
 /**
  * A WebSocket that reconnects after losing its connection, with backoff and jitter.
  *
+ * `url` is the socket's URL, or an async function giving the URL for each attempt (the
+ * embedded chat fetches a single-use ticket for each); an error it throws is retried like a
+ * lost connection, unless it has `fatal: true`, which stops for good.
+ *
  * Callbacks: onOpen(), onFrame(parsed JSON), onState({state, ...}) where state is
  * "connecting", "open", "reconnecting" (with delay and retryAt in ms since the epoch) or
- * "closed" (with code and reason; fatal closes such as 4401/4403 are not retried).
+ * "closed" (with code and reason; closes in `fatalCodes`, 4401/4403 unless told otherwise,
+ * are not retried).
  */
 export class ReconnectingSocket {
   constructor(url, options = {}) {
     this.url = url;
+    this.fatalCodes = options.fatalCodes ?? FATAL_CLOSE_CODES;
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.setTimeout = options.setTimeout ?? globalThis.setTimeout.bind(globalThis);
     this.clearTimeout = options.clearTimeout ?? globalThis.clearTimeout.bind(globalThis);
@@ -333,7 +346,7 @@ export class ReconnectingSocket {
   }
 
   get isOpen() {
-    return Boolean(this.ws && this.ws.readyState === 1);
+    return this.ws?.readyState === 1;
   }
 
   /** Skip the wait and try at once (e.g. when the browser comes back online). */
@@ -349,15 +362,41 @@ export class ReconnectingSocket {
     this._clearTimer();
     const ws = this.ws;
     this.ws = null;
-    if (ws) ws.close(1000);
+    if (ws?.close) ws.close(1000);
     this._setState({ state: "closed", code: 1000, reason: "", fatal: true });
   }
 
   _connect() {
     this._setState({ state: "connecting", attempt: this.attempt });
+    if (typeof this.url !== "function") {
+      this._open(this.url);
+      return;
+    }
+    const attempt = Symbol("attempt");
+    this.ws = attempt; // taken: reconnectNow() waits for this attempt
+    this.url().then(
+      (url) => {
+        if (this.ws !== attempt) return; // closed meanwhile
+        this.ws = null;
+        this._open(url);
+      },
+      (error) => {
+        if (this.ws !== attempt) return;
+        this.ws = null;
+        if (error?.fatal) {
+          this.stopped = true;
+          this._setState({ state: "closed", code: error.code ?? 0, reason: error.message, fatal: true });
+        } else {
+          this._retry();
+        }
+      },
+    );
+  }
+
+  _open(url) {
     let ws;
     try {
-      ws = new this.WebSocket(this.url);
+      ws = new this.WebSocket(url);
     } catch {
       this._retry();
       return;
@@ -388,7 +427,7 @@ export class ReconnectingSocket {
       this.ws = null;
       this._clearTimer();
       if (this.stopped) return;
-      if (FATAL_CLOSE_CODES.has(event.code)) {
+      if (this.fatalCodes.has(event.code)) {
         this.stopped = true;
         this._setState({ state: "closed", code: event.code, reason: event.reason, fatal: true });
         return;

@@ -2,6 +2,8 @@
 // send still waiting for its ack. Text is set with textContent only; the single HTML
 // insertion is the server's sanitised rendering of a finished assistant answer (renderBody).
 
+import { isMine } from "./client.js";
+
 const STATUS_LABELS = {
   streaming: "Writing…",
   cancelled: "Stopped",
@@ -67,7 +69,7 @@ export class MessageList {
   }
 
   build(message) {
-    const mine = message.role === "user" && message.author?.id === this.me()?.id;
+    const mine = isMine(message, this.me());
     const li = element("li", `msg msg-${message.role}${mine ? " msg-mine" : ""}`);
     li.id = `message-${message.seq}`;
     li.dataset.seq = String(message.seq);
