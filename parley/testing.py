@@ -71,7 +71,8 @@ class RoomClient:
             headers.append((b"cookie", (await sync_to_async(session_cookie)(user)).encode()))
         if origin is not None:
             headers.append((b"origin", origin.encode()))
-        from .realtime.routing import socket_path  # not at import: it needs the models
+        # Not at import: the routes import the models, and this module is imported early.
+        from .realtime.routing import socket_path
 
         communicator = WebsocketCommunicator(
             application, path or socket_path(room.public_id), headers=headers

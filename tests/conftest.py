@@ -4,6 +4,9 @@ import importlib
 import os
 import socket
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -157,3 +160,90 @@ def redis_server():
     server = RedisServer(binary).start()
     yield server
     server.stop()
+
+
+# A real browser: Debian's chromium driven by Playwright ------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    require(
+        sync_playwright is not None, "Playwright for Python is missing (pip install playwright)"
+    )
+    require(
+        os.access(CHROMIUM, os.X_OK),
+        f"{CHROMIUM} is missing: `make browser` installs Debian's chromium",
+    )
+    # Playwright's sync API keeps an asyncio loop marked as running in this thread, which
+    # trips Django's SynchronousOnlyOperation guard for the (synchronous) test's ORM calls
+    # and database fixtures. Nothing here is async: lift the guard while the browser lives.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@dataclass
+class Tab:
+    """A page plus what it reported: dialogs (none may open) and console errors."""
+
+    page: Any
+    dialogs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def shot(self, name: str) -> None:
+        from tests.servers import OUTPUT
+
+        OUTPUT.mkdir(exist_ok=True)
+        self.page.screenshot(path=str(OUTPUT / f"browser-{name}.png"))
+
+
+@pytest.fixture
+def new_tab(browser: Any) -> Iterator[Any]:
+    contexts: list[Any] = []
+
+    def make() -> Tab:
+        context = browser.new_context(viewport={"width": 1200, "height": 800})
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        tab = Tab(context.new_page())
+
+        def on_dialog(dialog: Any) -> None:
+            tab.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        tab.page.on("dialog", on_dialog)
+        tab.page.on("pageerror", lambda exc: tab.errors.append(f"pageerror: {exc}"))
+        tab.page.on(
+            "console", lambda msg: tab.errors.append(msg.text) if msg.type == "error" else None
+        )
+        return tab
+
+    yield make
+    for context in contexts:
+        context.close()

@@ -4,33 +4,22 @@ uvicorn server: login, streaming, stop, escaping, history after reload, reconnec
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from parley.models import Message
-from tests.conftest import require
+from tests.conftest import Tab
 from tests.servers import OUTPUT, Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PASSWORD = "secret-pass-123"  # tests/conftest.py make_user
 
 # About 12 pieces a repeat at 50 ms each: this answer streams for ~18 s unless stopped.
@@ -52,77 +41,6 @@ XSS = "<img src=x onerror=alert(1)>"
 def backend_env(backend: dict[str, Any]) -> dict[str, str]:
     # The servers keep Django's guard against ORM calls from async code (see `browser`).
     return {"PARLEY_TEST_BACKEND": json.dumps(backend), "DJANGO_ALLOW_ASYNC_UNSAFE": ""}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    require(
-        sync_playwright is not None, "Playwright for Python is missing (pip install playwright)"
-    )
-    require(
-        os.access(CHROMIUM, os.X_OK),
-        f"{CHROMIUM} is missing: `make browser` installs Debian's chromium",
-    )
-    # Playwright's sync API keeps an asyncio loop marked as running in this thread, which
-    # trips Django's SynchronousOnlyOperation guard for the (synchronous) test's ORM calls
-    # and database fixtures. Nothing here is async: lift the guard while the browser lives.
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            yield browser
-            browser.close()
-    finally:
-        if previous is None:
-            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@dataclass
-class Tab:
-    """A page plus what it reported: dialogs (none may open) and console errors."""
-
-    page: Any
-    dialogs: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def shot(self, name: str) -> None:
-        OUTPUT.mkdir(exist_ok=True)
-        self.page.screenshot(path=str(OUTPUT / f"browser-{name}.png"))
-
-
-@pytest.fixture
-def new_tab(browser: Any) -> Iterator[Any]:
-    contexts: list[Any] = []
-
-    def make() -> Tab:
-        context = browser.new_context(viewport={"width": 1200, "height": 800})
-        context.set_default_timeout(15_000)
-        contexts.append(context)
-        tab = Tab(context.new_page())
-
-        def on_dialog(dialog: Any) -> None:
-            tab.dialogs.append(dialog.message)
-            dialog.dismiss()
-
-        tab.page.on("dialog", on_dialog)
-        tab.page.on("pageerror", lambda exc: tab.errors.append(f"pageerror: {exc}"))
-        tab.page.on(
-            "console", lambda msg: tab.errors.append(msg.text) if msg.type == "error" else None
-        )
-        return tab
-
-    yield make
-    for context in contexts:
-        context.close()
 
 
 def log_in(tab: Tab, server: Server, username: str) -> None:
@@ -878,3 +796,98 @@ def test_a_visitor_chats_in_the_widget_and_keeps_the_conversation_on_logging_in(
     assert room.messages.get(role="user").author == alice
     assert tab.dialogs == []
     assert tab.errors == []
+
+
+# What a screen reader is told -------------------------------------------------------------
+
+
+def ax_nodes(page: Any) -> dict[str, dict[str, Any]]:
+    """Chromium's accessibility tree of the page (CDP), by node id."""
+    session = page.context.new_cdp_session(page)
+    try:
+        return {n["nodeId"]: n for n in session.send("Accessibility.getFullAXTree")["nodes"]}
+    finally:
+        session.detach()
+
+
+def ax_property(node: dict[str, Any], name: str) -> Any:
+    for prop in node.get("properties", ()):
+        if prop["name"] == name:
+            return prop["value"].get("value")
+    return None
+
+
+def ax_find(nodes: dict[str, dict[str, Any]], role: str, **properties: Any) -> list[dict[str, Any]]:
+    return [
+        n for n in nodes.values()
+        if not n.get("ignored") and n.get("role", {}).get("value") == role
+        and all(ax_property(n, k) == v for k, v in properties.items())
+    ]  # fmt: skip
+
+
+def ax_text(nodes: dict[str, dict[str, Any]], node: dict[str, Any]) -> str:
+    """The text a screen reader finds under ``node``: its static text, what aria-hidden
+    hides left out (other ignored nodes, such as plain spans, still hold text)."""
+    reasons = {reason["name"] for reason in node.get("ignoredReasons", ())}
+    if reasons & {"ariaHiddenElement", "ariaHiddenSubtree"}:
+        return ""
+    if node.get("role", {}).get("value") == "StaticText":
+        return str(node.get("name", {}).get("value", ""))
+    return "".join(ax_text(nodes, nodes[c]) for c in node.get("childIds", ()) if c in nodes)
+
+
+def test_a_screen_reader_hears_each_message_once_and_no_chatter(
+    servers, alice, private_room, new_tab
+):
+    """The message list is no live region; the announcer (a live log) gets the question
+    once and the answer once, finished, while the streaming answer is aria-busy; history
+    is not announced again on reload; reconnecting does not re-announce every second."""
+    from playwright.sync_api import expect
+
+    server = servers(env=backend_env(SLOW), name="browser-a11y")
+    tab = new_tab()
+    page = tab.page
+    log_in(tab, server, "alice")
+    open_room(tab, private_room)
+    nodes = ax_nodes(page)
+    (messages,) = ax_find(nodes, "list")
+    assert ax_property(messages, "live") is None  # its changes are not read out
+    (announcer,) = ax_find(nodes, "log", live="polite")
+
+    send(tab, "How do I plan a trip?")
+    answer = page.locator(".msg-assistant")
+    expect(answer.locator(".msg-body")).to_contain_text("Here is")
+    time.sleep(1.0)  # some 20 deltas
+    nodes = ax_nodes(page)
+    (busy,) = ax_find(nodes, "listitem", busy=True)
+    assert "Here is" in ax_text(nodes, busy)
+    (announcer,) = ax_find(nodes, "log", live="polite")
+    assert ax_text(nodes, announcer) == "You: How do I plan a trip?"
+
+    page.get_by_role("button", name="Stop").click()
+    expect(answer).to_have_attribute("data-status", "cancelled")
+    nodes = ax_nodes(page)
+    assert ax_find(nodes, "listitem", busy=True) == []
+    said = page.locator("#announcer p").all_text_contents()
+    assert len(said) == 2 and said[0] == "You: How do I plan a trip?"
+    stored = Message.objects.get(room=private_room, role="assistant").text
+    assert said[1] == f"Assistant (Stopped): {stored}"  # once, whole
+
+    page.reload()
+    expect(page.locator("#connection-state")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#messages > li")).to_have_count(2)
+    assert page.locator("#announcer p").count() == 0  # history is not news
+
+    server.stop()
+    state = page.locator("#connection-state")
+    expect(state).to_have_attribute("data-state", "reconnecting")
+    heard, shown = set(), set()
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        nodes = ax_nodes(page)
+        (status,) = ax_find(nodes, "status")
+        heard.add(ax_text(nodes, status).strip())
+        shown.add(state.inner_text())
+        time.sleep(0.5)
+    assert len(shown) > 2, shown  # the countdown runs on screen…
+    assert heard <= {"Reconnecting", "Connecting…"}, heard  # …but is not read out

@@ -6,7 +6,6 @@ home page, driven in chromium as a visitor and as a logged-in user."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require
-from tests.test_browser import CHROMIUM, browser, new_tab, text_of  # noqa: F401
+from tests.conftest import CHROMIUM, require
+from tests.test_browser import text_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -55,7 +54,9 @@ from parley.lifespan import lifespan_application
 from parley.routing import websocket_application, websocket_urlpatterns
 application = ProtocolTypeRouter({
     "http": django_asgi_app,
-    "websocket": websocket_application(URLRouter([path("live/", URLRouter(websocket_urlpatterns))])),
+    "websocket": websocket_application(
+        URLRouter([path("live/", URLRouter(websocket_urlpatterns))])
+    ),
     "lifespan": lifespan_application,
 })
 """
@@ -89,7 +90,8 @@ SITE_CSS = """body { font: 17px/1.7 Georgia, serif; color: rgb(51, 34, 17); marg
 h1 { color: rgb(139, 0, 0); font-size: 40px; } a { color: rgb(0, 128, 0); }
 button { border-radius: 0; background: rgb(255, 255, 0); } textarea { border: 3px solid red; }
 """
-HOME = """{% extends "base.html" %}{% block content %}<p>Welcome. <a href="/x">A link</a></p>{% endblock %}"""
+HOME = """{% extends "base.html" %}
+{% block content %}<p>Welcome. <a href="/x">A link</a></p>{% endblock %}"""
 
 HOST_ELEMENTS = ["body", "h1", "main p", "a", ".site-button", ".site-text"]
 PROPERTIES = ["font-family", "font-size", "line-height", "color", "background-color",

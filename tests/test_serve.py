@@ -88,10 +88,10 @@ def test_the_docs_show_the_launcher_and_the_command_it_runs():
     launcher = next(shlex.split(b) for b in blocks if "manage.py parley_serve" in b)
     uvicorn = next(shlex.split(b) for b in blocks if "-m uvicorn" in b)
     assert launcher[:3] == ["python", "manage.py", "parley_serve"]
-    with override_settings(ASGI_APPLICATION="example.asgi.application"):
+    with override_settings(ASGI_APPLICATION="mysite.asgi.application"):
         assert printed(*launcher[3:])[1:] == uvicorn[1:]
     assert uvicorn == uvicorn_argv(
-        "example.asgi:application", python="python", extra=["--workers", "4"]
+        "mysite.asgi:application", python="python", extra=["--workers", "4"]
     )
 
 

@@ -28,6 +28,7 @@ from django.utils import timezone
 from ..conf import get_config
 from ..exceptions import QuotaExceeded, RateLimited
 from ..models import Membership, Message, Room, Visitor
+from ..realtime.access import access_publish, visitor_key
 from ..throttling import page_buckets
 
 if TYPE_CHECKING:
@@ -143,8 +144,6 @@ def visitor_carry_over(*, visitor: Visitor, user: _User) -> list[Room]:
         visitor.user = user
         visitor.identity = ""  # free for a visitor of its own, if the host signs it again
         visitor.save(update_fields=["user", "identity"])
-    from ..realtime.access import access_publish, visitor_key  # the socket side, once committed
-
     event = {"user": visitor_key(visitor.public_id), "visitor": visitor.public_id}
     transaction.on_commit(lambda: access_publish(event))
     return rooms

@@ -16,6 +16,8 @@ function start(root) {
     empty: document.getElementById("empty"),
     conn: document.getElementById("connection-state"),
     connLabel: document.querySelector("#connection-state .conn-label"),
+    connCountdown: document.querySelector("#connection-state .conn-countdown"),
+    announcer: document.getElementById("announcer"),
     retry: document.getElementById("retry-now"),
     notice: document.getElementById("notice"),
     form: document.getElementById("composer"),
@@ -26,7 +28,8 @@ function start(root) {
     stop: document.getElementById("stop"),
   };
   const state = new RoomState();
-  const messages = new MessageList(els.list, () => state.user);
+  const messages = new MessageList(els.list, () => state.user, els.announcer);
+  let caughtUp = false; // the history was complete once: what comes now is news
   let ready = false; // hello received on the current connection
   let countdown = null;
   let cancelRequested = null; // id of the answer we asked to stop
@@ -47,7 +50,8 @@ function start(root) {
     }
     for (const frameOut of update.send) socket.send(frameOut);
     if (update.later) sendLater(update.later);
-    for (const seq of update.changed) messages.render(state.messages.get(seq));
+    for (const seq of update.changed) messages.render(state.messages.get(seq), { announce: caughtUp });
+    if (update.synced) caughtUp = true;
     if (update.outbox) renderOutbox();
     if (update.error) showError(update.error);
     updateStreaming();
@@ -71,9 +75,11 @@ function start(root) {
       if (navigator.onLine === false) {
         setConnection("offline", "Offline: waiting for the network");
       } else {
+        // The seconds are not in the status region: a screen reader would read each one.
+        setConnection("reconnecting", "Reconnecting");
         const tick = () => {
           const seconds = Math.max(1, Math.ceil((s.retryAt - Date.now()) / 1000));
-          setConnection("reconnecting", `Reconnecting in ${seconds}s`);
+          setText(els.connCountdown, ` in ${seconds}s`);
         };
         tick();
         countdown = setInterval(tick, 250);
@@ -96,7 +102,12 @@ function start(root) {
 
   function setConnection(name, label) {
     els.conn.dataset.state = name;
-    els.connLabel.textContent = label;
+    setText(els.connLabel, label); // said once per change of state, not again
+    if (name !== "reconnecting") setText(els.connCountdown, "");
+  }
+
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text;
   }
 
   els.retry.addEventListener("click", () => socket.reconnectNow());

@@ -1,6 +1,12 @@
-// The message list of the room page: one <li> per message, kept in seq order, and one per
-// send still waiting for its ack. Text is set with textContent only; the single HTML
-// insertion is the server's sanitised rendering of a finished assistant answer (renderBody).
+// The message list of the room page and the widget: one <li> per message, kept in seq
+// order, and one per send still waiting for its ack. Text is set with textContent only; the
+// single HTML insertion is the server's sanitised rendering of a finished assistant answer
+// (renderBody).
+//
+// The list itself is no live region: a streaming answer changes its text 25 times a second,
+// and a screen reader would read every change. An announcer (a visually hidden role="log")
+// says each new message once, and a streaming answer once, when it is finished; while it
+// streams its <li> is aria-busy.
 
 import { isMine } from "./client.js";
 
@@ -22,27 +28,56 @@ function element(tag, className, text) {
   return el;
 }
 
+// How many announcements the announcer keeps (older ones were read already).
+const ANNOUNCED_KEPT = 5;
+
 export class MessageList {
-  /** `list` is the <ol>; `me()` returns the logged-in user ({id, name}) once known. */
-  constructor(list, me) {
+  /** `list` is the <ol>; `me()` returns the logged-in user ({id, name}) once known;
+   * `announcer` is the element new messages are announced in (optional). */
+  constructor(list, me, announcer = null) {
     this.list = list;
     this.me = me;
+    this.announcer = announcer;
     this.nodes = new Map(); // seq -> <li>
     this.pending = new Map(); // client_id -> <li>
   }
 
-  /** Draw `message` (a payload from RoomState), creating its <li> if new. */
-  render(message) {
+  /** Draw `message` (a payload from RoomState), creating its <li> if new. With `announce`
+   * (the history is caught up: it is news), a message new or just finished is announced. */
+  render(message, { announce = false } = {}) {
     if (!message) return;
     let li = this.nodes.get(message.seq);
+    const fresh = !li;
+    const wasStreaming = li?.dataset.status === "streaming";
     if (!li) {
       li = this.build(message);
       this.nodes.set(message.seq, li);
       this.insertInOrder(li, message.seq);
     }
-    li.dataset.status = message.status;
+    const streaming = message.status === "streaming";
+    if (li.dataset.status !== message.status) {
+      li.dataset.status = message.status;
+      if (streaming) li.setAttribute("aria-busy", "true");
+      else li.removeAttribute("aria-busy");
+    }
     renderBody(li.querySelector(".msg-body"), message);
     renderStatus(li, message);
+    if (announce && !streaming && (fresh || wasStreaming)) this.announce(message);
+  }
+
+  /** Say `message` once in the announcer: who, how it ended if not completely, the text. */
+  announce(message) {
+    if (!this.announcer) return;
+    const ending = message.status === "complete" ? "" : ` (${STATUS_LABELS[message.status] ?? message.status})`;
+    const text = message.text || message.error || STATUS_NOTES[message.status] || "";
+    this.announcer.append(element("p", "", `${this.author(message)}${ending}: ${text}`));
+    while (this.announcer.childElementCount > ANNOUNCED_KEPT) this.announcer.firstElementChild.remove();
+  }
+
+  author(message) {
+    if (message.role === "assistant") return "Assistant";
+    if (isMine(message, this.me())) return "You";
+    return message.author?.name ?? "Someone";
   }
 
   /** Show the outbox (sends not yet acknowledged) after the messages, each with `label`. */
@@ -76,10 +111,7 @@ export class MessageList {
     li.dataset.role = message.role;
 
     const meta = element("div", "msg-meta");
-    let who = message.author?.name ?? "Someone";
-    if (message.role === "assistant") who = "Assistant";
-    else if (mine) who = "You";
-    meta.append(element("span", "msg-author", who));
+    meta.append(element("span", "msg-author", this.author(message)));
     if (message.created_at) {
       const when = new Date(message.created_at);
       const time = element("time", "", when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
@@ -126,15 +158,20 @@ function renderBody(el, message) {
   }
 }
 
+/** Set `el`'s text only if it changes: rewriting the same text is still a change. */
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
 function renderStatus(li, message) {
   const badge = li.querySelector(".badge");
   const label = STATUS_LABELS[message.status];
   badge.hidden = !label;
-  badge.textContent = label ?? "";
+  setText(badge, label ?? "");
   badge.className = `badge badge-${message.status}`;
   const error = li.querySelector(".msg-error");
   let note = message.error || STATUS_NOTES[message.status] || "";
   if (!note && message.status === "cancelled" && !message.text) note = "Stopped before any text was written.";
   error.hidden = !note;
-  error.textContent = note;
+  setText(error, note);
 }

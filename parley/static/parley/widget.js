@@ -61,7 +61,13 @@ export class ParleyChat extends HTMLElement {
     const root = this.shadowRoot ?? this.attachShadow({ mode: "open" });
     const id = (name) => `parley-${name}`;
     this.els = {
-      list: el("ol", { class: "messages", role: "log", "aria-label": "Messages", "aria-live": "polite" }),
+      list: el("ol", { class: "messages", "aria-label": "Messages" }),
+      announcer: el("div", {
+        class: "visually-hidden",
+        role: "log",
+        "aria-live": "polite",
+        "aria-relevant": "additions",
+      }),
       empty: el("p", { class: "empty", text: "Ask the assistant anything." }),
       conn: el("p", { class: "conn", role: "status", "data-state": "connecting", text: "Connecting…" }),
       notice: el("p", { class: "notice", role: "alert", hidden: "" }),
@@ -85,6 +91,7 @@ export class ParleyChat extends HTMLElement {
       { class: "panel", "aria-label": heading },
       el("header", {}, el("h2", { text: heading }), e.conn),
       e.scroller,
+      e.announcer,
       e.notice,
       e.form,
     );
@@ -95,7 +102,7 @@ export class ParleyChat extends HTMLElement {
       root.append(e.launcher);
     }
     root.append(e.panel);
-    this.messages = new MessageList(e.list, () => this.state.user);
+    this.messages = new MessageList(e.list, () => this.state.user, e.announcer);
     e.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit();
@@ -152,8 +159,9 @@ export class ParleyChat extends HTMLElement {
   switchRoom(roomId) {
     this.roomId = roomId;
     this.state = new RoomState();
+    this.caughtUp = false; // the history was complete once: what comes now is news
     this.els.list.replaceChildren();
-    this.messages = new MessageList(this.els.list, () => this.state.user);
+    this.messages = new MessageList(this.els.list, () => this.state.user, this.els.announcer);
   }
 
   onFrame(frame) {
@@ -170,7 +178,10 @@ export class ParleyChat extends HTMLElement {
         if (this.ready) for (const out of update.later.send) this.socket.send(out);
       }, update.later.delay);
     }
-    for (const seq of update.changed) this.messages.render(this.state.messages.get(seq));
+    for (const seq of update.changed) {
+      this.messages.render(this.state.messages.get(seq), { announce: this.caughtUp });
+    }
+    if (update.synced) this.caughtUp = true;
     if (update.outbox) this.renderOutbox();
     if (update.error) this.showError(update.error);
     this.updateStreaming();
