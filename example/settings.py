@@ -201,7 +201,8 @@ PARLEY = {
     # The knowledge base of the demo: Parley's own documentation (make run indexes it).
     "KNOWLEDGE": {"FOLDERS": [BASE_DIR / "docs", BASE_DIR / "README.md"]},
     # /site/ shows the embedded chat to visitors who are not logged in, too.
-    "VISITORS": {"ENABLED": True},
+    # The demo's knowledge is Parley's public documentation: visitors may be answered from it.
+    "VISITORS": {"ENABLED": True, "KNOWLEDGE": True},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -63,6 +63,6 @@ class VisitorAdmin(admin.ModelAdmin):
     list_display = ["public_id", "identity", "created_at", "last_seen_at", "user"]
     list_filter = [("user", admin.EmptyFieldListFilter)]
     search_fields = ["public_id", "identity"]
-    readonly_fields = ["public_id", "session_key", "created_at", "last_seen_at"]
+    readonly_fields = ["public_id", "created_at", "last_seen_at"]
     raw_id_fields = ["user"]
     inlines = [VisitorRoomInline]

@@ -66,6 +66,10 @@ class ParleyConfig:
     # Origins besides the site's own (and CSRF_TRUSTED_ORIGINS) whose pages may open room
     # sockets: "https://app.example.com", or "https://*.example.com" for subdomains.
     allowed_origins: list[str] = field(default_factory=list)
+    # Origins of other sites whose pages may embed the chat (<parley-chat>): its endpoint
+    # answers them (CORS, never with the site's cookies) and their sockets are admitted with
+    # a visitor's ticket only, never as a logged-in user.
+    embed_origins: list[str] = field(default_factory=list)
     # Invitations waiting for one user's answer, from everyone; more are not sent.
     max_pending_invitations: int = 20
     # Of those, how many may come from one inviter: one account cannot fill the whole cap.
@@ -102,6 +106,9 @@ class ParleyConfig:
             "VISITOR": (0.5, 10),
             "VISITOR_IP": (2, 30),
             "NEW_VISITORS": (1 / 60, 10),
+            # Requests of the embedded chat's endpoint from one client address (one each
+            # time a widget connects): each writes a ticket.
+            "CHAT_SESSIONS": (5, 60),
         }
     )
     # Visitors who are not logged in, talking to the assistant in a private conversation of
@@ -110,6 +117,10 @@ class ParleyConfig:
         default_factory=lambda: {
             # Off unless the site turns it on: strangers cost the site its assistant's time.
             "ENABLED": False,
+            # Whether the assistant answers visitors from the knowledge (docs/knowledge.md):
+            # the folders' files and what registrations let anyone read. Off, a visitor's
+            # answers get no passages: turn it on once nothing in them is internal.
+            "KNOWLEDGE": False,
             # Messages one visitor may post per day (UTC); past it, `quota_exceeded`.
             "DAILY_MESSAGES": 50,
             # Seconds after its last message a visitor's conversation is deleted by

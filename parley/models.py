@@ -18,14 +18,14 @@ class Visitor(models.Model):
     """Someone who is not logged in, talking to the assistant in conversations of their own
     (``PARLEY["VISITORS"]``): no user of the site, which Parley never creates.
 
-    A visitor is found again by the session it was made in (``session_key``), by the signed
-    id an embed on another origin keeps (:func:`parley.visitors.services.visitor_token`),
-    or by the ``identity`` a host site signed for it. Logging in carries its conversations
-    over to the account (``user``); it has none of its own afterwards.
+    A visitor is found again by its ``public_id``, which the session it was made in keeps,
+    by the signed id an embed on another origin keeps
+    (:func:`parley.visitors.services.visitor_token`), or by the ``identity`` a host site
+    signed for it. Logging in carries its conversation over to the account (``user``); it
+    has none of its own afterwards.
     """
 
     public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
-    session_key = models.CharField(max_length=40, blank=True, db_index=True)
     identity = models.CharField(
         max_length=150, blank=True, help_text="The id a host site signed for this visitor."
     )
@@ -78,7 +78,7 @@ class Room(models.Model):
         help_text="The visitor whose private conversation it is (then it has no owner).",
     )
     widget = models.BooleanField(
-        default=False, help_text="Opened from the embedded chat (the site's own pages)."
+        default=False, help_text="Opened from the embedded chat (<parley-chat>)."
     )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
@@ -98,7 +98,13 @@ class Room(models.Model):
             models.CheckConstraint(
                 condition=Q(owner__isnull=False) | Q(visitor__isnull=False),
                 name="parley_room_has_owner_or_visitor",
-            )
+            ),
+            # One conversation per visitor, however many widgets ask for it at once.
+            models.UniqueConstraint(
+                fields=["visitor"],
+                condition=Q(visitor__isnull=False),
+                name="parley_one_conversation_per_visitor",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -102,7 +102,9 @@ class UserBuckets:
 user_buckets = UserBuckets()  # RATE_LIMITS["USER"]: messages
 resume_buckets = UserBuckets()  # RATE_LIMITS["RESUME"]: history pages
 # The pages' limits, per user: rooms created, invitations sent (RATE_LIMITS "ROOMS", "INVITES").
-page_buckets = {"ROOMS": UserBuckets(), "INVITES": UserBuckets(), "NEW_VISITORS": UserBuckets()}
+page_buckets = {
+    action: UserBuckets() for action in ("ROOMS", "INVITES", "NEW_VISITORS", "CHAT_SESSIONS")
+}
 # Visitors' messages: per visitor, and per client address (RATE_LIMITS "VISITOR", "VISITOR_IP").
 visitor_buckets = UserBuckets()
 address_buckets = UserBuckets()

@@ -531,17 +531,19 @@ def hostile_payloads(evil: str) -> list[Payload]:
 
 class EvilServer:
     """An HTTP server on another loopback port, standing for a foreign host: it notes every
-    request that reaches it (none may)."""
+    request that reaches it (none may), and answers each with ``page``."""
 
     def __init__(self) -> None:
         hits = self.hits = []
+        # A page with an icon of its own: for the probe page, chromium would otherwise fetch
+        # /favicon.ico by itself, at a moment of its choosing.
+        self.page = '<!doctype html><link rel="icon" href="data:,">ok'
+        site = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 hits.append(self.path)
-                # A page with an icon of its own: for the probe page, chromium would otherwise
-                # fetch /favicon.ico by itself, at a moment of its choosing.
-                body = b'<!doctype html><link rel="icon" href="data:,">ok'
+                body = site.page.encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html")
                 self.send_header("Content-Length", str(len(body)))
@@ -891,3 +893,48 @@ def test_a_screen_reader_hears_each_message_once_and_no_chatter(
         time.sleep(0.5)
     assert len(shown) > 2, shown  # the countdown runs on screen…
     assert heard <= {"Reconnecting", "Connecting…"}, heard  # …but is not read out
+
+
+def test_the_script_embed_works_on_a_listed_origin_and_nowhere_else(servers, new_tab):
+    """The documented <script type="module"> embed, on pages of two other sites: the one in
+    EMBED_ORIGINS gets a visitor's chat (no cookie of Parley's site involved); the other
+    gets no ticket and no socket."""
+    from playwright.sync_api import expect
+
+    from parley.models import Visitor
+
+    listed, unlisted = EvilServer(), EvilServer()
+    try:
+        options = {"VISITORS": {"ENABLED": True}, "EMBED_ORIGINS": [listed.url]}
+        server = servers(
+            env={**backend_env(FAST), "PARLEY_TEST_OPTIONS": json.dumps(options)}, name="embed"
+        )
+        for site in (listed, unlisted):
+            site.page = (
+                '<!doctype html><link rel="icon" href="data:,"><h1>Another shop</h1>'
+                f'<script type="module" src="{server.http_url}/static/parley/widget.js"></script>'
+                f'<parley-chat endpoint="{server.http_url}/chat/session/"></parley-chat>'
+            )
+        tab = new_tab()
+        page = tab.page
+        page.goto(listed.url)
+        chat = page.locator("parley-chat")
+        expect(chat.locator(".conn")).to_have_attribute("data-state", "connected")
+        chat.locator("textarea").fill("hello from the shop")
+        chat.locator("textarea").press("Enter")
+        expect(chat.locator(".msg-assistant .msg-body strong")).to_have_text("hello from the shop")
+        page.reload()  # the same visitor again: its token is kept in this origin's storage
+        expect(page.locator("parley-chat .msg-user .msg-body")).to_have_text("hello from the shop")
+        assert Visitor.objects.count() == 1
+        assert tab.errors == []
+
+        other = new_tab()
+        other.page.goto(unlisted.url)
+        conn = other.page.locator("parley-chat .conn")
+        expect(conn).to_have_attribute("data-state", "reconnecting")  # refused: no ticket
+        time.sleep(1.5)
+        assert conn.get_attribute("data-state") != "connected"
+        assert Visitor.objects.count() == 1
+    finally:
+        listed.stop()
+        unlisted.stop()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AnonymousUser
 
+from ..conf import get_config
 from .registry import registration_get
 from .sources import FILES
 
@@ -56,6 +57,8 @@ class Reader:
         return self._sources[source]
 
     def _source_rule(self, source: str) -> bool | None:
+        if not self.user.is_authenticated and not get_config().visitors["KNOWLEDGE"]:
+            return False  # visitors who are not logged in read nothing unless the site says so
         if source == FILES:
             return True
         registration = registration_get(label=source)

@@ -197,6 +197,8 @@ def grants_check(*, grants: list[tuple[int, Grant]]) -> list[tuple[int, Refusal]
 
 
 def _visitor_grants_check(grants: list[tuple[int, Grant]]) -> list[tuple[int, Refusal]]:
+    if not get_config().visitors["ENABLED"]:  # turned off: their sockets end too
+        return [(token, SIGNED_OUT) for token, _ in grants]
     live = set(
         Room.objects.filter(
             pk__in={grant.room_id for _, grant in grants},

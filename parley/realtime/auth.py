@@ -34,6 +34,7 @@ from ..exceptions import NotAuthenticated, RoomPermissionDenied
 from ..models import Room, Ticket, Visitor
 from ..rooms.selectors import room_get_for_member, room_get_for_visitor
 from .access import Grant, auth_hash, sessions_users
+from .origins import origin_embeds_only
 
 if TYPE_CHECKING:
     # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
@@ -107,8 +108,8 @@ def ticket_read(ticket: str, *, max_age: int | None = None, room: str | None = N
     if spent is None:
         if not Ticket.objects.filter(nonce=nonce, expires_at__gt=now).exists():
             raise signing.BadSignature("unknown ticket")
-        who = data.get("u", "a visitor")
-        logger.warning("a spent ticket of user %s was presented again: refused", who)
+        who = f"user {data['u']}" if "u" in data else "a visitor"
+        logger.warning("a spent ticket of %s was presented again: refused", who)
         raise TicketReplayed("spent ticket")
     issued_session, issued_hash = spent
     if "v" in data:
@@ -191,6 +192,8 @@ def socket_admit(scope: dict[str, Any], *, room: str) -> tuple[_User | None, Roo
         return None, found, Grant(None, found.pk, None, "", visitor=visitor.public_id)
     if not user.is_authenticated:
         raise NotAuthenticated("Log in to join this room.")
+    if origin_embeds_only(scope):  # another site's page: as a visitor, or not at all
+        raise NotAuthenticated("Pages of other sites chat as visitors only.")
     if ticket_room is not None and ticket_room != room:
         raise RoomPermissionDenied("This ticket is for another room.")
     found = room_get_for_member(public_id=room, user=user)

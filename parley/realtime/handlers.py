@@ -137,7 +137,9 @@ async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
     assert room is not None and grant is not None  # joined
     if grant.visitor is not None:
         try:
-            await database_call(visitor_quota_take, visitor=grant.visitor)
+            await database_call(
+                visitor_quota_take, visitor=grant.visitor, client_id=frame.client_id
+            )
         except QuotaExceeded as exc:
             socket.reply_error("quota_exceeded", str(exc), client_id=frame.client_id)
             return

@@ -15,14 +15,16 @@ username from them. They are found again by
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import re
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.core import signing
-from django.db import transaction
-from django.db.models import Q
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from ..conf import get_config
@@ -34,6 +36,8 @@ from ..throttling import page_buckets
 if TYPE_CHECKING:
     from django.contrib.auth.models import _User
 
+IDENTITY_MAX = Visitor._meta.get_field("identity").max_length or 150
+SIGNATURE = re.compile(r"[0-9a-f]{64}")  # hex SHA-256
 # Where the site's own session keeps its visitor's public id.
 SESSION_VISITOR = "_parley_visitor"
 TOKEN_SALT = "parley.visitor"
@@ -63,7 +67,12 @@ def identity_signature(identity: str) -> str:
 
 
 def _identity_checked(identity: str, signature: str) -> str:
-    if not hmac.compare_digest(identity_signature(identity), signature.strip().lower()):
+    if len(identity) > IDENTITY_MAX:
+        raise IdentityRefused(f"An identity has at most {IDENTITY_MAX} characters.")
+    signature = signature.strip().lower()
+    if not SIGNATURE.fullmatch(signature) or not hmac.compare_digest(
+        identity_signature(identity), signature
+    ):
         raise IdentityRefused("The identity's signature does not match.")
     return identity
 
@@ -85,54 +94,69 @@ def visitor_find(
         except signing.BadSignature:
             return None
         return live.filter(public_id=public_id, identity="").first()
-    if session_id:
-        return live.filter(public_id=session_id).first()
+    if session_id:  # never an identified visitor: the next person at that browser is not it
+        return live.filter(public_id=session_id, identity="").first()
     return None
 
 
-def visitor_create(
-    *, address: str, session_key: str = "", identity: str = "", signature: str = ""
-) -> Visitor:
+def address_limit(*, address: str, action: str) -> None:
+    """Take a token of the client ``address`` for ``RATE_LIMITS[action]`` (``"NEW_VISITORS"``,
+    ``"CHAT_SESSIONS"``); raise :class:`RateLimited` with the wait when none is left."""
+    bucket = page_buckets[action].get(address, get_config().rate_limits[action])
+    if bucket is not None and not bucket.take():
+        raise RateLimited(f"Too many at once: {action.lower()}", retry_after=bucket.retry_after())
+
+
+def visitor_create(*, address: str, identity: str = "", signature: str = "") -> Visitor:
     """A new visitor, counted against ``RATE_LIMITS["NEW_VISITORS"]`` of its client
     ``address`` (:class:`RateLimited`): a client making a new visitor for every message
-    would otherwise escape every per-visitor limit."""
+    would otherwise escape every per-visitor limit. A visitor of the same ``identity`` made
+    meanwhile (two widgets asking at once) is returned instead."""
     if identity:
         _identity_checked(identity, signature)
-    bucket = page_buckets["NEW_VISITORS"].get(address, get_config().rate_limits["NEW_VISITORS"])
-    if bucket is not None and not bucket.take():
-        raise RateLimited(
-            "Too many new visitors from this address", retry_after=bucket.retry_after()
-        )
-    return Visitor.objects.create(session_key=session_key, identity=identity)
+    address_limit(address=address, action="NEW_VISITORS")
+    try:
+        with transaction.atomic():
+            return Visitor.objects.create(identity=identity)
+    except IntegrityError:
+        if not identity:
+            raise
+        return Visitor.objects.get(identity=identity, user__isnull=True)
 
 
 def conversation_for_visitor(*, visitor: Visitor) -> Room:
-    """The visitor's conversation, started if it has none."""
-    room = Room.objects.filter(visitor=visitor).order_by("-created_at").first()
-    if room is None:
-        room = Room.objects.create(
-            visitor=visitor, title=CONVERSATION_TITLE, kind=Room.Kind.PRIVATE, widget=True
-        )
+    """The visitor's conversation (one: a unique constraint), started if it has none."""
+    fields = {"title": CONVERSATION_TITLE, "kind": Room.Kind.PRIVATE, "widget": True}
+    room, _ = Room.objects.get_or_create(visitor=visitor, defaults=fields)
     return room
 
 
 def conversation_for_user(*, user: _User) -> Room:
-    """The logged-in user's conversation of the embedded chat: their latest, started (as a
-    private room of theirs) if they have none."""
-    room = Room.objects.filter(owner=user, widget=True, kind=Room.Kind.PRIVATE).first()
-    if room is None:
-        with transaction.atomic():
-            room = Room.objects.create(
-                owner=user, title=CONVERSATION_TITLE, kind=Room.Kind.PRIVATE, widget=True
-            )
-            Membership.objects.create(room=room, user=user)
+    """The logged-in user's conversation of the embedded chat: the one with the latest
+    message (a visitor's just carried over, after a login), started (as a private room of
+    theirs) if they have none."""
+    latest = (
+        Room.objects.filter(owner=user, widget=True, kind=Room.Kind.PRIVATE)
+        .annotate(active=Max("messages__created_at"))
+        .order_by(F("active").desc(nulls_last=True), "-created_at")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if latest is not None:
+        return Room.objects.get(pk=latest)
+    with transaction.atomic():
+        room = Room.objects.create(
+            owner=user, title=CONVERSATION_TITLE, kind=Room.Kind.PRIVATE, widget=True
+        )
+        Membership.objects.create(room=room, user=user)
     return room
 
 
 def visitor_carry_over(*, visitor: Visitor, user: _User) -> list[Room]:
-    """Give ``user`` the conversations of ``visitor``, who has just logged in as them: each
+    """Give ``user`` the conversation of ``visitor``, who has just logged in as them: it
     becomes a private room of theirs, its messages theirs. The visitor is done (its open
     sockets are closed: the embed reconnects as the user)."""
+    event = {"user": visitor_key(visitor.public_id), "visitor": visitor.public_id}
     with transaction.atomic():
         rooms = list(Room.objects.select_for_update().filter(visitor=visitor))
         for room in rooms:
@@ -144,22 +168,22 @@ def visitor_carry_over(*, visitor: Visitor, user: _User) -> list[Room]:
         visitor.user = user
         visitor.identity = ""  # free for a visitor of its own, if the host signs it again
         visitor.save(update_fields=["user", "identity"])
-    event = {"user": visitor_key(visitor.public_id), "visitor": visitor.public_id}
-    transaction.on_commit(lambda: access_publish(event))
+        transaction.on_commit(lambda: access_publish(event), robust=True)
     return rooms
 
 
-def visitor_quota_take(*, visitor: str, now: datetime | None = None) -> None:
+def visitor_quota_take(*, visitor: str, client_id: str = "", now: datetime | None = None) -> None:
     """Count one message against the visitor's ``VISITORS["DAILY_MESSAGES"]``; raises
-    :class:`QuotaExceeded` when today's (UTC) are spent. Marks the visitor as seen."""
+    :class:`QuotaExceeded` when today's (UTC) are spent, unless ``client_id`` names one
+    stored already (a resend: it gets its acknowledgement again). Marks the visitor as
+    seen. Counted before the message is stored: sends racing from several sockets may pass
+    the quota by a few, as many as ``RATE_LIMITS["VISITOR"]`` lets through at once."""
     now = now or timezone.now()
     limit = get_config().visitors["DAILY_MESSAGES"]
-    if limit is not None:
+    mine = Message.objects.filter(room__visitor__public_id=visitor, role=Message.Role.USER)
+    if limit is not None and not (client_id and mine.filter(client_id=client_id).exists()):
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        posted = Message.objects.filter(
-            room__visitor__public_id=visitor, role=Message.Role.USER, created_at__gte=midnight
-        ).count()
-        if posted >= limit:
+        if mine.filter(created_at__gte=midnight).count() >= limit:
             raise QuotaExceeded(
                 f"You have sent the {limit} messages a visitor may send in a day. "
                 "Log in, or come back tomorrow."
@@ -173,5 +197,10 @@ def visitors_expire(*, now: datetime | None = None) -> int:
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=get_config().visitors["EXPIRE_AFTER"])
     stale = Visitor.objects.filter(Q(last_seen_at__lt=cutoff) | Q(user__isnull=False))
-    _, deleted = stale.delete()
+    with transaction.atomic():
+        gone = list(stale.filter(user__isnull=True).values_list("public_id", flat=True))
+        _, deleted = stale.delete()
+        for public_id in gone:  # their open sockets close now, not at the next re-check
+            event = {"user": visitor_key(public_id), "visitor": public_id}
+            transaction.on_commit(functools.partial(access_publish, event), robust=True)
     return deleted.get(Visitor._meta.label, 0)

@@ -2,9 +2,9 @@
 
 ``POST`` from the site's own pages is answered for the logged-in user, or else (when
 ``VISITORS["ENABLED"]``) for the session's visitor. From an origin that
-``PARLEY["ALLOWED_ORIGINS"]`` lists, cookies are neither sent nor read: the answer is for
-the visitor named by the token the embed keeps, or by an identity the host signed
-(CORS allows exactly that origin). Every other origin gets 403.
+``PARLEY["EMBED_ORIGINS"]`` (or ``ALLOWED_ORIGINS``) lists, cookies are neither sent nor read:
+the answer is for the visitor named by the token the embed keeps, or by an identity the host
+signed (CORS allows exactly that origin). Every other origin gets 403.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from django.views.decorators.csrf import csrf_exempt
 from ..exceptions import RateLimited
 from ..models import Room, Visitor
 from ..realtime.auth import ticket_issue
-from ..realtime.routing import origin_listed, origin_same, socket_path
+from ..realtime.origins import origin_embedding, origin_listed, origin_same
+from ..realtime.routing import socket_path
 from ..rooms.payloads import room_payload
 from . import services
 from .addresses import request_address
@@ -36,10 +37,11 @@ def chat_session(request: HttpRequest) -> HttpResponse:
     """See the module. The JSON body may hold ``visitor`` (a token from an earlier answer),
     ``identity`` and ``identity_hash``. The answer: ``room`` (its payload), ``socket`` (the
     path of its socket with a single-use ticket: ask again for each connection),
-    ``visitor`` (a token to keep, cross-origin only) and ``user`` (a name, or null)."""
+    ``visitor`` (a token to keep, cross-origin only) and ``user`` (a name, or null). Each
+    request counts against ``RATE_LIMITS["CHAT_SESSIONS"]`` of the client address."""
     origin = request.headers.get("Origin")
     own = origin is None or origin_same(origin, f"{request.scheme}://{request.get_host()}")
-    if not own and not origin_listed(origin or ""):
+    if not own and not (origin_listed(origin or "") or origin_embedding(origin or "")):
         return _refuse(403, "forbidden_origin", "This origin may not embed the chat.")
     if request.method == "OPTIONS":
         response: HttpResponse = HttpResponse(status=204)
@@ -67,6 +69,11 @@ def _answer(request: HttpRequest, *, cross_origin: bool) -> HttpResponse:
         return _refuse(400, "bad_request", "The body must be JSON.")
     if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
         return _refuse(400, "bad_request", "The body must be an object of strings.")
+    try:
+        services.address_limit(address=request_address(request), action="CHAT_SESSIONS")
+    except RateLimited as exc:
+        return _refuse(429, "rate_limited", "Too many requests from your network.",
+                       retry_after=round(exc.retry_after, 1))  # fmt: skip
     user = getattr(request, "user", None)
     if not cross_origin and user is not None and user.is_authenticated:
         room = services.conversation_for_user(user=user)
@@ -90,8 +97,10 @@ def _answer(request: HttpRequest, *, cross_origin: bool) -> HttpResponse:
 
 
 def _visitor(request: HttpRequest, body: dict[str, str], *, cross_origin: bool) -> Visitor:
-    """The visitor asking (found again, or new), bound to the session on the site's own
-    pages; raises :class:`services.IdentityRefused` or :class:`RateLimited`."""
+    """The visitor asking (found again, or new), kept by the session on the site's own pages
+    unless the host named it by a signed identity (then the identity finds it, and the next
+    person at that browser does not); raises :class:`services.IdentityRefused` or
+    :class:`RateLimited`."""
     identity, signature = body.get("identity", "").strip(), body.get("identity_hash", "")
     if identity:
         found = services.visitor_find(identity=identity, signature=signature)
@@ -100,16 +109,11 @@ def _visitor(request: HttpRequest, body: dict[str, str], *, cross_origin: bool) 
     else:
         found = services.visitor_find(session_id=request.session.get(services.SESSION_VISITOR))
     if found is None:
-        if not cross_origin and not request.session.session_key:
-            request.session.save()  # a session key to bind the visitor to
         found = services.visitor_create(
-            address=request_address(request),
-            session_key="" if cross_origin else request.session.session_key or "",
-            identity=identity,
-            signature=signature,
+            address=request_address(request), identity=identity, signature=signature
         )
-    if not cross_origin:
-        request.session[services.SESSION_VISITOR] = found.public_id
+        if not cross_origin and not identity:
+            request.session[services.SESSION_VISITOR] = found.public_id
     return found
 
 

@@ -6,7 +6,14 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
+
+
+def a_reader():
+    """A logged-in user with no permissions, for ranking tests (a visitor reads nothing)."""
+    return get_user_model()(pk=10**9, username="reader")
+
 
 BACKENDS = """# Assistant backends
 

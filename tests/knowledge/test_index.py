@@ -14,13 +14,14 @@ from parley.knowledge.sources import Document
 from parley.knowledge.store import document_store, version_bump
 from parley.knowledge.text import text_terms
 from parley.models import KnowledgePassage
+from tests.knowledge.conftest import a_reader
 from tests.servers import Peer
 
 pytestmark = pytest.mark.django_db
 
 
 def titles(question: str, **options) -> list[str]:
-    return [p.title for p in passages_search(query=question, user=None, **options)]
+    return [p.title for p in passages_search(query=question, user=a_reader(), **options)]
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,7 @@ def test_the_passage_that_answers_comes_first(indexed, question, best):
 
 
 def test_passages_carry_their_text_link_document_and_a_descending_score(indexed):
-    found = passages_search(query="backend model server", user=None)
+    found = passages_search(query="backend model server", user=a_reader())
     assert [p.score for p in found] == sorted((p.score for p in found), reverse=True)
     top = found[0]
     assert top.document.startswith("files:kb/")

@@ -39,7 +39,7 @@ def test_a_model_permission_is_needed_to_read_its_objects(
     register_messages(permission="parley.view_message")
     reindex()
     assert titles(bob) == ["Travel"]  # the best match is left out, not the file
-    assert titles(None) == ["Travel"]
+    assert titles(None) == []  # a visitor reads nothing while VISITORS["KNOWLEDGE"] is off
     bob.user_permissions.add(Permission.objects.get(codename="view_message"))
     bob = django_user_model.objects.get(pk=bob.pk)  # permissions are cached per instance
     assert titles(bob) == ["Notes #1", "Travel"]
@@ -74,3 +74,14 @@ def test_an_object_deleted_since_indexing_is_read_by_nobody(
     reindex()
     Message.objects.filter(pk=ferry.pk).delete()  # no signal: the index still has it
     assert titles(alice) == ["Travel"]
+
+
+def test_a_visitor_reads_nothing_unless_the_site_lets_visitors_read_its_knowledge(
+    indexed, settings
+):
+    """Files were every logged-in user's to read; a visitor who is not logged in gets none
+    of them, nor of any registration, until VISITORS["KNOWLEDGE"] says they are public."""
+    question = "How do I connect Ollama?"
+    assert passages_search(query=question, user=None) == []
+    settings.PARLEY = {**settings.PARLEY, "VISITORS": {"KNOWLEDGE": True}}
+    assert passages_search(query=question, user=None)[0].title.startswith("Assistant backends")

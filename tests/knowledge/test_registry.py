@@ -11,6 +11,7 @@ from parley import knowledge
 from parley.knowledge.index import passages_search
 from parley.models import KnowledgePassage, Message
 from parley.rooms import services
+from tests.knowledge.conftest import a_reader
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +24,7 @@ def post(room, author, text: str) -> Message:
 
 
 def found(question: str) -> list[str]:
-    return [p.title for p in passages_search(query=question, user=None)]
+    return [p.title for p in passages_search(query=question, user=a_reader())]
 
 
 def test_saving_a_registered_object_indexes_it_after_commit(

@@ -89,12 +89,15 @@ async def test_the_daily_quota_refuses_with_a_clear_error_and_stores_nothing(
     await client.expect("hello")
     for n in (1, 2):
         await client.send(type="send", client_id=f"m{n}", text=f"message {n}")
+        assert (await client.expect("ack", client_id=f"m{n}"))["duplicate"] is False
         await client.expect("done")
     await client.send(type="send", client_id="m3", text="one too many")
     error = await client.expect("error")
     assert error["code"] == "quota_exceeded" and error["client_id"] == "m3"
     assert "2 messages" in error["detail"]
     assert await Message.objects.filter(room=room, role="user").acount() == 2
+    await client.send(type="send", client_id="m2", text="message 2")  # a resend: its ack
+    assert (await client.expect("ack", client_id="m2"))["duplicate"] is True
 
 
 async def test_logging_in_carries_the_conversation_over_and_closes_the_visitors_socket(
@@ -123,3 +126,30 @@ async def test_turning_visitors_off_ends_their_tickets(visitors, visitor_socket,
     settings.PARLEY = {"VISITORS": {"ENABLED": False}}
     client = await visitor_socket(visitor, room)
     assert await client.closed() == 4401
+
+
+async def test_pages_of_an_embedding_site_open_sockets_as_visitors_only(
+    visitors, settings, visitor_socket, alice, private_room
+):
+    """EMBED_ORIGINS lets another site's pages embed the chat: a visitor's ticket opens its
+    socket from there; alice's session cookie (or her ticket) does not."""
+    settings.PARLEY = {**settings.PARLEY, "EMBED_ORIGINS": ["https://shop.example"]}
+    shop = {"origin": "https://shop.example"}
+    as_alice = await RoomClient.connect(application, private_room, alice, **shop)
+    assert (await as_alice.expect("error"))["code"] == "unauthenticated"
+    assert await as_alice.closed() == 4401
+    ticket = await sync_to_async(ticket_issue)(user=alice, room=private_room.public_id)
+    path = f"{socket_path(private_room.public_id)}?ticket={ticket}"
+    with_ticket = await RoomClient.connect(application, private_room, path=path, **shop)
+    assert await with_ticket.closed() == 4401
+
+    visitor, room = await a_visitor()
+    ticket = await sync_to_async(ticket_issue)(visitor=visitor, room=room.public_id)
+    path = f"{socket_path(room.public_id)}?ticket={ticket}"
+    client = await RoomClient.connect(application, room, path=path, **shop)
+    assert (await client.expect("hello"))["user"]["visitor"] is True
+    await client.disconnect()
+    unlisted = await RoomClient.connect(
+        application, private_room, alice, origin="https://evil.example"
+    )
+    assert not unlisted.connected  # refused at the handshake

@@ -54,7 +54,8 @@ def test_the_client_address_is_the_proxys_last_entry_only_when_configured(settin
     assert client_address(scope) == request_address(request) == "5.6.7.8"
 
 
-def test_the_recheck_ends_sockets_of_visitors_gone_or_logged_in(alice):
+def test_the_recheck_ends_sockets_of_visitors_gone_or_logged_in(alice, settings):
+    settings.PARLEY = {"VISITORS": {"ENABLED": True}}
     stays, stays_room = conversation()
     leaves, leaves_room = conversation()
     deleted, deleted_room = conversation()
@@ -71,3 +72,17 @@ def test_the_recheck_ends_sockets_of_visitors_gone_or_logged_in(alice):
         (3, SIGNED_OUT),
         (4, SIGNED_OUT),
     ]
+
+
+def test_an_ipv6_client_counts_as_its_64_network():
+    scope = {"client": ("2001:db8:1:2:aaaa::1", 5000), "headers": []}
+    other = {"client": ("2001:db8:1:2:ffff::9", 5000), "headers": []}
+    assert client_address(scope) == client_address(other) == "2001:db8:1:2::/64"
+    assert client_address({"client": ("::ffff:1.2.3.4", 1), "headers": []}) == "1.2.3.4"
+
+
+def test_turning_visitors_off_ends_their_open_sockets_at_the_recheck(settings):
+    visitor, room = conversation()
+    settings.PARLEY = {"VISITORS": {"ENABLED": False}}
+    grant = Grant(None, room.pk, None, "", visitor=visitor.public_id)
+    assert grants_check(grants=[(1, grant)]) == [(1, SIGNED_OUT)]

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.sessions.models import Session
 from django.core import signing
 from django.urls import reverse
 
-from parley.models import Room, Visitor
-from parley.visitors.services import identity_signature
+from parley.models import Message, Room, Visitor
+from parley.visitors.services import SESSION_VISITOR, identity_signature
 
 pytestmark = pytest.mark.django_db
 
 SITE = "http://testserver"
-EMBED = "https://shop.example"  # another site, listed in ALLOWED_ORIGINS
+EMBED = "https://shop.example"  # another site, listed in EMBED_ORIGINS
 
 
 @pytest.fixture
 def visitors(settings):
     settings.PARLEY = {"VISITORS": {"ENABLED": True, "IDENTITY_KEY": "k" * 32},
-                       "ALLOWED_ORIGINS": [EMBED]}  # fmt: skip
+                       "EMBED_ORIGINS": [EMBED]}  # fmt: skip
     return settings
 
 
@@ -51,7 +52,7 @@ def test_a_visitor_is_found_again_by_its_session_and_gets_only_its_own_conversat
     assert first["room"]["id"] == again["room"]["id"]
     assert first["user"] is None and first["visitor"] is None  # the session keeps it
     visitor = Visitor.objects.get()
-    assert visitor.session_key == client.session.session_key
+    assert client.session[SESSION_VISITOR] == visitor.public_id
     assert Room.objects.get(visitor=visitor).owner is None
 
     stranger = ask(client.__class__()).json()  # another browser: another conversation
@@ -107,6 +108,7 @@ def test_new_visitors_are_rate_limited_per_client_address(client, visitors):
     codes = [ask(client.__class__()).status_code for _ in range(5)]
     assert codes == [200, 200, 200, 429, 429]
     assert Visitor.objects.count() == 3
+    assert Session.objects.count() == 3  # refused requests saved no session either
 
 
 @pytest.mark.parametrize("body", ["not json", "[1, 2]", '{"visitor": 5}', "x" * 5000])
@@ -115,3 +117,54 @@ def test_bad_bodies_get_a_clear_error(client, visitors, body):
     assert response.status_code in (400, 413)
     assert response.json()["error"]["detail"]
     assert Visitor.objects.count() == 0
+
+
+def test_after_logging_in_the_widget_goes_on_in_the_conversation_just_carried_over(
+    client, visitors, alice
+):
+    client.force_login(alice)
+    older = ask(client).json()["room"]["id"]  # alice's own, from another day, empty
+    client.logout()
+    as_visitor = ask(client).json()["room"]["id"]
+    room = Room.objects.get(public_id=as_visitor)
+    Message.objects.create(room=room, seq=1, role="user", text="asked before logging in")
+
+    client.post(reverse("login"), {"username": "alice", "password": "secret-pass-123"})
+    assert ask(client).json()["room"]["id"] == as_visitor != older
+    room.refresh_from_db()
+    assert room.owner == alice and room.messages.get().author == alice
+
+
+def test_the_admin_lists_visitors_with_their_conversations(admin_client, visitors):
+    ask(admin_client.__class__())
+    visitor = Visitor.objects.get()
+    listing = admin_client.get(reverse("admin:parley_visitor_changelist")).content.decode()
+    assert visitor.public_id in listing
+    page = admin_client.get(reverse("admin:parley_visitor_change", args=[visitor.pk]))
+    assert "Conversation with the assistant" in page.content.decode()
+
+
+def test_an_identified_visitor_is_not_kept_by_the_session(client, visitors):
+    """The next person at that browser, with no identity, gets a conversation of their own."""
+    good = f'{{"identity": "cust-42", "identity_hash": "{identity_signature("cust-42")}"}}'
+    identified = ask(client, body=good).json()["room"]["id"]
+    assert SESSION_VISITOR not in client.session
+    assert ask(client).json()["room"]["id"] != identified
+
+
+@pytest.mark.parametrize(
+    "identity, signature",
+    [("cust-42", "é" * 64), ("cust-42", "abc"), ("x" * 151, "0" * 64)],
+)
+def test_malformed_identities_are_refused_not_errors(client, visitors, identity, signature):
+    response = ask(client, EMBED, f'{{"identity": "{identity}", "identity_hash": "{signature}"}}')
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "identity_refused"
+
+
+def test_the_endpoint_is_rate_limited_per_client_address_before_it_writes(client, visitors):
+    visitors.PARLEY = {**visitors.PARLEY, "RATE_LIMITS": {"CHAT_SESSIONS": (0.001, 3)}}
+    codes = [ask(client.__class__()).status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    assert Visitor.objects.count() == 3
+    assert Session.objects.count() == 3  # refused requests saved no session either

@@ -14,6 +14,9 @@ import { MessageList } from "./messages.js";
 
 const STYLESHEET = new URL("./widget.css", import.meta.url).href;
 const STORE = "parley-visitor:"; // + endpoint: the token an embed on another origin keeps
+// The first request to each endpoint on this page: the others wait for it, so that widgets
+// on one page find the visitor it made instead of each making one.
+const firstRequests = new Map();
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -48,11 +51,14 @@ export class ParleyChat extends HTMLElement {
       onFrame: (frame) => this.onFrame(frame),
       onState: (s) => this.onSocketState(s),
     });
+    this.onOnline = () => this.socket?.reconnectNow(); // the network is back: no waiting
+    window.addEventListener("online", this.onOnline);
     if (this.hasAttribute("launcher")) this.dataset.open = "false";
     else this.socket.start();
   }
 
   disconnectedCallback() {
+    window.removeEventListener("online", this.onOnline);
     this.socket?.close();
     this.socket = null;
   }
@@ -130,6 +136,15 @@ export class ParleyChat extends HTMLElement {
 
   /** A URL for the next connection: the endpoint's answer (a fresh single-use ticket). */
   async session() {
+    const key = this.endpoint.href;
+    const first = firstRequests.get(key);
+    if (first) await first.catch(() => {});
+    const request = this.ask();
+    if (!first) firstRequests.set(key, request);
+    return request;
+  }
+
+  async ask() {
     const body = {};
     const identity = this.getAttribute("identity");
     if (identity) {
