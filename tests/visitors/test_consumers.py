@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from example.asgi import application
 from parley.models import Message, Room, Visitor
@@ -153,3 +156,15 @@ async def test_pages_of_an_embedding_site_open_sockets_as_visitors_only(
         application, private_room, alice, origin="https://evil.example"
     )
     assert not unlisted.connected  # refused at the handshake
+
+
+async def test_an_expired_visitors_open_socket_is_closed_at_once(visitors, visitor_socket):
+    visitor, room = await a_visitor()
+    client = await visitor_socket(visitor, room)
+    await client.expect("hello")
+    await Visitor.objects.filter(pk=visitor.pk).aupdate(
+        last_seen_at=timezone.now() - timedelta(days=60)
+    )
+    assert await sync_to_async(services.visitors_expire)() == 1
+    assert (await client.expect("error"))["code"] == "unauthenticated"
+    assert await client.closed() == 4401

@@ -86,3 +86,16 @@ def test_turning_visitors_off_ends_their_open_sockets_at_the_recheck(settings):
     settings.PARLEY = {"VISITORS": {"ENABLED": False}}
     grant = Grant(None, room.pk, None, "", visitor=visitor.public_id)
     assert grants_check(grants=[(1, grant)]) == [(1, SIGNED_OUT)]
+
+
+def test_a_visitor_made_meanwhile_with_the_same_identity_is_the_one_returned(settings):
+    """Two first requests with one identity at once: the second insert loses the race to
+    the unique constraint and finds the winner's visitor."""
+    settings.PARLEY = {"VISITORS": {"IDENTITY_KEY": "k" * 32}}
+    winner = Visitor.objects.create(identity="cust-7")
+    signature = services.identity_signature("cust-7")
+    found = services.visitor_create(address="10.0.0.1", identity="cust-7", signature=signature)
+    assert found == winner and Visitor.objects.count() == 1
+    assert services.conversation_for_visitor(visitor=found) == services.conversation_for_visitor(
+        visitor=found
+    )
