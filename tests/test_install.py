@@ -6,6 +6,7 @@ home page, driven in chromium as a visitor and as a logged-in user."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -69,6 +70,7 @@ from django.views.generic import TemplateView
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html")),
     path("plain/", TemplateView.as_view(template_name="home.html", extra_context={"plain": True})),
+    path("styled/", TemplateView.as_view(template_name="home.html", extra_context={"css": True})),
     path("admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(template_name="parley/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -79,7 +81,8 @@ urlpatterns = [
 # The host's own look: a font, colours, a button and a textarea of its own.
 BASE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>My site</title>
-{% load static %}<link rel="stylesheet" href="{% static 'site.css' %}"></head>
+{% load static %}<link rel="stylesheet" href="{% static 'site.css' %}">
+{% if css %}<link rel="stylesheet" href="{% static 'parley/parley.css' %}">{% endif %}</head>
 <body><h1>My site</h1><main>{% block content %}{% endblock %}</main>
 <button class="site-button">Buy</button><textarea class="site-text"></textarea>
 {% load parley %}
@@ -117,7 +120,16 @@ def host_site(tmp_path_factory: Any) -> Iterator[str]:
     """The wheel, installed in a new virtualenv; a new project using it, served."""
     tmp = tmp_path_factory.mktemp("install")
     print("\nbuilding the wheel and installing it in a fresh virtualenv…", flush=True)
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp / "dist", ROOT)
+    # From a copy: a build in the checkout leaves build/, whose stale files the next wheel
+    # would carry.
+    source = tmp / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(
+        ROOT / "parley", source / "parley", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp / "dist", source)
     (wheel,) = (tmp / "dist").glob("parley-*.whl")
     run(sys.executable, "-m", "venv", tmp / "venv")
     python = tmp / "venv" / "bin" / "python"
@@ -207,6 +219,9 @@ def test_the_wheel_in_a_fresh_project_gives_visitors_and_users_the_widget(
     without = styles(page)
     page.goto(f"{host_site}/")
     assert styles(page) == without  # the widget changed nothing of the host's look
+    page.goto(f"{host_site}/styled/")
+    assert styles(page) == without  # nor does parley.css, included in the host's page
+    page.goto(f"{host_site}/")
     assert without["h1"]["color"] == "rgb(139, 0, 0)"  # and the host's CSS did load
 
     ask_watch_reload_stop(page, host_site, "A visitor's question")
