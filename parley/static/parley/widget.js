@@ -9,8 +9,8 @@
 // page; no inline script or style, so it runs under a strict Content-Security-Policy.
 // The protocol is client.js's, as on the room page: streaming, stop, reconnect, resume.
 
-import { RETRY_SEND_CODES, ReconnectingSocket, RoomState, socketUrl } from "./client.js";
-import { MessageList } from "./messages.js";
+import { socketUrl } from "./client.js";
+import { Conversation } from "./conversation.js";
 
 const STYLESHEET = new URL("./widget.css", import.meta.url).href;
 const STORE = "parley-visitor:"; // + endpoint: the token an embed on another origin keeps
@@ -38,35 +38,32 @@ class SessionRefused extends Error {
 
 export class ParleyChat extends HTMLElement {
   connectedCallback() {
-    if (this.socket) return;
+    if (this.conversation) return;
     this.endpoint = new URL(this.getAttribute("endpoint") ?? "", document.baseURI);
     this.crossOrigin = this.endpoint.origin !== window.location.origin;
-    this.build();
-    this.state = new RoomState();
     this.roomId = null;
-    this.ready = false;
-    this.cancelRequested = null;
-    this.socket = new ReconnectingSocket(() => this.session(), {
+    const els = this.build();
+    this.conversation = new Conversation(() => this.session(), els, {
       fatalCodes: new Set(), // a refused ticket: ask the endpoint again (it says if it is over)
-      onFrame: (frame) => this.onFrame(frame),
-      onState: (s) => this.onSocketState(s),
+      onConnection: (s) => this.onConnection(s),
+      host: this,
     });
-    this.onOnline = () => this.socket?.reconnectNow(); // the network is back: no waiting
+    this.onOnline = () => this.conversation?.socket.reconnectNow(); // the network is back
     window.addEventListener("online", this.onOnline);
     if (this.hasAttribute("launcher")) this.dataset.open = "false";
-    else this.socket.start();
+    else this.conversation.start();
   }
 
   disconnectedCallback() {
     window.removeEventListener("online", this.onOnline);
-    this.socket?.close();
-    this.socket = null;
+    this.conversation?.close();
+    this.conversation = null;
   }
 
+  /** The chat's elements in the shadow root; returns those the conversation draws in. */
   build() {
     const root = this.shadowRoot ?? this.attachShadow({ mode: "open" });
-    const id = (name) => `parley-${name}`;
-    this.els = {
+    const els = {
       list: el("ol", { class: "messages", "aria-label": "Messages" }),
       announcer: el("div", {
         class: "visually-hidden",
@@ -75,63 +72,50 @@ export class ParleyChat extends HTMLElement {
         "aria-relevant": "additions",
       }),
       empty: el("p", { class: "empty", text: "Ask the assistant anything." }),
-      conn: el("p", { class: "conn", role: "status", "data-state": "connecting", text: "Connecting…" }),
       notice: el("p", { class: "notice", role: "alert", hidden: "" }),
-      text: el("textarea", { id: id("text"), rows: "1", placeholder: "Write a message…" }),
+      text: el("textarea", { id: "parley-text", rows: "1", placeholder: "Write a message…" }),
       send: el("button", { type: "submit", class: "button primary", text: "Send" }),
       stop: el("button", { type: "button", class: "button danger", hidden: "", text: "Stop" }),
     };
-    const e = this.els;
-    e.form = el(
+    this.conn = el("p", { class: "conn", role: "status", "data-state": "connecting", text: "Connecting…" });
+    els.form = el(
       "form",
       { class: "composer" },
-      el("label", { for: id("text"), class: "visually-hidden", text: "Message" }),
-      e.text,
-      e.stop,
-      e.send,
+      el("label", { for: "parley-text", class: "visually-hidden", text: "Message" }),
+      els.text,
+      els.stop,
+      els.send,
     );
-    e.scroller = el("div", { class: "scroll" }, e.empty, e.list);
+    els.scroller = el("div", { class: "scroll" }, els.empty, els.list);
     const heading = this.getAttribute("heading") || "Assistant";
-    e.panel = el(
+    const panel = el(
       "section",
       { class: "panel", "aria-label": heading },
-      el("header", {}, el("h2", { text: heading }), e.conn),
-      e.scroller,
-      e.announcer,
-      e.notice,
-      e.form,
+      el("header", {}, el("h2", { text: heading }), this.conn),
+      els.scroller,
+      els.announcer,
+      els.notice,
+      els.form,
     );
     root.replaceChildren(el("link", { rel: "stylesheet", href: STYLESHEET }));
     if (this.hasAttribute("launcher")) {
-      e.launcher = el("button", { type: "button", class: "launcher", "aria-expanded": "false", text: heading });
-      e.launcher.addEventListener("click", () => this.toggle());
-      root.append(e.launcher);
+      this.launcher = el("button", { type: "button", class: "launcher", "aria-expanded": "false", text: heading });
+      this.launcher.addEventListener("click", () => this.toggle());
+      root.append(this.launcher);
     }
-    root.append(e.panel);
-    this.messages = new MessageList(e.list, () => this.state.user, e.announcer);
-    e.form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      this.submit();
-    });
-    e.text.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        this.submit();
-      }
-    });
-    e.text.addEventListener("input", () => this.updateComposer());
-    e.stop.addEventListener("click", () => this.stop());
+    root.append(panel);
+    return els;
   }
 
   toggle() {
     const open = this.dataset.open !== "true";
     this.dataset.open = String(open);
-    this.els.launcher.setAttribute("aria-expanded", String(open));
+    this.launcher.setAttribute("aria-expanded", String(open));
     if (open && !this.started) {
       this.started = true; // connects when first opened: a closed launcher costs no socket
-      this.socket.start();
+      this.conversation.start();
     }
-    if (open) this.els.text.focus();
+    if (open) this.conversation.els.text.focus();
   }
 
   /** A URL for the next connection: the endpoint's answer (a fresh single-use ticket). */
@@ -166,134 +150,20 @@ export class ParleyChat extends HTMLElement {
     }
     if (!response.ok) throw new Error(answer.error?.detail ?? `HTTP ${response.status}`);
     if (answer.visitor) localStorage.setItem(STORE + this.endpoint.href, answer.visitor);
-    if (answer.room.id !== this.roomId) this.switchRoom(answer.room.id);
+    if (answer.room.id !== this.roomId) {
+      // Another conversation than before (the visitor logged in): start from nothing.
+      if (this.roomId !== null) this.conversation.reset();
+      this.roomId = answer.room.id;
+    }
     return socketUrl(this.endpoint, answer.socket);
   }
 
-  /** Another conversation than before (the visitor logged in): start from nothing. */
-  switchRoom(roomId) {
-    this.roomId = roomId;
-    this.state = new RoomState();
-    this.caughtUp = false; // the history was complete once: what comes now is news
-    this.els.list.replaceChildren();
-    this.messages = new MessageList(this.els.list, () => this.state.user, this.els.announcer);
-  }
-
-  onFrame(frame) {
-    const s = this.els.scroller;
-    const stick = s.scrollHeight - s.scrollTop - s.clientHeight < 80;
-    const update = this.state.apply(frame);
-    if (update.hello) {
-      this.ready = true;
-      this.setConnection("connected", "Connected");
-    }
-    for (const out of update.send) this.socket.send(out);
-    if (update.later) {
-      setTimeout(() => {
-        if (this.ready) for (const out of update.later.send) this.socket.send(out);
-      }, update.later.delay);
-    }
-    for (const seq of update.changed) {
-      this.messages.render(this.state.messages.get(seq), { announce: this.caughtUp });
-    }
-    if (update.synced) this.caughtUp = true;
-    if (update.outbox) this.renderOutbox();
-    if (update.error) this.showError(update.error);
-    this.updateStreaming();
-    this.els.empty.hidden = this.state.messages.size > 0 || this.state.outbox.size > 0;
-    if (stick || update.outbox) s.scrollTop = s.scrollHeight;
-    this.updateComposer();
-  }
-
-  onSocketState(s) {
-    if (s.state !== "open") this.ready = false;
-    if (s.state === "reconnecting") this.setConnection("reconnecting", "Reconnecting…");
-    else if (s.state === "closed") this.setConnection("offline", s.reason || "Offline");
-    else if (s.state === "connecting" && !this.state.synced) this.setConnection("connecting", "Connecting…");
-    this.updateStreaming();
-    this.updateComposer();
-    this.renderOutbox();
-  }
-
-  setConnection(name, label) {
-    this.els.conn.dataset.state = name;
-    if (this.els.conn.textContent !== label) this.els.conn.textContent = label;
-  }
-
-  renderOutbox() {
-    this.messages.renderOutbox(this.state.outbox, (entry) => {
-      if (entry.error) return "Not sent yet, will retry";
-      return this.ready ? "Sending…" : "Waiting for connection…";
-    });
-  }
-
-  updateStreaming() {
-    const streaming = this.state.streaming();
-    this.els.stop.hidden = !streaming;
-    this.els.stop.disabled = !streaming || !this.ready || this.cancelRequested === streaming.id;
-    if (!streaming) this.cancelRequested = null;
-    this.dataset.streaming = String(Boolean(streaming));
-  }
-
-  updateComposer() {
-    const closed = this.socket?.state.state === "closed";
-    this.els.text.disabled = closed;
-    this.els.send.disabled = closed || !this.els.text.value.trim();
-  }
-
-  showError(frame) {
-    if (frame.code === "assistant_failed") return; // shown on the failed message
-    if (frame.code === "rate_limited" && typeof frame.after === "number") return; // retried
-    this.notify(frame.detail ?? "Something went wrong.");
-    if (RETRY_SEND_CODES.has(frame.code) && frame.client_id) {
-      setTimeout(
-        () => {
-          for (const entry of this.state.outbox.values()) {
-            if (this.ready)
-              this.socket.send({ type: "send", client_id: entry.client_id, text: entry.text, ask: entry.ask });
-          }
-        },
-        (frame.retry_after ?? 3) * 1000 + 100,
-      );
-    }
-  }
-
-  notify(text) {
-    this.els.notice.textContent = text;
-    this.els.notice.hidden = false;
-    clearTimeout(this.noticeTimer);
-    this.noticeTimer = setTimeout(() => {
-      this.els.notice.hidden = true;
-    }, 8000);
-  }
-
-  submit() {
-    const text = this.els.text.value;
-    const problem = this.state.validate(text);
-    if (problem) {
-      this.notify(problem);
-      return;
-    }
-    const frame = this.state.queueSend(text, { ask: true });
-    if (this.ready) this.socket.send(frame);
-    this.els.text.value = "";
-    this.els.empty.hidden = true;
-    this.renderOutbox();
-    this.updateComposer();
-    this.els.scroller.scrollTop = this.els.scroller.scrollHeight;
-  }
-
-  stop() {
-    const streaming = this.state.streaming();
-    if (!streaming || !this.socket.send({ type: "cancel", message_id: streaming.id })) return;
-    this.cancelRequested = streaming.id;
-    this.updateStreaming();
-    setTimeout(() => {
-      if (this.cancelRequested === streaming.id) {
-        this.cancelRequested = null;
-        this.updateStreaming();
-      }
-    }, 5000);
+  onConnection(s) {
+    const labels = { connected: "Connected", reconnecting: "Reconnecting…", closed: s.reason || "Offline" };
+    const label = labels[s.state] ?? (this.conversation?.state.synced ? null : "Connecting…");
+    if (!label) return;
+    this.conn.dataset.state = { closed: "offline", open: "connecting" }[s.state] ?? s.state;
+    if (this.conn.textContent !== label) this.conn.textContent = label;
   }
 }
 

@@ -1,0 +1,214 @@
+// One conversation on screen: RoomState (client.js) wired to its socket, the message list
+// (messages.js), the composer and the stop button. The room page (chat.js) and the embedded
+// chat (widget.js) each build their elements and draw the connection state their own way;
+// everything else is here, once.
+
+import { RETRY_SEND_CODES, ReconnectingSocket, RoomState, charCount } from "./client.js";
+import { MessageList } from "./messages.js";
+
+const EXPLANATIONS = {
+  busy: "The assistant is still answering; your message was saved without a reply.",
+  nothing_to_cancel: "There was no answer to stop.",
+};
+
+/**
+ * `url`: the socket's URL, or an async function giving one per connection (ReconnectingSocket).
+ * `els`: {list, announcer, scroller, empty, notice, form, text, send, stop, count?, ask?}.
+ * Options: `fatalCodes` (ReconnectingSocket's), `onConnection(state)` called with the socket's
+ * states and {state: "connected"} once the server said hello, and `host`, the element whose
+ * data-streaming says whether an answer streams.
+ */
+export class Conversation {
+  constructor(url, els, { fatalCodes, onConnection = () => {}, host = null } = {}) {
+    this.els = els;
+    this.onConnection = onConnection;
+    this.host = host;
+    this.ready = false; // hello received on the current connection
+    this.refused = false; // closed for good: nothing can be sent any more
+    this.cancelRequested = null; // id of the answer we asked to stop
+    this.resendTimer = null;
+    this.noticeTimer = null;
+    this.reset();
+    this.socket = new ReconnectingSocket(url, {
+      fatalCodes,
+      onFrame: (frame) => this.onFrame(frame),
+      onState: (s) => this.onSocketState(s),
+    });
+    els.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.submit();
+    });
+    els.text.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        this.submit();
+      }
+    });
+    els.text.addEventListener("input", () => this.updateComposer());
+    els.stop.addEventListener("click", () => this.stop());
+    this.updateComposer();
+  }
+
+  /** Start from nothing: a first conversation, or another one (the visitor logged in). */
+  reset() {
+    this.state = new RoomState();
+    this.caughtUp = false; // the history was complete once: what comes now is news
+    this.els.list.replaceChildren();
+    this.messages = new MessageList(this.els.list, () => this.state.user, this.els.announcer);
+  }
+
+  start() {
+    this.socket.start();
+  }
+
+  close() {
+    clearTimeout(this.resendTimer);
+    this.socket.close();
+  }
+
+  onFrame(frame) {
+    const stick = this.nearBottom();
+    const update = this.state.apply(frame);
+    if (update.hello) {
+      this.ready = true;
+      this.onConnection({ state: "connected" });
+      this.updateComposer(); // the limits came with hello
+    }
+    for (const out of update.send) this.socket.send(out);
+    if (update.later) this.sendLater(update.later);
+    for (const seq of update.changed) {
+      this.messages.render(this.state.messages.get(seq), { announce: this.caughtUp });
+    }
+    if (update.synced) this.caughtUp = true;
+    if (update.outbox) this.renderOutbox();
+    if (update.error) this.showError(update.error);
+    this.updateStreaming();
+    this.showEmpty();
+    if (stick || update.outbox) this.scrollToBottom();
+  }
+
+  onSocketState(s) {
+    if (s.state !== "open") this.ready = false;
+    if (s.state === "closed") this.refused = true;
+    this.onConnection(s);
+    this.updateStreaming();
+    this.updateComposer();
+    this.renderOutbox();
+  }
+
+  renderOutbox() {
+    this.messages.renderOutbox(this.state.outbox, (entry) => {
+      if (entry.error) return "Not sent yet, will retry";
+      return this.ready ? "Sending…" : "Waiting for connection…";
+    });
+  }
+
+  updateStreaming() {
+    const streaming = this.state.streaming();
+    const stop = this.els.stop;
+    stop.hidden = !streaming;
+    stop.disabled = !streaming || !this.ready || this.cancelRequested === streaming.id;
+    if (!streaming) this.cancelRequested = null;
+    if (this.host) this.host.dataset.streaming = streaming ? "true" : "false";
+  }
+
+  showEmpty() {
+    const { state } = this;
+    this.els.empty.hidden = !state.synced || state.messages.size > 0 || state.outbox.size > 0;
+  }
+
+  showError(frame) {
+    if (frame.code === "assistant_failed") return; // shown on the failed message itself
+    if (frame.code === "rate_limited" && typeof frame.after === "number") return; // retried
+    this.notify(EXPLANATIONS[frame.code] ?? frame.detail ?? "Something went wrong.");
+    if (RETRY_SEND_CODES.has(frame.code) && frame.client_id) {
+      this.scheduleResend(frame.retry_after ? frame.retry_after * 1000 + 100 : 3000);
+    }
+  }
+
+  notify(text) {
+    const notice = this.els.notice;
+    notice.textContent = text;
+    notice.hidden = false;
+    clearTimeout(this.noticeTimer);
+    this.noticeTimer = setTimeout(() => {
+      notice.hidden = true;
+    }, 8000);
+  }
+
+  // Frames to send after a wait (a refused resume); dropped if the connection went meanwhile:
+  // the next hello resumes anyway.
+  sendLater({ delay, send }) {
+    const connection = this.socket.ws;
+    setTimeout(() => {
+      if (this.ready && this.socket.ws === connection) for (const out of send) this.socket.send(out);
+    }, delay);
+  }
+
+  // One timer for every refused send: each resend sends the whole outbox.
+  scheduleResend(wait) {
+    if (this.resendTimer !== null) return;
+    this.resendTimer = setTimeout(() => {
+      this.resendTimer = null;
+      if (!this.ready) return;
+      for (const entry of this.state.outbox.values()) {
+        this.socket.send({ type: "send", client_id: entry.client_id, text: entry.text, ask: entry.ask });
+      }
+    }, wait);
+  }
+
+  updateComposer() {
+    const { text, send, count } = this.els;
+    const chars = charCount(text.value);
+    const limit = this.state.limits.max_message_chars;
+    if (count) {
+      count.textContent = chars > limit * 0.8 ? `${chars} / ${limit}` : "";
+      count.classList.toggle("over", chars > limit);
+    }
+    send.disabled = this.refused || !text.value.trim() || chars > limit;
+    text.disabled = this.refused;
+    text.style.height = "auto";
+    text.style.height = `${Math.min(text.scrollHeight, 240)}px`;
+  }
+
+  submit() {
+    if (this.refused) return;
+    const { text, ask } = this.els;
+    const problem = this.state.validate(text.value);
+    if (problem) {
+      this.notify(problem);
+      return;
+    }
+    const frame = this.state.queueSend(text.value, { ask: ask ? ask.checked : true });
+    if (this.ready) this.socket.send(frame);
+    text.value = "";
+    this.updateComposer();
+    this.renderOutbox();
+    this.showEmpty();
+    this.scrollToBottom();
+    text.focus();
+  }
+
+  stop() {
+    const streaming = this.state.streaming();
+    if (!streaming || !this.socket.send({ type: "cancel", message_id: streaming.id })) return;
+    this.cancelRequested = streaming.id;
+    this.updateStreaming();
+    // If no done follows (the answer's server may be gone), let the user try again.
+    setTimeout(() => {
+      if (this.cancelRequested === streaming.id) {
+        this.cancelRequested = null;
+        this.updateStreaming();
+      }
+    }, 5000);
+  }
+
+  nearBottom() {
+    const s = this.els.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < 80;
+  }
+
+  scrollToBottom() {
+    this.els.scroller.scrollTop = this.els.scroller.scrollHeight;
+  }
+}
