@@ -104,9 +104,7 @@ def test_a_signed_identity_finds_the_same_conversation_and_a_forged_one_nothing(
 
 
 @pytest.mark.parametrize("limit", ["NEW_VISITORS", "CHAT_SESSIONS"])
-def test_the_endpoint_is_rate_limited_per_client_address_before_it_writes(
-    client, visitors, limit
-):
+def test_the_endpoint_is_rate_limited_per_client_address_before_it_writes(client, visitors, limit):
     """New visitors per address, and requests per address: each written row (a visitor, a
     session, a ticket) is counted before it is written."""
     visitors.PARLEY = {**visitors.PARLEY, "RATE_LIMITS": {limit: (0.001, 3)}}
