@@ -33,6 +33,9 @@ class ParleyConfig:
     # A streaming answer with no heartbeat for this long is marked interrupted: its process
     # died. Keep it well above STREAM_PERSIST_INTERVAL.
     answer_stale_after: float = 15.0
+    # Questions that may wait in one room for the answer before them to end (its queue);
+    # one more is stored without an answer and its poster told `queue_full`.
+    max_waiting_questions: int = 5
     # How many earlier messages of the room the assistant sees as context.
     context_messages: int = 20
     # Largest text frame accepted from a client, in bytes; larger frames get an error frame.

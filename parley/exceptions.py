@@ -39,6 +39,10 @@ class QuotaExceeded(ParleyError):
     """A visitor has posted all the messages ``VISITORS["DAILY_MESSAGES"]`` allows today."""
 
 
+class QueueFull(ParleyError):
+    """The room's queue holds ``MAX_WAITING_QUESTIONS`` questions already."""
+
+
 class AssistantBusy(ParleyError):
     """The room already has an answer streaming: one answer at a time per room."""
 

@@ -209,6 +209,10 @@ class Message(models.Model):
     worker = models.CharField(
         max_length=100, blank=True, help_text="The server process generating this answer."
     )
+    waiting = models.BooleanField(
+        default=False,
+        help_text="A question waiting for the answer before it to end (the room's queue).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -232,6 +236,11 @@ class Message(models.Model):
                 condition=Q(status="streaming"),
                 name="parley_one_answer_per_room",
             ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["room", "seq"], condition=Q(waiting=True), name="parley_waiting_questions"
+            )
         ]
 
     def __str__(self) -> str:

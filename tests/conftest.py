@@ -247,3 +247,44 @@ def new_tab(browser: Any) -> Iterator[Any]:
     yield make
     for context in contexts:
         context.close()
+
+
+# Sockets through the example project's real stack, answered by the scripted backend -------
+
+
+def scripted(**options):
+    return {
+        "BACKENDS": {
+            "default": {"BACKEND": "parley.backends.scripted.ScriptedBackend", "OPTIONS": options}
+        },
+        "STREAM_FLUSH_INTERVAL": 0.01,
+        "STREAM_PERSIST_INTERVAL": 0.05,
+    }
+
+
+@pytest.fixture
+def backend(settings):
+    """Configure the scripted backend: ``backend(reply=..., delay=...)``."""
+
+    def configure(**options):
+        settings.PARLEY = scripted(**options)
+
+    configure(reply="Echo: {question}")
+    return configure
+
+
+@pytest.fixture
+async def connect():
+    clients: list[Any] = []
+
+    async def open_(room, user, **kwargs):
+        from example.asgi import application
+        from parley.testing import RoomClient
+
+        client = await RoomClient.connect(application, room, user, **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_
+    for client in clients:
+        await client.disconnect()

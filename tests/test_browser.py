@@ -938,3 +938,41 @@ def test_the_script_embed_works_on_a_listed_origin_and_nowhere_else(servers, new
     finally:
         listed.stop()
         unlisted.stop()
+
+
+def test_a_question_asked_during_an_answer_waits_and_is_answered_after_it(
+    servers, alice, private_room, new_tab
+):
+    from playwright.sync_api import expect
+
+    server = servers(env=backend_env(SLOW), name="browser-queue")
+    tab = new_tab()
+    page = tab.page
+    log_in(tab, server, "alice")
+    open_room(tab, private_room)
+    send(tab, "first question")
+    expect(page.locator(".msg-assistant")).to_have_attribute("data-status", "streaming")
+    for text in ("second question", "third question"):
+        send(tab, text)
+    waiting = page.locator(".msg-user .badge-waiting")
+    expect(waiting).to_have_count(2)
+    expect(waiting.first).to_have_text("Waiting")
+    tab.shot("queue-waiting")
+    third = page.locator(".msg-user").nth(2)
+    third.get_by_role("button", name="Withdraw").click()
+    expect(page.locator(".msg-user .badge-waiting")).to_have_count(1)
+
+    page.get_by_role("button", name="Stop").click()  # the first answer ends: the second starts
+    answers = page.locator(".msg-assistant")
+    expect(answers).to_have_count(2)
+    expect(answers.nth(1)).to_have_attribute("data-status", "streaming")
+    expect(page.locator(".msg-user .badge-waiting")).to_have_count(0)
+    page.get_by_role("button", name="Stop").click()
+    expect(answers.nth(1)).to_have_attribute("data-status", "cancelled")
+    replies = list(
+        Message.objects.filter(room=private_room, role="assistant").values_list(
+            "reply_to__text", flat=True
+        )
+    )
+    assert replies == ["first question", "second question"]  # the withdrawn one: none
+    assert tab.errors == []

@@ -6,18 +6,22 @@ events that stop it or ask for its text (:mod:`.control`), and the stale-answer 
 from __future__ import annotations
 
 from .control import answer_cancel, answer_cancel_for, answer_request_snapshot
+from .queue import answer_ask, answers_resume_queues, question_withdraw
 from .runner import WORKER_ID, StopReason, answer_generate, answers_running, answers_shutdown
 from .stale import answers_interrupt_stale, answers_watch
 
 __all__ = [
     "WORKER_ID",
     "StopReason",
+    "answer_ask",
     "answer_cancel",
     "answer_cancel_for",
     "answer_generate",
     "answer_request_snapshot",
     "answers_interrupt_stale",
+    "answers_resume_queues",
     "answers_running",
     "answers_shutdown",
     "answers_watch",
+    "question_withdraw",
 ]

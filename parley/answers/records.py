@@ -50,8 +50,12 @@ def answer_open(*, room: Room, reply_to: Message, worker: str) -> tuple[Message,
     The database enforces one streaming answer per room, whichever process runs it: a room
     that has one raises :class:`AssistantBusy`, unless that answer's process stopped writing
     heartbeats (:func:`answers_mark_stale`), when it is closed as ``interrupted`` and the new
-    one opens. The common case costs the two writes of the new row and nothing more.
+    one opens. So does a room with questions waiting from before ``reply_to``: they are
+    answered first (parley/answers/queue.py). The common case costs a look at the room's
+    queue (an index of waiting questions only) and the two writes of the new row.
     """
+    if Message.objects.filter(room=room, waiting=True, seq__lt=reply_to.seq).exists():
+        raise AssistantBusy("Questions asked before this one are waiting for their answers.")
     answer = _answer_insert(room=room, reply_to=reply_to, worker=worker)
     if answer is not None:
         return answer, []

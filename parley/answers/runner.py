@@ -94,6 +94,11 @@ class Answer:
             error=error,
         )
         await broadcast(self.room, protocol.done(message_payload(final)))
+        if self.stop_reason is not StopReason.SHUTDOWN:  # not while the server goes down
+            # Not at import: the queue starts its answers with answer_generate, below.
+            from .queue import answer_next
+
+            await answer_next(room=self.room)
         if status == Message.Status.FAILED:
             await broadcast(
                 self.room,

@@ -1,5 +1,6 @@
 """The stale-answer watch: answers whose process died (no heartbeat for
-``ANSWER_STALE_AFTER``) are closed as ``interrupted``, so that their room is free again."""
+``ANSWER_STALE_AFTER``) are closed as ``interrupted``, so that their room is free again, and
+the questions waiting behind them are answered."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..realtime.db import database_call
 from ..realtime.hub import broadcast
 from ..rooms.payloads import message_payload
 from . import records
+from .queue import answers_resume_queues
 
 logger = logging.getLogger(__name__)
 
@@ -32,5 +34,6 @@ async def answers_watch(interval: float | None = None) -> None:
         await asyncio.sleep(interval or get_config().answer_stale_after / 2)
         try:
             await answers_interrupt_stale()
+            await answers_resume_queues()  # their rooms' waiting questions, and a restart's
         except Exception:  # the database or the layer is away: next round
             logger.exception("could not check for answers of dead processes")

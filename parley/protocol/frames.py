@@ -62,7 +62,19 @@ class Resume:
         return {}
 
 
-ClientFrame = Send | Cancel | Resume
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Take one's own waiting question ``message_id`` out of the room's queue."""
+
+    type: ClassVar[str] = "withdraw"
+    message_id: int
+
+    def reply_fields(self) -> dict[str, Any]:
+        """What an error frame about this frame repeats: the question."""
+        return {"message_id": self.message_id}
+
+
+ClientFrame = Send | Cancel | Resume | Withdraw
 
 
 def _field(frame: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any = ...) -> Any:
@@ -141,6 +153,13 @@ def _parse_cancel(frame: dict[str, Any], max_chars: int) -> Cancel:
     return Cancel(message_id=_field(frame, "message_id", (int, type(None)), None))
 
 
+def _parse_withdraw(frame: dict[str, Any], max_chars: int) -> Withdraw:
+    message_id = _field(frame, "message_id", (int,), None)
+    if message_id is None or not 0 < message_id <= MAX_SEQ:
+        raise ProtocolError("bad_frame", "'message_id' must name a message.")
+    return Withdraw(message_id=message_id)
+
+
 def _parse_resume(frame: dict[str, Any], max_chars: int) -> Resume:
     after = _field(frame, "after", (int,), 0)
     if not 0 <= after <= MAX_SEQ:
@@ -154,6 +173,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any], int], ClientFrame]] = {
     Send.type: _parse_send,
     Cancel.type: _parse_cancel,
     Resume.type: _parse_resume,
+    Withdraw.type: _parse_withdraw,
 }
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import answers, protocol
 from ..conf import get_config
-from ..exceptions import AssistantBusy, LayerUnavailable, NothingToCancel, QuotaExceeded
+from ..exceptions import LayerUnavailable, NothingToCancel, QueueFull, QuotaExceeded
 from ..models import Message
 from ..rooms import payloads, selectors
 from ..throttling import (
@@ -34,7 +34,7 @@ from ..throttling import (
 from ..visitors.addresses import client_address
 from ..visitors.services import visitor_quota_take
 from .db import database_call
-from .hub import broadcast_now, get_hub
+from .hub import broadcast, broadcast_now, get_hub
 from .posting import post_queue
 
 if TYPE_CHECKING:
@@ -157,9 +157,9 @@ async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
     )
     if created and frame.ask:
         try:
-            await answers.answer_generate(room=room, question=message)
-        except AssistantBusy as exc:
-            socket.reply_error("busy", f"{exc} Your message was stored.", client_id=frame.client_id)
+            await answers.answer_ask(room=room, question=message)
+        except QueueFull as exc:
+            socket.reply_error("queue_full", str(exc), client_id=frame.client_id)
 
 
 @handles(protocol.Cancel)
@@ -173,6 +173,22 @@ async def handle_cancel(socket: RoomConsumer, frame: protocol.Cancel) -> None:
         socket.reply_error("nothing_to_cancel", str(exc))
     except LayerUnavailable as exc:
         socket.reply_error("unavailable", str(exc))
+
+
+@handles(protocol.Withdraw)
+async def handle_withdraw(socket: RoomConsumer, frame: protocol.Withdraw) -> None:
+    """Take the sender's own waiting question out of the queue; tell the room."""
+    room = socket.room
+    assert room is not None  # joined
+    question = await database_call(
+        answers.question_withdraw, room=room, message_id=frame.message_id, user=socket.user
+    )
+    if question is None:
+        socket.reply_error(
+            "not_waiting", "That question is not waiting, or not yours.", **frame.reply_fields()
+        )
+        return
+    await broadcast(room, protocol.message(payloads.message_payload(question)))
 
 
 @handles(protocol.Resume, limit=_resume_limit)

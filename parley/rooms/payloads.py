@@ -51,4 +51,6 @@ def message_payload(message: Message) -> dict[str, Any]:
         payload["error"] = message.error
     if message.client_id:
         payload["client_id"] = message.client_id
+    if message.waiting:
+        payload["waiting"] = True
     return payload

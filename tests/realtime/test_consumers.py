@@ -11,43 +11,9 @@ from example.asgi import application
 from parley.models import Message
 from parley.realtime import consumers
 from parley.testing import AnswerText, RoomClient
+from tests.conftest import scripted
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-def scripted(**options):
-    return {
-        "BACKENDS": {
-            "default": {"BACKEND": "parley.backends.scripted.ScriptedBackend", "OPTIONS": options}
-        },
-        "STREAM_FLUSH_INTERVAL": 0.01,
-        "STREAM_PERSIST_INTERVAL": 0.05,
-    }
-
-
-@pytest.fixture
-def backend(settings):
-    """Configure the scripted backend: ``backend(reply=..., delay=...)``."""
-
-    def configure(**options):
-        settings.PARLEY = scripted(**options)
-
-    configure(reply="Echo: {question}")
-    return configure
-
-
-@pytest.fixture
-async def connect():
-    clients: list[RoomClient] = []
-
-    async def open_(room, user, **kwargs) -> RoomClient:
-        client = await RoomClient.connect(application, room, user, **kwargs)
-        clients.append(client)
-        return client
-
-    yield open_
-    for client in clients:
-        await client.disconnect()
 
 
 async def joined(connect, room, user) -> RoomClient:
@@ -259,18 +225,6 @@ async def test_cancel_without_streaming_answer_is_an_error(connect, alice, priva
     client = await joined(connect, private_room, alice)
     await client.send(type="cancel")
     assert (await client.expect("error"))["code"] == "nothing_to_cancel"
-
-
-async def test_one_answer_at_a_time_per_room(connect, alice, bob, shared_room, backend):
-    a, b = await long_answer_streaming(connect, shared_room, alice, bob, backend, repeat=300)
-    await b.send(type="send", client_id="q2", text="second")
-    assert (await b.expect("ack"))["message"]["text"] == "second"
-    busy = await b.expect("error")
-    assert busy["code"] == "busy" and busy["client_id"] == "q2"
-    await a.send(type="cancel")
-    await finished(a)
-    answers = await database_sync_to_async(stored)(shared_room, role="assistant")
-    assert len(answers) == 1
 
 
 async def test_answer_completes_after_the_asker_disconnects(

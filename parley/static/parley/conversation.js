@@ -7,8 +7,8 @@ import { RETRY_SEND_CODES, ReconnectingSocket, RoomState, charCount } from "./cl
 import { MessageList } from "./messages.js";
 
 const EXPLANATIONS = {
-  busy: "The assistant is still answering; your message was saved without a reply.",
   nothing_to_cancel: "There was no answer to stop.",
+  not_waiting: "That question is no longer waiting: it may have been answered already.",
 };
 
 /**
@@ -54,7 +54,9 @@ export class Conversation {
     this.state = new RoomState();
     this.caughtUp = false; // the history was complete once: what comes now is news
     this.els.list.replaceChildren();
-    this.messages = new MessageList(this.els.list, () => this.state.user, this.els.announcer);
+    this.messages = new MessageList(this.els.list, () => this.state.user, this.els.announcer, {
+      onWithdraw: (id) => this.socket.send({ type: "withdraw", message_id: id }),
+    });
   }
 
   start() {

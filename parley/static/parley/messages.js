@@ -33,11 +33,13 @@ const ANNOUNCED_KEPT = 5;
 
 export class MessageList {
   /** `list` is the <ol>; `me()` returns the logged-in user ({id, name}) once known;
-   * `announcer` is the element new messages are announced in (optional). */
-  constructor(list, me, announcer = null) {
+   * `announcer` is the element new messages are announced in (optional); `onWithdraw(id)`
+   * is called when the user withdraws a question of theirs that waits its turn. */
+  constructor(list, me, announcer = null, { onWithdraw = () => {} } = {}) {
     this.list = list;
     this.me = me;
     this.announcer = announcer;
+    this.onWithdraw = onWithdraw;
     this.nodes = new Map(); // seq -> <li>
     this.pending = new Map(); // client_id -> <li>
   }
@@ -124,6 +126,14 @@ export class MessageList {
     meta.append(badge);
     const error = element("p", "msg-error");
     error.hidden = true;
+    if (mine) {
+      // While it waits its turn behind the room's answer, its poster may take it back.
+      const withdraw = element("button", "withdraw", "Withdraw");
+      withdraw.type = "button";
+      withdraw.hidden = true;
+      withdraw.addEventListener("click", () => this.onWithdraw(message.id));
+      meta.append(withdraw);
+    }
     li.append(meta, element("div", "msg-body"), error);
     return li;
   }
@@ -165,10 +175,12 @@ function setText(el, text) {
 
 function renderStatus(li, message) {
   const badge = li.querySelector(".badge");
-  const label = STATUS_LABELS[message.status];
+  const label = message.waiting ? "Waiting" : STATUS_LABELS[message.status];
   badge.hidden = !label;
   setText(badge, label ?? "");
-  badge.className = `badge badge-${message.status}`;
+  badge.className = `badge badge-${message.waiting ? "waiting" : message.status}`;
+  const withdraw = li.querySelector(".withdraw");
+  if (withdraw) withdraw.hidden = !message.waiting;
   const error = li.querySelector(".msg-error");
   let note = message.error || STATUS_NOTES[message.status] || "";
   if (!note && message.status === "cancelled" && !message.text) note = "Stopped before any text was written.";
