@@ -94,11 +94,6 @@ class Answer:
             error=error,
         )
         await broadcast(self.room, protocol.done(message_payload(final)))
-        if self.stop_reason is not StopReason.SHUTDOWN:  # not while the server goes down
-            # Not at import: the queue starts its answers with answer_generate, below.
-            from .queue import answer_next
-
-            await answer_next(room=self.room)
         if status == Message.Status.FAILED:
             await broadcast(
                 self.room,
@@ -114,6 +109,18 @@ class Answer:
             self.finish_reason or "unknown",
             f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "unknown",
         )
+        if self.stop_reason is not StopReason.SHUTDOWN:  # not while the server goes down
+            await self._answer_next()
+
+    async def _answer_next(self) -> None:
+        """Answer the question waiting next in the room, now that this answer has ended."""
+        # Not at import: the queue starts its answers with answer_generate, below.
+        from .queue import answer_next
+
+        try:
+            await answer_next(room=self.room)
+        except Exception:  # the room was deleted, or the database is away: the watch retries
+            logger.exception("could not answer the next waiting question of room %s", self.room.pk)
 
     async def _generate(self) -> tuple[str, str]:
         pump = asyncio.create_task(self._pump())

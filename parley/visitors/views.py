@@ -32,6 +32,10 @@ def _refuse(status: int, code: str, detail: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "detail": detail, **extra}}, status=status)
 
 
+def _limited(exc: RateLimited, detail: str) -> JsonResponse:
+    return _refuse(429, "rate_limited", detail, retry_after=round(exc.retry_after, 1))
+
+
 @csrf_exempt  # no cookie-authenticated change: it is checked by Origin, as the sockets are
 def chat_session(request: HttpRequest) -> HttpResponse:
     """See the module. The JSON body may hold ``visitor`` (a token from an earlier answer),
@@ -72,8 +76,7 @@ def _answer(request: HttpRequest, *, cross_origin: bool) -> HttpResponse:
     try:
         services.address_limit(address=request_address(request), action="CHAT_SESSIONS")
     except RateLimited as exc:
-        return _refuse(429, "rate_limited", "Too many requests from your network.",
-                       retry_after=round(exc.retry_after, 1))  # fmt: skip
+        return _limited(exc, "Too many requests from your network.")
     user = getattr(request, "user", None)
     if not cross_origin and user is not None and user.is_authenticated:
         room = services.conversation_for_user(user=user)
@@ -88,8 +91,7 @@ def _answer(request: HttpRequest, *, cross_origin: bool) -> HttpResponse:
     except services.IdentityRefused as exc:
         return _refuse(403, "identity_refused", str(exc))
     except RateLimited as exc:
-        return _refuse(429, "rate_limited", "Too many new conversations from your network.",
-                       retry_after=round(exc.retry_after, 1))  # fmt: skip
+        return _limited(exc, "Too many new conversations from your network.")
     room = services.conversation_for_visitor(visitor=visitor)
     ticket = ticket_issue(visitor=visitor, room=room.public_id)
     token = services.visitor_token(visitor) if cross_origin and not visitor.identity else None

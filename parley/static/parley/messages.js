@@ -64,7 +64,23 @@ export class MessageList {
     }
     renderBody(li.querySelector(".msg-body"), message);
     renderStatus(li, message);
+    this.renderWithdraw(li, message);
     if (announce && !streaming && (fresh || wasStreaming)) this.announce(message);
+  }
+
+  /** While one's own question waits its turn behind the room's answer, a button to take it
+   * back; only then (the list holds no control a message does not need). */
+  renderWithdraw(li, message) {
+    const button = li.querySelector(".withdraw");
+    const wanted = Boolean(message.waiting) && isMine(message, this.me());
+    if (!wanted) {
+      button?.remove();
+    } else if (!button) {
+      const withdraw = element("button", "withdraw", "Withdraw");
+      withdraw.type = "button";
+      withdraw.addEventListener("click", () => this.onWithdraw(message.id));
+      li.querySelector(".msg-meta").append(withdraw);
+    }
   }
 
   /** Say `message` once in the announcer: who, how it ended if not completely, the text. */
@@ -126,14 +142,6 @@ export class MessageList {
     meta.append(badge);
     const error = element("p", "msg-error");
     error.hidden = true;
-    if (mine) {
-      // While it waits its turn behind the room's answer, its poster may take it back.
-      const withdraw = element("button", "withdraw", "Withdraw");
-      withdraw.type = "button";
-      withdraw.hidden = true;
-      withdraw.addEventListener("click", () => this.onWithdraw(message.id));
-      meta.append(withdraw);
-    }
     li.append(meta, element("div", "msg-body"), error);
     return li;
   }
@@ -179,8 +187,6 @@ function renderStatus(li, message) {
   badge.hidden = !label;
   setText(badge, label ?? "");
   badge.className = `badge badge-${message.waiting ? "waiting" : message.status}`;
-  const withdraw = li.querySelector(".withdraw");
-  if (withdraw) withdraw.hidden = !message.waiting;
   const error = li.querySelector(".msg-error");
   let note = message.error || STATUS_NOTES[message.status] || "";
   if (!note && message.status === "cancelled" && !message.text) note = "Stopped before any text was written.";
