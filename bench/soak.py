@@ -54,9 +54,9 @@ from parley.backends.scripted import ScriptedBackend  # noqa: E402
 MIB = 1024 * 1024
 LENGTH = re.compile(r"\[(\d+)\]")
 PROBLEM = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")  # Django's and uvicorn's logs
-# Error frames a well-behaved client meets in normal use: asking while the room's answer
-# streams, and pressing stop just as the answer ended.
-EXPECTED_ERRORS = frozenset({"busy", "nothing_to_cancel"})
+# Error frames a well-behaved client meets in normal use: asking while the room's queue of
+# waiting questions is full, and pressing stop just as the answer ended.
+EXPECTED_ERRORS = frozenset({"queue_full", "nothing_to_cancel"})
 ANSWER_WORDS = (8, 40, 150)  # short, medium and long answers (× the delay per word)
 
 
