@@ -1008,8 +1008,8 @@ def print_summary(soak: Soak, end: dict[str, Any], result: dict[str, Any]) -> No
         ),
         ("answers checked delta by delta", f"{events['answers_checked_from_start']:,}"),
         (
-            "expected refusals: busy / nothing to stop",
-            f"{events['error_frame_busy']:,} / {events['error_frame_nothing_to_cancel']:,}",
+            "expected refusals: queue full / nothing to stop",
+            f"{events['error_frame_queue_full']:,} / {events['error_frame_nothing_to_cancel']:,}",
         ),
         (
             "ack p50 / p99 / max",

@@ -77,8 +77,10 @@ class Room(models.Model):
         related_name="rooms",
         help_text="The visitor whose private conversation it is (then it has no owner).",
     )
+    # db_default too: the processes of a rolling deploy still running the code before this
+    # column insert rows without it.
     widget = models.BooleanField(
-        default=False, help_text="Opened from the embedded chat (<parley-chat>)."
+        default=False, db_default=False, help_text="Opened from the embedded chat (<parley-chat>)."
     )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
@@ -211,6 +213,7 @@ class Message(models.Model):
     )
     waiting = models.BooleanField(
         default=False,
+        db_default=False,  # as Room.widget: rows inserted by the code before this column
         help_text="A question waiting for the answer before it to end (the room's queue).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
