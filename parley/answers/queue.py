@@ -18,6 +18,7 @@ from django.db import transaction
 
 from .. import protocol
 from ..conf import get_config
+from ..contrib.orm import question_waiting_first
 from ..exceptions import AssistantBusy, QueueFull
 from ..models import Message, Room
 from ..realtime.db import database_call
@@ -57,14 +58,10 @@ def question_requeue(*, question: Message) -> None:
 def question_claim(*, room_id: int) -> Message | None:
     """Take the room's oldest waiting question out of the queue, to answer it now: ``None``
     if there is none, or another process took it first."""
-    first = (
-        Message.objects.filter(room_id=room_id, waiting=True).order_by("seq").values("pk").first()
-    )
-    if first is None or not Message.objects.filter(pk=first["pk"], waiting=True).update(
-        waiting=False
-    ):
+    first = question_waiting_first(room_id=room_id)
+    if first is None or not Message.objects.filter(pk=first, waiting=True).update(waiting=False):
         return None
-    return Message.objects.select_related("author", "room").get(pk=first["pk"])
+    return Message.objects.select_related("author", "room").get(pk=first)
 
 
 def question_withdraw(*, room: Room, message_id: int, user: _User | None) -> Message | None:

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from ..backends.base import AssistantRequest, Turn
 from ..conf import get_config
-from ..contrib.orm import message_progress_update, messages_context
+from ..contrib.orm import message_progress_update, messages_context, question_waiting_first
 from ..exceptions import AssistantBusy
 from ..knowledge.index import Retrieval, knowledge_search
 from ..models import Message, Room
@@ -54,7 +54,7 @@ def answer_open(*, room: Room, reply_to: Message, worker: str) -> tuple[Message,
     answered first (parley/answers/queue.py). The common case costs a look at the room's
     queue (an index of waiting questions only) and the two writes of the new row.
     """
-    if Message.objects.filter(room=room, waiting=True, seq__lt=reply_to.seq).exists():
+    if question_waiting_first(room_id=room.pk, before=reply_to.seq) is not None:
         raise AssistantBusy("Questions asked before this one are waiting for their answers.")
     answer = _answer_insert(room=room, reply_to=reply_to, worker=worker)
     if answer is not None:
