@@ -24,41 +24,44 @@ WEB_SCHEMES = ("http", "https")
 def origin_allowed(scope: dict[str, Any]) -> bool:
     """Whether the handshake of ``scope`` comes from an origin the site trusts, or one that
     may embed the chat (:func:`origin_embeds_only` tells them apart)."""
-    raw = _headers(scope).get(b"origin", "")
-    return origin_trusted(scope) or origin_embedding(raw)
-
-
-def origin_trusted(scope: dict[str, Any]) -> bool:
-    """Whether the handshake of ``scope`` comes from the site's own origin or a trusted one."""
     headers = _headers(scope)
-    origin = _origin_key(headers.get(b"origin", ""))
-    if origin is None:
-        return False
-    site = _site_origin(scope, headers)
-    if site is not None and origin == site:
-        return True
-    return origin_listed(headers[b"origin"])
+    return _trusted(scope, headers) or origin_embedding(headers.get(b"origin", ""))
 
 
 def origin_embeds_only(scope: dict[str, Any]) -> bool:
     """Whether the handshake of ``scope`` comes from a page that may only embed the chat:
     then only a visitor's ticket opens the socket, never a user's session or ticket."""
-    raw = _headers(scope).get(b"origin", "")
-    return origin_embedding(raw) and not origin_trusted(scope)
+    headers = _headers(scope)
+    return origin_embedding(headers.get(b"origin", "")) and not _trusted(scope, headers)
+
+
+def _trusted(scope: dict[str, Any], headers: dict[bytes, str]) -> bool:
+    """Whether the handshake comes from the site's own origin or a trusted one."""
+    origin = _origin_key(headers.get(b"origin", ""))
+    if origin is None:
+        return False
+    site = _site_origin(scope, headers)
+    return (site is not None and origin == site) or _trusted_listed(headers[b"origin"], origin)
 
 
 def origin_listed(raw: str) -> bool:
     """Whether the origin ``raw`` (an ``Origin`` header) is one of another site that
     ``CSRF_TRUSTED_ORIGINS`` or ``PARLEY["ALLOWED_ORIGINS"]`` lists."""
     origin = _origin_key(raw)
-    trusted = [*settings.CSRF_TRUSTED_ORIGINS, *get_config().allowed_origins]
-    return origin is not None and _listed(raw, origin, trusted)
+    return origin is not None and _trusted_listed(raw, origin)
+
+
+def _trusted_listed(raw: str, origin: tuple[str, str, int]) -> bool:
+    return _listed(raw, origin, [*settings.CSRF_TRUSTED_ORIGINS, *get_config().allowed_origins])
 
 
 def origin_embedding(raw: str) -> bool:
     """Whether the origin ``raw`` is listed in ``PARLEY["EMBED_ORIGINS"]``."""
+    embedding = get_config().embed_origins
+    if not embedding:  # the common case, on every handshake: nothing to parse
+        return False
     origin = _origin_key(raw)
-    return origin is not None and _listed(raw, origin, get_config().embed_origins)
+    return origin is not None and _listed(raw, origin, embedding)
 
 
 def origin_same(raw: str, own: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,9 +23,15 @@ def socket_path(room: str) -> str:
     """The path of the socket of the room with public id ``room``: its route reversed under
     ``PARLEY["SOCKET_PREFIX"]``, where the host mounted :data:`websocket_urlpatterns`."""
     prefix = "/" + get_config().socket_prefix.strip("/")
-    resolver = URLResolver(RegexPattern(r"^/"), websocket_urlpatterns)
-    route = resolver.reverse("parley-room-socket", room=room)
+    route = _routes().reverse("parley-room-socket", room=room)
     return f"{prefix.rstrip('/')}/{route}"
+
+
+@functools.cache
+def _routes() -> URLResolver:
+    """A resolver of the routes, built (and its reverse lookup filled) once: every room page
+    and every ticket the widget's endpoint hands out reverses through it."""
+    return URLResolver(RegexPattern(r"^/"), websocket_urlpatterns)
 
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
