@@ -14,6 +14,9 @@ from typing import Any, overload
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from .conf import get_config
+from .exceptions import RateLimited
+
 
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up; each frame takes one."""
@@ -105,6 +108,18 @@ resume_buckets = UserBuckets()  # RATE_LIMITS["RESUME"]: history pages
 page_buckets = {
     action: UserBuckets() for action in ("ROOMS", "INVITES", "NEW_VISITORS", "CHAT_SESSIONS")
 }
+
+
+def page_limit_take(*, action: str, key: object) -> None:
+    """Take one of ``key``'s tokens (a user's id, a client address) for
+    ``RATE_LIMITS[action]`` (``"ROOMS"``, ``"INVITES"``, ``"NEW_VISITORS"``,
+    ``"CHAT_SESSIONS"``); raise :class:`RateLimited` with the wait when none is left.
+    Counted per server process, like the socket limits."""
+    bucket = page_buckets[action].get(key, get_config().rate_limits[action])
+    if bucket is not None and not bucket.take():
+        raise RateLimited(f"Too many at once: {action.lower()}", retry_after=bucket.retry_after())
+
+
 # Visitors' messages: per visitor, and per client address (RATE_LIMITS "VISITOR", "VISITOR_IP").
 visitor_buckets = UserBuckets()
 address_buckets = UserBuckets()

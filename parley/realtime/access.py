@@ -128,6 +128,12 @@ def _publish_on_commit(event: dict[str, Any], using: str | None) -> None:
     transaction.on_commit(functools.partial(access_publish, event), using=using, robust=True)
 
 
+def visitor_revoke_on_commit(public_id: str) -> None:
+    """Once the transaction commits, end the open sockets of the visitor ``public_id`` (it
+    logged in, or was deleted): they get ``unauthenticated`` and close 4401."""
+    _publish_on_commit({"user": visitor_key(public_id), "visitor": public_id}, None)
+
+
 @receiver(post_delete, sender=Membership)
 def _membership_deleted(sender: Any, instance: Membership, using: str, **kwargs: Any) -> None:
     _publish_on_commit({"user": str(instance.user_id), "room": instance.room_id}, using)

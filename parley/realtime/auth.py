@@ -75,21 +75,21 @@ def ticket_issue(
     :class:`~parley.models.Ticket` row, and prunes expired ones."""
     if (user is None) == (visitor is None):
         raise ValueError("A ticket is for a user or for a visitor.")
+    if user is not None:
+        claims: dict[str, Any] = {"u": user.pk}
+        bound = {"session_key": session_key or "", "auth_hash": auth_hash(user)}
+    else:
+        assert visitor is not None
+        claims, bound = {"v": visitor.public_id}, {"session_key": "", "auth_hash": ""}
     now = timezone.now()
     Ticket.objects.filter(expires_at__lte=now).delete()
     nonce = secrets.token_urlsafe(16)
     Ticket.objects.create(
         nonce=nonce,
-        session_key=session_key or "" if user is not None else "",
-        auth_hash=auth_hash(user) if user is not None else "",
         uses_left=uses,
         expires_at=now + timedelta(seconds=get_config().ticket_max_age),
+        **bound,
     )
-    if visitor is not None:
-        claims: dict[str, Any] = {"v": visitor.public_id}
-    else:
-        assert user is not None
-        claims = {"u": user.pk}
     return signing.dumps({**claims, "r": room, "n": nonce}, salt=SALT, compress=True)
 
 

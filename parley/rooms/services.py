@@ -20,9 +20,9 @@ from django.utils import timezone
 
 from ..conf import get_config
 from ..contrib.orm import MessageConflict, message_insert, messages_insert_many
-from ..exceptions import RateLimited, RoomPermissionDenied
+from ..exceptions import RoomPermissionDenied
 from ..models import Invitation, Membership, Message, Room
-from ..throttling import page_buckets
+from ..throttling import page_limit_take
 from .selectors import room_is_member, user_get_by_username
 
 if TYPE_CHECKING:
@@ -67,9 +67,7 @@ def user_rate_limit(*, user: _User, action: str) -> None:
     """Take one of ``user``'s tokens for ``RATE_LIMITS[action]`` (``"ROOMS"``,
     ``"INVITES"``); raise :class:`RateLimited` with the wait when none is left. Counted per
     server process, like the socket limits."""
-    bucket = page_buckets[action].get(user.pk, get_config().rate_limits[action])
-    if bucket is not None and not bucket.take():
-        raise RateLimited(f"Too many at once: {action.lower()}", retry_after=bucket.retry_after())
+    page_limit_take(action=action, key=user.pk)
 
 
 def invitation_create(*, room: Room, by: _User, username: str) -> Invitation | None:

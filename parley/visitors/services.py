@@ -15,7 +15,6 @@ username from them. They are found again by
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import re
@@ -28,10 +27,10 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from ..conf import get_config
-from ..exceptions import QuotaExceeded, RateLimited
+from ..exceptions import QuotaExceeded
 from ..models import Membership, Message, Room, Visitor
-from ..realtime.access import access_publish, visitor_key
-from ..throttling import page_buckets
+from ..realtime.access import visitor_revoke_on_commit
+from ..throttling import page_limit_take
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import _User
@@ -99,14 +98,6 @@ def visitor_find(
     return None
 
 
-def address_limit(*, address: str, action: str) -> None:
-    """Take a token of the client ``address`` for ``RATE_LIMITS[action]`` (``"NEW_VISITORS"``,
-    ``"CHAT_SESSIONS"``); raise :class:`RateLimited` with the wait when none is left."""
-    bucket = page_buckets[action].get(address, get_config().rate_limits[action])
-    if bucket is not None and not bucket.take():
-        raise RateLimited(f"Too many at once: {action.lower()}", retry_after=bucket.retry_after())
-
-
 def visitor_create(*, address: str, identity: str = "", signature: str = "") -> Visitor:
     """A new visitor, counted against ``RATE_LIMITS["NEW_VISITORS"]`` of its client
     ``address`` (:class:`RateLimited`): a client making a new visitor for every message
@@ -114,7 +105,7 @@ def visitor_create(*, address: str, identity: str = "", signature: str = "") -> 
     meanwhile (two widgets asking at once) is returned instead."""
     if identity:
         _identity_checked(identity, signature)
-    address_limit(address=address, action="NEW_VISITORS")
+    page_limit_take(action="NEW_VISITORS", key=address)
     try:
         with transaction.atomic():
             return Visitor.objects.create(identity=identity)
@@ -156,7 +147,6 @@ def visitor_carry_over(*, visitor: Visitor, user: _User) -> list[Room]:
     """Give ``user`` the conversation of ``visitor``, who has just logged in as them: it
     becomes a private room of theirs, its messages theirs. The visitor is done (its open
     sockets are closed: the embed reconnects as the user)."""
-    event = {"user": visitor_key(visitor.public_id), "visitor": visitor.public_id}
     with transaction.atomic():
         rooms = list(Room.objects.select_for_update().filter(visitor=visitor))
         for room in rooms:
@@ -168,7 +158,7 @@ def visitor_carry_over(*, visitor: Visitor, user: _User) -> list[Room]:
         visitor.user = user
         visitor.identity = ""  # free for a visitor of its own, if the host signs it again
         visitor.save(update_fields=["user", "identity"])
-        transaction.on_commit(lambda: access_publish(event), robust=True)
+        visitor_revoke_on_commit(visitor.public_id)
     return rooms
 
 
@@ -201,6 +191,5 @@ def visitors_expire(*, now: datetime | None = None) -> int:
         gone = list(stale.filter(user__isnull=True).values_list("public_id", flat=True))
         _, deleted = stale.delete()
         for public_id in gone:  # their open sockets close now, not at the next re-check
-            event = {"user": visitor_key(public_id), "visitor": public_id}
-            transaction.on_commit(functools.partial(access_publish, event), robust=True)
+            visitor_revoke_on_commit(public_id)
     return deleted.get(Visitor._meta.label, 0)

@@ -21,6 +21,7 @@ from ..realtime.auth import ticket_issue
 from ..realtime.origins import origin_embedding, origin_listed, origin_same
 from ..realtime.routing import socket_path
 from ..rooms.payloads import room_payload
+from ..throttling import page_limit_take
 from . import services
 from .addresses import request_address
 
@@ -74,7 +75,7 @@ def _answer(request: HttpRequest, *, cross_origin: bool) -> HttpResponse:
     if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
         return _refuse(400, "bad_request", "The body must be an object of strings.")
     try:
-        services.address_limit(address=request_address(request), action="CHAT_SESSIONS")
+        page_limit_take(action="CHAT_SESSIONS", key=request_address(request))
     except RateLimited as exc:
         return _limited(exc, "Too many requests from your network.")
     user = getattr(request, "user", None)
