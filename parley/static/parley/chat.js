@@ -4,6 +4,7 @@
 
 import { socketUrl } from "./client.js";
 import { Conversation } from "./conversation.js";
+import { setText } from "./messages.js";
 
 const root = document.getElementById("room");
 if (root) start(root);
@@ -75,10 +76,6 @@ function start(root) {
     conn.dataset.state = name;
     setText(connLabel, label); // said once per change of state, not again
     if (name !== "reconnecting") setText(connCountdown, "");
-  }
-
-  function setText(el, text) {
-    if (el.textContent !== text) el.textContent = text;
   }
 
   retry.addEventListener("click", () => conversation.socket.reconnectNow());

@@ -176,8 +176,9 @@ function renderBody(el, message) {
   }
 }
 
-/** Set `el`'s text only if it changes: rewriting the same text is still a change. */
-function setText(el, text) {
+/** Set `el`'s text only if it changes: rewriting the same text is still a change (one a
+ * screen reader may announce again). */
+export function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
 }
 

@@ -11,6 +11,7 @@
 
 import { socketUrl } from "./client.js";
 import { Conversation } from "./conversation.js";
+import { setText } from "./messages.js";
 
 const STYLESHEET = new URL("./widget.css", import.meta.url).href;
 const STORE = "parley-visitor:"; // + endpoint: the token an embed on another origin keeps
@@ -163,7 +164,7 @@ export class ParleyChat extends HTMLElement {
     const label = labels[s.state] ?? (this.conversation?.state.synced ? null : "Connecting…");
     if (!label) return;
     this.conn.dataset.state = { closed: "offline", open: "connecting" }[s.state] ?? s.state;
-    if (this.conn.textContent !== label) this.conn.textContent = label;
+    setText(this.conn, label);
   }
 }
 
