@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/widget_size.py
 
-Counts the module, the modules it imports and its stylesheet (parley/static/parley/), each
+Counts the module, the modules it imports and its stylesheets (parley/static/parley/), each
 compressed alone as a server would send it. Budget: 30 KB (issue 12).
 """
 
@@ -19,17 +19,20 @@ STYLESHEET = "widget.css"
 
 
 def widget_files() -> list[Path]:
-    """widget.js, every module it imports (relative imports, followed), and widget.css."""
+    """widget.js and every module it imports, widget.css and every stylesheet it imports
+    (relative imports, followed)."""
     found: list[Path] = []
-    todo = [STATIC / ENTRY]
+    todo = [STATIC / STYLESHEET, STATIC / ENTRY]
     while todo:
         path = todo.pop()
         if path in found:
             continue
         found.append(path)
-        imports = re.findall(r"""^import .*? from "\./([\w.-]+)";""", path.read_text(), re.M)
+        text = path.read_text()
+        imports = re.findall(r"""^import .*? from "\./([\w.-]+)";""", text, re.M)
+        imports += re.findall(r"""^@import url\("([\w.-]+)"\);""", text, re.M)
         todo += [STATIC / name for name in imports]
-    return [*found, STATIC / STYLESHEET]
+    return found
 
 
 def widget_bytes() -> dict[str, tuple[int, int]]:

@@ -28,6 +28,9 @@ class ParleyConfig:
     )
     # How often coalesced assistant deltas are flushed to the room (the first goes out at once).
     stream_flush_interval: float = 0.04
+    # How often a streaming answer's Markdown is rendered to HTML and sent with its delta (a
+    # parse of the block being written; text between renders shows as it comes).
+    stream_render_interval: float = 0.2
     # How often the text of a streaming answer is written to the database (its heartbeat).
     stream_persist_interval: float = 1.0
     # A streaming answer with no heartbeat for this long is marked interrupted: its process

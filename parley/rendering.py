@@ -13,19 +13,45 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, cast
 
 import nh3
+import pygments
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
-from markdown_it.utils import EnvType, OptionsDict
+from markdown_it.utils import EnvType, OptionsDict, OptionsType
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import get_all_lexers, get_lexer_by_name
+from pygments.token import STANDARD_TYPES
+from pygments.util import ClassNotFound
+
+
+def _highlight(code: str, language: str, _attrs: str) -> str:
+    """Pygments' HTML for a fenced block in a ``language`` it knows: the code's tokens as
+    ``<span class="k">``… (classes the sanitiser keeps, styled by parley.css). ``""`` for any
+    other block: markdown-it escapes its code itself. Nothing is guessed: a block with no
+    language, or one Pygments does not know, stays plain."""
+    if not language:
+        return ""
+    try:
+        lexer = get_lexer_by_name(language, stripnl=False, ensurenl=False)
+    except ClassNotFound:
+        return ""
+    return str(pygments.highlight(code, lexer, _CODE_FORMATTER))
+
+
+_CODE_FORMATTER = HtmlFormatter(nowrap=True)
 
 _md = (
-    MarkdownIt("commonmark", {"html": False, "linkify": False})
+    MarkdownIt("commonmark", {"html": False, "linkify": False, "highlight": _highlight})
     .enable("table")
     .enable("strikethrough")
 )
+# The last block of a streaming answer is rendered again at every update: its code is not
+# highlighted until the block is settled (see MarkdownStream).
+_PLAIN_OPTIONS = OptionsDict(cast("OptionsType", {**_md.options, "highlight": None}))
 
 
 def _image_as_link(
@@ -49,25 +75,148 @@ def _image_as_link(
 _md.add_render_rule("image", _image_as_link)
 
 ALLOWED_TAGS = {
-    "a", "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote",
+    "a", "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote", "span",
     "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6",
     "table", "thead", "tbody", "tr", "th", "td",
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "th": {"align"}, "td": {"align"}}
+# Classes are kept only where highlighting puts them: a code block's language and Pygments'
+# token classes. No other class survives, so an answer cannot borrow the page's own styles.
+ALLOWED_CLASSES = {
+    "code": {f"language-{alias}" for _, aliases, _, _ in get_all_lexers() for alias in aliases},
+    "span": {name for name in STANDARD_TYPES.values() if name},
+}
+URL_SCHEMES = {"http", "https", "mailto"}
+LINK_REL = "noopener noreferrer nofollow"
+
+_answer_cleaner = nh3.Cleaner(
+    tags=ALLOWED_TAGS,
+    attributes=ALLOWED_ATTRIBUTES,
+    allowed_classes=ALLOWED_CLASSES,
+    url_schemes=URL_SCHEMES,
+    link_rel=LINK_REL,
+    set_tag_attribute_values={"a": {"target": "_blank"}},
+)
+
+
+def _block_spans(tokens: Sequence[Token]) -> list[tuple[int, int]]:
+    """``(start, end)`` token indices of each top-level block: a paragraph, a list, a
+    table, a code block…"""
+    spans = []
+    start = depth = 0
+    for index, token in enumerate(tokens):
+        if depth == 0:
+            start = index
+        depth += token.nesting
+        if depth == 0:
+            spans.append((start, index + 1))
+    return spans
+
+
+def _render_block(tokens: Sequence[Token], options: OptionsDict = _md.options) -> str:
+    return _answer_cleaner.clean(_md.renderer.render(tokens, options, {}))
+
+
+def render_blocks(text: str) -> list[str]:
+    """The safe HTML of each top-level block of ``text``, in order."""
+    tokens = _md.parse(text)
+    return [_render_block(tokens[start:end]) for start, end in _block_spans(tokens)]
 
 
 @lru_cache(maxsize=1024)
 def render_markdown(text: str) -> str:
-    """Render Markdown to HTML that is safe to insert into a page."""
-    html = _md.render(text)
-    return nh3.clean(
-        html,
-        tags=ALLOWED_TAGS,
-        attributes=ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
-        link_rel="noopener noreferrer nofollow",
-        set_tag_attribute_values={"a": {"target": "_blank"}},
-    )
+    """Render Markdown to HTML that is safe to insert into a page: its blocks, each
+    sanitised."""
+    return "".join(render_blocks(text))
+
+
+@dataclass(frozen=True, slots=True)
+class BlocksUpdate:
+    """What changed in a streaming answer's blocks: those from index ``start`` on are now
+    ``html``, and render its first ``chars`` characters; ``after`` is the ``chars`` of the
+    update before, which a client must have applied (docs/protocol.md, ``delta``)."""
+
+    start: int
+    html: list[str]
+    chars: int
+    after: int
+
+    def wire(self) -> dict[str, Any]:
+        return {"from": self.start, "html": self.html, "chars": self.chars, "after": self.after}
+
+
+class MarkdownStream:
+    """The HTML of an answer while it streams, as :func:`render_blocks` gives it for the
+    finished text, without rendering the whole text at each update.
+
+    A block is *settled* once the block after it has two complete lines, or began after a
+    blank line: no later text can change it then, so it is rendered once and never sent
+    again, and a client never redraws it. Only the rest (usually the one block being
+    written) is parsed and rendered again. Its code is not highlighted until it settles, so
+    that a long code block being written costs a parse, not Pygments, at each update.
+
+    Reference definitions (``[x]: https://…``) apply to the blocks after them. A block that
+    uses one defined later in the answer shows the reference as text until the answer ends;
+    the final rendering then differs in that block only.
+    """
+
+    def __init__(self) -> None:
+        self.blocks: list[str] = []
+        self.chars = 0  # how much of the text ``blocks`` render (to its last non-space)
+        self.settled = 0  # how many of ``blocks`` are settled (the first ones)
+        self._settled_end = 0  # where in the text the settled blocks end
+        self._references: dict[str, Any] = {}  # defined in the settled text
+
+    def update(self, text: str) -> BlocksUpdate | None:
+        """Render ``text``, the answer so far (the text of the last update and more).
+        ``None`` if it is what the last update rendered."""
+        # The blocks render text up to its last non-space: the client shows what follows
+        # as text, spaces and all, until the next update (a block's HTML drops its
+        # trailing spaces, which would leave "about" and "How" glued together).
+        chars = len(text.rstrip())
+        if chars == self.chars:
+            return None
+        fragment = text[self._settled_end :]
+        env: dict[str, Any] = {"references": dict(self._references)}
+        tokens = _md.parse(fragment, env)
+        spans = _block_spans(tokens)
+        complete_lines = fragment.count("\n")
+        settle = 0
+        for index in range(1, len(spans)):
+            begins, before = tokens[spans[index][0]].map, tokens[spans[index - 1][0]].map
+            assert begins is not None and before is not None  # a block's first token maps it
+            # Blank lines came before the block, or its first two lines are complete (a
+            # table's head is known to be one only with the line after it): either way, no
+            # later text can make it part of the block before.
+            if before[1] < begins[0] or begins[0] + 1 < complete_lines:
+                settle = index
+        settled = [_render_block(tokens[start:end]) for start, end in spans[:settle]]
+        rest = [_render_block(tokens[start:end], _PLAIN_OPTIONS) for start, end in spans[settle:]]
+        if settle:
+            line = tokens[spans[settle][0]].map
+            assert line is not None  # a block's first token maps its lines
+            offset = _line_offset(fragment, line[0])
+            if "]:" in fragment[:offset]:
+                references: dict[str, Any] = {"references": self._references}
+                _md.parse(fragment[:offset], references)
+            self._settled_end += offset
+        update = BlocksUpdate(self.settled, settled + rest, chars, self.chars)
+        self.blocks = self.blocks[: self.settled] + update.html
+        self.settled += settle
+        self.chars = chars
+        return update
+
+    def snapshot(self) -> BlocksUpdate:
+        """Every block, as a client that has none needs them."""
+        return BlocksUpdate(0, list(self.blocks), self.chars, 0)
+
+
+def _line_offset(text: str, line: int) -> int:
+    """Where 0-based line ``line`` of ``text`` starts."""
+    offset = 0
+    for _ in range(line):
+        offset = text.index("\n", offset) + 1
+    return offset
 
 
 # Documents of the knowledge base ---------------------------------------------------------
@@ -117,6 +266,16 @@ def markdown_headings(text: str) -> list[Heading]:
     return [heading for _, heading in _headings(_md.parse(text))]
 
 
+# As for answers, plus the headings' anchors, and links that open in the same tab.
+_document_cleaner = nh3.Cleaner(
+    tags=ALLOWED_TAGS,
+    attributes={**ALLOWED_ATTRIBUTES, **{tag: {"id"} for tag in HEADING_TAGS}},
+    allowed_classes=ALLOWED_CLASSES,
+    url_schemes=URL_SCHEMES,
+    link_rel=LINK_REL,
+)
+
+
 def render_document(text: str) -> str:
     """Render a knowledge document to safe HTML. Like :func:`render_markdown`, plus an ``id``
     on each heading (the anchor of :func:`markdown_headings`, which source links point to),
@@ -125,10 +284,4 @@ def render_document(text: str) -> str:
     for index, heading in _headings(tokens):
         tokens[index].attrSet("id", heading.anchor)
     html = _md.renderer.render(tokens, _md.options, {})
-    return nh3.clean(
-        html,
-        tags=ALLOWED_TAGS,
-        attributes={**ALLOWED_ATTRIBUTES, **{tag: {"id"} for tag in HEADING_TAGS}},
-        url_schemes={"http", "https", "mailto"},
-        link_rel="noopener noreferrer nofollow",
-    )
+    return _document_cleaner.clean(html)

@@ -28,18 +28,34 @@ def session_cookie(user: _User) -> str:
 
 class AnswerText:
     """A client's copy of a streaming answer, built from ``delta`` frames the way
-    docs/protocol.md says: deltas that arrive ahead of a gap wait until it is filled."""
+    docs/protocol.md says: deltas that arrive ahead of a gap wait until it is filled; the
+    blocks of HTML some carry replace those they follow."""
 
     def __init__(self, text: str = "") -> None:
         self.text = text
         self.pending: dict[int, str] = {}
+        self.html: list[str] = []  # the answer's blocks, as rendered at ``rendered`` characters
+        self.rendered = 0
 
-    def apply(self, offset: int, piece: str) -> None:
+    def apply(self, offset: int, piece: str, blocks: dict[str, Any] | None = None) -> None:
         self.pending[offset] = piece
         while usable := sorted(o for o in self.pending if o <= len(self.text)):
             offset = usable[0]
             piece = self.pending.pop(offset)
             self.text = piece if offset == 0 else self.text + piece[len(self.text) - offset :]
+        if blocks is not None:
+            self.apply_blocks(blocks)
+
+    def apply_blocks(self, blocks: dict[str, Any]) -> bool:
+        """Take a delta's ``blocks`` if they follow what the copy has; whether they did."""
+        if blocks["from"] == 0:
+            if blocks["chars"] <= self.rendered:
+                return False
+        elif blocks["after"] != self.rendered or blocks["from"] > len(self.html):
+            return False
+        self.html = self.html[: blocks["from"]] + blocks["html"]
+        self.rendered = blocks["chars"]
+        return True
 
 
 class RoomClient:

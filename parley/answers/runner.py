@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import uuid
@@ -27,6 +28,7 @@ from ..models import Message, Room
 from ..protocol import events
 from ..realtime.db import database_call, knowledge_call
 from ..realtime.hub import broadcast, get_hub
+from ..rendering import MarkdownStream
 from ..rooms.payloads import message_payload
 from . import records
 
@@ -58,6 +60,8 @@ class Answer:
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
         self.sent_parts = 0  # the parts they came from
+        self.markdown = MarkdownStream()  # the HTML of the text sent, for the deltas
+        self.rendered_at = -math.inf  # when it was last rendered (the loop's clock)
         self.saved = 0  # parts saved by the heartbeat (see _save_progress)
         # What the backend reported (the last of each), for the log and, later, metering:
         # finish_reason is "cancelled" or "error" when the answer did not finish.
@@ -147,7 +151,7 @@ class Answer:
             logger.exception("assistant backend failed in room %s", self.room.pk)
             return Message.Status.FAILED, "The assistant failed unexpectedly."
         finally:
-            await self._flush()
+            await self._flush(render=False)  # `done` carries the whole answer's HTML
         return Message.Status.COMPLETE, ""
 
     async def _pump(self) -> None:
@@ -200,18 +204,29 @@ class Answer:
         """Whether text has arrived since the last delta."""
         return self.sent_parts < len(self.parts)
 
-    async def _flush(self) -> None:
-        """Send the room the text not sent yet, as one delta."""
+    async def _flush(self, *, render: bool = True) -> None:
+        """Send the room the text not sent yet, as one delta; with the HTML of the text sent
+        so far if ``render`` and ``STREAM_RENDER_INTERVAL`` has passed since the last."""
         if not self.unsent:
             return
         chunk = "".join(self.parts[self.sent_parts :])
         offset = self.sent
         assert self.message is not None  # flushed only while it runs
         self.sent_parts, self.sent = len(self.parts), offset + len(chunk)
+        blocks = self._render() if render else None
         # The end of the answer or a stop may cancel a flush while it sends (with Redis a
         # send suspends): the send finishes, so that the delta is neither lost nor sent twice.
-        delta = protocol.delta(message_id=self.message.pk, offset=offset, text=chunk)
+        delta = protocol.delta(message_id=self.message.pk, offset=offset, text=chunk, blocks=blocks)
         await broadcast(self.room, delta, finish=True)
+
+    def _render(self) -> dict[str, Any] | None:
+        """The blocks that changed since the last render, if one is due."""
+        now = asyncio.get_running_loop().time()
+        if now - self.rendered_at < get_config().stream_render_interval:
+            return None
+        self.rendered_at = now
+        update = self.markdown.update("".join(self.parts[: self.sent_parts]))
+        return update.wire() if update else None
 
     def stop(self, reason: StopReason, *, by: str = "") -> None:
         """Stop generating, for ``reason``; ``by`` is who pressed stop, if someone did."""
@@ -231,7 +246,12 @@ class Answer:
             self.stop(StopReason.CANCELLED, by=event.get("by") or "?")
         elif kind == events.SNAPSHOT:
             # The whole text so far as a delta at offset 0: the asker replaces its copy.
-            snapshot = protocol.delta(message_id=self.message.pk, offset=0, text=self.text)
+            snapshot = protocol.delta(
+                message_id=self.message.pk,
+                offset=0,
+                text=self.text,
+                blocks=self.markdown.snapshot().wire(),
+            )
             reply_to = event["reply_to"]
             reply = asyncio.create_task(
                 get_hub().send(reply_to["channel"], events.frame_event(snapshot, to=reply_to["to"]))

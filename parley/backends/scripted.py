@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..exceptions import BackendError
@@ -31,6 +31,7 @@ class ScriptedBackend(AssistantBackend):
             plays a model that reached its token limit).
         usage: ``(prompt_tokens, completion_tokens)`` to report as :class:`Usage` before
             the finish (``None``: no usage, since the backend counts no tokens).
+        pieces: ``"words"``, or ``"characters"`` to stream one character at a time.
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class ScriptedBackend(AssistantBackend):
         error: str = "The scripted backend failed on purpose.",
         finish_reason: str = "stop",
         usage: tuple[int, int] | None = None,
+        pieces: str = "words",
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -53,10 +55,13 @@ class ScriptedBackend(AssistantBackend):
         self.error = error
         self.finish_reason = finish_reason
         self.usage = Usage(*usage) if usage is not None else None
+        if pieces not in ("words", "characters"):
+            raise ValueError(f"pieces must be 'words' or 'characters', not {pieces!r}")
+        self.split: Callable[[str], list[str]] = split_words if pieces == "words" else list
 
     async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
         text = self.reply.format(question=request.question, user=request.user, room=request.room)
-        pieces = split_words(text) * self.repeat
+        pieces = self.split(text) * self.repeat
         for index, piece in enumerate(pieces):
             if self.fail_after is not None and index >= self.fail_after:
                 raise BackendError(self.error)

@@ -203,10 +203,16 @@ def message(payload: dict[str, Any]) -> dict[str, Any]:
     return {"type": "message", "message": payload}
 
 
-def delta(*, message_id: int, offset: int, text: str) -> dict[str, Any]:
+def delta(
+    *, message_id: int, offset: int, text: str, blocks: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """``text`` continues the answer at character ``offset``: a client appends it when its
-    copy is ``offset`` characters long, and an offset of 0 replaces what it has."""
-    return {"type": "delta", "message_id": message_id, "offset": offset, "text": text}
+    copy is ``offset`` characters long, and an offset of 0 replaces what it has. ``blocks``,
+    on some deltas, is the answer's HTML so far (:meth:`parley.rendering.BlocksUpdate.wire`)."""
+    frame = {"type": "delta", "message_id": message_id, "offset": offset, "text": text}
+    if blocks is not None:
+        frame["blocks"] = blocks
+    return frame
 
 
 def done(payload: dict[str, Any]) -> dict[str, Any]:

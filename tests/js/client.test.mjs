@@ -8,6 +8,7 @@ import {
   RoomState,
   backoffDelay,
   charCount,
+  sliceChars,
   socketUrl,
 } from "../../parley/static/parley/client.js";
 
@@ -48,7 +49,13 @@ function answer(seq, text = "", status = "streaming", extra = {}) {
   };
 }
 
-const delta = (seq, offset, text) => ({ type: "delta", message_id: 100 + seq, offset, text });
+const delta = (seq, offset, text, blocks) => ({
+  type: "delta",
+  message_id: 100 + seq,
+  offset,
+  text,
+  ...(blocks ? { blocks } : {}),
+});
 
 function ids() {
   let n = 0;
@@ -95,6 +102,43 @@ test("deltas append at their offset; overlaps apply only the new part", () => {
   assert.equal(state.messages.get(2).text, "Hello, world!");
   assert.equal(state.apply(delta(2, 0, "Hello")).changed.size, 0, "an older snapshot changes nothing");
   assert.equal(state.messages.get(2).text, "Hello, world!");
+});
+
+test("offsets count characters as the server does: an emoji is one", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  state.apply({ type: "message", message: answer(2) });
+  state.apply(delta(2, 0, "Done 🎉"));
+  state.apply(delta(2, 6, " and 👍"));
+  state.apply(delta(2, 12, "!"));
+  assert.equal(state.messages.get(2).text, "Done 🎉 and 👍!");
+  state.apply(delta(2, 7, "and 👍!")); // an overlap after an emoji: nothing is repeated
+  assert.equal(state.messages.get(2).text, "Done 🎉 and 👍!");
+  assert.equal(sliceChars("a🎉b", 2), "b");
+  assert.equal(sliceChars("a🎉b", 9), "");
+});
+
+test("blocks of HTML follow each other; one that does not follow is dropped, not applied", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  state.apply({ type: "message", message: answer(2) });
+  const h = "<h2>Plan</h2>\n";
+  state.apply(delta(2, 0, "## Plan\n\nFir", { from: 0, html: [h, "<p>Fir</p>\n"], chars: 12, after: 0 }));
+  state.apply(delta(2, 12, "st.", { from: 1, html: ["<p>First.</p>\n"], chars: 15, after: 12 }));
+  assert.deepEqual(state.messages.get(2).blocks, { html: [h, "<p>First.</p>\n"], chars: 15 });
+  // Missed: the update rendered at 18 characters. The next one cannot be placed on ours.
+  state.apply(delta(2, 15, "\n\n- a", null));
+  state.apply(delta(2, 20, "nd", { from: 2, html: ["<ul>\n<li>and</li>\n</ul>\n"], chars: 22, after: 18 }));
+  assert.equal(state.messages.get(2).blocks.chars, 15, "kept: the text still shows, unformatted");
+  // A snapshot (from block 0) replaces them, unless older than what we have.
+  const snapshot = { from: 0, html: [h, "<p>First.</p>\n", "<ul>\n<li>and</li>\n</ul>\n"], chars: 22 };
+  state.apply(delta(2, 0, "## Plan\n\nFirst.\n\n- and", snapshot));
+  assert.equal(state.messages.get(2).blocks.chars, 22);
+  state.apply(delta(2, 0, "## Plan\n\nFir", { from: 0, html: [h], chars: 12, after: 0 }));
+  assert.equal(state.messages.get(2).blocks.chars, 22, "an older snapshot is ignored");
+  // A history copy of the streaming answer keeps the blocks.
+  state.apply({ type: "history", messages: [answer(2, "## Plan")], more: false, last_seq: 2 });
+  assert.equal(state.messages.get(2).blocks.chars, 22);
 });
 
 test("a delta beyond a gap waits for the snapshot, then both apply", () => {

@@ -259,7 +259,7 @@ async def test_resume_mid_answer_gets_text_so_far_then_live_deltas(
     while True:
         frame = await second.receive()
         if frame["type"] == "delta":
-            copy.apply(frame["offset"], frame["text"])
+            copy.apply(frame["offset"], frame["text"], frame.get("blocks"))
             deltas += 1
             if deltas == 5:
                 await second.send(type="cancel")
@@ -269,6 +269,35 @@ async def test_resume_mid_answer_gets_text_so_far_then_live_deltas(
     assert len(copy.text) > len("tick ") * 5
     assert copy.text == frame["message"]["text"]
     assert copy.pending == {}
+    assert copy.html and copy.rendered > 0  # the snapshot's blocks, then live ones after them
+
+
+async def test_an_answer_streams_as_formatted_blocks_and_ends_as_them(
+    connect, alice, private_room, settings
+):
+    """Every delta renders (no interval): each block comes formatted while the answer is
+    written, once settled it is never sent again, and the finished answer's HTML is the
+    blocks the client already has."""
+    reply = "## Answer\n\nUse **nginx** with `proxy_pass`:\n\n| header | value |\n|---|---|\n"
+    settings.PARLEY = {
+        **scripted(reply=reply + "| Upgrade | websocket |\n\nDone.", delay=0.02),
+        "STREAM_RENDER_INTERVAL": 0,
+    }
+    client = await joined(connect, private_room, alice)
+    await client.send(type="send", client_id="c1", text="how do I deploy?")
+    copy = AnswerText()
+    sent: list[str] = []
+    while (frame := await client.receive())["type"] != "done":
+        if frame["type"] == "delta" and "blocks" in frame:
+            assert copy.apply_blocks(frame["blocks"])
+            sent += frame["blocks"]["html"]
+    assert "<h2>Answer</h2>\n" in copy.html[:1]
+    assert "<p>Use <strong>nginx</strong> with <code>proxy_pass</code>:</p>\n" in copy.html
+    # The heading is sent while it is the block being written, never once a block follows.
+    heading = max(i for i, block in enumerate(sent) if block == "<h2>Answer</h2>\n")
+    assert heading < min(i for i, block in enumerate(sent) if block.startswith("<p>Use"))
+    assert any(block.startswith("<table>") for block in sent)
+    assert frame["message"]["html"].startswith("".join(copy.html[:-1]))
 
 
 async def test_failed_backend_gives_failed_message_and_error_frame(

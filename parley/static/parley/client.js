@@ -197,9 +197,10 @@ export class RoomState {
     } else if (known.status !== "streaming") {
       return; // an older streaming copy (e.g. in history) never undoes a final state
     } else {
-      // Both streaming: keep the longer text, which deltas may already have extended.
+      // Both streaming: keep the longer text, which deltas may already have extended, and
+      // the blocks rendered so far (a payload has none).
       const text = payload.text.length > known.text.length ? payload.text : known.text;
-      message = { ...payload, text };
+      message = { ...payload, text, blocks: known.blocks };
     }
     this.messages.set(message.seq, message);
     this.seqById.set(message.id, message.seq);
@@ -226,12 +227,13 @@ export class RoomState {
     const message = seq === undefined ? null : this.messages.get(seq);
     if (message && message.status !== "streaming") return; // finished: done has the text
     const queue = this.pendingDeltas.get(frame.message_id) ?? [];
-    queue.push({ offset: frame.offset, text: frame.text ?? "" });
+    queue.push({ offset: frame.offset, text: frame.text ?? "", blocks: frame.blocks ?? null });
     this.pendingDeltas.set(frame.message_id, queue);
     if (message && this._drain(message)) update.changed.add(message.seq);
   }
 
-  /** Place every buffered delta that fits; returns whether the text changed. */
+  /** Place every buffered delta that fits; returns whether the text changed. Offsets count
+   * characters as the server does (code points): an emoji is one, not two UTF-16 units. */
   _drain(message) {
     const queue = this.pendingDeltas.get(message.id);
     if (!queue) return false;
@@ -240,15 +242,16 @@ export class RoomState {
     while (progress && queue.length) {
       progress = false;
       for (let i = 0; i < queue.length; i += 1) {
-        const { offset, text } = queue[i];
+        const { offset, text, blocks } = queue[i];
+        const length = charCount(message.text);
         if (offset === 0) {
           // A snapshot replaces our copy, unless it is an older prefix of what we have.
           if (!message.text.startsWith(text)) {
             message.text = text;
             changed = true;
           }
-        } else if (offset <= message.text.length) {
-          const extra = text.slice(message.text.length - offset);
+        } else if (offset <= length) {
+          const extra = sliceChars(text, length - offset);
           if (extra) {
             message.text += extra;
             changed = true;
@@ -256,6 +259,7 @@ export class RoomState {
         } else {
           continue; // a gap before it: wait
         }
+        if (blocks && applyBlocks(message, blocks)) changed = true;
         queue.splice(i, 1);
         progress = true;
         break;
@@ -281,6 +285,32 @@ export class RoomState {
       }
     }
   }
+}
+
+/** `text` from its `start`th character (code point) on. */
+export function sliceChars(text, start) {
+  let index = 0;
+  for (let n = 0; n < start && index < text.length; n += 1) {
+    const unit = text.charCodeAt(index);
+    index += unit >= 0xd800 && unit < 0xdc00 ? 2 : 1; // a high surrogate: two units
+  }
+  return text.slice(index);
+}
+
+/** Apply a delta's `blocks` (the answer's HTML, docs/protocol.md) to `message.blocks`
+ * ({html: [...], chars}), if they follow what it has: an update from block 0 replaces an
+ * older state; any other continues the one rendered at `after` characters. One that does
+ * not follow is dropped: the text still shows, and `done` brings the whole HTML. */
+export function applyBlocks(message, blocks) {
+  const have = message.blocks;
+  if (blocks.from === 0) {
+    if (blocks.chars <= (have?.chars ?? 0)) return false;
+    message.blocks = { html: blocks.html, chars: blocks.chars };
+    return true;
+  }
+  if (!have || blocks.after !== have.chars || blocks.from > have.html.length) return false;
+  message.blocks = { html: have.html.slice(0, blocks.from).concat(blocks.html), chars: blocks.chars };
+  return true;
 }
 
 /** Whether `message` was posted by `me` (hello's user). A visitor's messages have no

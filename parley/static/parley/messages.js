@@ -8,7 +8,7 @@
 // says each new message once, and a streaming answer once, when it is finished; while it
 // streams its <li> is aria-busy.
 
-import { isMine } from "./client.js";
+import { isMine, sliceChars } from "./client.js";
 
 const STATUS_LABELS = {
   streaming: "Writing…",
@@ -65,6 +65,8 @@ export class MessageList {
     renderBody(li.querySelector(".msg-body"), message);
     renderStatus(li, message);
     this.renderWithdraw(li, message);
+    this.renderCopy(li, message);
+    li.parleyText = message.text;
     if (announce && !streaming && (fresh || wasStreaming)) this.announce(message);
   }
 
@@ -80,6 +82,17 @@ export class MessageList {
       withdraw.type = "button";
       withdraw.addEventListener("click", () => this.onWithdraw(message.id));
       li.querySelector(".msg-meta").append(withdraw);
+    }
+  }
+
+  /** A finished answer with text can be copied, as the Markdown it was written in. */
+  renderCopy(li, message) {
+    const wanted = message.role === "assistant" && message.status !== "streaming" && Boolean(message.text);
+    const button = li.querySelector(".msg-meta .copy");
+    if (!wanted) {
+      button?.remove();
+    } else if (!button) {
+      li.querySelector(".msg-meta").append(copyButton("Copy", "Copy answer", () => li.parleyText));
     }
   }
 
@@ -158,22 +171,165 @@ export class MessageList {
 }
 
 function renderBody(el, message) {
-  if (message.role === "assistant" && message.status !== "streaming" && typeof message.html === "string") {
-    if (el.dataset.rendered === "html" && el.parleyHtml === message.html) return;
-    // The only HTML Parley ever inserts: the server's rendering of the assistant's Markdown,
-    // sanitised by nh3 (parley/rendering.py). Never build HTML from strings anywhere.
-    el.innerHTML = message.html;
-    el.parleyHtml = message.html;
-    el.dataset.rendered = "html";
-    el.classList.remove("plain");
-    return;
+  if (message.role === "assistant") {
+    if (message.status !== "streaming" && typeof message.html === "string") {
+      renderHtml(el, message.html);
+      return;
+    }
+    if (message.status === "streaming" && message.blocks) {
+      renderBlocks(el, message);
+      return;
+    }
   }
   // Everything else, user text above all, is text: it can never become markup.
   if (el.dataset.rendered !== "text" || el.textContent !== message.text) {
+    el.parleyShown = null;
     el.textContent = message.text;
     el.dataset.rendered = "text";
     el.classList.add("plain");
   }
+}
+
+// The only HTML Parley ever inserts is the server's rendering of the assistant's Markdown,
+// sanitised by nh3 (parley/rendering.py), block by block: a paragraph, a list, a code block…
+// each one element. Never build HTML from strings anywhere.
+
+/** The elements of `html` (parsed inert, in a template, until placed). */
+function parse(html) {
+  const template = document.createElement("template");
+  template.innerHTML = html;
+  return [...template.content.children];
+}
+
+/** The blocks shown in `el` (one entry per element: the server's HTML of it and the
+ * element, as decorated), reset if it showed something else. */
+function shownBlocks(el) {
+  if (el.dataset.rendered !== "html" || !el.parleyShown) {
+    el.textContent = "";
+    el.parleyShown = [];
+    el.parleySources = [];
+    el.parleyTail = null;
+    el.parleyHtml = null;
+    el.dataset.rendered = "html";
+    el.classList.remove("plain");
+  }
+  return el.parleyShown;
+}
+
+/** Show `elements` (new blocks) from position `start` of `el` on; blocks before it stay,
+ * untouched, and so do later ones that are the same as before (no block is drawn twice). */
+function placeBlocks(el, start, elements) {
+  const shown = shownBlocks(el);
+  elements.forEach((block, i) => {
+    const index = start + i;
+    const html = block.outerHTML;
+    if (shown[index]?.html === html) return;
+    const node = decorate(block);
+    if (shown[index]) shown[index].node.replaceWith(node);
+    else el.append(node);
+    shown[index] = { html, node };
+  });
+  for (const gone of shown.splice(start + elements.length)) gone.node.remove();
+}
+
+/** A streaming answer: the blocks rendered so far, then the text that came after them. */
+function renderBlocks(el, message) {
+  shownBlocks(el);
+  const { html, chars } = message.blocks;
+  // The server's blocks already shown stay; those after are parsed (each is one element).
+  const sources = el.parleySources;
+  let same = 0;
+  while (same < sources.length && same < html.length && sources[same].html === html[same]) same += 1;
+  const start = sources.slice(0, same).reduce((sum, source) => sum + source.count, 0);
+  const added = html.slice(same).map((block) => ({ html: block, elements: parse(block) }));
+  placeBlocks(
+    el,
+    start,
+    added.flatMap((block) => block.elements),
+  );
+  el.parleySources = sources.slice(0, same).concat(added.map((b) => ({ html: b.html, count: b.elements.length })));
+  // Text newer than the last render goes at the end of the last block, as text, until the
+  // next render formats it.
+  const extra = sliceChars(message.text, chars);
+  if (!el.parleyTail) el.parleyTail = document.createTextNode("");
+  setText(el.parleyTail, extra);
+  const tail = tailOf(el);
+  tail.append(el.parleyTail);
+  moveCursor(el, tail);
+}
+
+/** The streaming cursor goes at the end of `target` (CSS draws it). */
+function moveCursor(el, target) {
+  if (el.parleyCursor === target) return;
+  el.parleyCursor?.classList.remove("cursor");
+  target?.classList.add("cursor");
+  el.parleyCursor = target;
+}
+
+/** A finished answer's HTML: blocks already shown as streamed stay as they are. */
+function renderHtml(el, html) {
+  if (el.dataset.rendered === "html" && el.parleyHtml === html) return;
+  el.parleyTail?.remove();
+  el.parleyTail = null;
+  moveCursor(el, null);
+  placeBlocks(el, 0, parse(html));
+  el.parleyHtml = html;
+}
+
+// Where text still to be formatted is shown: the innermost last block that holds text.
+const TEXT_BLOCKS = new Set(["ul", "ol", "li", "blockquote", "p", "pre", "code", "table", "tbody", "tr", "td"]);
+
+function tailOf(el) {
+  let node = el.lastElementChild;
+  if (node?.classList.contains("code-block")) node = node.querySelector("pre");
+  else if (node?.classList.contains("table-scroll")) node = node.firstElementChild;
+  while (node?.lastElementChild && TEXT_BLOCKS.has(node.lastElementChild.localName)) node = node.lastElementChild;
+  return node ?? el;
+}
+
+/** `block` with what the browser adds to the server's HTML: code blocks get a bar with
+ * their language and a copy button; tables scroll sideways instead of squeezing words. */
+function decorate(block) {
+  for (const pre of [block, ...block.querySelectorAll("pre")].filter((el) => el.localName === "pre")) {
+    const bar = element("div", "code-bar");
+    const language = /\blanguage-(\S+)/.exec(pre.firstElementChild?.className ?? "")?.[1];
+    bar.append(element("span", "code-language", language ?? ""));
+    bar.append(copyButton("Copy", "Copy code", () => pre.textContent));
+    const wrapper = element("div", "code-block");
+    if (pre === block) block = wrapper;
+    else pre.replaceWith(wrapper);
+    wrapper.append(bar, pre);
+  }
+  for (const table of [block, ...block.querySelectorAll("table")].filter((el) => el.localName === "table")) {
+    // A region that can be scrolled with the keyboard too.
+    const scroll = element("div", "table-scroll");
+    scroll.tabIndex = 0;
+    scroll.setAttribute("role", "region");
+    scroll.setAttribute("aria-label", "Table");
+    if (table === block) block = scroll;
+    else table.replaceWith(scroll);
+    scroll.append(table);
+  }
+  return block;
+}
+
+/** A button that copies `text()` to the clipboard and says so for a moment. */
+export function copyButton(label, name, text) {
+  const button = element("button", "copy", label);
+  button.type = "button";
+  button.setAttribute("aria-label", name);
+  button.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(text());
+      button.textContent = "Copied";
+    } catch {
+      button.textContent = "Copy failed";
+    }
+    setTimeout(() => {
+      button.textContent = label;
+    }, 1500);
+  });
+  return button;
 }
 
 /** Set `el`'s text only if it changes: rewriting the same text is still a change (one a

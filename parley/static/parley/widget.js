@@ -91,7 +91,8 @@ export class ParleyChat extends HTMLElement {
     const heading = this.getAttribute("heading") || "Assistant";
     const panel = el(
       "section",
-      { class: "panel", "aria-label": heading },
+      // .parley: the scope of answer.css, which widget.css imports.
+      { class: "panel parley", "aria-label": heading },
       el("header", {}, el("h2", { text: heading }), this.conn),
       els.scroller,
       els.announcer,
