@@ -216,6 +216,13 @@ class Message(models.Model):
         db_default=False,  # as Room.widget: rows inserted by the code before this column
         help_text="A question waiting for the answer before it to end (the room's queue).",
     )
+    model = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        db_default="",  # as waiting
+        help_text="The model that wrote this answer, as its backend or server named it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -44,6 +44,8 @@ class Script:
     finish_reason: the reason that chunk gives (``None``: none, as some servers send).
     refuse_stream_options: answer a request carrying ``stream_options`` with HTTP 400, as
         servers that do not know the field do.
+    model: the model's name in the response (default: the one asked for), as OpenAI
+        names a dated version of the model asked for.
     """
 
     tokens: list[str] = field(default_factory=lambda: list(DEFAULT_TOKENS))
@@ -58,6 +60,7 @@ class Script:
     )
     fail_after: int | None = None
     drop_after: int | None = None
+    model: str | None = None
     garbage_after: int | None = None
     hang: bool = False
     hang_after: int | None = None
@@ -255,7 +258,7 @@ class FakeOpenAIServer:
                 "type": "invalid_request_error",
             }
             return web.json_response({"error": error}, status=400)
-        model = str(body.get("model", "fake-model"))
+        model = script.model or str(body.get("model", "fake-model"))
         if not body.get("stream"):
             return await self._answer_whole(exchange, model)
         response = web.StreamResponse(

@@ -168,7 +168,8 @@ CODE_AND_TABLE = {
 def test_code_is_highlighted_and_copied_and_wide_tables_scroll(
     servers, alice, private_room, new_tab
 ):
-    """On a phone-sized page: the code block is coloured by its language, has a bar with
+    """On a phone-sized page: the answer names its model; the code block is coloured by
+    its language, has a bar with
     the language and a copy button that copies the code exactly; the answer copies as its
     Markdown; a table wider than the page scrolls inside the answer, and no word in it is
     broken in the middle."""
@@ -184,6 +185,7 @@ def test_code_is_highlighted_and_copied_and_wide_tables_scroll(
     send(tab, "How do I greet?")
     answer = page.locator(".msg-assistant[data-status=complete]")
     expect(answer).to_have_count(1)
+    expect(answer.locator(".msg-meta .msg-model")).to_have_text("scripted")  # who wrote it
 
     block = answer.locator(".code-block")
     expect(block.locator(".code-language")).to_have_text("python")

@@ -43,7 +43,9 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
-def answer_open(*, room: Room, reply_to: Message, worker: str) -> tuple[Message, list[Message]]:
+def answer_open(
+    *, room: Room, reply_to: Message, worker: str, model: str = ""
+) -> tuple[Message, list[Message]]:
     """Open the room's assistant answer to ``reply_to`` (status ``streaming``); returns it,
     and the room's answer of a dead process that had to be closed first (``[]`` or one).
 
@@ -56,17 +58,19 @@ def answer_open(*, room: Room, reply_to: Message, worker: str) -> tuple[Message,
     """
     if question_waiting_first(room_id=room.pk, before=reply_to.seq) is not None:
         raise AssistantBusy("Questions asked before this one are waiting for their answers.")
-    answer = _answer_insert(room=room, reply_to=reply_to, worker=worker)
+    answer = _answer_insert(room=room, reply_to=reply_to, worker=worker, model=model)
     if answer is not None:
         return answer, []
     stale = answers_mark_stale(room=room)
-    answer = _answer_insert(room=room, reply_to=reply_to, worker=worker) if stale else None
+    answer = (
+        _answer_insert(room=room, reply_to=reply_to, worker=worker, model=model) if stale else None
+    )
     if answer is None:  # alive, or another process opened one in the meantime
         raise AssistantBusy("The assistant is already answering in this room.")
     return answer, stale
 
 
-def _answer_insert(*, room: Room, reply_to: Message, worker: str) -> Message | None:
+def _answer_insert(*, room: Room, reply_to: Message, worker: str, model: str) -> Message | None:
     """The new streaming answer, or ``None`` if the room has one (see :func:`message_store`)."""
     now = timezone.now()
     answer = Message(
@@ -76,6 +80,7 @@ def _answer_insert(*, room: Room, reply_to: Message, worker: str) -> Message | N
         status=Message.Status.STREAMING,
         reply_to=reply_to,
         worker=worker,
+        model=model[:200],
         created_at=now,
         updated_at=now,
     )
@@ -120,15 +125,23 @@ def answers_mark_stale(*, room: Room | None = None) -> list[Message]:
     return list(Message.objects.select_related("author", "room").filter(pk__in=ids))
 
 
-def answer_finish(*, answer: Message, text: str, status: str, error: str = "") -> Message:
-    """Close ``answer`` with its final text and a terminal status; returns it as stored
-    (the row is written, and the instance changed to match it, without reading it back)."""
+def answer_finish(
+    *, answer: Message, text: str, status: str, error: str = "", model: str = ""
+) -> Message:
+    """Close ``answer`` with its final text and a terminal status (and the model's name,
+    if its server gave one); returns it as stored (the row is written, and the instance
+    changed to match it, without reading it back)."""
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status!r} is not a terminal status")
     answer.text, answer.status, answer.error = text, status, error[:500]
+    answer.model = model[:200] or answer.model
     answer.updated_at = timezone.now()
     Message.objects.filter(pk=answer.pk).update(
-        text=answer.text, status=status, error=answer.error, updated_at=answer.updated_at
+        text=answer.text,
+        status=status,
+        error=answer.error,
+        model=answer.model,
+        updated_at=answer.updated_at,
     )
     return answer
 

@@ -21,7 +21,15 @@ from typing import Any, cast
 
 from .. import protocol
 from ..backends import get_backend
-from ..backends.base import BackendEvent, Finish, TextDelta, ToolCall, Usage, backend_event
+from ..backends.base import (
+    BackendEvent,
+    Finish,
+    Model,
+    TextDelta,
+    ToolCall,
+    Usage,
+    backend_event,
+)
 from ..conf import get_config
 from ..exceptions import BackendError
 from ..models import Message, Room
@@ -67,6 +75,7 @@ class Answer:
         # finish_reason is "cancelled" or "error" when the answer did not finish.
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        self.model = ""  # the model's name as its server gave it, if it did
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: StopReason | None = None
         self.stopped_by = ""  # who pressed stop, for a CANCELLED answer
@@ -96,6 +105,7 @@ class Answer:
             text=self.text,
             status=status,
             error=error,
+            model=self.model,
         )
         await broadcast(self.room, protocol.done(message_payload(final)))
         if status == Message.Status.FAILED:
@@ -189,9 +199,12 @@ class Answer:
             await stream.aclose()
 
     def _note(self, event: BackendEvent) -> None:
-        """Keep what the backend reports besides text: the last usage and finish reason."""
+        """Keep what the backend reports besides text: the last usage, model name and
+        finish reason."""
         if isinstance(event, Usage):
             self.usage = event
+        elif isinstance(event, Model):
+            self.model = event.name
         elif isinstance(event, Finish):
             self.finish_reason = event.reason
         elif isinstance(event, ToolCall):
@@ -274,7 +287,11 @@ async def answer_generate(*, room: Room, question: Message) -> Message:
     await answer.listen()
     try:
         message, interrupted = await database_call(
-            records.answer_open, room=room, reply_to=question, worker=WORKER_ID
+            records.answer_open,
+            room=room,
+            reply_to=question,
+            worker=WORKER_ID,
+            model=_model_name(room),
         )
     except BaseException:
         await answer.unlisten()
@@ -289,6 +306,15 @@ async def answer_generate(*, room: Room, question: Message) -> Message:
     _heartbeat.start()
     _flusher.start()
     return message
+
+
+def _model_name(room: Room) -> str:
+    """The name of the model that will answer in ``room``, as its backend gives it; ``""``
+    if the backend cannot be made (the answer then fails, with the reason, when it runs)."""
+    try:
+        return get_backend(room.backend).model_name
+    except Exception:
+        return ""
 
 
 class _Pass:

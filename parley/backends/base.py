@@ -108,9 +108,17 @@ class Finish:
     reason: str
 
 
-BackendEvent: TypeAlias = TextDelta | ToolCall | Usage | Finish
+@dataclass(frozen=True, slots=True)
+class Model:
+    """The model that is answering, as its server named it (``"gpt-4o-mini-2024-07-18"``
+    for ``gpt-4o-mini``): it replaces :attr:`AssistantBackend.model_name` on the answer."""
 
-EVENT_TYPES = (TextDelta, ToolCall, Usage, Finish)
+    name: str
+
+
+BackendEvent: TypeAlias = TextDelta | ToolCall | Usage | Model | Finish
+
+EVENT_TYPES = (TextDelta, ToolCall, Usage, Model, Finish)
 
 # Backend classes already warned that they yield bare strings: once per class is enough.
 _legacy_warned: set[type] = set()
@@ -139,7 +147,7 @@ def backend_event(item: object, *, backend: AssistantBackend) -> BackendEvent:
     raise BackendError(
         "The assistant failed unexpectedly.",
         detail=f"{name}.stream yielded a {type(item).__qualname__}, which is no backend "
-        "event: it may yield TextDelta, ToolCall, Usage and Finish (docs/backends.md).",
+        "event: it may yield TextDelta, ToolCall, Usage, Model and Finish (docs/backends.md).",
     )
 
 
@@ -153,10 +161,17 @@ class AssistantBackend(abc.ABC):
     def __init__(self, **options: Any) -> None:
         self.options = options
 
+    @property
+    def model_name(self) -> str:
+        """What each answer is labelled with: the model's name, or the backend's if it has
+        no model. The class name unless a backend says better."""
+        return type(self).__name__
+
     @abc.abstractmethod
     def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
         """Yield the answer as events, as it is produced: :class:`TextDelta` pieces of its
-        text, in order; :class:`ToolCall` and :class:`Usage` when the model reports them;
+        text, in order; :class:`ToolCall`, :class:`Usage` and :class:`Model` when the model
+        or its server reports them;
         then one :class:`Finish`, last. (A bare ``str`` is still taken as a text delta, with
         a warning: see :func:`backend_event`.)
 

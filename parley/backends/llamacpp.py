@@ -177,6 +177,11 @@ class LlamaCppBackend(AssistantBackend):
         finally:
             emit(_DONE)
 
+    @property
+    def model_name(self) -> str:
+        """The GGUF file's name, without its extension."""
+        return self.model_path.stem
+
     async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
         """Yield the model's answer piece by piece, then the sources of its passages (and
         the withheld note, if passages were withheld), then the :class:`Finish` (``"stop"``
@@ -198,6 +203,7 @@ class LlamaCppBackend(AssistantBackend):
 
         self._executor().submit(self._generate, self.messages(request), emit, stop)
         finish = Finish("stop")
+        text: list[str] = []  # for the sources it cites
         try:
             while (item := await queue.get()) is not _DONE:
                 if isinstance(item, BaseException):
@@ -205,10 +211,11 @@ class LlamaCppBackend(AssistantBackend):
                 if isinstance(item, Finish):
                     finish = item  # held back: the sources come first
                 elif isinstance(item, TextDelta):
+                    text.append(item.text)
                     yield item
         finally:
             stop.set()
-        ending = sources_markdown(request.passages[: self.max_passages])
+        ending = sources_markdown(request.passages[: self.max_passages], answer="".join(text))
         ending += withheld_markdown(request)
         if ending:
             yield TextDelta(ending)

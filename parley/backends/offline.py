@@ -120,7 +120,8 @@ def knowledge_answer(request: AssistantRequest) -> str | None:
         f"From *{passage.title}* [{numbers[(passage.title, passage.url)]}]:\n\n{excerpt}"
         for passage, excerpt in quoted
     ]
-    return "\n\n".join(blocks) + sources_markdown(used)
+    text = "\n\n".join(blocks)
+    return text + sources_markdown(used, answer=text)
 
 
 def compose_answer(request: AssistantRequest) -> str:
@@ -155,6 +156,10 @@ class OfflineBackend(AssistantBackend):
     def __init__(self, *, delay: float = 0.02, **options: Any) -> None:
         super().__init__(**options)
         self.delay = delay
+
+    @property
+    def model_name(self) -> str:
+        return "offline assistant"
 
     async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
         for piece in split_words(compose_answer(request)):

@@ -17,7 +17,15 @@ from urllib.parse import urlsplit, urlunsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from ..exceptions import BackendError, MissingDependency
-from .base import AssistantBackend, AssistantRequest, BackendEvent, Finish, TextDelta, Usage
+from .base import (
+    AssistantBackend,
+    AssistantRequest,
+    BackendEvent,
+    Finish,
+    Model,
+    TextDelta,
+    Usage,
+)
 from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown, withheld_markdown
 
 if TYPE_CHECKING:
@@ -140,10 +148,16 @@ class OpenAIBackend(AssistantBackend):
             self._clients[loop] = client
         return client
 
+    @property
+    def model_name(self) -> str:
+        return self.model
+
     async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
-        """Yield the text pieces of the model's answer as they arrive; with passages, the
-        prompt carries them as numbered sources and the answer ends with their links (and
-        with :data:`~parley.backends.prompt.WITHHELD_NOTE` when some were withheld). Then
+        """Yield the model's name as the server gives it (:class:`Model`), and the text
+        pieces of its answer as they arrive; with passages, the prompt carries them as
+        numbered sources and the answer ends with their links (see
+        :func:`~parley.backends.prompt.sources_markdown`; and with
+        :data:`~parley.backends.prompt.WITHHELD_NOTE` when some were withheld). Then
         the server's token counts as :class:`Usage`, if it sent them, and a :class:`Finish`
         with the ``finish_reason`` it gave (``"stop"`` if it gave none).
 
@@ -157,8 +171,13 @@ class OpenAIBackend(AssistantBackend):
         response = await self._create(client, request)
         reason = "stop"
         usage: Usage | None = None
+        model = ""  # as the server names it
+        text: list[str] = []  # for the sources it cites
         try:
             while (chunk := await self._next_chunk(response, client)) is not None:
+                if chunk.model and chunk.model != model:
+                    model = chunk.model
+                    yield Model(model)
                 # OpenAI sends the usage in a last chunk without choices; llama.cpp's server
                 # with the chunk that finishes.
                 usage = _usage(chunk.usage) or usage
@@ -167,13 +186,15 @@ class OpenAIBackend(AssistantBackend):
                 choice = chunk.choices[0]
                 content = getattr(getattr(choice, "delta", None), "content", None)
                 if content:
+                    text.append(content)
                     yield TextDelta(content)
                 reason = getattr(choice, "finish_reason", None) or reason
         finally:
             # Reached on exhaustion, error, aclose() and cancellation alike: closing the
             # response drops the connection, and the server stops generating.
             await response.close()
-        ending = sources_markdown(request.passages) + withheld_markdown(request)
+        ending = sources_markdown(request.passages, answer="".join(text))
+        ending += withheld_markdown(request)
         if ending:
             yield TextDelta(ending)
         if usage is not None:

@@ -108,13 +108,28 @@ def markdown_link(title: str, url: str) -> str:
     return f"[{text}]({url})"
 
 
-def sources_markdown(passages: tuple[Passage, ...] | list[Passage]) -> str:
-    """The Markdown that ends an answer given ``passages``: a "Sources" heading and a
-    numbered list of links, numbered as in the prompt. Empty without passages."""
+# A citation of source n, "[2]" (or "[1][2]"), but not a link's text "[2](…)", nor a
+# reference definition's label (a line "[2]: …", dropped first).
+_CITATION = re.compile(r"\[(\d{1,3})\](?!\()")
+_DEFINITION = re.compile(r"^ {0,3}\[\d{1,3}\]:.*$", re.M)
+
+SOURCES_CITED = "**Sources**"
+SOURCES_GIVEN = "**Sources given to the assistant** (none cited)"
+
+
+def sources_markdown(passages: tuple[Passage, ...] | list[Passage], *, answer: str) -> str:
+    """The Markdown that ends a model's ``answer`` given ``passages``: the sources it cites
+    by number ([1]), numbered as in the prompt, under "Sources"; if it cites none, all of
+    them, under a heading that says they were given and not cited. Empty without passages.
+    A source is never shown as used when the answer did not say it used it."""
     if not passages:
         return ""
-    lines = [f"{s.number}. {markdown_link(s.title, s.url)}" for s in passages_sources(passages)]
-    return "\n\n**Sources**\n\n" + "\n".join(lines) + "\n"
+    sources = passages_sources(passages)
+    cited = {int(number) for number in _CITATION.findall(_DEFINITION.sub("", answer))}
+    shown = [s for s in sources if s.number in cited]
+    heading = SOURCES_CITED if shown else SOURCES_GIVEN
+    lines = [f"{s.number}. {markdown_link(s.title, s.url)}" for s in shown or sources]
+    return f"\n\n{heading}\n\n" + "\n".join(lines) + "\n"
 
 
 def withheld_markdown(request: AssistantRequest) -> str:

@@ -59,6 +59,10 @@ class ScriptedBackend(AssistantBackend):
             raise ValueError(f"pieces must be 'words' or 'characters', not {pieces!r}")
         self.split: Callable[[str], list[str]] = split_words if pieces == "words" else list
 
+    @property
+    def model_name(self) -> str:
+        return "scripted"
+
     async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
         text = self.reply.format(question=request.question, user=request.user, room=request.room)
         pieces = self.split(text) * self.repeat

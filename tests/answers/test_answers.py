@@ -123,6 +123,20 @@ async def test_an_answer_streams_from_the_model_to_the_room(member, fake_openai)
     assert fake_openai.last.body["messages"][-1] == {"role": "user", "content": "alice: hi"}
 
 
+async def test_an_answer_names_the_model_its_server_says_wrote_it(member, fake_openai):
+    """At first the model asked for (the backend's name for it), at the end the one the
+    server says it ran: stored, in `done` and in the history."""
+    fake_openai.script = Script(model="fake-model-2026-12-01")
+    frames, done = await ask(member, "hi", client_id="c1")
+    _, opened = (frame["message"] for frame in of_type(frames, "message"))
+    assert opened["model"] == "fake-model"
+    assert done["message"]["model"] == "fake-model-2026-12-01"
+    assert (await stored(opened["id"])).model == "fake-model-2026-12-01"
+    await member.send(type="resume", after=0)
+    history = await member.expect("history")
+    assert [m.get("model") for m in history["messages"]] == [None, "fake-model-2026-12-01"]
+
+
 async def test_stop_cancels_the_answer_and_the_model_stops_generating(member, fake_openai):
     fake_openai.script = SLOW
     start = len(member.frames)

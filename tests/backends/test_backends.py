@@ -22,6 +22,7 @@ from parley.backends.base import (
     AssistantBackend,
     AssistantRequest,
     Finish,
+    Model,
     Passage,
     TextDelta,
     ToolCall,
@@ -302,15 +303,38 @@ class TestOpenAIBackend(BackendContract):
         assert f"[2] Configuration › Variables\n{SETTINGS.text}" in system
         assert messages[1] == {"role": "user", "content": "alice: Which URL for Ollama?"}
 
-    async def test_the_answer_ends_with_the_sources(self, make_backend, fake_openai):
+    async def test_an_answer_that_cites_no_source_lists_them_as_given_not_cited(
+        self, make_backend, fake_openai
+    ):
         request = ask("Which URL for Ollama?", passages=(OLLAMA, SETTINGS))
         pieces = await collect(make_backend().stream(request))
         assert "".join(pieces[:-1]) == Script().text
         assert pieces[-1] == (
-            "\n\n**Sources**\n\n"
+            "\n\n**Sources given to the assistant** (none cited)\n\n"
             "1. [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
             "2. [Configuration › Variables](/knowledge/docs/configuration.md#variables)\n"
         )
+
+    async def test_an_answer_lists_only_the_sources_it_cites(self, make_backend, fake_openai):
+        """Cited by number as the prompt asks ([2]); a link's text "[1](…)" or a number
+        beyond the sources is no citation."""
+        fake_openai.script = Script(
+            tokens=["Use ", "the base URL [", "2]; see [1](https://x.test) and [9]."]
+        )
+        request = ask("Which URL for Ollama?", passages=(OLLAMA, SETTINGS))
+        pieces = await collect(make_backend().stream(request))
+        assert pieces[-1] == (
+            "\n\n**Sources**\n\n"
+            "2. [Configuration › Variables](/knowledge/docs/configuration.md#variables)\n"
+        )
+
+    async def test_the_model_is_named_as_the_server_names_it(self, make_backend, fake_openai):
+        backend = make_backend(model="gpt-4o-mini")
+        assert backend.model_name == "gpt-4o-mini"
+        fake_openai.script = Script(model="gpt-4o-mini-2024-07-18")
+        events = await collect_events(backend.stream(QUESTION))
+        assert [e for e in events if isinstance(e, Model)] == [Model("gpt-4o-mini-2024-07-18")]
+        assert isinstance(events[0], Model)
 
     async def test_withheld_passages_are_told_to_the_model_and_the_room(
         self, make_backend, fake_openai
@@ -345,6 +369,7 @@ class TestOpenAIBackend(BackendContract):
         fake_openai.script = Script(tokens=["Cut", " short"], finish_reason="length")
         events = await collect_events(make_backend().stream(QUESTION))
         assert events == [
+            Model("fake-model"),  # the server's name for it (the fake echoes the request's)
             TextDelta("Cut"),
             TextDelta(" short"),
             Usage(prompt_tokens=10, completion_tokens=2),  # as tests/openai_server.py counts
@@ -389,7 +414,7 @@ class TestOpenAIBackend(BackendContract):
 
     async def test_the_sources_come_before_usage_and_finish(self, make_backend, fake_openai):
         events = await collect_events(make_backend().stream(ask("Ollama?", passages=(OLLAMA,))))
-        assert isinstance(events[-3], TextDelta) and "**Sources**" in events[-3].text
+        assert isinstance(events[-3], TextDelta) and "**Sources given" in events[-3].text
         assert isinstance(events[-2], Usage) and events[-1] == Finish("stop")
 
     async def test_unicode_survives(self, make_backend, fake_openai):
@@ -424,6 +449,7 @@ class TestOpenAIBackend(BackendContract):
 
     async def test_closing_the_stream_closes_the_upstream_response(self, slow_backend, fake_openai):
         stream = slow_backend.stream(QUESTION)
+        assert await stream.__anext__() == Model("fake-model")
         assert await stream.__anext__() == TextDelta("word0 ")
         await stream.aclose()
         await self.assert_upstream_stopped(fake_openai)
@@ -616,4 +642,4 @@ def test_anything_else_is_a_backend_error_naming_the_class_and_the_type(item):
     assert info.value.detail.startswith(  # for the log
         f"parley.backends.scripted.ScriptedBackend.stream yielded a {type(item).__qualname__},"
     )
-    assert "TextDelta, ToolCall, Usage and Finish" in info.value.detail
+    assert "TextDelta, ToolCall, Usage, Model and Finish" in info.value.detail

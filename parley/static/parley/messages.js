@@ -66,6 +66,7 @@ export class MessageList {
     renderStatus(li, message);
     this.renderWithdraw(li, message);
     this.renderCopy(li, message);
+    renderModel(li, message);
     li.parleyText = message.text;
     if (announce && !streaming && (fresh || wasStreaming)) this.announce(message);
   }
@@ -261,7 +262,9 @@ function renderBlocks(el, message) {
 /** The streaming cursor goes at the end of `target` (CSS draws it). */
 function moveCursor(el, target) {
   if (el.parleyCursor === target) return;
-  el.parleyCursor?.classList.remove("cursor");
+  const before = el.parleyCursor;
+  before?.classList.remove("cursor");
+  if (before && !before.classList.length) before.removeAttribute("class"); // as the server sent it
   target?.classList.add("cursor");
   el.parleyCursor = target;
 }
@@ -336,6 +339,18 @@ export function copyButton(label, name, text) {
  * screen reader may announce again). */
 export function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
+}
+
+/** Which model wrote an answer, after its author's name. */
+function renderModel(li, message) {
+  if (message.role !== "assistant" || !message.model) return;
+  let model = li.querySelector(".msg-model");
+  if (!model) {
+    model = element("span", "msg-model");
+    model.title = "The model that wrote this answer";
+    li.querySelector(".msg-author").after(model);
+  }
+  setText(model, message.model);
 }
 
 function renderStatus(li, message) {
