@@ -11,8 +11,9 @@ class ParleyConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, once the models are loaded, for what importing them does: register
         # the system checks, and connect the receivers that reset the settings, that revoke
-        # sockets, and that keep registered models' passages in step with their objects.
+        # sockets, that nudge room lists, and that keep registered models' passages in step
+        # with their objects.
         from . import checks, conf  # noqa: F401
         from .knowledge import signals  # noqa: F401
-        from .realtime import access  # noqa: F401
+        from .realtime import access, inbox  # noqa: F401
         from .visitors import signals as visitor_signals  # noqa: F401

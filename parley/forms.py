@@ -14,18 +14,12 @@ from .models import Room
 _INVISIBLE = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
 
 
-class RoomCreateForm(forms.Form):
-    """A new room: its title, and whether others may be invited into it."""
+class RoomTitleForm(forms.Form):
+    """A room's title, as it is given to a new room or a renamed one."""
 
     title = forms.CharField(
         max_length=Room._meta.get_field("title").max_length,
         widget=forms.TextInput(attrs={"placeholder": "e.g. Trip planning", "autocomplete": "off"}),
-    )
-    kind = forms.ChoiceField(
-        choices=Room.Kind.choices,
-        initial=Room.Kind.PRIVATE,
-        widget=forms.RadioSelect,
-        label="Who can join",
     )
 
     def clean_title(self) -> str:
@@ -33,6 +27,17 @@ class RoomCreateForm(forms.Form):
         if not title:
             raise forms.ValidationError("Give the room a title.")
         return title
+
+
+class RoomCreateForm(RoomTitleForm):
+    """A new room: its title, and whether others may be invited into it."""
+
+    kind = forms.ChoiceField(
+        choices=Room.Kind.choices,
+        initial=Room.Kind.PRIVATE,
+        widget=forms.RadioSelect,
+        label="Who can join",
+    )
 
 
 class InviteForm(forms.Form):

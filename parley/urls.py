@@ -11,6 +11,13 @@ urlpatterns = [
     path("rooms/<str:public_id>/", views.room_detail, name="room"),
     path("rooms/<str:public_id>/invite/", views.room_invite, name="invite"),
     path("rooms/<str:public_id>/leave/", views.room_leave, name="leave"),
+    path("rooms/<str:public_id>/rename/", views.room_rename, name="rename"),
+    path("rooms/<str:public_id>/delete/", views.room_delete, name="delete"),
+    path(
+        "rooms/<str:public_id>/members/<int:user_id>/remove/",
+        views.room_member_remove,
+        name="remove-member",
+    ),
     path(
         "invitations/<int:invitation_id>/accept/",
         views.invitation_answer,

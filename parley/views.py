@@ -16,13 +16,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from .exceptions import RateLimited, RoomPermissionDenied
-from .forms import InviteForm, RoomCreateForm
+from .forms import InviteForm, RoomCreateForm, RoomTitleForm
 from .knowledge.permissions import Reader
 from .knowledge.sources import FILES
 from .knowledge.store import document_text
 from .middleware import add_content_security_policy
 from .models import Room
-from .realtime.routing import socket_path
+from .realtime.routing import inbox_socket_path, socket_path
 from .realtime.status import status_snapshot
 from .rendering import render_document
 from .rooms import selectors, services
@@ -115,6 +115,7 @@ def room_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         ),
         "invitations": selectors.invitations_pending(user=request.user),
         "form": form,
+        "inbox_socket_path": inbox_socket_path(),
     }
     return render(request, "parley/rooms.html", context, status=status)
 
@@ -131,6 +132,8 @@ def room_detail(request: AuthenticatedHttpRequest, public_id: str) -> HttpRespon
         "members": selectors.room_members(room=room),
         "invite_form": InviteForm() if room.kind == Room.Kind.SHARED else None,
         "can_leave": room.kind == Room.Kind.SHARED and request.user.pk != room.owner_id,
+        "is_owner": request.user.pk == room.owner_id,
+        "rename_form": RoomTitleForm(initial={"title": room.title}),
     }
     return render(request, "parley/room.html", context)
 
@@ -178,6 +181,69 @@ def room_invite(request: AuthenticatedHttpRequest, public_id: str) -> HttpRespon
             f"If “{_isolated(username)}” has an account here, they are invited: they join "
             "the room when they accept.",
         )
+    return redirect("parley:room", public_id=room.public_id)
+
+
+@content_security_policy
+@login_required
+@require_POST
+def room_rename(request: AuthenticatedHttpRequest, public_id: str) -> HttpResponse:
+    """Give a room a new title (its owner only); its members' pages show it at once."""
+    room = _room_for_member(request, public_id)
+    form = RoomTitleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(str(error) for error in form.errors["title"]))
+        return redirect("parley:room", public_id=room.public_id)
+    try:
+        services.room_rename(room=room, by=request.user, title=form.cleaned_data["title"])
+    except RoomPermissionDenied as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"The room is now called “{_isolated(room.title)}”.")
+    return redirect("parley:room", public_id=room.public_id)
+
+
+@content_security_policy
+@login_required
+@require_http_methods(["GET", "POST"])
+def room_delete(request: AuthenticatedHttpRequest, public_id: str) -> HttpResponse:
+    """Delete a room (its owner only): GET asks to confirm, saying what goes; POST deletes
+    it, with its messages, for every member, whose open pages are told at once."""
+    room = _room_for_member(request, public_id)
+    if request.user.pk != room.owner_id:
+        messages.error(request, "Only the room's owner may delete it.")
+        return redirect("parley:room", public_id=room.public_id)
+    if request.method == "GET":
+        context = {
+            "room": room,
+            "message_count": selectors.room_message_count(room=room),
+            "member_count": len(selectors.room_members(room=room)),
+        }
+        return render(request, "parley/room_delete.html", context)
+    title = room.title
+    deleted = services.room_delete(room=room, by=request.user)
+    messages.success(request, f"“{_isolated(title)}” and its {deleted} messages were deleted.")
+    return redirect("parley:rooms")
+
+
+@content_security_policy
+@login_required
+@require_POST
+def room_member_remove(
+    request: AuthenticatedHttpRequest, public_id: str, user_id: int
+) -> HttpResponse:
+    """Take a member out of a room (its owner only): their open pages of it are closed."""
+    room = _room_for_member(request, public_id)
+    member = next((m for m in selectors.room_members(room=room) if m.pk == user_id), None)
+    if member is None:
+        raise Http404("No such member.")
+    try:
+        services.room_member_remove(room=room, user=member, by=request.user)
+    except RoomPermissionDenied as exc:
+        messages.error(request, str(exc))
+    else:
+        name = _isolated(member.get_username())
+        messages.success(request, f"“{name}” is no longer a member; they can be invited again.")
     return redirect("parley:room", public_id=room.public_id)
 
 

@@ -977,3 +977,49 @@ def test_a_question_asked_during_an_answer_waits_and_is_answered_after_it(
     )
     assert replies == ["first question", "second question"]  # the withdrawn one: none
     assert tab.errors == []
+
+
+def test_rooms_are_managed_and_every_open_page_follows_live(servers, alice, bob, new_tab):
+    """Alice's room list shows Bob's invitation the moment he sends it; she accepts. Bob
+    renames the room: her open page shows the new title. He deletes it, after a page that
+    says what goes: her page says the room was deleted and stops reconnecting. No reload
+    on her side, at any point."""
+    from playwright.sync_api import expect
+
+    server = servers(name="browser-manage")
+    mine, his = new_tab(), new_tab()
+    log_in(mine, server, "alice")
+    log_in(his, server, "bob")
+    page, bob_page = mine.page, his.page
+    expect(page.locator(".invitation")).to_have_count(0)
+
+    bob_page.get_by_label("Title").fill("Trip")
+    bob_page.get_by_label("Shared").check()
+    bob_page.get_by_role("button", name="Create room").click()
+    expect(bob_page.locator("#connection-state")).to_have_attribute("data-state", "connected")
+    bob_page.get_by_label("Invite by username").fill("alice")
+    bob_page.get_by_role("button", name="Invite").click()
+
+    invitation = page.locator(".invitation")
+    expect(invitation).to_contain_text("bob invited you to Trip")
+    expect(page.locator("#rooms-status")).to_have_text("New invitation: bob invited you to Trip.")
+    mine.shot("invitation-live")
+    invitation.get_by_role("button", name="Accept").click()
+    expect(page.locator("#connection-state")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#room-title")).to_have_text("Trip")
+
+    bob_page.get_by_label("Title", exact=True).fill("Trip 2026")
+    bob_page.get_by_role("button", name="Rename").click()
+    expect(page.locator("#room-title")).to_have_text("Trip 2026")
+    assert page.title() == "Trip 2026 · Parley"
+
+    bob_page.get_by_role("link", name="Delete room…").click()
+    expect(bob_page.locator(".confirm")).to_contain_text("Its 0 messages will be deleted")
+    his.shot("delete-confirm")
+    bob_page.get_by_role("button", name="Delete the room and its messages").click()
+    expect(bob_page.locator(".flash")).to_contain_text("and its 0 messages were deleted")
+    expect(bob_page.locator(".room-card")).to_have_count(0)
+    expect(page.locator("#connection-state")).to_have_attribute("data-state", "offline")
+    expect(page.locator("#connection-state")).to_contain_text("this room was deleted")
+    mine.shot("room-deleted")
+    assert mine.errors == [] and his.errors == []

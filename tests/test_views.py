@@ -9,7 +9,7 @@ import pytest
 from django.db.models import F
 from django.urls import reverse
 
-from parley.models import Invitation, Membership, Room
+from parley.models import Invitation, Membership, Message, Room
 from parley.rooms import selectors, services
 
 pytestmark = pytest.mark.django_db
@@ -480,3 +480,87 @@ def test_a_host_overriding_parley_base_gets_parleys_pages_in_its_own_layout(
     assert f'data-room-id="{private_room.public_id}"' in main
     assert "parley/parley.css" in page and "parley/chat.js" in page
     assert f"<title>{private_room.title} · Parley</title>" in page
+
+
+# Managing a room ---------------------------------------------------------------------------
+
+
+def room_action(action: str, room, **kwargs: int) -> str:
+    return reverse(f"parley:{action}", kwargs={"public_id": room.public_id, **kwargs})
+
+
+def test_the_owner_renames_the_room_and_members_cannot(alice_client, client, bob, shared_room):
+    response = alice_client.post(
+        room_action("rename", shared_room), {"title": " Launch "}, follow=True
+    )
+    assert messages_of(response) == ["The room is now called “\u2068Launch\u2069”."]
+    shared_room.refresh_from_db()
+    assert shared_room.title == "Launch"
+    empty = alice_client.post(room_action("rename", shared_room), {"title": "\u200b "}, follow=True)
+    assert messages_of(empty) == ["Give the room a title."]
+    client.force_login(bob)
+    page = client.get(room_url(shared_room.public_id)).content.decode()
+    assert "Rename" not in page and "Delete room" not in page  # only the owner's page has them
+    refused = client.post(room_action("rename", shared_room), {"title": "Bob's"}, follow=True)
+    assert messages_of(refused) == ["Only the room's owner may rename it."]
+    shared_room.refresh_from_db()
+    assert shared_room.title == "Launch"
+
+
+def test_deleting_a_room_asks_first_saying_what_goes_then_deletes_its_messages(
+    alice_client, shared_room
+):
+    services.message_post(room=shared_room, author=shared_room.owner, text="one", client_id="a")
+    services.message_post(room=shared_room, author=shared_room.owner, text="two", client_id="b")
+    page = alice_client.get(room_action("delete", shared_room))
+    text = " ".join(page.content.decode().split())
+    assert "Its 2 messages will be deleted for all 2 members" in text
+    assert "This cannot be undone." in text
+    assert Room.objects.filter(pk=shared_room.pk).exists()  # asking deletes nothing
+    response = alice_client.post(room_action("delete", shared_room), follow=True)
+    assert messages_of(response) == ["“\u2068Team\u2069” and its 2 messages were deleted."]
+    assert not Room.objects.filter(pk=shared_room.pk).exists()
+    assert not Message.objects.filter(room_id=shared_room.pk).exists()
+
+
+def test_only_the_owner_deletes_and_strangers_learn_nothing(client, bob, make_user, shared_room):
+    client.force_login(bob)
+    response = client.post(room_action("delete", shared_room), follow=True)
+    assert messages_of(response) == ["Only the room's owner may delete it."]
+    client.force_login(make_user("mallory"))
+    for action in ("delete", "rename"):
+        assert client.post(room_action(action, shared_room)).status_code == 404
+    assert Room.objects.filter(pk=shared_room.pk).exists()
+
+
+def test_the_owner_removes_a_member_who_can_be_invited_again(
+    alice_client, client, bob, shared_room
+):
+    remove = room_action("remove-member", shared_room, user_id=bob.pk)
+    assert (
+        f'action="{remove}"' in alice_client.get(room_url(shared_room.public_id)).content.decode()
+    )
+    response = alice_client.post(remove, follow=True)
+    assert messages_of(response) == [
+        "“\u2068bob\u2069” is no longer a member; they can be invited again."
+    ]
+    assert not selectors.room_is_member(room=shared_room, user=bob)
+    assert services.invitation_create(room=shared_room, by=shared_room.owner, username="bob")
+    client.force_login(bob)
+    assert client.get(room_url(shared_room.public_id)).status_code == 404
+
+
+def test_a_member_cannot_remove_another_nor_the_owner_be_removed(
+    alice_client, client, alice, bob, make_user, shared_room
+):
+    carol = make_user("carol")
+    services.room_member_add(room=shared_room, user=carol, by=alice)
+    client.force_login(bob)
+    response = client.post(room_action("remove-member", shared_room, user_id=carol.pk), follow=True)
+    assert messages_of(response) == ["Only the room's owner may remove its members."]
+    owner = alice_client.post(
+        room_action("remove-member", shared_room, user_id=alice.pk), follow=True
+    )
+    assert messages_of(owner) == ["The owner of a room cannot leave it."]
+    assert client.post(room_action("remove-member", shared_room, user_id=99999)).status_code == 404
+    assert selectors.room_is_member(room=shared_room, user=carol)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from .codes import (
     CLOSE_FORBIDDEN,
     CLOSE_RATE_LIMITED,
+    CLOSE_ROOM_DELETED,
     CLOSE_TOO_SLOW,
     CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHENTICATED,
     NOT_A_MEMBER,
+    ROOM_DELETED,
     SIGNED_OUT,
     Refusal,
 )
@@ -35,17 +37,20 @@ from .frames import (
     history,
     message,
     parse_client_frame,
+    room,
     sync,
 )
 
 __all__ = [
     "CLOSE_FORBIDDEN",
     "CLOSE_RATE_LIMITED",
+    "CLOSE_ROOM_DELETED",
     "CLOSE_TOO_SLOW",
     "CLOSE_TRY_AGAIN",
     "CLOSE_UNAUTHENTICATED",
     "MAX_SEQ",
     "NOT_A_MEMBER",
+    "ROOM_DELETED",
     "SIGNED_OUT",
     "VERSION",
     "Cancel",
@@ -65,6 +70,7 @@ __all__ = [
     "history",
     "message",
     "parse_client_frame",
+    "room",
     "snapshot_event",
     "sync",
 ]

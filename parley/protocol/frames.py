@@ -223,6 +223,11 @@ def history(*, messages: list[dict[str, Any]], more: bool, last_seq: int) -> dic
     return {"type": "history", "messages": messages, "more": more, "last_seq": last_seq}
 
 
+def room(payload: dict[str, Any]) -> dict[str, Any]:
+    """The room changed (its title): ``payload`` is the room as ``hello`` gives it."""
+    return {"type": "room", "room": payload}
+
+
 def sync() -> dict[str, Any]:
     """Live frames may have been lost (the channel layer was down): resume from your last seq."""
     return {"type": "sync"}

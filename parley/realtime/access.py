@@ -9,6 +9,8 @@ so they reach sockets on every process when the layer is Redis:
 
 - a membership deleted (``room_member_remove``, the admin, a cascade): the user's sockets in
   that room get ``forbidden`` and close 4403;
+- a room deleted (``room_delete``, the admin): its sockets get ``room_deleted`` and close
+  4404, and its answer is stopped;
 - the user deactivated or deleted, or their session auth hash changed (a new password): all
   their sockets get ``unauthenticated`` and close 4401;
 - a logout: the sockets opened with that session (by cookie, or by a ticket issued from it)
@@ -41,7 +43,7 @@ from django.utils.crypto import constant_time_compare
 
 from ..conf import get_config
 from ..models import Membership, Room
-from ..protocol import NOT_A_MEMBER, SIGNED_OUT, Refusal, events
+from ..protocol import NOT_A_MEMBER, ROOM_DELETED, SIGNED_OUT, Refusal, events
 from ..rooms import selectors
 from . import hub as hubs
 from .db import database_call
@@ -91,7 +93,9 @@ def revocation(event: dict[str, Any], grant: Grant) -> Refusal | None:
     if "visitor" in event:  # logged in (its conversations are an account's now) or deleted
         return SIGNED_OUT if event["visitor"] == grant.visitor else None
     if "room" in event:
-        return NOT_A_MEMBER if event["room"] == grant.room_id else None
+        if event["room"] != grant.room_id:
+            return None
+        return ROOM_DELETED if event.get("deleted") else NOT_A_MEMBER
     if event.get("active") is False:
         return SIGNED_OUT
     if "auth" in event and not constant_time_compare(event["auth"], digest(grant.auth_hash)):
@@ -109,34 +113,57 @@ def access_publish(event: dict[str, Any]) -> None:
     waiting: in a server process it goes out through the hub on the server's event loop;
     elsewhere (a management command, a shell, a WSGI process) straight to the channel layer.
     A failure is logged: the periodic re-check closes the sockets later."""
-    event = {"type": events.ACCESS, **event}
+    group_send_from_thread(hubs.access_group_name(), {"type": events.ACCESS, **event})
+
+
+def group_send_from_thread(group: str, event: dict[str, Any]) -> None:
+    """Send ``event`` to ``group`` from any thread, without waiting, as
+    :func:`access_publish` does."""
     running = hubs.running_hubs()
     if running:
         loop, hub = running[0]
-        asyncio.run_coroutine_threadsafe(hub.group_send(hub.access_group, event), loop)
+        asyncio.run_coroutine_threadsafe(hub.group_send(group, event), loop)
         return
     layer = get_channel_layer()
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(hubs.access_group_name(), event)
+        async_to_sync(layer.group_send)(group, event)
     except Exception as exc:
         logger.warning("could not push a revocation (%s); the re-check will close it", exc)
 
 
-def _publish_on_commit(event: dict[str, Any], using: str | None) -> None:
+def publish_on_commit(event: dict[str, Any], using: str | None = None) -> None:
+    """:func:`access_publish` ``event`` once the transaction commits."""
     transaction.on_commit(functools.partial(access_publish, event), using=using, robust=True)
 
 
 def visitor_revoke_on_commit(public_id: str) -> None:
     """Once the transaction commits, end the open sockets of the visitor ``public_id`` (it
     logged in, or was deleted): they get ``unauthenticated`` and close 4401."""
-    _publish_on_commit({"user": visitor_key(public_id), "visitor": public_id}, None)
+    publish_on_commit({"user": visitor_key(public_id), "visitor": public_id}, None)
+
+
+@receiver(pre_delete, sender=Room)
+def _room_deleted(sender: Any, instance: Room, using: str, **kwargs: Any) -> None:
+    # pre_delete: before the cascade's post_delete of the memberships, so that the sockets
+    # hear 4404 (the room is gone), not 4403 (you were removed).
+    users = [str(pk) for pk in instance.memberships.values_list("user_id", flat=True)]
+    if instance.visitor is not None:
+        users.append(visitor_key(instance.visitor.public_id))
+    for user in users:
+        publish_on_commit({"user": user, "room": instance.pk, "deleted": True}, using)
+    # Its answer, whichever process runs it, stops: nobody is left to read it.
+    group = instance.control_group_name
+    stop = {**events.cancel_event(message_id=None, by="(room deleted)"), "group": group}
+    transaction.on_commit(
+        functools.partial(group_send_from_thread, group, stop), using=using, robust=True
+    )
 
 
 @receiver(post_delete, sender=Membership)
 def _membership_deleted(sender: Any, instance: Membership, using: str, **kwargs: Any) -> None:
-    _publish_on_commit({"user": str(instance.user_id), "room": instance.room_id}, using)
+    publish_on_commit({"user": str(instance.user_id), "room": instance.room_id}, using)
 
 
 @receiver(post_save, sender=settings.AUTH_USER_MODEL)
@@ -151,14 +178,14 @@ def _user_saved(
         "active": bool(getattr(instance, "is_active", True)),
         "auth": digest(auth_hash(instance)),
     }
-    _publish_on_commit(event, using)
+    publish_on_commit(event, using)
 
 
 @receiver(pre_delete, sender=settings.AUTH_USER_MODEL)
 def _user_deleted(sender: Any, instance: Any, using: str, **kwargs: Any) -> None:
     # pre_delete: sent before the cascade's post_delete of the memberships, so this event
     # goes first and the sockets hear 4401 (signed out) rather than 4403.
-    _publish_on_commit({"user": str(instance.pk), "active": False}, using)
+    publish_on_commit({"user": str(instance.pk), "active": False}, using)
 
 
 @receiver(user_logged_out)

@@ -146,6 +146,20 @@ class RoomHub:
             if joining is not None:  # a member joined just before us: wait for the group
                 await joining.wait()
 
+    async def follow(self, user: str, member: Member) -> None:
+        """Pass the ``parley.access`` events of ``user`` (a user key) to ``member``, a socket
+        in no room (the room list's: :mod:`.inbox`). It counts for :meth:`user_sockets`."""
+        if not self.channel:
+            await self.start()
+        self.users.setdefault(user, set()).add(member)
+
+    async def unfollow(self, user: str, member: Member) -> None:
+        sockets = self.users.get(user)
+        if sockets is not None:
+            sockets.discard(member)
+            if not sockets:
+                del self.users[user]
+
     async def leave(self, group: str, member: Member, token: int, *, user: str = "") -> None:
         """Remove ``member``; the process leaves the group with its last."""
         self.members.pop(token, None)

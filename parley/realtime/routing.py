@@ -12,18 +12,28 @@ from django.urls.resolvers import RegexPattern
 
 from ..conf import get_config
 from .consumers import RoomConsumer
+from .inbox import InboxConsumer
 from .origins import origin_allowed
 
 websocket_urlpatterns = [
     path("ws/rooms/<str:room>/", RoomConsumer.as_asgi(), name="parley-room-socket"),
+    path("ws/inbox/", InboxConsumer.as_asgi(), name="parley-inbox-socket"),
 ]
 
 
 def socket_path(room: str) -> str:
     """The path of the socket of the room with public id ``room``: its route reversed under
     ``PARLEY["SOCKET_PREFIX"]``, where the host mounted :data:`websocket_urlpatterns`."""
+    return _prefixed(_routes().reverse("parley-room-socket", room=room))
+
+
+def inbox_socket_path() -> str:
+    """The path of the room list's socket (:mod:`.inbox`), as :func:`socket_path`."""
+    return _prefixed(_routes().reverse("parley-inbox-socket"))
+
+
+def _prefixed(route: str) -> str:
     prefix = "/" + get_config().socket_prefix.strip("/")
-    route = _routes().reverse("parley-room-socket", room=room)
     return f"{prefix.rstrip('/')}/{route}"
 
 

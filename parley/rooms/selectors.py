@@ -76,6 +76,10 @@ def room_members(*, room: Room) -> list[_User]:
     return room_member_users(room_id=room.pk)
 
 
+def room_message_count(*, room: Room) -> int:
+    return Message.objects.filter(room=room).count()
+
+
 def user_get_by_username(*, username: str) -> _User | None:
     """The active user called ``username`` (exact match on the user model's username field),
     or None."""

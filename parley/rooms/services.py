@@ -38,6 +38,30 @@ def room_create(*, owner: _User, title: str, kind: str = Room.Kind.PRIVATE) -> R
     return room
 
 
+def room_rename(*, room: Room, by: _User, title: str) -> Room:
+    """Give ``room`` a new title (its owner only: :class:`RoomPermissionDenied`). Its
+    members' pages show it at once: the room's sockets get a ``room`` frame, their room
+    lists a nudge (parley/realtime/inbox.py)."""
+    if by.pk != room.owner_id:
+        raise RoomPermissionDenied("Only the room's owner may rename it.")
+    room.title = title.strip() or room.title
+    room.save(update_fields=["title"])
+    return room
+
+
+def room_delete(*, room: Room, by: _User) -> int:
+    """Delete ``room`` with its messages, memberships and invitations (its owner only:
+    :class:`RoomPermissionDenied`); returns how many messages went. Its open sockets, on
+    every server process, are told ``room_deleted`` and closed (4404), and its answer is
+    stopped (parley/realtime/access.py)."""
+    if by.pk != room.owner_id:
+        raise RoomPermissionDenied("Only the room's owner may delete it.")
+    with transaction.atomic():
+        messages = Message.objects.filter(room=room).count()
+        room.delete()
+    return messages
+
+
 def room_member_add(*, room: Room, user: _User, by: _User | None = None) -> Membership:
     """Make ``user`` a member of a shared room at once, without asking them: for the admin,
     commands and tests. People invite through :func:`invitation_create`, which waits for the

@@ -366,24 +366,34 @@ test("the socket reconnects with growing delays and resets after the server talk
   assert.deepEqual(states.slice(0, 4), ["connecting", "reconnecting", "connecting", "reconnecting"]);
 });
 
-test("the socket gives up on 4401/4403 closes", () => {
-  FakeSocket.made = [];
-  const timers = fakeTimers();
-  const socket = new ReconnectingSocket("ws://x/", {
-    WebSocket: FakeSocket,
-    setTimeout: timers.setTimeout,
-    clearTimeout: timers.clearTimeout,
-    connectTimeout: 99999,
+for (const code of [4401, 4403, 4404]) {
+  test(`the socket gives up on a ${code} close`, () => {
+    FakeSocket.made = [];
+    const timers = fakeTimers();
+    const socket = new ReconnectingSocket("ws://x/", {
+      WebSocket: FakeSocket,
+      setTimeout: timers.setTimeout,
+      clearTimeout: timers.clearTimeout,
+      connectTimeout: 99999,
+    });
+    socket.start();
+    FakeSocket.made[0].open();
+    FakeSocket.made[0].close(code);
+    assert.equal(socket.state.state, "closed");
+    assert.equal(socket.state.code, code);
+    assert.equal(timers.timers.size, 0);
+    socket.reconnectNow();
+    assert.equal(FakeSocket.made.length, 1);
+    assert.equal(socket.send({ type: "cancel" }), false);
   });
-  socket.start();
-  FakeSocket.made[0].open();
-  FakeSocket.made[0].close(4403);
-  assert.equal(socket.state.state, "closed");
-  assert.equal(socket.state.code, 4403);
-  assert.equal(timers.timers.size, 0);
-  socket.reconnectNow();
-  assert.equal(FakeSocket.made.length, 1);
-  assert.equal(socket.send({ type: "cancel" }), false);
+}
+
+test("a room frame gives the room's new title", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  const update = state.apply({ type: "room", room: { id: "r1", title: "Renamed", kind: "shared" } });
+  assert.equal(update.room, true);
+  assert.equal(state.room.title, "Renamed");
 });
 
 test("a socket with a URL function asks it for every attempt, and stops on a fatal error", async () => {

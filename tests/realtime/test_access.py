@@ -10,6 +10,7 @@ import contextlib
 import json
 import secrets
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -65,13 +66,13 @@ async def new_session(user: Any) -> tuple[str, str]:
     return cookie, cookie.split("=", 1)[1]
 
 
-def post(server: Server, path: str, cookie: str) -> int:
-    """POST ``path`` as a browser on the site would (session cookie, CSRF token and Origin);
-    the response's status (redirects are not followed)."""
+def post(server: Server, path: str, cookie: str, **fields: str) -> int:
+    """POST ``path`` (with the form ``fields``) as a browser on the site would (session
+    cookie, CSRF token and Origin); the response's status (redirects are not followed)."""
     token = secrets.token_hex(16)
     request = urllib.request.Request(
         server.http_url + path,
-        data=f"csrfmiddlewaretoken={token}".encode(),
+        data=urllib.parse.urlencode({"csrfmiddlewaretoken": token, **fields}).encode(),
         method="POST",
         headers={
             "Cookie": f"{cookie}; csrftoken={token}",
@@ -281,6 +282,122 @@ async def test_leaving_on_one_server_closes_the_socket_on_the_other(
     assert not await sync_to_async(Membership.objects.filter(room=shared_room, user=bob).exists)()
     await still_open(a, "a1")
     await a.close()
+
+
+async def test_deleting_a_room_closes_its_sockets_on_every_server_and_stops_its_answer(
+    servers, redis_env, admin_user, alice, bob, shared_room
+):
+    """Alice deletes her shared room on a page of server A while its answer streams on
+    server B, where she and Bob have it open: both sockets are told `room_deleted` and
+    closed with 4404 (not 4403: the room is gone, not their membership), the answer stops
+    generating, and the room's messages are gone."""
+    options = {"PARLEY_TEST_OPTIONS": json.dumps({"RECHECK_INTERVAL": None})}
+    server_a = servers({**redis_env, **options}, name="a")
+    server_b = servers({**redis_env, **options, **LONG_ANSWER}, name="b")
+    cookie, _ = await new_session(alice)
+    b, answer = await long_answer_streaming(server_b, shared_room, bob)
+    a = await Peer.connect(server_b, shared_room, alice)
+    assert (await server_status(server_b, admin_user))["answers"] == [answer["id"]]
+
+    path = f"/rooms/{shared_room.public_id}/delete/"
+    assert await sync_to_async(post)(server_a, path, cookie) == 302
+
+    assert await closed_with(a, "room_deleted") == 4404
+    assert await closed_with(b, "room_deleted") == 4404
+    assert not any(f["type"] == "done" for f in b.frames)  # nobody was left to be told
+
+    async def stopped() -> bool:
+        return (await server_status(server_b, admin_user))["answers"] == []
+
+    await until(stopped)
+    assert not await sync_to_async(Room.objects.filter(pk=shared_room.pk).exists)()
+    assert not await sync_to_async(Message.objects.filter(room_id=shared_room.pk).exists)()
+
+
+async def test_only_the_owner_renames_and_deletes_and_the_members_see_the_new_title(
+    servers, alice, bob, shared_room
+):
+    """Bob, a member, may neither rename nor delete Alice's room; when she renames it, his
+    open socket gets the room's new payload at once."""
+    server = servers()
+    alice_cookie, _ = await new_session(alice)
+    bob_cookie, _ = await new_session(bob)
+    b = await Peer.connect(server, shared_room, bob)
+    base = f"/rooms/{shared_room.public_id}"
+    assert await sync_to_async(post)(server, f"{base}/rename/", bob_cookie, title="Bob's") == 302
+    assert await sync_to_async(post)(server, f"{base}/delete/", bob_cookie) == 302
+    await sync_to_async(shared_room.refresh_from_db)()
+    assert shared_room.title == "Team"
+    assert not any(f["type"] == "room" for f in b.frames)
+
+    assert await sync_to_async(post)(server, f"{base}/rename/", alice_cookie, title="Launch") == 302
+    frame = await b.expect(lambda f: f["type"] == "room")
+    assert frame["room"] == {"id": shared_room.public_id, "title": "Launch", "kind": "shared"}
+    await still_open(b, "b1")
+    await b.close()
+
+
+async def inbox(server: Server, cookie: str, origin: str | None = None) -> Any:
+    """The room list's socket of the session ``cookie``, once it said hello."""
+    headers = {"Cookie": cookie, "Origin": origin or server.http_url}
+    ws = await websockets.connect(f"{server.ws_url}/ws/inbox/", additional_headers=headers)
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "hello", "v": 1}
+    return ws
+
+
+async def test_the_room_list_socket_hears_each_change_of_its_rooms_and_ends_with_the_session(
+    servers, alice, bob, make_user
+):
+    """Carol's room list follows her rooms: Alice inviting her, her accepting, the room
+    renamed and deleted each send `rooms_changed` (and nothing more: the page asks for its
+    list again). Nobody else's list hears of them. Anonymous and foreign sockets are
+    refused; her logout closes hers with 4401."""
+    server = servers()
+    carol = await sync_to_async(make_user)("carol")
+    room = await sync_to_async(services.room_create)(owner=alice, title="Trip", kind="shared")
+    alice_cookie, _ = await new_session(alice)
+    carol_cookie, _ = await new_session(carol)
+    carols, bobs = (
+        await inbox(server, carol_cookie),
+        await inbox(server, (await new_session(bob))[0]),
+    )
+
+    async def nudged(ws: Any) -> None:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "rooms_changed"}
+
+    base = f"/rooms/{room.public_id}"
+    assert (
+        await sync_to_async(post)(server, f"{base}/invite/", alice_cookie, username="carol") == 302
+    )
+    await nudged(carols)
+    invitation = await sync_to_async(lambda: room.invitations.get().pk)()
+    assert (
+        await sync_to_async(post)(server, f"/invitations/{invitation}/accept/", carol_cookie) == 302
+    )
+    await nudged(carols)  # the invitation answered
+    await nudged(carols)  # the membership made
+    assert await sync_to_async(post)(server, f"{base}/rename/", alice_cookie, title="Trip 2") == 302
+    await nudged(carols)
+    assert await sync_to_async(post)(server, f"{base}/delete/", alice_cookie) == 302
+    await nudged(carols)  # the room deleted
+    await nudged(carols)  # her membership with it
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(bobs.recv(), 0.5)
+
+    anonymous = await websockets.connect(
+        f"{server.ws_url}/ws/inbox/", additional_headers={"Origin": server.http_url}
+    )
+    assert json.loads(await anonymous.recv())["code"] == "unauthenticated"
+    await anonymous.wait_closed()
+    assert anonymous.close_code == 4401
+    with pytest.raises(websockets.InvalidStatus):
+        await inbox(server, carol_cookie, origin="http://evil.example")
+
+    assert await sync_to_async(post)(server, "/logout/", carol_cookie) == 302
+    assert json.loads(await asyncio.wait_for(carols.recv(), 10))["code"] == "unauthenticated"
+    await carols.wait_closed()
+    assert carols.close_code == 4401
+    await bobs.close()
 
 
 async def test_the_periodic_recheck_closes_sockets_whose_rights_ended_without_a_signal(

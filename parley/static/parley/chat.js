@@ -32,8 +32,13 @@ function start(root) {
       send: byId("send"),
       stop: byId("stop"),
     },
-    { onConnection, host: root },
+    { onConnection, onRoom, host: root },
   );
+
+  function onRoom(room) {
+    setText(byId("room-title").querySelector("bdi"), room.title);
+    document.title = `${room.title} · Parley`;
+  }
 
   function onConnection(s) {
     clearInterval(countdown);
@@ -67,7 +72,9 @@ function start(root) {
           ? "Offline: your session has ended; reload the page to log in again"
           : s.code === 4403
             ? "Offline: you are not a member of this room"
-            : "Offline";
+            : s.code === 4404
+              ? "Offline: this room was deleted"
+              : "Offline";
       setConnection("offline", why);
     }
   }

@@ -10,8 +10,9 @@ const REJECTED_SEND_CODES = new Set(["bad_frame", "empty_text", "text_too_long",
 // Errors after which the same frame should be sent again later (error.retry_after: seconds).
 export const RETRY_SEND_CODES = new Set(["unavailable", "rate_limited"]);
 
-// Close codes after which reconnecting cannot help (not logged in, not a member).
-export const FATAL_CLOSE_CODES = new Set([4401, 4403]);
+// Close codes after which reconnecting cannot help (not logged in, not a member, the room
+// was deleted).
+export const FATAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
 
 const DEFAULT_LIMITS = { max_frame_bytes: 32 * 1024, max_message_chars: 8000 };
 
@@ -46,7 +47,8 @@ export function charCount(text) {
  * server store each only once.
  *
  * apply(frame) returns {changed: Set of seqs, outbox: bool, send: frames to send now,
- * error: the error frame or null, hello: bool, synced: bool (history is complete)}.
+ * error: the error frame or null, hello: bool, synced: bool (history is complete), room: bool
+ * (this.room changed)}.
  */
 export class RoomState {
   constructor({ newId = newClientId } = {}) {
@@ -121,6 +123,7 @@ export class RoomState {
       error: null,
       hello: false,
       synced: false,
+      room: false,
     };
     switch (frame?.type) {
       case "hello":
@@ -157,6 +160,11 @@ export class RoomState {
         break;
       case "delta":
         this._delta(frame, update);
+        break;
+      case "room":
+        // The room changed (renamed): the page shows its new title.
+        this.room = frame.room ?? this.room;
+        update.room = true;
         break;
       case "sync":
         // The server's channel layer was down: live frames may be lost. The database has them.

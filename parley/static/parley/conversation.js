@@ -15,13 +15,15 @@ const EXPLANATIONS = {
  * `url`: the socket's URL, or an async function giving one per connection (ReconnectingSocket).
  * `els`: {list, announcer, scroller, empty, notice, form, text, send, stop, count?, ask?}.
  * Options: `fatalCodes` (ReconnectingSocket's), `onConnection(state)` called with the socket's
- * states and {state: "connected"} once the server said hello, and `host`, the element whose
- * data-streaming says whether an answer streams.
+ * states and {state: "connected"} once the server said hello, `onRoom(room)` called when the
+ * room changes (a new title), and `host`, the element whose data-streaming says whether an
+ * answer streams.
  */
 export class Conversation {
-  constructor(url, els, { fatalCodes, onConnection = () => {}, host = null } = {}) {
+  constructor(url, els, { fatalCodes, onConnection = () => {}, onRoom = () => {}, host = null } = {}) {
     this.els = els;
     this.onConnection = onConnection;
+    this.onRoom = onRoom;
     this.host = host;
     this.ready = false; // hello received on the current connection
     this.refused = false; // closed for good: nothing can be sent any more
@@ -76,6 +78,7 @@ export class Conversation {
       this.onConnection({ state: "connected" });
       this.updateComposer(); // the limits came with hello
     }
+    if (update.room || update.hello) this.onRoom(this.state.room); // renamed, perhaps while away
     for (const out of update.send) this.socket.send(out);
     if (update.later) this.sendLater(update.later);
     for (const seq of update.changed) {
