@@ -145,6 +145,16 @@ class BlocksUpdate:
         return {"from": self.start, "html": self.html, "chars": self.chars, "after": self.after}
 
 
+# What Markdown trims at the end of a block (not every Unicode space: a no-break space is text).
+_MARKDOWN_SPACE = " \t\n\r\f\v"
+# Characters that can start, end or change Markdown's inline syntax, and those HTML writes as
+# entities (&, <, >, no-break space): see MarkdownStream._shows_as_text.
+_INLINE_SYNTAX = frozenset("\\`*_~[]()!<>&;|\n\r\x00\u00a0")
+# What a line that may still become a block marker is made of: a list item's ("- ", "1. "),
+# a heading's, a quote's, a rule's, a fence's, a setext underline's, a table's delimiters.
+_BLOCK_MARKS = frozenset(" \t0123456789.)#>-+*=`~_|:")
+
+
 class MarkdownStream:
     """The HTML of an answer while it streams, as :func:`render_blocks` gives it for the
     finished text, without rendering the whole text at each update.
@@ -162,19 +172,21 @@ class MarkdownStream:
 
     def __init__(self) -> None:
         self.blocks: list[str] = []
-        self.chars = 0  # how much of the text ``blocks`` render (to its last non-space)
+        self.chars = 0  # how much of the text ``blocks`` render (up to trailing white space)
         self.settled = 0  # how many of ``blocks`` are settled (the first ones)
         self._settled_end = 0  # where in the text the settled blocks end
         self._references: dict[str, Any] = {}  # defined in the settled text
 
     def update(self, text: str) -> BlocksUpdate | None:
         """Render ``text``, the answer so far (the text of the last update and more).
-        ``None`` if it is what the last update rendered."""
+        ``None`` if the last update, with the text after it, shows it already."""
         # The blocks render text up to its last non-space: the client shows what follows
         # as text, spaces and all, until the next update (a block's HTML drops its
         # trailing spaces, which would leave "about" and "How" glued together).
-        chars = len(text.rstrip())
+        chars = len(text.rstrip(_MARKDOWN_SPACE))
         if chars == self.chars:
+            return None
+        if self._shows_as_text(text, chars):
             return None
         fragment = text[self._settled_end :]
         env: dict[str, Any] = {"references": dict(self._references)}
@@ -205,6 +217,29 @@ class MarkdownStream:
         self.settled += settle
         self.chars = chars
         return update
+
+    def _shows_as_text(self, text: str, chars: int) -> bool:
+        """Whether the text added since the last update, drawn as text at the end of the
+        last block (as a client draws it: docs/protocol.md), is exactly its rendering: then
+        no update is needed, and the paragraph being written is not parsed again (its parse
+        is most of an update's cost, and grows with it).
+
+        That holds when the only block not settled is a paragraph, the text added is on its
+        last line and holds no character that could make or end Markdown syntax (emphasis,
+        code, links, entities, escapes) or that HTML writes as an entity; when the character
+        before it ends no such syntax either (one after ``_`` decides whether the ``_``
+        closes emphasis); and when that last line already holds a character no block marker
+        is made of, so that it can no longer become a list item, a heading or a rule.
+        """
+        tail = self.blocks[-1] if len(self.blocks) == self.settled + 1 else ""
+        if not (self.chars and tail.startswith("<p>") and tail.endswith("</p>\n")):
+            return False
+        added = text[self.chars : chars]
+        if _INLINE_SYNTAX.intersection(added) or text[self.chars - 1] in _INLINE_SYNTAX:
+            return False
+        newline = text.rfind("\n", self._settled_end, self.chars)
+        line = text[newline + 1 if newline >= 0 else self._settled_end : self.chars]
+        return not _BLOCK_MARKS.issuperset(line)
 
     def snapshot(self) -> BlocksUpdate:
         """Every block, as a client that has none needs them."""

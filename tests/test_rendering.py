@@ -39,6 +39,7 @@ PIECES = [
     "1. ", "2) ", "> ", "```", "```python\n", "~~~\n", "    ", "| a | b |", "|---|---|", "---",
     "***", "**", "*", "_", "`", "~~", "[link](https://example.com)", "![alt](https://x.test/i)",
     "<b>", "&amp;", "\\", "#x", "-x", ">", "|", "def f():\n    return 1\n",
+    "a", "b c", "1", ".", ")", "(", ";", "=", "&amp", "&#35", "_b_", "[a](u", "\u00a0", "\t",
 ]  # fmt: skip
 markdown_texts = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
 
@@ -88,6 +89,53 @@ def test_blocks_settled_while_streaming_are_those_of_the_finished_answer(
 def test_streaming_one_character_at_a_time_settles_only_final_blocks(text: str) -> None:
     renderer, _, _ = stream([text[:end] for end in range(1, len(text) + 1)])
     assert_settled_blocks_are_final(text, renderer)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=markdown_texts, cuts=st.lists(st.integers(0, 400), max_size=40))
+def test_each_update_renders_what_rendering_its_text_afresh_would(
+    text: str, cuts: list[int]
+) -> None:
+    """Rendering the answer incrementally (settled blocks kept, words added to a paragraph
+    without parsing it again) gives, at every update, the blocks a stream that renders that
+    whole text at once gives."""
+    renderer = MarkdownStream()
+    for prefix in chunks(text, cuts):
+        renderer.update(prefix)
+        afresh = MarkdownStream().update(prefix)
+        expected = afresh.html if afresh else []
+        assert list(map(trimmed, shown(renderer, prefix))) == list(map(trimmed, expected))
+
+
+def trimmed(block: str) -> str:
+    """A block without the white space before its closing tags, which shows as nothing."""
+    return re.sub(r"\s+((?:</[a-z0-9]+>\n?)+)$", r"\1", block)
+
+
+def shown(renderer: MarkdownStream, text: str) -> list[str]:
+    """What a client shows of ``text`` with the renderer's last update: its blocks, and the
+    text after them at the end of the last one, as a text node (escaped as HTML writes
+    one)."""
+    after = html.escape(text[renderer.chars :], quote=False)
+    if not after.strip(" \t\n\r\f\v"):
+        return renderer.blocks
+    last = renderer.blocks[-1]
+    end = re.search(r"(</(?:p|li|td|code|h[1-6])>\n(?:</[a-z]+>\n)*)$", last)
+    assert end is not None, f"the client would draw {after!r} after {last!r}"
+    return [*renderer.blocks[:-1], last[: end.start()] + after + end.group()]
+
+
+def test_words_added_to_a_paragraph_need_no_update_nor_a_parse(monkeypatch) -> None:
+    """The client shows them right as text after the paragraph's last word."""
+    renderer = MarkdownStream()
+    renderer.update("# Plan\n\nFirst we")
+    parses = []
+    monkeypatch.setattr("parley.rendering._md.parse", lambda *a: parses.append(a) or [])
+    assert renderer.update("# Plan\n\nFirst we pack the bags") is None
+    assert parses == []
+    assert shown(renderer, "# Plan\n\nFirst we pack the bags")[-1] == (
+        "<p>First we pack the bags</p>\n"
+    )
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda path: path.name)
@@ -149,7 +197,7 @@ def test_a_reference_defined_later_changes_only_the_block_that_uses_it() -> None
     renderer, _, _ = stream(chunks(text, list(range(0, len(text), 5))))
     final = render_blocks(text)
     assert renderer.blocks[0] == "<p>See [the docs][d].</p>\n" != final[0]
-    assert renderer.blocks[1:] == final[1:]
+    assert [trimmed(b) for b in shown(renderer, text)[1:]] == [trimmed(b) for b in final[1:]]
 
 
 def test_code_is_highlighted_once_its_block_is_settled() -> None:
