@@ -1023,3 +1023,56 @@ def test_rooms_are_managed_and_every_open_page_follows_live(servers, alice, bob,
     expect(page.locator("#connection-state")).to_contain_text("this room was deleted")
     mine.shot("room-deleted")
     assert mine.errors == [] and his.errors == []
+
+
+def test_a_message_not_yet_sent_survives_a_reload_and_a_new_login_and_is_sent_once(
+    servers, alice, private_room, new_tab
+):
+    """Alice's page cannot reach the room's socket (the route drops it) and she sends a
+    message: it waits. She reloads: it is still there, waiting. She logs out and in again:
+    still there. The socket comes back: it is sent, once, and answered; reloading again
+    sends nothing more, and the browser keeps nothing of it."""
+    from playwright.sync_api import expect
+
+    server = servers(env=backend_env(FAST), name="browser-outbox")
+    tab = new_tab()
+    page = tab.page
+    socket_allowed = False
+
+    def room_socket(ws: Any) -> None:
+        if socket_allowed:
+            ws.connect_to_server()
+        else:
+            ws.close(code=1011, reason="unreachable for the test")
+
+    page.context.route_web_socket(re.compile(r"/ws/rooms/"), room_socket)
+    log_in(tab, server, "alice")
+    page.get_by_role("link", name=private_room.title).click()
+    state = page.locator("#connection-state")
+    expect(state).to_have_attribute("data-state", "reconnecting")
+    send(tab, "kept for later")
+    pending = page.locator(".msg-pending")
+    expect(pending.locator(".msg-body")).to_have_text("kept for later")
+
+    page.reload()
+    expect(pending.locator(".msg-body")).to_have_text("kept for later")
+    expect(pending.locator(".badge")).to_have_text("Waiting for connection…")
+    tab.shot("outbox-after-reload")
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/login/**")
+    log_in(tab, server, "alice")
+    page.get_by_role("link", name=private_room.title).click()
+    expect(pending.locator(".msg-body")).to_have_text("kept for later")
+
+    socket_allowed = True
+    retry_now(page)
+    expect(state).to_have_attribute("data-state", "connected")
+    expect(pending).to_have_count(0)
+    expect(page.locator(".msg-user .msg-body")).to_have_text(["kept for later"])
+    expect(page.locator(".msg-assistant[data-status=complete]")).to_have_count(1)
+    page.reload()
+    expect(state).to_have_attribute("data-state", "connected")
+    expect(page.locator(".msg-user")).to_have_count(1)
+    assert Message.objects.filter(room=private_room, text="kept for later").count() == 1
+    stored = "() => Object.keys(localStorage).filter(key => key.startsWith('parley.outbox'))"
+    assert page.evaluate(stored) == []

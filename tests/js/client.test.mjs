@@ -520,3 +520,53 @@ test("a rate-limited resume is asked again after retry_after, and not shown as a
   });
   assert.equal(send.later, null); // a refused send is resent through the outbox instead
 });
+
+function fakeStorage() {
+  const items = new Map();
+  return {
+    items,
+    getItem: (name) => items.get(name) ?? null,
+    setItem: (name, value) => items.set(name, String(value)),
+    removeItem: (name) => items.delete(name),
+  };
+}
+
+test("unsent messages are kept in storage by room and user, resent once with their id", () => {
+  const storage = fakeStorage();
+  const first = new RoomState({ newId: ids(), storage, now: () => 1000 });
+  first.queueSend("typed before hello");
+  assert.equal(storage.items.size, 0, "no room and user known yet");
+  first.apply(HELLO);
+  const kept = JSON.parse(storage.items.get("parley.outbox:r1:7"));
+  assert.deepEqual(kept, [{ client_id: "c1", text: "typed before hello", ask: true, saved: 1000 }]);
+
+  // The page is reloaded (or its user logs out and in again): a new state, the same storage.
+  const second = new RoomState({ newId: ids(), storage, now: () => 2000 });
+  const update = second.apply(HELLO);
+  assert.deepEqual(update.send.slice(1), [{ type: "send", client_id: "c1", text: "typed before hello", ask: true }]);
+  second.apply({ type: "ack", client_id: "c1", message: userMessage(1, { client_id: "c1" }) });
+  assert.equal(storage.items.size, 0, "acknowledged: gone from storage");
+  assert.equal(new RoomState({ storage }).apply(HELLO).send.length, 1, "only the resume: nothing to resend");
+});
+
+test("another user's, stale, refused and unreadable stored messages are not sent", () => {
+  const storage = fakeStorage();
+  const week = 7 * 86400 * 1000;
+  storage.setItem(
+    "parley.outbox:r1:7",
+    JSON.stringify([
+      { client_id: "old", text: "a week ago", ask: true, saved: 0 },
+      { client_id: "bad id!", text: "x", ask: true, saved: week },
+      { client_id: "ok", text: "fresh", ask: false, saved: week },
+    ]),
+  );
+  storage.setItem("parley.outbox:r1:8", JSON.stringify([{ client_id: "b", text: "bob's", saved: week }]));
+  const state = new RoomState({ newId: ids(), storage, now: () => week + 1 });
+  const update = state.apply(HELLO);
+  assert.deepEqual(update.send.slice(1), [{ type: "send", client_id: "ok", text: "fresh", ask: false }]);
+  state.apply({ type: "error", code: "text_too_long", detail: "…", client_id: "ok" });
+  assert.equal(storage.getItem("parley.outbox:r1:7"), null, "refused for good: not kept");
+  assert.notEqual(storage.getItem("parley.outbox:r1:8"), null, "another user's stays theirs");
+  storage.setItem("parley.outbox:r2:7", "{not json");
+  assert.equal(new RoomState({ storage }).useStorage("r2:7"), false);
+});

@@ -2,7 +2,7 @@
 // connection indicator with its countdown and "Retry now". No HTML is built here: text goes
 // through textContent, and messages.js inserts only the server's sanitised answer HTML.
 
-import { socketUrl } from "./client.js";
+import { outboxKey, socketUrl } from "./client.js";
 import { Conversation } from "./conversation.js";
 import { setText } from "./messages.js";
 
@@ -32,7 +32,7 @@ function start(root) {
       send: byId("send"),
       stop: byId("stop"),
     },
-    { onConnection, onRoom, host: root },
+    { onConnection, onRoom, host: root, outboxKey: outboxKey(root.dataset.roomId, { id: root.dataset.userId }) },
   );
 
   function onRoom(room) {

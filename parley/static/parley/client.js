@@ -16,6 +16,11 @@ export const FATAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
 
 const DEFAULT_LIMITS = { max_frame_bytes: 32 * 1024, max_message_chars: 8000 };
 
+// Unsent messages kept in the browser's storage: at most this many a room, for this long.
+const STORED_OUTBOX_MAX = 50;
+const STORED_OUTBOX_DAYS = 7;
+const CLIENT_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+
 /** The URL of the socket at `path` (as the server reversed it) on the server at `loc` (the
  * page's location, or the URL of the server an embed talks to): wss: for https, else ws:. */
 export function socketUrl(loc, path) {
@@ -40,7 +45,9 @@ export function charCount(text) {
  * The client's copy of one room, built only from server frames.
  *
  * Messages are keyed by seq, so a message seen twice (ack and broadcast, or history that
- * overlaps live frames) is stored once. Assistant text grows through deltas placed by their
+ * overlaps live frames) is stored once. With a `storage` (localStorage), the outbox is also
+ * kept there, by room and user (useStorage, called at hello), so that what was typed and not
+ * yet acknowledged survives a reload, a logout and login, and a server restart. Assistant text grows through deltas placed by their
  * character offset; a delta beyond the local text waits in a buffer until the gap is filled
  * (usually by the offset-0 snapshot the server sends after a resume). Sends stay in the outbox
  * until acknowledged and are sent again on every (re)connection; their client_id makes the
@@ -51,8 +58,11 @@ export function charCount(text) {
  * (this.room changed)}.
  */
 export class RoomState {
-  constructor({ newId = newClientId } = {}) {
+  constructor({ newId = newClientId, storage = null, now = Date.now } = {}) {
     this.newId = newId;
+    this.storage = storage;
+    this.storageKey = null; // where the outbox is kept, once the room and user are known
+    this.now = now;
     this.messages = new Map(); // seq -> message payload (our own copy)
     this.seqById = new Map(); // message id -> seq
     this.pendingDeltas = new Map(); // message id -> [{offset, text}] not yet placeable
@@ -94,9 +104,52 @@ export class RoomState {
 
   /** Put a message in the outbox and return its send frame (send it if connected). */
   queueSend(text, { ask = true } = {}) {
-    const entry = { client_id: this.newId(), text, ask: Boolean(ask), error: null };
+    const entry = { client_id: this.newId(), text, ask: Boolean(ask), error: null, saved: this.now() };
     this.outbox.set(entry.client_id, entry);
+    this._store();
     return sendFrame(entry);
+  }
+
+  /** Keep the outbox in storage under `key` (a room and a user) from now on, taking in what
+   * an earlier page left there unsent; returns whether the outbox grew. An entry keeps its
+   * client_id, so the server stores it once however many times it is sent. */
+  useStorage(key) {
+    if (!this.storage || key === this.storageKey) return false;
+    this.storageKey = key;
+    let grew = false;
+    for (const entry of this._stored()) {
+      if (!this.outbox.has(entry.client_id)) {
+        this.outbox.set(entry.client_id, entry);
+        grew = true;
+      }
+    }
+    this._store();
+    return grew;
+  }
+
+  _stored() {
+    let entries;
+    try {
+      entries = JSON.parse(this.storage.getItem(`parley.outbox:${this.storageKey}`) ?? "[]");
+    } catch {
+      return []; // unreadable (another version's, or hand-edited): nothing to resend
+    }
+    const oldest = this.now() - STORED_OUTBOX_DAYS * 86400 * 1000;
+    return (Array.isArray(entries) ? entries : [])
+      .filter((e) => CLIENT_ID.test(e?.client_id) && typeof e.text === "string" && e.saved > oldest)
+      .map((e) => ({ client_id: e.client_id, text: e.text, ask: e.ask !== false, error: null, saved: e.saved }));
+  }
+
+  _store() {
+    if (!this.storage || !this.storageKey) return;
+    const name = `parley.outbox:${this.storageKey}`;
+    const entries = [...this.outbox.values()].slice(-STORED_OUTBOX_MAX);
+    try {
+      if (!entries.length) this.storage.removeItem(name);
+      else this.storage.setItem(name, JSON.stringify(entries.map(storedEntry)));
+    } catch {
+      // Storage full or refused (private browsing): the outbox still lives in memory.
+    }
   }
 
   /** Where a resume starts: after lastSeq, or just before the oldest answer we still hold
@@ -130,6 +183,7 @@ export class RoomState {
         this.room = frame.room ?? null;
         this.user = frame.user ?? null;
         this.limits = { ...DEFAULT_LIMITS, ...(frame.limits ?? {}) };
+        if (this.room) this.useStorage(outboxKey(this.room.id, this.user));
         this.synced = false;
         update.hello = true;
         update.send = this.resumeFrames();
@@ -191,6 +245,7 @@ export class RoomState {
       default:
         break; // unknown frame types are ignored: newer servers may send more
     }
+    if (update.outbox) this._store();
     return update;
   }
 
@@ -295,6 +350,11 @@ export class RoomState {
   }
 }
 
+/** Where a room's unsent messages are kept for `user` (hello's; a visitor has no id). */
+export function outboxKey(roomId, user) {
+  return `${roomId}:${user?.id ?? "visitor"}`;
+}
+
 /** `text` from its `start`th character (code point) on. */
 export function sliceChars(text, start) {
   let index = 0;
@@ -326,6 +386,10 @@ export function applyBlocks(message, blocks) {
 export function isMine(message, me) {
   if (message.role !== "user" || !me) return false;
   return message.author ? message.author.id === me.id : Boolean(me.visitor);
+}
+
+function storedEntry({ client_id, text, ask, saved }) {
+  return { client_id, text, ask, saved };
 }
 
 function sendFrame(entry) {

@@ -14,13 +14,14 @@ const EXPLANATIONS = {
 /**
  * `url`: the socket's URL, or an async function giving one per connection (ReconnectingSocket).
  * `els`: {list, announcer, scroller, empty, notice, form, text, send, stop, count?, ask?}.
- * Options: `fatalCodes` (ReconnectingSocket's), `onConnection(state)` called with the socket's
+ * Options: `fatalCodes` (ReconnectingSocket's), `outboxKey` (where unsent messages are kept, if
+ * the page knows its room and user before hello: they show at once), `onConnection(state)` called with the socket's
  * states and {state: "connected"} once the server said hello, `onRoom(room)` called when the
  * room changes (a new title), and `host`, the element whose data-streaming says whether an
  * answer streams.
  */
 export class Conversation {
-  constructor(url, els, { fatalCodes, onConnection = () => {}, onRoom = () => {}, host = null } = {}) {
+  constructor(url, els, { fatalCodes, outboxKey, onConnection = () => {}, onRoom = () => {}, host = null } = {}) {
     this.els = els;
     this.onConnection = onConnection;
     this.onRoom = onRoom;
@@ -49,11 +50,12 @@ export class Conversation {
     els.text.addEventListener("input", () => this.updateComposer());
     els.stop.addEventListener("click", () => this.stop());
     this.updateComposer();
+    if (outboxKey && this.state.useStorage(outboxKey)) this.renderOutbox();
   }
 
   /** Start from nothing: a first conversation, or another one (the visitor logged in). */
   reset() {
-    this.state = new RoomState();
+    this.state = new RoomState({ storage: browserStorage() });
     this.caughtUp = false; // the history was complete once: what comes now is news
     this.els.list.replaceChildren();
     this.messages = new MessageList(this.els.list, () => this.state.user, this.els.announcer, {
@@ -215,5 +217,15 @@ export class Conversation {
 
   scrollToBottom() {
     this.els.scroller.scrollTop = this.els.scroller.scrollHeight;
+  }
+}
+
+/** The page's localStorage, or null where it is refused (a sandboxed frame, some privacy
+ * settings): reading the property itself may throw. */
+function browserStorage() {
+  try {
+    return globalThis.localStorage ?? null;
+  } catch {
+    return null;
   }
 }
