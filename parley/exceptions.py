@@ -51,6 +51,10 @@ class NothingToCancel(ParleyError):
     """A stop asked for an answer that is not streaming in the room (finished, or never was)."""
 
 
+class NothingToRegenerate(ParleyError):
+    """A regeneration asked for something that is not a finished answer of the room."""
+
+
 class BackendError(ParleyError):
     """An assistant backend failed in a way worth telling the room (upstream down, bad reply).
 

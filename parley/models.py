@@ -216,6 +216,14 @@ class Message(models.Model):
         db_default=False,  # as Room.widget: rows inserted by the code before this column
         help_text="A question waiting for the answer before it to end (the room's queue).",
     )
+    version_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="versions",
+        help_text="The first version of this answer, if it is a later one (regenerated).",
+    )
     model = models.CharField(
         max_length=200,
         blank=True,

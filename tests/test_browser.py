@@ -1076,3 +1076,54 @@ def test_a_message_not_yet_sent_survives_a_reload_and_a_new_login_and_is_sent_on
     assert Message.objects.filter(room=private_room, text="kept for later").count() == 1
     stored = "() => Object.keys(localStorage).filter(key => key.startsWith('parley.outbox'))"
     assert page.evaluate(stored) == []
+
+
+def test_an_answer_is_regenerated_and_its_versions_are_stepped_through(
+    servers, alice, bob, shared_room, new_tab
+):
+    """Alice asks for an answer again: the new version takes the answer's place, for Bob
+    too, with ‹ 2/2 ›; stepping back shows the first, in the same place. After a reload,
+    the newest shows again, with its versions."""
+    from playwright.sync_api import expect
+
+    server = servers(env=backend_env(FAST), name="browser-regenerate")
+    tab, watcher = new_tab(), new_tab()
+    log_in(tab, server, "alice")
+    open_room(tab, shared_room)
+    log_in(watcher, server, "bob")
+    open_room(watcher, shared_room)
+    page = tab.page
+    send(tab, "plan")
+    answers = page.locator(".msg-assistant")
+    expect(answers.locator("visible=true")).to_have_count(1)
+    first = answers.first.get_attribute("data-seq")
+    expect(answers.first).to_have_attribute("data-status", "complete")
+    answers.first.get_by_role("button", name="Regenerate this answer").click()
+
+    for p in (page, watcher.page):
+        shown = p.locator(".msg-assistant:visible")
+        expect(shown).to_have_count(1)
+        expect(shown).to_have_attribute("data-status", "complete")
+        expect(shown.locator(".version-count")).to_have_text("2/2")
+        assert shown.get_attribute("data-seq") != first
+    tab.shot("regenerated")
+    page.get_by_role("button", name="Previous version").click()
+    shown = page.locator(".msg-assistant:visible")
+    expect(shown.locator(".version-count")).to_have_text("1/2")
+    assert shown.get_attribute("data-seq") == first
+    expect(page.get_by_role("button", name="Previous version")).to_be_disabled()
+    # The answer keeps its place: right after the question, before what came next.
+    send(tab, "next")
+    expect(page.locator(".msg-assistant:visible")).to_have_count(2)
+    order = page.locator("#messages > li:visible").evaluate_all(
+        "els => els.map(e => e.dataset.role)"
+    )
+    assert order == ["user", "assistant", "user", "assistant"]
+
+    page.reload()
+    expect(page.locator("#connection-state")).to_have_attribute("data-state", "connected")
+    expect(page.locator(".msg-assistant:visible").first.locator(".version-count")).to_have_text(
+        "2/2"
+    )
+    assert Message.objects.filter(room=shared_room, role="assistant").count() == 3
+    assert tab.errors == [] and watcher.errors == []

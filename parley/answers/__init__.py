@@ -6,7 +6,7 @@ events that stop it or ask for its text (:mod:`.control`), and the stale-answer 
 from __future__ import annotations
 
 from .control import answer_cancel, answer_cancel_for, answer_request_snapshot
-from .queue import answer_ask, answers_resume_queues, question_withdraw
+from .queue import answer_ask, answer_regenerate, answers_resume_queues, question_withdraw
 from .runner import WORKER_ID, StopReason, answer_generate, answers_running, answers_shutdown
 from .stale import answers_interrupt_stale, answers_watch
 
@@ -17,6 +17,7 @@ __all__ = [
     "answer_cancel",
     "answer_cancel_for",
     "answer_generate",
+    "answer_regenerate",
     "answer_request_snapshot",
     "answers_interrupt_stale",
     "answers_resume_queues",

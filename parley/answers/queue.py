@@ -24,6 +24,7 @@ from ..models import Message, Room
 from ..realtime.db import database_call
 from ..realtime.hub import broadcast
 from ..rooms.payloads import message_payload
+from . import records
 from .runner import answer_generate
 
 if TYPE_CHECKING:
@@ -91,6 +92,17 @@ async def answer_ask(*, room: Room, question: Message) -> Message | None:
     queued = await database_call(question_queue, question=question)
     await broadcast(room, protocol.message(message_payload(queued)))
     return None
+
+
+async def answer_regenerate(*, room: Room, answer_id: int) -> Message:
+    """Answer again the question that the room's finished answer ``answer_id`` answers: a
+    new version of the first answer to it (the retry of one that failed or was cut off).
+    Raises :class:`NothingToRegenerate`, or :class:`AssistantBusy` while an answer streams
+    or questions wait: they come first."""
+    question, first = await database_call(
+        records.answer_to_regenerate, room=room, answer_id=answer_id
+    )
+    return await answer_generate(room=room, question=question, version_of=first)
 
 
 async def answer_next(*, room: Room) -> None:

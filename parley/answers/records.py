@@ -8,6 +8,7 @@ the index).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import replace
@@ -20,7 +21,7 @@ from django.utils import timezone
 from ..backends.base import AssistantRequest, Turn
 from ..conf import get_config
 from ..contrib.orm import message_progress_update, messages_context, question_waiting_first
-from ..exceptions import AssistantBusy
+from ..exceptions import AssistantBusy, NothingToRegenerate
 from ..knowledge.index import Retrieval, knowledge_search
 from ..models import Message, Room
 from ..rooms.selectors import room_members
@@ -44,7 +45,12 @@ TERMINAL_STATUSES = frozenset(
 
 
 def answer_open(
-    *, room: Room, reply_to: Message, worker: str, model: str = ""
+    *,
+    room: Room,
+    reply_to: Message,
+    worker: str,
+    model: str = "",
+    version_of: Message | None = None,
 ) -> tuple[Message, list[Message]]:
     """Open the room's assistant answer to ``reply_to`` (status ``streaming``); returns it,
     and the room's answer of a dead process that had to be closed first (``[]`` or one).
@@ -54,23 +60,33 @@ def answer_open(
     heartbeats (:func:`answers_mark_stale`), when it is closed as ``interrupted`` and the new
     one opens. So does a room with questions waiting from before ``reply_to``: they are
     answered first (parley/answers/queue.py). The common case costs a look at the room's
-    queue (an index of waiting questions only) and the two writes of the new row.
+    queue (an index of waiting questions only) and the two writes of the new row. ``model`` is
+    the answering model's name, as its backend gives it before it answers; ``version_of``
+    the first answer to ``reply_to``, when this one answers it again.
     """
     if question_waiting_first(room_id=room.pk, before=reply_to.seq) is not None:
         raise AssistantBusy("Questions asked before this one are waiting for their answers.")
-    answer = _answer_insert(room=room, reply_to=reply_to, worker=worker, model=model)
+    insert = functools.partial(
+        _answer_insert,
+        room=room,
+        reply_to=reply_to,
+        worker=worker,
+        model=model,
+        version_of=version_of,
+    )
+    answer = insert()
     if answer is not None:
         return answer, []
     stale = answers_mark_stale(room=room)
-    answer = (
-        _answer_insert(room=room, reply_to=reply_to, worker=worker, model=model) if stale else None
-    )
+    answer = insert() if stale else None
     if answer is None:  # alive, or another process opened one in the meantime
         raise AssistantBusy("The assistant is already answering in this room.")
     return answer, stale
 
 
-def _answer_insert(*, room: Room, reply_to: Message, worker: str, model: str) -> Message | None:
+def _answer_insert(
+    *, room: Room, reply_to: Message, worker: str, model: str, version_of: Message | None
+) -> Message | None:
     """The new streaming answer, or ``None`` if the room has one (see :func:`message_store`)."""
     now = timezone.now()
     answer = Message(
@@ -81,10 +97,31 @@ def _answer_insert(*, room: Room, reply_to: Message, worker: str, model: str) ->
         reply_to=reply_to,
         worker=worker,
         model=model[:200],
+        version_of=version_of,
         created_at=now,
         updated_at=now,
     )
     return answer if message_store(answer) else None
+
+
+def answer_to_regenerate(*, room: Room, answer_id: int) -> tuple[Message, Message]:
+    """The question that the room's finished answer ``answer_id`` answers, and the first
+    answer to it (which a new answer is a version of). Raises :class:`NothingToRegenerate`
+    for anything else: no such answer in the room, one still streaming, one whose question
+    is gone; :class:`AssistantBusy` while questions wait their turn."""
+    answer = (
+        Message.objects.select_related("reply_to")
+        .filter(pk=answer_id, room=room, role=Message.Role.ASSISTANT)
+        .exclude(status=Message.Status.STREAMING)
+        .first()
+    )
+    if answer is None or answer.reply_to is None:
+        raise NothingToRegenerate("That is not a finished answer of this room.")
+    if Message.objects.filter(room=room, waiting=True).exists():
+        raise AssistantBusy("Questions are waiting for their answers; regenerate after them.")
+    first = answer if answer.version_of_id is None else answer.version_of
+    assert first is not None  # a version's first answer goes only with the room
+    return answer.reply_to, first
 
 
 def answer_streaming(*, room: Room) -> Message | None:

@@ -273,8 +273,11 @@ class Answer:
             reply.add_done_callback(self._replies.discard)
 
 
-async def answer_generate(*, room: Room, question: Message) -> Message:
-    """Open an answer to ``question`` and start generating it in the background.
+async def answer_generate(
+    *, room: Room, question: Message, version_of: Message | None = None
+) -> Message:
+    """Open an answer to ``question`` and start generating it in the background; with
+    ``version_of`` (the first answer to it), a new version of that answer.
 
     Returns the stored streaming message once it has been broadcast. Raises
     :class:`parley.exceptions.AssistantBusy` if the room already has an answer streaming.
@@ -292,6 +295,7 @@ async def answer_generate(*, room: Room, question: Message) -> Message:
             reply_to=question,
             worker=WORKER_ID,
             model=_model_name(room),
+            version_of=version_of,
         )
     except BaseException:
         await answer.unlisten()

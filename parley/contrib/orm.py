@@ -215,15 +215,21 @@ def _cursor(conn: BaseDatabaseWrapper, debug: Any, cursor: Any) -> Any:
 def messages_context(*, room_id: int, up_to: int, limit: int) -> list[tuple[str, str, str]]:
     """``(role, text, author's username or "")`` of the room's last ``limit`` messages
     numbered up to ``up_to``, oldest first, leaving out streaming answers and empty texts:
-    what :func:`parley.answers.records.answer_request` sends a model. One statement built
-    by hand: every answer waits for this read before its first token, and the ORM's
-    compiling of it cost more than the read."""
+    what :func:`parley.answers.records.answer_request` sends a model. Of an answer asked
+    for again, only its newest version up to there counts, in its first version's place:
+    the path that leads to the question, not every version. One statement built by hand:
+    every answer waits for this read before its first token, and the ORM's compiling of it
+    cost more than the read."""
     streaming = (Message.Role.ASSISTANT.value, Message.Status.STREAMING.value)
     with connection.cursor() as cursor:
-        cursor.execute(_messages_context_sql(), (room_id, up_to, *streaming, limit))
+        # Twice as many as needed: versions left out leave room for the messages before.
+        cursor.execute(_messages_context_sql(), (room_id, up_to, *streaming, 2 * limit))
         rows = cursor.fetchall()
     rows.reverse()
-    return [(role, text, author or "") for role, text, author in rows]
+    newest: dict[int, tuple[str, str, str]] = {}  # first version's id -> its newest version
+    for pk, first, role, text, author in rows:
+        newest[first or pk] = (role, text, author or "")  # a dict keeps the first's place
+    return list(newest.values())[-limit:]
 
 
 @_per_database
@@ -232,11 +238,12 @@ def _messages_context_sql() -> str:
     quote = connection.ops.quote_name
     m = {
         name: f"m.{_column(Message, name)}"
-        for name in ("role", "text", "author", "room", "seq", "status")
+        for name in ("id", "version_of", "role", "text", "author", "room", "seq", "status")
     }
     username = f"u.{_column(users, users.USERNAME_FIELD)}"
     return (
-        f"SELECT {m['role']}, {m['text']}, {username} FROM {quote(Message._meta.db_table)} m"
+        f"SELECT {m['id']}, {m['version_of']}, {m['role']}, {m['text']}, {username}"
+        f" FROM {quote(Message._meta.db_table)} m"
         f" LEFT JOIN {quote(users._meta.db_table)} u ON u.{_column(users)} = {m['author']}"
         f" WHERE {m['room']} = %s AND {m['seq']} <= %s AND {m['text']} <> ''"
         f" AND NOT ({m['role']} = %s AND {m['status']} = %s)"

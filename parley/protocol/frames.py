@@ -74,7 +74,20 @@ class Withdraw:
         return {"message_id": self.message_id}
 
 
-ClientFrame = Send | Cancel | Resume | Withdraw
+@dataclass(frozen=True, slots=True)
+class Regenerate:
+    """Answer again the question that the finished answer ``message_id`` answers: a new
+    version of it (a retry, for one that failed or was cut off)."""
+
+    type: ClassVar[str] = "regenerate"
+    message_id: int
+
+    def reply_fields(self) -> dict[str, Any]:
+        """What an error frame about this frame repeats: the answer."""
+        return {"message_id": self.message_id}
+
+
+ClientFrame = Send | Cancel | Resume | Withdraw | Regenerate
 
 
 def _field(frame: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any = ...) -> Any:
@@ -154,10 +167,18 @@ def _parse_cancel(frame: dict[str, Any], max_chars: int) -> Cancel:
 
 
 def _parse_withdraw(frame: dict[str, Any], max_chars: int) -> Withdraw:
+    return Withdraw(message_id=_message_id(frame))
+
+
+def _parse_regenerate(frame: dict[str, Any], max_chars: int) -> Regenerate:
+    return Regenerate(message_id=_message_id(frame))
+
+
+def _message_id(frame: dict[str, Any]) -> int:
     message_id = _field(frame, "message_id", (int,), None)
     if message_id is None or not 0 < message_id <= MAX_SEQ:
         raise ProtocolError("bad_frame", "'message_id' must name a message.")
-    return Withdraw(message_id=message_id)
+    return int(message_id)
 
 
 def _parse_resume(frame: dict[str, Any], max_chars: int) -> Resume:
@@ -174,6 +195,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any], int], ClientFrame]] = {
     Cancel.type: _parse_cancel,
     Resume.type: _parse_resume,
     Withdraw.type: _parse_withdraw,
+    Regenerate.type: _parse_regenerate,
 }
 
 

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import answers, protocol
 from ..conf import get_config
-from ..exceptions import LayerUnavailable, NothingToCancel, QueueFull, QuotaExceeded
+from ..exceptions import (
+    AssistantBusy,
+    LayerUnavailable,
+    NothingToCancel,
+    NothingToRegenerate,
+    QueueFull,
+    QuotaExceeded,
+)
 from ..models import Message
 from ..rooms import payloads, selectors
 from ..throttling import (
@@ -122,6 +129,17 @@ def _send_limit(socket: RoomConsumer, frame: protocol.Send) -> Limit | None:
     )  # fmt: skip
 
 
+def _regenerate_limit(socket: RoomConsumer, frame: protocol.Regenerate) -> Limit | None:
+    """An answer asked for again counts as a message sent: it costs the model as much."""
+    assert socket.grant is not None  # joined
+    buckets, limit = (
+        (user_buckets, "USER") if socket.grant.visitor is None else (visitor_buckets, "VISITOR")
+    )
+    return _user_limit(
+        socket, buckets, limit, "You are asking for answers too fast.", frame.reply_fields()
+    )
+
+
 def _resume_limit(socket: RoomConsumer, frame: protocol.Resume) -> Limit | None:
     # `after` tells the client which resume to send again after retry_after.
     return _user_limit(
@@ -173,6 +191,26 @@ async def handle_cancel(socket: RoomConsumer, frame: protocol.Cancel) -> None:
         socket.reply_error("nothing_to_cancel", str(exc))
     except LayerUnavailable as exc:
         socket.reply_error("unavailable", str(exc))
+
+
+@handles(protocol.Regenerate, limit=_regenerate_limit)
+async def handle_regenerate(socket: RoomConsumer, frame: protocol.Regenerate) -> None:
+    """Answer again the question of a finished answer: its new version streams to the room.
+    A visitor's counts against its daily quota, as a message would."""
+    room, grant = socket.room, socket.grant
+    assert room is not None and grant is not None  # joined
+    if grant.visitor is not None:
+        try:
+            await database_call(visitor_quota_take, visitor=grant.visitor)
+        except QuotaExceeded as exc:
+            socket.reply_error("quota_exceeded", str(exc), **frame.reply_fields())
+            return
+    try:
+        await answers.answer_regenerate(room=room, answer_id=frame.message_id)
+    except NothingToRegenerate as exc:
+        socket.reply_error("not_regenerable", str(exc), **frame.reply_fields())
+    except AssistantBusy as exc:
+        socket.reply_error("assistant_busy", str(exc), **frame.reply_fields())
 
 
 @handles(protocol.Withdraw)

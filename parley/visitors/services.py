@@ -163,17 +163,21 @@ def visitor_carry_over(*, visitor: Visitor, user: _User) -> list[Room]:
 
 
 def visitor_quota_take(*, visitor: str, client_id: str = "", now: datetime | None = None) -> None:
-    """Count one message against the visitor's ``VISITORS["DAILY_MESSAGES"]``; raises
+    """Count one message (or one answer asked for again) against the visitor's
+    ``VISITORS["DAILY_MESSAGES"]``; raises
     :class:`QuotaExceeded` when today's (UTC) are spent, unless ``client_id`` names one
     stored already (a resend: it gets its acknowledgement again). Marks the visitor as
     seen. Counted before the message is stored: sends racing from several sockets may pass
     the quota by a few, as many as ``RATE_LIMITS["VISITOR"]`` lets through at once."""
     now = now or timezone.now()
     limit = get_config().visitors["DAILY_MESSAGES"]
-    mine = Message.objects.filter(room__visitor__public_id=visitor, role=Message.Role.USER)
+    conversation = Message.objects.filter(room__visitor__public_id=visitor)
+    mine = conversation.filter(role=Message.Role.USER)
     if limit is not None and not (client_id and mine.filter(client_id=client_id).exists()):
         midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        if mine.filter(created_at__gte=midnight).count() >= limit:
+        # Its messages, and the answers it asked for again (regenerated).
+        asked = conversation.filter(Q(role=Message.Role.USER) | Q(version_of__isnull=False))
+        if asked.filter(created_at__gte=midnight).count() >= limit:
             raise QuotaExceeded(
                 f"You have sent the {limit} messages a visitor may send in a day. "
                 "Log in, or come back tomorrow."
@@ -189,7 +193,9 @@ def visitors_expire(*, now: datetime | None = None) -> int:
     stale = Visitor.objects.filter(Q(last_seen_at__lt=cutoff) | Q(user__isnull=False))
     with transaction.atomic():
         gone = list(stale.filter(user__isnull=True).values_list("public_id", flat=True))
-        _, deleted = stale.delete()
-        for public_id in gone:  # their open sockets close now, not at the next re-check
+        # Their open sockets close now, not at the next re-check: told first that the
+        # visitor is gone (4401), before their deleted conversation says so (4404).
+        for public_id in gone:
             visitor_revoke_on_commit(public_id)
+        _, deleted = stale.delete()
     return deleted.get(Visitor._meta.label, 0)

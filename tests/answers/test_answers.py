@@ -523,3 +523,77 @@ async def test_a_real_server_survives_a_failing_model(
     assert (await stored(retry["id"])).status == Message.Status.COMPLETE
     assert not [f for f in peer.frames if f["type"] == "error" and f is not error]
     await peer.close()
+
+
+async def regenerate(client: RoomClient, answer_id: int) -> tuple[list[dict[str, Any]], dict]:
+    """Ask for ``answer_id`` again; the frames up to the new version's ``done``, and it."""
+    start = len(client.frames)
+    await client.send(type="regenerate", message_id=answer_id)
+    return await frames_until(client, "done", start=start)
+
+
+async def test_a_failed_answer_is_retried_and_each_version_is_kept_with_the_same_context(
+    member, fake_openai
+):
+    """The model fails; "Retry" answers the same question again, with what led to it; then
+    "Regenerate" once more. Every version stays, each marked as a version of the first, and
+    the next question's context holds the newest only, in the first one's place."""
+    fake_openai.enqueue(Script(status=500), Script(tokens=["Second."]), Script(tokens=["Third."]))
+    _, failed = await ask(member, "hi", client_id="c1")
+    first = failed["message"]
+    assert first["status"] == "failed" and "version_of" not in first
+
+    frames, retried = await regenerate(member, first["id"])
+    [opened] = [f["message"] for f in of_type(frames, "message")]
+    assert opened["version_of"] == first["id"] and opened["reply_to"] == first["reply_to"]
+    assert retried["message"]["text"] == "Second." and retried["message"]["status"] == "complete"
+    _, third = await regenerate(member, retried["message"]["id"])
+    assert (
+        third["message"]["version_of"] == first["id"]
+    )  # a version of the first, not of the second
+    requests = [exchange.body["messages"] for exchange in fake_openai.exchanges]
+    assert requests[0] == requests[1] == requests[2]  # the same path: up to the question
+
+    await ask(member, "and then?", client_id="c2")
+    turns = [(m["role"], m["content"]) for m in fake_openai.last.body["messages"]]
+    assert turns[-3:] == [
+        ("user", "alice: hi"),
+        ("assistant", "Third."),
+        ("user", "alice: and then?"),
+    ]
+    rows = await database_sync_to_async(
+        lambda: list(Message.objects.filter(role="assistant").values_list("text", "version_of"))
+    )()
+    assert [text for text, _ in rows[:3]] == ["", "Second.", "Third."]
+    assert [version for _, version in rows[:3]] == [None, first["id"], first["id"]]
+
+
+async def test_only_a_finished_answer_of_the_room_is_asked_for_again(
+    member, fake_openai, private_room
+):
+    fake_openai.script = SLOW
+    start = len(member.frames)
+    await member.send(type="send", client_id="c1", text="hi")
+    frames, _ = await frames_until(member, "delta", start=start)
+    question, streaming = (f["message"] for f in of_type(frames, "message"))
+    for message_id, code in (
+        (streaming["id"], "not_regenerable"),  # still streaming
+        (question["id"], "not_regenerable"),  # a question
+        (10**9, "not_regenerable"),  # no such message (or another room's)
+    ):
+        start = len(member.frames)
+        await member.send(type="regenerate", message_id=message_id)
+        _, error = await frames_until(member, "error", start=start)
+        assert (error["code"], error["message_id"]) == (code, message_id)
+    await member.send(type="cancel")
+    _, done = await frames_until(member, "done", start=len(member.frames))
+    fake_openai.script = Script()
+    await member.send(type="send", client_id="c2", text="again", ask=False)
+    # Answers stream one at a time: asking again during an answer is refused, clearly.
+    fake_openai.script = SLOW
+    start = len(member.frames)
+    await member.send(type="regenerate", message_id=done["message"]["id"])
+    await frames_until(member, "delta", start=start)
+    await member.send(type="regenerate", message_id=done["message"]["id"])
+    _, busy = await frames_until(member, "error", start=start)
+    assert busy["code"] == "assistant_busy"

@@ -8,6 +8,7 @@ import { MessageList } from "./messages.js";
 
 const EXPLANATIONS = {
   nothing_to_cancel: "There was no answer to stop.",
+  assistant_busy: "The assistant is busy: ask for this answer again once it has finished.",
   not_waiting: "That question is no longer waiting: it may have been answered already.",
 };
 
@@ -60,6 +61,7 @@ export class Conversation {
     this.els.list.replaceChildren();
     this.messages = new MessageList(this.els.list, () => this.state.user, this.els.announcer, {
       onWithdraw: (id) => this.socket.send({ type: "withdraw", message_id: id }),
+      onRegenerate: (id) => this.regenerate(id),
     });
   }
 
@@ -194,6 +196,16 @@ export class Conversation {
     this.showEmpty();
     this.scrollToBottom();
     text.focus();
+  }
+
+  /** Ask for the answer `id` again; said so if it cannot be asked now. */
+  regenerate(id) {
+    if (this.state.streaming()) {
+      this.notify("Wait for the assistant to finish this answer first.");
+      return;
+    }
+    if (!this.socket.send({ type: "regenerate", message_id: id }))
+      this.notify("Not connected; try again once connected.");
   }
 
   stop() {

@@ -34,14 +34,21 @@ const ANNOUNCED_KEPT = 5;
 export class MessageList {
   /** `list` is the <ol>; `me()` returns the logged-in user ({id, name}) once known;
    * `announcer` is the element new messages are announced in (optional); `onWithdraw(id)`
-   * is called when the user withdraws a question of theirs that waits its turn. */
-  constructor(list, me, announcer = null, { onWithdraw = () => {} } = {}) {
+   * is called when the user withdraws a question of theirs that waits its turn,
+   * `onRegenerate(id)` when they ask for an answer again.
+   *
+   * The versions of an answer (its first, and those asked for again: `version_of`) share
+   * its place in the list, one shown at a time, the newest unless the reader steps back. */
+  constructor(list, me, announcer = null, { onWithdraw = () => {}, onRegenerate = () => {} } = {}) {
     this.list = list;
     this.me = me;
     this.announcer = announcer;
     this.onWithdraw = onWithdraw;
+    this.onRegenerate = onRegenerate;
     this.nodes = new Map(); // seq -> <li>
     this.pending = new Map(); // client_id -> <li>
+    this.versions = new Map(); // first version's id -> seqs of its versions, oldest first
+    this.chosen = new Map(); // first version's id -> the seq the reader stepped to
   }
 
   /** Draw `message` (a payload from RoomState), creating its <li> if new. With `announce`
@@ -54,7 +61,7 @@ export class MessageList {
     if (!li) {
       li = this.build(message);
       this.nodes.set(message.seq, li);
-      this.insertInOrder(li, message.seq);
+      this.place(li, message);
     }
     const streaming = message.status === "streaming";
     if (li.dataset.status !== message.status) {
@@ -66,8 +73,10 @@ export class MessageList {
     renderStatus(li, message);
     this.renderWithdraw(li, message);
     this.renderCopy(li, message);
+    this.renderRegenerate(li, message);
     renderModel(li, message);
     li.parleyText = message.text;
+    if (message.role === "assistant") this.showVersion(message.version_of ?? message.id);
     if (announce && !streaming && (fresh || wasStreaming)) this.announce(message);
   }
 
@@ -95,6 +104,80 @@ export class MessageList {
     } else if (!button) {
       li.querySelector(".msg-meta").append(copyButton("Copy", "Copy answer", () => li.parleyText));
     }
+  }
+
+  /** A new message goes in seq order; a new version of an answer after its versions. */
+  place(li, message) {
+    if (message.role !== "assistant") {
+      this.insertInOrder(li, message.seq);
+      return;
+    }
+    const first = message.version_of ?? message.id;
+    const seqs = this.versions.get(first) ?? [];
+    const last = this.nodes.get(seqs.at(-1));
+    if (last) last.after(li);
+    else this.insertInOrder(li, message.seq);
+    seqs.push(message.seq);
+    seqs.sort((a, b) => a - b);
+    this.versions.set(first, seqs);
+    this.chosen.delete(first); // a new version is shown to everyone
+  }
+
+  /** Show one version of the answer `first` (the chosen one, else the newest), with a
+   * stepper (‹ 2/3 ›) when there are several. */
+  showVersion(first) {
+    const seqs = this.versions.get(first) ?? [];
+    const shown = this.chosen.get(first) ?? seqs.at(-1);
+    for (const seq of seqs) {
+      const li = this.nodes.get(seq);
+      li.hidden = seq !== shown;
+      li.querySelector(".versions")?.remove();
+      if (seq === shown && seqs.length > 1) li.querySelector(".msg-meta").append(this.stepper(first, seqs, seq));
+    }
+  }
+
+  stepper(first, seqs, shown) {
+    const index = seqs.indexOf(shown);
+    const nav = element("span", "versions");
+    nav.setAttribute("role", "group");
+    nav.setAttribute("aria-label", "Versions of this answer");
+    const step = (text, name, to) => {
+      const button = element("button", "version-step", text);
+      button.type = "button";
+      button.setAttribute("aria-label", name);
+      button.disabled = to < 0 || to >= seqs.length;
+      button.addEventListener("click", () => {
+        this.chosen.set(first, seqs[to]);
+        this.showVersion(first);
+        this.nodes.get(seqs[to]).querySelector(".version-step:not(:disabled)")?.focus();
+      });
+      return button;
+    };
+    nav.append(
+      step("‹", "Previous version", index - 1),
+      element("span", "version-count", `${index + 1}/${seqs.length}`),
+      step("›", "Next version", index + 1),
+    );
+    return nav;
+  }
+
+  /** A finished answer can be asked for again: "Retry" if it did not end well. */
+  renderRegenerate(li, message) {
+    const wanted = message.role === "assistant" && message.status !== "streaming";
+    let button = li.querySelector(".regenerate");
+    if (!wanted) {
+      button?.remove();
+      return;
+    }
+    if (!button) {
+      button = element("button", "regenerate");
+      button.type = "button";
+      button.addEventListener("click", () => this.onRegenerate(message.id));
+      li.querySelector(".msg-meta").append(button);
+    }
+    const retry = message.status !== "complete";
+    setText(button, retry ? "Retry" : "Regenerate");
+    button.setAttribute("aria-label", retry ? "Retry this answer" : "Regenerate this answer");
   }
 
   /** Say `message` once in the announcer: who, how it ended if not completely, the text. */
