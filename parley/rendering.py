@@ -145,8 +145,11 @@ class BlocksUpdate:
         return {"from": self.start, "html": self.html, "chars": self.chars, "after": self.after}
 
 
-# What Markdown trims at the end of a block (not every Unicode space: a no-break space is text).
-_MARKDOWN_SPACE = " \t\n\r\f\v"
+# Past this many characters after the settled blocks (a long table, list or paragraph full of
+# brackets being written), they are parsed again only once they have grown by half since the
+# last time: an update's parse costs up to ~100 ms there, and the whole answer's then costs
+# at most about three parses of it.
+MAX_UNSETTLED = 4000
 # Characters that can start, end or change Markdown's inline syntax, and those HTML writes as
 # entities (&, <, >, no-break space): see MarkdownStream._shows_as_text.
 _INLINE_SYNTAX = frozenset("\\`*_~[]()!<>&;|\n\r\x00\u00a0")
@@ -176,19 +179,22 @@ class MarkdownStream:
         self.settled = 0  # how many of ``blocks`` are settled (the first ones)
         self._settled_end = 0  # where in the text the settled blocks end
         self._references: dict[str, Any] = {}  # defined in the settled text
+        self._parsed = 0  # how long the text after the settled blocks was when last parsed
 
     def update(self, text: str) -> BlocksUpdate | None:
         """Render ``text``, the answer so far (the text of the last update and more).
         ``None`` if the last update, with the text after it, shows it already."""
-        # The blocks render text up to its last non-space: the client shows what follows
-        # as text, spaces and all, until the next update (a block's HTML drops its
-        # trailing spaces, which would leave "about" and "How" glued together).
-        chars = len(text.rstrip(_MARKDOWN_SPACE))
-        if chars == self.chars:
+        # The blocks render the text up to its last non-space (as Python, and markdown-it,
+        # strip it): the client shows what follows as text, spaces and all, until the next
+        # update (a block's HTML drops its trailing spaces, which would glue "about" to
+        # "How", and a code block's last newline, which would show twice).
+        chars = len(text.rstrip())
+        if chars == self.chars or self._shows_as_text(text, chars):
             return None
-        if self._shows_as_text(text, chars):
-            return None
-        fragment = text[self._settled_end :]
+        fragment = text[self._settled_end : chars]
+        if len(fragment) > MAX_UNSETTLED and len(fragment) < 1.5 * self._parsed:
+            return None  # a huge block being written: parsed again only as it grows by half
+        self._parsed = len(fragment)
         env: dict[str, Any] = {"references": dict(self._references)}
         tokens = _md.parse(fragment, env)
         spans = _block_spans(tokens)
@@ -234,6 +240,8 @@ class MarkdownStream:
         tail = self.blocks[-1] if len(self.blocks) == self.settled + 1 else ""
         if not (self.chars and tail.startswith("<p>") and tail.endswith("</p>\n")):
             return False
+        if text[self._settled_end : self.chars].lstrip().startswith("["):
+            return False  # it may become a reference definition ("[x]: https://…"): no HTML
         added = text[self.chars : chars]
         if _INLINE_SYNTAX.intersection(added) or text[self.chars - 1] in _INLINE_SYNTAX:
             return False

@@ -195,9 +195,13 @@ def room_rename(request: AuthenticatedHttpRequest, public_id: str) -> HttpRespon
         messages.error(request, " ".join(str(error) for error in form.errors["title"]))
         return redirect("parley:room", public_id=room.public_id)
     try:
+        # Each rename reaches every member's open pages: limited as creating rooms is.
+        services.user_rate_limit(user=request.user, action="ROOMS")
         services.room_rename(room=room, by=request.user, title=form.cleaned_data["title"])
     except RoomPermissionDenied as exc:
         messages.error(request, str(exc))
+    except RateLimited as exc:
+        messages.error(request, f"You renamed rooms often; try again in {_wait(exc.retry_after)}.")
     else:
         messages.success(request, f"The room is now called “{_isolated(room.title)}”.")
     return redirect("parley:room", public_id=room.public_id)

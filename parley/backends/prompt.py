@@ -112,6 +112,7 @@ def markdown_link(title: str, url: str) -> str:
 # reference definition's label (a line "[2]: …", dropped first).
 _CITATION = re.compile(r"\[(\d{1,3})\](?!\()")
 _DEFINITION = re.compile(r"^ {0,3}\[\d{1,3}\]:.*$", re.M)
+_CODE = re.compile(r"(`{3,}|~{3,}).*?(?:\1|\Z)|`+[^`]*`+", re.S)
 
 SOURCES_CITED = "**Sources**"
 SOURCES_GIVEN = "**Sources given to the assistant** (none cited)"
@@ -125,10 +126,12 @@ def sources_markdown(passages: tuple[Passage, ...] | list[Passage], *, answer: s
     if not passages:
         return ""
     sources = passages_sources(passages)
-    cited = {int(number) for number in _CITATION.findall(_DEFINITION.sub("", answer))}
+    prose = _CODE.sub("", _DEFINITION.sub("", answer))  # x[1] in code cites nothing
+    cited = {int(number) for number in _CITATION.findall(prose)}
     shown = [s for s in sources if s.number in cited]
     heading = SOURCES_CITED if shown else SOURCES_GIVEN
-    lines = [f"{s.number}. {markdown_link(s.title, s.url)}" for s in shown or sources]
+    # Not an ordered list: Markdown would number [2] and [5] as 2 and 3.
+    lines = [f"- \\[{s.number}\\] {markdown_link(s.title, s.url)}" for s in shown or sources]
     return f"\n\n{heading}\n\n" + "\n".join(lines) + "\n"
 
 

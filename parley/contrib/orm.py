@@ -217,37 +217,45 @@ def messages_context(*, room_id: int, up_to: int, limit: int) -> list[tuple[str,
     numbered up to ``up_to``, oldest first, leaving out streaming answers and empty texts:
     what :func:`parley.answers.records.answer_request` sends a model. Of an answer asked
     for again, only its newest version up to there counts, in its first version's place:
-    the path that leads to the question, not every version. One statement built by hand:
+    the path that leads to the question, not every version (however many there are, the
+    ``limit`` is of messages on that path). One statement built by hand:
     every answer waits for this read before its first token, and the ORM's compiling of it
     cost more than the read."""
     streaming = (Message.Role.ASSISTANT.value, Message.Status.STREAMING.value)
     with connection.cursor() as cursor:
-        # Twice as many as needed: versions left out leave room for the messages before.
-        cursor.execute(_messages_context_sql(), (room_id, up_to, *streaming, 2 * limit))
+        cursor.execute(_messages_context_sql(), (room_id, up_to, *streaming, up_to, limit))
         rows = cursor.fetchall()
     rows.reverse()
-    newest: dict[int, tuple[str, str, str]] = {}  # first version's id -> its newest version
-    for pk, first, role, text, author in rows:
-        newest[first or pk] = (role, text, author or "")  # a dict keeps the first's place
-    return list(newest.values())[-limit:]
+    return [(role, text, author or "") for role, text, author in rows]
 
 
 @_per_database
 def _messages_context_sql() -> str:
     users = get_user_model()
     quote = connection.ops.quote_name
-    m = {
-        name: f"m.{_column(Message, name)}"
-        for name in ("id", "version_of", "role", "text", "author", "room", "seq", "status")
-    }
+    table = quote(Message._meta.db_table)
+
+    def column(alias: str, name: str) -> str:
+        return f"{alias}.{_column(Message, name)}"
+
+    m = {name: column("m", name) for name in ("id", "role", "text", "author", "room", "seq")}
+    status, version_of = column("m", "status"), column("m", "version_of")
     username = f"u.{_column(users, users.USERNAME_FIELD)}"
+    # A version is left out once a later one of the same answer exists up to ``up_to``; the
+    # one kept takes its first version's place (the first version's seq).
+    later = (
+        f"SELECT 1 FROM {table} v WHERE {column('v', 'version_of')} = COALESCE({version_of}, "
+        f"{m['id']}) AND {column('v', 'seq')} > {m['seq']} AND {column('v', 'seq')} <= %s"
+        f" AND {column('v', 'room')} = {m['room']}"
+    )
+    place = f"COALESCE({column('f', 'seq')}, {m['seq']})"
     return (
-        f"SELECT {m['id']}, {m['version_of']}, {m['role']}, {m['text']}, {username}"
-        f" FROM {quote(Message._meta.db_table)} m"
+        f"SELECT {m['role']}, {m['text']}, {username} FROM {table} m"
         f" LEFT JOIN {quote(users._meta.db_table)} u ON u.{_column(users)} = {m['author']}"
+        f" LEFT JOIN {table} f ON {column('f', 'id')} = {version_of}"
         f" WHERE {m['room']} = %s AND {m['seq']} <= %s AND {m['text']} <> ''"
-        f" AND NOT ({m['role']} = %s AND {m['status']} = %s)"
-        f" ORDER BY {m['seq']} DESC LIMIT %s"
+        f" AND NOT ({m['role']} = %s AND {status} = %s) AND NOT EXISTS ({later})"
+        f" ORDER BY {place} DESC, {m['seq']} DESC LIMIT %s"
     )
 
 

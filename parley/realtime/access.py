@@ -50,6 +50,10 @@ from .db import database_call
 
 logger = logging.getLogger(__name__)
 
+# The room of a socket in no room (the room list's, parley/realtime/inbox.py): no room has
+# this primary key, and the re-check finds no membership to miss for it.
+NO_ROOM = 0
+
 CHECK_BATCH = 200  # sockets re-checked per trip to the database thread (17 ms on SQLite)
 
 
@@ -224,7 +228,7 @@ def grants_check(*, grants: list[tuple[int, Grant]]) -> list[tuple[int, Refusal]
             or (grant.session_key is not None and sessions.get(grant.session_key) != grant.user_key)
         ):
             revoked.append((token, SIGNED_OUT))
-        elif (grant.user_id, grant.room_id) not in members:
+        elif grant.room_id != NO_ROOM and (grant.user_id, grant.room_id) not in members:
             revoked.append((token, NOT_A_MEMBER))
     return revoked
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_tokens = itertools.count(1)  # ids of this process's sockets, for frames meant for one
+socket_tokens = itertools.count(1)  # ids of this process's sockets, for frames meant for one
 # Seconds a socket being closed has to read the frames queued before its close (the error
 # frame saying why); one that reads nothing meanwhile is closed without them.
 CLOSE_GRACE = 5.0
@@ -74,7 +74,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         # asyncio.wait per frame).
         self.scope = scope
         self.base_send = send
-        self.token = next(_tokens)
+        self.token = next(socket_tokens)
         config = get_config()
         self.outbox = Outbox(
             send,

@@ -146,14 +146,17 @@ class RoomHub:
             if joining is not None:  # a member joined just before us: wait for the group
                 await joining.wait()
 
-    async def follow(self, user: str, member: Member) -> None:
+    async def follow(self, user: str, member: Member, token: int) -> None:
         """Pass the ``parley.access`` events of ``user`` (a user key) to ``member``, a socket
-        in no room (the room list's: :mod:`.inbox`). It counts for :meth:`user_sockets`."""
+        in no room (the room list's: :mod:`.inbox`). It counts for :meth:`user_sockets`,
+        and as one of :attr:`members` for the re-check of rights and ``/status/``."""
         if not self.channel:
             await self.start()
+        self.members[token] = member
         self.users.setdefault(user, set()).add(member)
 
-    async def unfollow(self, user: str, member: Member) -> None:
+    async def unfollow(self, user: str, member: Member, token: int) -> None:
+        self.members.pop(token, None)
         sockets = self.users.get(user)
         if sockets is not None:
             sockets.discard(member)

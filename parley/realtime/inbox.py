@@ -24,43 +24,69 @@ from django.dispatch import receiver
 
 from .. import protocol
 from ..conf import get_config
+from ..exceptions import LayerUnavailable
 from ..models import Invitation, Membership, Room
-from ..protocol import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from ..protocol import (
+    CLOSE_FORBIDDEN,
+    CLOSE_RATE_LIMITED,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNAUTHENTICATED,
+)
 from ..rooms import payloads
-from . import access, auth
+from . import access, auth, consumers
 from .db import database_call
 from .hub import get_hub
 from .origins import origin_embeds_only
 from .outbox import Outbox
 
 ROOMS_CHANGED = protocol.encode({"type": "rooms_changed"})
-NO_ROOM = 0  # the room of an inbox's grant: no room has this primary key
 
 
 class InboxConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels is untyped
-    """One page's socket of a logged-in user's room list. It takes no frames."""
+    """One page's socket of a logged-in user's room list. It takes no frames. It counts
+    against the user's ``SOCKETS_PER_USER``, and the periodic re-check of rights covers it
+    (its grant names no room: ``access.NO_ROOM``)."""
 
     grant: access.Grant | None = None
     outbox: Outbox
     revoked = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.token = next(consumers.socket_tokens)
+
     async def connect(self) -> None:
-        user, _, session_key, visitor = await database_call(auth.socket_user, self.scope)
+        user, room, session_key, visitor = await database_call(auth.socket_user, self.scope)
         await self.accept()
-        self.outbox = Outbox(self.send, limit=get_config().max_backlog, on_overflow=self._overflow)
+        config = get_config()
+        self.outbox = Outbox(self.send, limit=config.max_backlog, on_overflow=self._overflow)
         if visitor is not None or not user.is_authenticated:
             self.revoke("unauthenticated", "Log in to follow your rooms.", CLOSE_UNAUTHENTICATED)
             return
-        if origin_embeds_only(self.scope):
-            self.revoke("forbidden", "Pages of other sites cannot follow rooms.", CLOSE_FORBIDDEN)
+        if origin_embeds_only(self.scope) or room is not None:  # a ticket for one room only
+            self.revoke("forbidden", "This socket may not follow rooms.", CLOSE_FORBIDDEN)
             return
-        self.grant = access.Grant(user.pk, NO_ROOM, session_key, access.auth_hash(user))
-        await get_hub().follow(self.grant.user_key, self)
+        grant = access.Grant(user.pk, access.NO_ROOM, session_key, access.auth_hash(user))
+        hub = get_hub()
+        cap = config.rate_limits["SOCKETS_PER_USER"]
+        if cap is not None and hub.user_sockets(grant.user_key) >= cap:
+            detail = f"You have {cap} sockets open on this server, the most allowed; close one."
+            self.revoke("too_many_sockets", detail, CLOSE_RATE_LIMITED)
+            return
+        self.grant = grant
+        try:
+            await hub.follow(grant.user_key, self, self.token)
+        except LayerUnavailable:
+            self.grant = None
+            self.revoke(
+                "unavailable", "The server cannot reach its channel layer.", CLOSE_TRY_AGAIN
+            )
+            return
         self.outbox.put(protocol.encode({"type": "hello", "v": protocol.VERSION}))
 
     async def disconnect(self, code: int) -> None:
         if self.grant is not None:
-            await get_hub().unfollow(self.grant.user_key, self)
+            await get_hub().unfollow(self.grant.user_key, self, self.token)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Frames from the page are ignored: there is nothing to ask this socket."""

@@ -19,6 +19,7 @@ from example.asgi import application
 from parley import answers
 from parley.answers import records
 from parley.backends import AssistantBackend, AssistantRequest, TextDelta, get_backend
+from parley.contrib.orm import messages_context
 from parley.models import Message
 from parley.rooms import services
 from parley.testing import RoomClient
@@ -597,3 +598,28 @@ async def test_only_a_finished_answer_of_the_room_is_asked_for_again(
     await member.send(type="regenerate", message_id=done["message"]["id"])
     _, busy = await frames_until(member, "error", start=start)
     assert busy["code"] == "assistant_busy"
+
+
+@pytest.mark.django_db
+def test_the_context_is_the_path_however_many_versions_an_answer_has(private_room, alice):
+    """Forty versions of an answer leave the context its path: the newest version in the
+    first one's place, and as many earlier messages as the limit allows."""
+
+    def answered(question: Message, text: str, version_of: Message | None = None) -> Message:
+        answer, _ = records.answer_open(
+            room=private_room, reply_to=question, worker="w", version_of=version_of
+        )
+        return records.answer_finish(answer=answer, text=text, status="complete")
+
+    q0, _ = services.message_post(room=private_room, author=alice, text="earlier", client_id="0")
+    answered(q0, "earlier answer")
+    q1, _ = services.message_post(room=private_room, author=alice, text="hi", client_id="1")
+    first = answered(q1, "v0")
+    for n in range(1, 41):
+        answered(q1, f"v{n}", version_of=first)
+    q2, _ = services.message_post(room=private_room, author=alice, text="next", client_id="2")
+    turns = messages_context(room_id=private_room.pk, up_to=q2.seq, limit=5)
+    assert [text for _, text, _ in turns] == ["earlier", "earlier answer", "hi", "v40", "next"]
+    # Asked again before the later versions existed, the path is as it stood then.
+    then = messages_context(room_id=private_room.pk, up_to=first.seq + 3, limit=5)
+    assert [text for _, text, _ in then][-2:] == ["hi", "v3"]

@@ -130,7 +130,7 @@ class TestOfflineBackend(BackendContract):
         assert "To connect Ollama, start it and run:\n\n```sh\nPARLEY_BACKEND=openai" in answer
         assert "It is free" not in answer and "Pull a model first" not in answer
         assert answer.endswith(
-            "**Sources**\n\n1. [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
+            "**Sources**\n\n- \\[1\\] [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
         )
         html = render_markdown(answer)
         assert '<a href="/knowledge/docs/backends.md#ollama"' in html
@@ -150,7 +150,8 @@ class TestOfflineBackend(BackendContract):
         )
         assert "[1]" in answer and "From *Configuration › Variables* [2]:" in answer
         assert (
-            "2. [Configuration › Variables](/knowledge/docs/configuration.md#variables)" in answer
+            "- \\[2\\] [Configuration › Variables](/knowledge/docs/configuration.md#variables)"
+            in answer
         )
         assert "Deploying" not in answer  # holds no word of the question
         answer = compose_answer(ask("How do I connect Ollama?", passages=(OLLAMA, SETTINGS)))
@@ -159,7 +160,7 @@ class TestOfflineBackend(BackendContract):
     async def test_a_source_without_a_url_is_named_not_linked(self):
         passage = Passage(title="Notes [draft]", text="The ferry leaves at nine.")
         answer = compose_answer(ask("When does the ferry leave?", passages=(passage,)))
-        assert answer.endswith("**Sources**\n\n1. Notes \\[draft\\]\n")
+        assert answer.endswith("**Sources**\n\n- \\[1\\] Notes \\[draft\\]\n")
 
     async def test_does_arithmetic(self):
         answer = "".join(await collect(OfflineBackend(delay=0).stream(ask("2 * (3 + 4)"))))
@@ -311,22 +312,24 @@ class TestOpenAIBackend(BackendContract):
         assert "".join(pieces[:-1]) == Script().text
         assert pieces[-1] == (
             "\n\n**Sources given to the assistant** (none cited)\n\n"
-            "1. [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
-            "2. [Configuration › Variables](/knowledge/docs/configuration.md#variables)\n"
+            "- \\[1\\] [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
+            "- \\[2\\] [Configuration › Variables](/knowledge/docs/configuration.md#variables)\n"
         )
 
     async def test_an_answer_lists_only_the_sources_it_cites(self, make_backend, fake_openai):
         """Cited by number as the prompt asks ([2]); a link's text "[1](…)" or a number
         beyond the sources is no citation."""
         fake_openai.script = Script(
-            tokens=["Use ", "the base URL [", "2]; see [1](https://x.test) and [9]."]
+            tokens=["Use ", "the base URL [", "2]; see [1](https://x.test), [9] and `x[1]`."]
         )
         request = ask("Which URL for Ollama?", passages=(OLLAMA, SETTINGS))
         pieces = await collect(make_backend().stream(request))
         assert pieces[-1] == (
             "\n\n**Sources**\n\n"
-            "2. [Configuration › Variables](/knowledge/docs/configuration.md#variables)\n"
+            "- \\[2\\] [Configuration › Variables](/knowledge/docs/configuration.md#variables)\n"
         )
+        # Shown as [2], the number the answer cites: an ordered list would renumber it 1.
+        assert "<li>[2] <a href" in render_markdown(pieces[-1])
 
     async def test_the_model_is_named_as_the_server_names_it(self, make_backend, fake_openai):
         backend = make_backend(model="gpt-4o-mini")
@@ -343,7 +346,7 @@ class TestOpenAIBackend(BackendContract):
         pieces = await collect(make_backend(system_prompt="You help.").stream(request))
         system = fake_openai.last.body["messages"][0]["content"]
         assert system.startswith(f"You help.\n\n{WITHHELD_PROMPT}\n\nNumbered excerpts")
-        source = "1. [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
+        source = "- \\[1\\] [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
         assert pieces[-1].endswith(f"{source}\n\n_{WITHHELD_NOTE}_\n")
 
     async def test_a_failed_answer_gets_no_sources(self, make_backend, fake_openai):

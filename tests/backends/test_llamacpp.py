@@ -149,7 +149,7 @@ class TestLlamaCppBackend(BackendContract):
         ]
         assert pieces[-1] == (
             "\n\n**Sources given to the assistant** (none cited)\n\n"
-            "1. [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
+            "- \\[1\\] [Backends › Ollama](/knowledge/docs/backends.md#ollama)\n"
         )
         assert "".join(pieces[:-1]) == "".join(TOKENS)
 
@@ -259,7 +259,7 @@ async def test_the_real_model_answers_from_passages_and_lists_them(real_backend)
     # Listed as cited if the model cited it ([1]), else as given: honest either way.
     cited = "[1]" in "".join(pieces[:-1])
     heading = "**Sources**" if cited else "**Sources given to the assistant** (none cited)"
-    assert pieces[-1].startswith(f"\n\n{heading}\n\n1. [Backends › Ollama](")
+    assert pieces[-1].startswith(f"\n\n{heading}\n\n- \\[1\\] [Backends › Ollama](")
 
 
 @pytest.mark.llamacpp

@@ -136,5 +136,5 @@ async def test_a_server_process_answers_from_the_index_and_follows_changes_made_
     await sync_to_async(reindex)()
     answer = await ask(question)
     assert "weekly, with vinegar" in answer and "citric acid" not in answer
-    assert "1. [Notes](/knowledge/kb/notes.txt)" in answer
+    assert "- \\[1\\] [Notes](/knowledge/kb/notes.txt)" in answer
     await peer.close()

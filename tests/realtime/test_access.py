@@ -594,3 +594,23 @@ def test_the_leave_button_takes_a_member_out(client, alice, bob, shared_room):
     assert response.status_code == 302 and response["Location"] == reverse("parley:rooms")
     assert not Membership.objects.filter(room=shared_room, user=bob).exists()
     assert client.get(room).status_code == 404
+
+
+async def test_the_room_list_socket_is_rechecked_and_counts_against_the_socket_cap(servers, alice):
+    """A session deleted without a signal (clearsessions, an admin) ends the room list's
+    socket at the next re-check; and it is one of the user's sockets for the cap."""
+    options = {"RECHECK_INTERVAL": 0.2, "RATE_LIMITS": {"SOCKETS_PER_USER": 1}}
+    server = servers({"PARLEY_TEST_OPTIONS": json.dumps(options)})
+    cookie, key = await new_session(alice)
+    ws = await inbox(server, cookie)
+    second = await websockets.connect(
+        f"{server.ws_url}/ws/inbox/",
+        additional_headers={"Cookie": cookie, "Origin": server.http_url},
+    )
+    assert json.loads(await second.recv())["code"] == "too_many_sockets"
+    await second.wait_closed()
+    assert second.close_code == 4029
+    await sync_to_async(Session.objects.filter(session_key=key).delete)()
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10))["code"] == "unauthenticated"
+    await ws.wait_closed()
+    assert ws.close_code == 4401

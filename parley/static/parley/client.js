@@ -62,6 +62,7 @@ export class RoomState {
     this.newId = newId;
     this.storage = storage;
     this.storageKey = null; // where the outbox is kept, once the room and user are known
+    this.finished = new Set(); // client_ids acknowledged or refused: not to be kept again
     this.now = now;
     this.messages = new Map(); // seq -> message payload (our own copy)
     this.seqById = new Map(); // message id -> seq
@@ -143,7 +144,15 @@ export class RoomState {
   _store() {
     if (!this.storage || !this.storageKey) return;
     const name = `parley.outbox:${this.storageKey}`;
-    const entries = [...this.outbox.values()].slice(-STORED_OUTBOX_MAX);
+    // Another page of the room may have stored some too: theirs stay, unless this page saw
+    // them acknowledged or refused.
+    const kept = new Map(
+      this._stored()
+        .filter((e) => !this.finished.has(e.client_id))
+        .map((e) => [e.client_id, e]),
+    );
+    for (const entry of this.outbox.values()) kept.set(entry.client_id, entry);
+    const entries = [...kept.values()].sort((a, b) => a.saved - b.saved).slice(-STORED_OUTBOX_MAX);
     try {
       if (!entries.length) this.storage.removeItem(name);
       else this.storage.setItem(name, JSON.stringify(entries.map(storedEntry)));
@@ -203,6 +212,7 @@ export class RoomState {
         }
         break;
       case "ack":
+        this.finished.add(frame.client_id);
         if (this.outbox.delete(frame.client_id)) update.outbox = true;
         if (frame.message) this._upsert(frame.message, update);
         this._fillGap(update);
@@ -235,6 +245,7 @@ export class RoomState {
         const entry = frame.client_id ? this.outbox.get(frame.client_id) : null;
         if (entry && REJECTED_SEND_CODES.has(frame.code)) {
           this.outbox.delete(frame.client_id);
+          this.finished.add(frame.client_id);
           update.outbox = true;
         } else if (entry && RETRY_SEND_CODES.has(frame.code)) {
           entry.error = frame.detail; // stays queued: sent again on the next retry
@@ -271,6 +282,7 @@ export class RoomState {
     // Our own message, stored before its ack was lost: it is not waiting any more.
     if (message.client_id && this.outbox.has(message.client_id) && this._mine(message)) {
       this.outbox.delete(message.client_id);
+      this.finished.add(message.client_id);
       update.outbox = true;
     }
     if (message.status === "streaming") {

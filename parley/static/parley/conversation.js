@@ -15,15 +15,21 @@ const EXPLANATIONS = {
 /**
  * `url`: the socket's URL, or an async function giving one per connection (ReconnectingSocket).
  * `els`: {list, announcer, scroller, empty, notice, form, text, send, stop, count?, ask?}.
- * Options: `fatalCodes` (ReconnectingSocket's), `outboxKey` (where unsent messages are kept, if
+ * Options: `fatalCodes` (ReconnectingSocket's), `keepUnsent` (false: unsent messages live in
+ * memory only, not in the page's localStorage), `outboxKey` (where unsent messages are kept, if
  * the page knows its room and user before hello: they show at once), `onConnection(state)` called with the socket's
  * states and {state: "connected"} once the server said hello, `onRoom(room)` called when the
  * room changes (a new title), and `host`, the element whose data-streaming says whether an
  * answer streams.
  */
 export class Conversation {
-  constructor(url, els, { fatalCodes, outboxKey, onConnection = () => {}, onRoom = () => {}, host = null } = {}) {
+  constructor(
+    url,
+    els,
+    { fatalCodes, outboxKey, keepUnsent = true, onConnection = () => {}, onRoom = () => {}, host = null } = {},
+  ) {
     this.els = els;
+    this.keepUnsent = keepUnsent;
     this.onConnection = onConnection;
     this.onRoom = onRoom;
     this.host = host;
@@ -56,7 +62,7 @@ export class Conversation {
 
   /** Start from nothing: a first conversation, or another one (the visitor logged in). */
   reset() {
-    this.state = new RoomState({ storage: browserStorage() });
+    this.state = new RoomState({ storage: this.keepUnsent ? browserStorage() : null });
     this.caughtUp = false; // the history was complete once: what comes now is news
     this.els.list.replaceChildren();
     this.messages = new MessageList(this.els.list, () => this.state.user, this.els.announcer, {

@@ -366,11 +366,20 @@ function renderHtml(el, html) {
 const TEXT_BLOCKS = new Set(["ul", "ol", "li", "blockquote", "p", "pre", "code", "table", "tbody", "tr", "td"]);
 
 function tailOf(el) {
-  let node = el.lastElementChild;
-  if (node?.classList.contains("code-block")) node = node.querySelector("pre");
-  else if (node?.classList.contains("table-scroll")) node = node.firstElementChild;
-  while (node?.lastElementChild && TEXT_BLOCKS.has(node.lastElementChild.localName)) node = node.lastElementChild;
+  let node = unwrapped(el.lastElementChild);
+  while (node?.lastElementChild) {
+    const last = unwrapped(node.lastElementChild);
+    if (!TEXT_BLOCKS.has(last.localName)) break;
+    node = last;
+  }
   return node ?? el;
+}
+
+/** The code block or table inside one of decorate()'s wrappers. */
+function unwrapped(node) {
+  if (node?.classList.contains("code-block")) return node.querySelector("pre");
+  if (node?.classList.contains("table-scroll")) return node.firstElementChild;
+  return node;
 }
 
 /** `block` with what the browser adds to the server's HTML: code blocks get a bar with

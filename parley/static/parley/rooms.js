@@ -2,7 +2,7 @@
 // inbox.py) only says that the user's rooms changed (an invitation, a room joined, renamed,
 // left or deleted), and the page asks for itself again, with its session, as a reload would.
 // The list is swapped for the one in that response: Django's template renders it, in one
-// place, and nothing of it runs (a parsed document's scripts never do).
+// place, escaped as every page is; the strict CSP would refuse any inline script or handler.
 
 import { ReconnectingSocket, socketUrl } from "./client.js";
 import { setText } from "./messages.js";
@@ -54,13 +54,18 @@ function start(list) {
   }
 
   let opened = 0;
+  let pending = null;
   const socket = new ReconnectingSocket(socketUrl(window.location, list.dataset.inboxPath), {
     onOpen: () => {
       opened += 1;
       if (opened > 1) refresh(); // what changed while it was away
     },
     onFrame: (frame) => {
-      if (frame.type === "rooms_changed") refresh();
+      // Changes come in bursts (a room deleted, its memberships with it): one fetch for each.
+      if (frame.type === "rooms_changed") {
+        clearTimeout(pending);
+        pending = setTimeout(refresh, 200);
+      }
     },
   });
   socket.start();

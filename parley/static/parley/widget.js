@@ -48,6 +48,8 @@ export class ParleyChat extends HTMLElement {
       fatalCodes: new Set(), // a refused ticket: ask the endpoint again (it says if it is over)
       onConnection: (s) => this.onConnection(s),
       host: this,
+      // The page's localStorage is the host site's: a visitor's unsent text stays out of it.
+      keepUnsent: false,
     });
     this.onOnline = () => this.conversation?.socket.reconnectNow(); // the network is back
     window.addEventListener("online", this.onOnline);
