@@ -165,12 +165,7 @@ class RoomHub:
 
     async def leave(self, group: str, member: Member, token: int, *, user: str = "") -> None:
         """Remove ``member``; the process leaves the group with its last."""
-        self.members.pop(token, None)
-        sockets = self.users.get(user)
-        if sockets is not None:
-            sockets.discard(member)
-            if not sockets:
-                del self.users[user]
+        await self.unfollow(user, member, token)
         room = self.rooms.get(group)
         if room is None:
             return
