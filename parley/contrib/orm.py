@@ -225,8 +225,9 @@ def messages_context(*, room_id: int, up_to: int, limit: int) -> list[tuple[str,
     with connection.cursor() as cursor:
         cursor.execute(_messages_context_sql(), (room_id, up_to, *streaming, up_to, limit))
         rows = cursor.fetchall()
-    rows.reverse()
-    return [(role, text, author or "") for role, text, author in rows]
+    # Read newest first along the (room, seq) index; a version then goes to its first's place.
+    rows.sort(key=lambda row: (row[0], row[1]))
+    return [(role, text, author or "") for _, _, role, text, author in rows]
 
 
 @_per_database
@@ -242,7 +243,9 @@ def _messages_context_sql() -> str:
     status, version_of = column("m", "status"), column("m", "version_of")
     username = f"u.{_column(users, users.USERNAME_FIELD)}"
     # A version is left out once a later one of the same answer exists up to ``up_to``; the
-    # one kept takes its first version's place (the first version's seq).
+    # one kept takes its first version's place (``place``: the first version's seq), in
+    # Python: an ORDER BY on it would sort every message of the room instead of reading the
+    # last ones along the index.
     later = (
         f"SELECT 1 FROM {table} v WHERE {column('v', 'version_of')} = COALESCE({version_of}, "
         f"{m['id']}) AND {column('v', 'seq')} > {m['seq']} AND {column('v', 'seq')} <= %s"
@@ -250,12 +253,12 @@ def _messages_context_sql() -> str:
     )
     place = f"COALESCE({column('f', 'seq')}, {m['seq']})"
     return (
-        f"SELECT {m['role']}, {m['text']}, {username} FROM {table} m"
+        f"SELECT {place}, {m['seq']}, {m['role']}, {m['text']}, {username} FROM {table} m"
         f" LEFT JOIN {quote(users._meta.db_table)} u ON u.{_column(users)} = {m['author']}"
         f" LEFT JOIN {table} f ON {column('f', 'id')} = {version_of}"
         f" WHERE {m['room']} = %s AND {m['seq']} <= %s AND {m['text']} <> ''"
         f" AND NOT ({m['role']} = %s AND {status} = %s) AND NOT EXISTS ({later})"
-        f" ORDER BY {place} DESC, {m['seq']} DESC LIMIT %s"
+        f" ORDER BY {m['seq']} DESC LIMIT %s"
     )
 
 
