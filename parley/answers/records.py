@@ -117,7 +117,7 @@ def answer_to_regenerate(*, room: Room, answer_id: int) -> tuple[Message, Messag
     )
     if answer is None or answer.reply_to is None:
         raise NothingToRegenerate("That is not a finished answer of this room.")
-    if Message.objects.filter(room=room, waiting=True).exists():
+    if question_waiting_first(room_id=room.pk) is not None:
         raise AssistantBusy("Questions are waiting for their answers; regenerate after them.")
     first = answer if answer.version_of_id is None else answer.version_of
     assert first is not None  # a version's first answer goes only with the room
