@@ -55,6 +55,11 @@ class NothingToRegenerate(ParleyError):
     """A regeneration asked for something that is not a finished answer of the room."""
 
 
+class NotEditable(ParleyError):
+    """An edit of something that is not the sender's own message of the room, or of a
+    question still waiting its turn."""
+
+
 class BackendError(ParleyError):
     """An assistant backend failed in a way worth telling the room (upstream down, bad reply).
 

@@ -222,7 +222,8 @@ class Message(models.Model):
         blank=True,
         on_delete=models.CASCADE,
         related_name="versions",
-        help_text="The first version of this answer, if it is a later one (regenerated).",
+        help_text="The first version of this message, if it is a later one (an answer "
+        "regenerated, a question edited).",
     )
     model = models.CharField(
         max_length=200,

@@ -1127,3 +1127,66 @@ def test_an_answer_is_regenerated_and_its_versions_are_stepped_through(
     )
     assert Message.objects.filter(room=shared_room, role="assistant").count() == 3
     assert tab.errors == [] and watcher.errors == []
+
+
+def test_a_question_is_edited_in_its_place_and_its_answers_follow_the_version_shown(
+    servers, alice, bob, shared_room, new_tab
+):
+    """Alice edits her first question in a shared room: the new version takes its place,
+    with its own answer, for Bob too (who cannot edit it); stepping back to the first
+    version shows the first answer again, which cannot be asked for again. A reload shows
+    the newest again."""
+    from playwright.sync_api import expect
+
+    server = servers(env=backend_env(FAST), name="browser-edit")
+    tab, watcher = new_tab(), new_tab()
+    log_in(tab, server, "alice")
+    open_room(tab, shared_room)
+    log_in(watcher, server, "bob")
+    open_room(watcher, shared_room)
+    page = tab.page
+    send(tab, "plan")
+    expect(page.locator(".msg-assistant[data-status=complete]")).to_have_count(1)
+    first_answer = page.locator(".msg-assistant").first.get_attribute("data-seq")
+    send(tab, "next")
+    expect(page.locator(".msg-assistant[data-status=complete]")).to_have_count(2)
+
+    question = page.locator(".msg-user").first
+    question.get_by_role("button", name="Edit this message").click()
+    editor = question.get_by_role("textbox", name="Your message, edited")
+    expect(editor).to_have_value("plan")
+    expect(question.get_by_role("button", name="Send")).to_be_disabled()  # unchanged
+    editor.fill("deploy plan")
+    tab.shot("editing")
+    editor.press("Enter")
+
+    for p in (page, watcher.page):
+        expect(p.locator(".msg-user:visible .msg-body")).to_have_text(["deploy plan", "next"])
+        expect(p.locator(".msg-assistant:visible[data-status=complete]")).to_have_count(2)
+        order = p.locator("#messages > li:visible").evaluate_all(
+            "els => els.map(e => e.dataset.role)"
+        )
+        assert order == ["user", "assistant", "user", "assistant"]
+        expect(p.locator(".msg-user:visible").first.locator(".version-count")).to_have_text("2/2")
+        assert p.locator(".msg-assistant:visible").first.get_attribute("data-seq") != first_answer
+    expect(watcher.page.get_by_role("button", name="Edit this message")).to_have_count(0)
+    tab.shot("edited")
+
+    page.locator(".msg-user:visible").first.get_by_role("button", name="Previous version").click()
+    expect(page.locator(".msg-user:visible .msg-body")).to_have_text(["plan", "next"])
+    shown = page.locator(".msg-assistant:visible").first
+    assert shown.get_attribute("data-seq") == first_answer
+    expect(shown.get_by_role("button", name="Regenerate this answer")).to_be_hidden()
+    # Bob still sees the newest: stepping is each reader's own.
+    expect(watcher.page.locator(".msg-user:visible .msg-body")).to_have_text(
+        ["deploy plan", "next"]
+    )
+
+    page.reload()
+    expect(page.locator("#connection-state")).to_have_attribute("data-state", "connected")
+    expect(page.locator(".msg-user:visible .msg-body")).to_have_text(["deploy plan", "next"])
+    expect(page.locator(".msg-user:visible").first.locator(".version-count")).to_have_text("2/2")
+    edited = Message.objects.get(room=shared_room, text="deploy plan")
+    assert edited.version_of == Message.objects.get(room=shared_room, text="plan")
+    assert Message.objects.filter(room=shared_room, reply_to=edited).count() == 1
+    assert tab.errors == [] and watcher.errors == []

@@ -108,7 +108,8 @@ def answer_to_regenerate(*, room: Room, answer_id: int) -> tuple[Message, Messag
     """The question that the room's finished answer ``answer_id`` answers, and the first
     answer to it (which a new answer is a version of). Raises :class:`NothingToRegenerate`
     for anything else: no such answer in the room, one still streaming, one whose question
-    is gone; :class:`AssistantBusy` while questions wait their turn."""
+    is gone or was edited since (only the newest version of a question is answered again);
+    :class:`AssistantBusy` while questions wait their turn."""
     answer = (
         Message.objects.select_related("reply_to")
         .filter(pk=answer_id, room=room, role=Message.Role.ASSISTANT)
@@ -117,11 +118,19 @@ def answer_to_regenerate(*, room: Room, answer_id: int) -> tuple[Message, Messag
     )
     if answer is None or answer.reply_to is None:
         raise NothingToRegenerate("That is not a finished answer of this room.")
+    question = answer.reply_to
+    newer = Message.objects.filter(
+        room=room, version_of_id=question.version_of_id or question.pk, seq__gt=question.seq
+    )
+    if newer.exists():
+        raise NothingToRegenerate(
+            "That question was edited since: ask for the answer to its newest version."
+        )
     if question_waiting_first(room_id=room.pk) is not None:
         raise AssistantBusy("Questions are waiting for their answers; regenerate after them.")
     first = answer if answer.version_of_id is None else answer.version_of
     assert first is not None  # a version's first answer goes only with the room
-    return answer.reply_to, first
+    return question, first
 
 
 def answer_streaming(*, room: Room) -> Message | None:
@@ -184,22 +193,27 @@ def answer_finish(
 
 
 def answer_request(*, answer: Message) -> AssistantRequest:
-    """What the backend is asked for ``answer``: the room's recent finished messages up to
-    and including the question it answers (``answer.reply_to``), oldest first, and the
-    knowledge passages for that question's text.
+    """What the backend is asked for ``answer``: the room's recent finished messages before
+    the question it answers (``answer.reply_to``), then the question, and the knowledge
+    passages for the question's text.
 
     Messages posted after the question are left out, even those stored before the answer
     took its number: they are not what was asked (another member's message must never be
-    searched with the asker's rights). In a shared room the passages are those every member
-    may read (:func:`_passages_for`); ``withheld`` says when some were left out for that.
+    searched with the asker's rights). The question's conversation is the one it was first
+    asked in: an edited question is asked with the messages before its first version, and
+    an answer regenerated with those its first version had (:func:`messages_context`). In
+    a shared room the passages are those every member may read (:func:`_passages_for`);
+    ``withheld`` says when some were left out for that.
     """
     room = answer.room
     question = answer.reply_to
-    rows = messages_context(
-        room_id=room.pk,
-        up_to=question.seq if question is not None else answer.seq - 1,
-        limit=get_config().context_messages,
-    )
+    limit = get_config().context_messages
+    if question is None:  # deleted since: the conversation before the answer
+        rows = messages_context(room_id=room.pk, before=answer.seq, limit=limit)
+    else:
+        rows = messages_context(room_id=room.pk, before=_first_seq(question), limit=limit - 1)
+        author = question.author.get_username() if question.author is not None else ""
+        rows.append((question.role, question.text, author))
     turns = [
         Turn(role="assistant" if role == Message.Role.ASSISTANT else "user", content=text,
              author=author)
@@ -213,6 +227,13 @@ def answer_request(*, answer: Message) -> AssistantRequest:
         return request
     retrieval = _passages_for(room=room, question=question.text, user=asker)
     return replace(request, passages=tuple(retrieval.passages), withheld=retrieval.withheld)
+
+
+def _first_seq(message: Message) -> int:
+    """The seq of the first version of ``message`` (its own, unless it is a later one)."""
+    if message.version_of_id is None:
+        return message.seq
+    return Message.objects.values_list("seq", flat=True).get(pk=message.version_of_id)
 
 
 def _passages_for(*, room: Room, question: str, user: _User | None) -> Retrieval:

@@ -212,18 +212,24 @@ def _cursor(conn: BaseDatabaseWrapper, debug: Any, cursor: Any) -> Any:
     return debug(cursor) if conn.force_debug_cursor else conn.make_cursor(cursor)
 
 
-def messages_context(*, room_id: int, up_to: int, limit: int) -> list[tuple[str, str, str]]:
+def messages_context(*, room_id: int, before: int, limit: int) -> list[tuple[str, str, str]]:
     """``(role, text, author's username or "")`` of the room's last ``limit`` messages
-    numbered up to ``up_to``, oldest first, leaving out streaming answers and empty texts:
-    what :func:`parley.answers.records.answer_request` sends a model. Of an answer asked
-    for again, only its newest version up to there counts, in its first version's place:
-    the path that leads to the question, not every version (however many there are, the
-    ``limit`` is of messages on that path). One statement built by hand:
-    every answer waits for this read before its first token, and the ORM's compiling of it
-    cost more than the read."""
+    numbered below ``before``, oldest first, leaving out streaming answers and empty texts:
+    the conversation that :func:`parley.answers.records.answer_request` sends a model, as it
+    stood when message ``before`` was posted.
+
+    Of a message with several versions (an answer regenerated, a question edited), only the
+    newest below ``before`` counts, in its first version's place, and an answer only if its
+    question is that newest version: the path that leads to ``before``, not every version
+    (however many there are, ``limit`` counts messages on that path). An answer takes its
+    question's place, so an answer that ended after a question that waited for it comes
+    before that question. One statement built by hand: every answer waits for this read
+    before its first token, and the ORM's compiling of it cost more than the read."""
     streaming = (Message.Role.ASSISTANT.value, Message.Status.STREAMING.value)
     with connection.cursor() as cursor:
-        cursor.execute(_messages_context_sql(), (room_id, up_to, *streaming, up_to, limit))
+        cursor.execute(
+            _messages_context_sql(), (before, before, room_id, before, *streaming, limit)
+        )
         rows = cursor.fetchall()
     # Read newest first along the (room, seq) index; a version then goes to its first's place.
     rows.sort(key=lambda row: (row[0], row[1]))
@@ -239,25 +245,32 @@ def _messages_context_sql() -> str:
     def column(alias: str, name: str) -> str:
         return f"{alias}.{_column(Message, name)}"
 
+    def superseded(alias: str) -> str:
+        """Whether a later version of message ``alias`` exists below ``before``."""
+        return (
+            f"EXISTS (SELECT 1 FROM {table} v WHERE {column('v', 'version_of')} = "
+            f"COALESCE({column(alias, 'version_of')}, {column(alias, 'id')})"
+            f" AND {column('v', 'seq')} > {column(alias, 'seq')} AND {column('v', 'seq')} < %s"
+            f" AND {column('v', 'room')} = {column(alias, 'room')})"
+        )
+
     m = {name: column("m", name) for name in ("id", "role", "text", "author", "room", "seq")}
-    status, version_of = column("m", "status"), column("m", "version_of")
     username = f"u.{_column(users, users.USERNAME_FIELD)}"
-    # A version is left out once a later one of the same answer exists up to ``up_to``; the
-    # one kept takes its first version's place (``place``: the first version's seq), in
-    # Python: an ORDER BY on it would sort every message of the room instead of reading the
-    # last ones along the index.
-    later = (
-        f"SELECT 1 FROM {table} v WHERE {column('v', 'version_of')} = COALESCE({version_of}, "
-        f"{m['id']}) AND {column('v', 'seq')} > {m['seq']} AND {column('v', 'seq')} <= %s"
-        f" AND {column('v', 'room')} = {m['room']}"
+    # ``place``: the seq of the first version of the message, or for an answer of its
+    # question's first version. The sort on it is done in Python: an ORDER BY on it would
+    # sort every message of the room instead of reading the last ones along the index.
+    place = (
+        f"COALESCE({column('qf', 'seq')}, {column('q', 'seq')}, {column('f', 'seq')}, {m['seq']})"
     )
-    place = f"COALESCE({column('f', 'seq')}, {m['seq']})"
     return (
         f"SELECT {place}, {m['seq']}, {m['role']}, {m['text']}, {username} FROM {table} m"
         f" LEFT JOIN {quote(users._meta.db_table)} u ON u.{_column(users)} = {m['author']}"
-        f" LEFT JOIN {table} f ON {column('f', 'id')} = {version_of}"
-        f" WHERE {m['room']} = %s AND {m['seq']} <= %s AND {m['text']} <> ''"
-        f" AND NOT ({m['role']} = %s AND {status} = %s) AND NOT EXISTS ({later})"
+        f" LEFT JOIN {table} f ON {column('f', 'id')} = {column('m', 'version_of')}"
+        f" LEFT JOIN {table} q ON {column('q', 'id')} = {column('m', 'reply_to')}"
+        f" LEFT JOIN {table} qf ON {column('qf', 'id')} = {column('q', 'version_of')}"
+        f" WHERE NOT {superseded('m')} AND NOT ({column('q', 'id')} IS NOT NULL AND"
+        f" {superseded('q')}) AND {m['room']} = %s AND {m['seq']} < %s AND {m['text']} <> ''"
+        f" AND NOT ({m['role']} = %s AND {column('m', 'status')} = %s)"
         f" ORDER BY {m['seq']} DESC LIMIT %s"
     )
 

@@ -26,12 +26,14 @@ MAX_SEQ = 2**63 - 1
 @dataclass(frozen=True, slots=True)
 class Send:
     """Post ``text``; a ``client_id`` makes a resend after a reconnect idempotent (without
-    one, every frame is a new message)."""
+    one, every frame is a new message). With ``edit_of``, the text is a new version of the
+    sender's own message ``edit_of`` (an edited question, asked again)."""
 
     type: ClassVar[str] = "send"
     client_id: str
     text: str
     ask: bool = True
+    edit_of: int | None = None
 
     def reply_fields(self) -> dict[str, Any]:
         """What an error frame about this frame repeats: which message it refuses."""
@@ -156,7 +158,9 @@ def _parse_send(frame: dict[str, Any], max_chars: int) -> Send:
             raise ProtocolError(
                 "text_too_long", f"The message is {len(text)} characters; the limit is {max_chars}."
             )
-        return Send(client_id=client_id, text=text, ask=_field(frame, "ask", (bool,), True))
+        ask = _field(frame, "ask", (bool,), True)
+        edit_of = _message_id(frame, "edit_of") if "edit_of" in frame else None
+        return Send(client_id=client_id, text=text, ask=ask, edit_of=edit_of)
     except ProtocolError as exc:
         exc.client_id = client_id  # so the client knows which of its messages was refused
         raise
@@ -174,10 +178,10 @@ def _parse_regenerate(frame: dict[str, Any], max_chars: int) -> Regenerate:
     return Regenerate(message_id=_message_id(frame))
 
 
-def _message_id(frame: dict[str, Any]) -> int:
-    message_id = _field(frame, "message_id", (int,), None)
+def _message_id(frame: dict[str, Any], name: str = "message_id") -> int:
+    message_id = _field(frame, name, (int,), None)
     if message_id is None or not 0 < message_id <= MAX_SEQ:
-        raise ProtocolError("bad_frame", "'message_id' must name a message.")
+        raise ProtocolError("bad_frame", f"'{name}' must name a message.")
     return int(message_id)
 
 

@@ -23,13 +23,14 @@ from ..conf import get_config
 from ..exceptions import (
     AssistantBusy,
     LayerUnavailable,
+    NotEditable,
     NothingToCancel,
     NothingToRegenerate,
     QueueFull,
     QuotaExceeded,
 )
 from ..models import Message
-from ..rooms import payloads, selectors
+from ..rooms import payloads, selectors, services
 from ..throttling import (
     TokenBucket,
     UserBuckets,
@@ -150,9 +151,19 @@ def _resume_limit(socket: RoomConsumer, frame: protocol.Resume) -> Limit | None:
 
 @handles(protocol.Send, limit=_send_limit)
 async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
-    """Store the message, acknowledge it, tell the room; then ask the assistant if asked."""
+    """Store the message, acknowledge it, tell the room; then ask the assistant if asked.
+    An edit is stored as a new version of the sender's own message, and asked anew."""
     room, user, grant = socket.room, socket.user, socket.grant
     assert room is not None and grant is not None  # joined
+    version_of_id = None
+    if frame.edit_of is not None:
+        try:
+            version_of_id = await database_call(
+                services.message_to_edit, room=room, message_id=frame.edit_of, user=user
+            )
+        except NotEditable as exc:
+            socket.reply_error("not_editable", str(exc), client_id=frame.client_id)
+            return
     if grant.visitor is not None:
         try:
             await database_call(
@@ -171,8 +182,9 @@ async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
             broadcast_now(room, protocol.message(payload))
 
     message, created = await post_queue().post(
-        room=room, author=user, text=frame.text, client_id=frame.client_id, on_stored=stored
-    )
+        room=room, author=user, text=frame.text, client_id=frame.client_id,
+        version_of_id=version_of_id, on_stored=stored,
+    )  # fmt: skip
     if created and frame.ask:
         try:
             await answers.answer_ask(room=room, question=message)

@@ -48,14 +48,14 @@ class PostQueue:
 
     async def post(
         self, *, room: Room, author: _User | None, text: str, client_id: str = "",
-        on_stored: Stored,
+        version_of_id: int | None = None, on_stored: Stored,
     ) -> tuple[Message, bool]:  # fmt: skip
         """Store a message as :func:`parley.rooms.services.message_post` does; returns
         ``(message, created)`` once its row is committed, or raises what storing it raised.
         ``on_stored(message, created)`` is called first, synchronously, in the order of the
         batch's rows (see the module); what it raises is raised here."""
         done: asyncio.Future[tuple[Message, bool]] = asyncio.get_running_loop().create_future()
-        post = services.Post(room, author, text, client_id)
+        post = services.Post(room, author, text, client_id, version_of_id)
         self._waiting.append((post, on_stored, done))
         if self._writer is None:
             # Eagerly: the first post is on its way to the database thread before this returns.

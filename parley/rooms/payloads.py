@@ -45,11 +45,11 @@ def message_payload(message: Message) -> dict[str, Any]:
         "created_at": message.created_at.isoformat(),
         "reply_to": message.reply_to_id,
     }
+    if message.version_of_id is not None:
+        payload["version_of"] = message.version_of_id
     if message.role == Message.Role.ASSISTANT:
         if message.model:
             payload["model"] = message.model
-        if message.version_of_id is not None:
-            payload["version_of"] = message.version_of_id
         if message.status != Message.Status.STREAMING:
             payload["html"] = render_markdown(message.text)
     if message.error:

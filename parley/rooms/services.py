@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from ..conf import get_config
 from ..contrib.orm import MessageConflict, message_insert, messages_insert_many
-from ..exceptions import RoomPermissionDenied
+from ..exceptions import NotEditable, RoomPermissionDenied
 from ..models import Invitation, Membership, Message, Room
 from ..throttling import page_limit_take
 from .selectors import room_is_member, user_get_by_username
@@ -166,12 +166,14 @@ def invitation_answer(*, invitation_id: int, user: _User, accept: bool) -> Invit
 
 @dataclass(frozen=True, slots=True)
 class Post:
-    """A user's message to store (:func:`messages_post`); a visitor's has no ``author``."""
+    """A user's message to store (:func:`messages_post`); a visitor's has no ``author``.
+    ``version_of_id``: the first version of the message it edits (:func:`message_to_edit`)."""
 
     room: Room
     author: _User | None
     text: str
     client_id: str = ""
+    version_of_id: int | None = None
 
 
 def message_post(
@@ -182,6 +184,22 @@ def message_post(
     if isinstance(result, Exception):
         raise result
     return result
+
+
+def message_to_edit(*, room: Room, message_id: int, user: _User | None) -> int:
+    """The id of the first version of ``user``'s message ``message_id`` of the room
+    (``user`` ``None``: the visitor whose conversation it is), which an edit of it is a new
+    version of: the message itself, or the one it is a version of. Raises
+    :class:`NotEditable` for anyone else's, and for a question still waiting its turn
+    (withdraw it, then ask again)."""
+    mine = Message.objects.filter(pk=message_id, room=room, role=Message.Role.USER)
+    mine = mine.filter(author=user) if user is not None else mine.filter(author__isnull=True)
+    message = mine.only("pk", "version_of_id", "waiting").first()
+    if message is None:
+        raise NotEditable("Only your own messages of this room can be edited.")
+    if message.waiting:
+        raise NotEditable("That question is waiting for its answer: withdraw it to change it.")
+    return message.version_of_id or message.pk
 
 
 def messages_post(*, posts: Sequence[Post]) -> list[tuple[Message, bool] | Exception]:
@@ -246,6 +264,7 @@ def _user_message(post: Post, now: datetime) -> Message:
         author=post.author,
         text=post.text,
         client_id=post.client_id,
+        version_of_id=post.version_of_id,
         status=Message.Status.COMPLETE,
         created_at=now,
         updated_at=now,

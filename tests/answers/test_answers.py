@@ -618,8 +618,135 @@ def test_the_context_is_the_path_however_many_versions_an_answer_has(private_roo
     for n in range(1, 41):
         answered(q1, f"v{n}", version_of=first)
     q2, _ = services.message_post(room=private_room, author=alice, text="next", client_id="2")
-    turns = messages_context(room_id=private_room.pk, up_to=q2.seq, limit=5)
+    turns = messages_context(room_id=private_room.pk, before=q2.seq + 1, limit=5)
     assert [text for _, text, _ in turns] == ["earlier", "earlier answer", "hi", "v40", "next"]
     # Asked again before the later versions existed, the path is as it stood then.
-    then = messages_context(room_id=private_room.pk, up_to=first.seq + 3, limit=5)
+    then = messages_context(room_id=private_room.pk, before=first.seq + 4, limit=5)
     assert [text for _, text, _ in then][-2:] == ["hi", "v3"]
+
+
+@pytest.mark.django_db
+def test_an_answer_that_ended_after_the_next_question_comes_before_it(private_room, alice):
+    """Two questions stored together, the first answered after both: the model reads each
+    question followed by its answer, not two questions then an answer."""
+    q1, _ = services.message_post(room=private_room, author=alice, text="one", client_id="1")
+    q2, _ = services.message_post(room=private_room, author=alice, text="two", client_id="2")
+    answer, _ = records.answer_open(room=private_room, reply_to=q1, worker="w")
+    records.answer_finish(answer=answer, text="first answer", status="complete")
+    later, _ = services.message_post(room=private_room, author=alice, text="three", client_id="3")
+    turns = messages_context(room_id=private_room.pk, before=later.seq + 1, limit=10)
+    assert [text for _, text, _ in turns] == ["one", "first answer", "two", "three"]
+
+
+async def edit(
+    client: RoomClient, question_id: int, text: str, client_id: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Send ``text`` as an edit of ``question_id``; the frames up to its answer's ``done``."""
+    start = len(client.frames)
+    await client.send(type="send", client_id=client_id, text=text, edit_of=question_id)
+    return await frames_until(client, "done", start=start)
+
+
+async def test_an_edited_question_is_asked_with_what_came_before_the_first(member, fake_openai):
+    """Alice edits her second question: it is a new version of the first, answered with
+    the conversation before the original (not the original or its answer); the next
+    question's context holds the edited exchange in its place; a resend is stored once."""
+    fake_openai.enqueue(
+        Script(tokens=["One."]), Script(tokens=["Paris."]), Script(tokens=["Seine."]),
+        Script(tokens=["Lyon."]),
+    )  # fmt: skip
+    await ask(member, "first", client_id="c1")
+    _, answered = await ask(member, "capital of Frnace?", client_id="c2")
+    original = answered["message"]["reply_to"]
+    await ask(member, "and its river?", client_id="c3")
+
+    frames, done = await edit(member, original, "largest city of France after Paris?", "c4")
+    [ack] = of_type(frames, "ack")
+    assert ack["message"]["version_of"] == original and ack["message"]["role"] == "user"
+    assert (
+        done["message"]["reply_to"] == ack["message"]["id"] and "version_of" not in done["message"]
+    )
+    assert done["message"]["text"] == "Lyon."
+    asked = [(m["role"], m["content"]) for m in fake_openai.last.body["messages"][1:]]
+    assert asked == [
+        ("user", "alice: first"),
+        ("assistant", "One."),
+        ("user", "alice: largest city of France after Paris?"),
+    ]
+    # The same edit sent again (its ack was lost): stored once, not answered twice.
+    start = len(member.frames)
+    await member.send(
+        type="send", client_id="c4", text="largest city of France after Paris?", edit_of=original
+    )
+    _, again = await frames_until(member, "ack", start=start)
+    assert again["duplicate"] is True and again["message"]["id"] == ack["message"]["id"]
+
+    await ask(member, "thanks", client_id="c5")
+    turns = [m["content"] for m in fake_openai.last.body["messages"][1:]]
+    assert turns == [
+        "alice: first", "One.",
+        "alice: largest city of France after Paris?", "Lyon.",  # in the original's place
+        "alice: and its river?", "Seine.",
+        "alice: thanks",
+    ]  # fmt: skip
+    assert len(fake_openai.exchanges) == 5
+
+
+async def test_only_ones_own_question_is_edited(
+    openai_backend, fake_openai, shared_room, alice, bob
+):
+    """In a shared room Bob cannot edit Alice's question (nor an answer, nor a waiting
+    question); Alice can, and Bob sees her new version and its answer."""
+    alice_client = await RoomClient.connect(application, shared_room, alice)
+    bob_client = await RoomClient.connect(application, shared_room, bob)
+    try:
+        for client in (alice_client, bob_client):
+            assert (await client.receive())["type"] == "hello"
+        _, done = await ask(alice_client, "hi", client_id="a1")
+        question, answer = done["message"]["reply_to"], done["message"]["id"]
+        for target in (question, answer, 10**9):
+            start = len(bob_client.frames)
+            await bob_client.send(type="send", client_id=f"b{target}", text="x", edit_of=target)
+            _, refused = await frames_until(bob_client, "error", start=start)
+            assert (refused["code"], refused["client_id"]) == ("not_editable", f"b{target}")
+
+        fake_openai.script = SLOW
+        start = len(alice_client.frames)
+        await alice_client.send(type="send", client_id="a2", text="long one")
+        await frames_until(alice_client, "delta", start=start)
+        await alice_client.send(type="send", client_id="a3", text="waits")
+        _, acked = await frames_until(alice_client, "ack", start=len(alice_client.frames))
+        start = len(alice_client.frames)
+        await alice_client.send(
+            type="send", client_id="a4", text="changed", edit_of=acked["message"]["id"]
+        )
+        _, refused = await frames_until(alice_client, "error", start=start)
+        assert (refused["code"], refused["client_id"]) == ("not_editable", "a4")
+        assert "waiting" in refused["detail"]
+        await alice_client.send(type="withdraw", message_id=acked["message"]["id"])
+        await alice_client.send(type="cancel")
+        await frames_until(alice_client, "done", start=start)
+
+        fake_openai.script = Script(tokens=["Hello again."])
+        start = len(bob_client.frames)
+        await alice_client.send(type="send", client_id="a5", text="hello", edit_of=question)
+        while True:  # Bob reads on: the frames of the answer Alice stopped come first
+            frames, done = await frames_until(bob_client, "done", start=start)
+            if done["message"]["text"] == "Hello again.":
+                break
+        [edited] = [
+            f["message"]
+            for f in of_type(frames, "message")
+            if f["message"].get("client_id") == "a5"
+        ]
+        assert (edited["text"], edited["version_of"]) == ("hello", question)
+        assert done["message"]["reply_to"] == edited["id"]
+        # The answer to the question's first version is not asked for again: it was edited.
+        start = len(bob_client.frames)
+        await bob_client.send(type="regenerate", message_id=answer)
+        _, refused = await frames_until(bob_client, "error", start=start)
+        assert refused["code"] == "not_regenerable" and "edited" in refused["detail"]
+    finally:
+        await answers.answers_shutdown()
+        await alice_client.disconnect()
+        await bob_client.disconnect()

@@ -570,3 +570,21 @@ test("another user's, stale, refused and unreadable stored messages are not sent
   storage.setItem("parley.outbox:r2:7", "{not json");
   assert.equal(new RoomState({ storage }).useStorage("r2:7"), false);
 });
+
+test("an edit waits in the outbox and in storage like a message, naming what it edits", () => {
+  const storage = fakeStorage();
+  const first = new RoomState({ newId: ids(), storage, now: () => 1000 });
+  first.apply(HELLO);
+  const frame = first.queueSend("the question, better", { editOf: 12 });
+  assert.deepEqual(frame, { type: "send", client_id: "c1", text: "the question, better", ask: true, edit_of: 12 });
+  const second = new RoomState({ newId: ids(), storage, now: () => 2000 });
+  assert.deepEqual(second.apply(HELLO).send.slice(1), [frame], "after a reload, sent again as the same edit");
+  second.apply({ type: "error", code: "not_editable", detail: "Only your own…", client_id: "c1" });
+  assert.equal(second.outbox.size, 0, "refused for good: not sent again");
+  assert.equal(storage.getItem("parley.outbox:r1:7"), null);
+  storage.setItem(
+    "parley.outbox:r1:7",
+    JSON.stringify([{ client_id: "x", text: "odd", ask: true, saved: 1000, edit_of: "12; drop" }]),
+  );
+  assert.deepEqual(new RoomState({ storage, now: () => 2000 }).apply(HELLO).send.slice(1), [], "unreadable: not sent");
+});

@@ -31,6 +31,13 @@ def test_send_frame_parses_with_defaults():
     )
     assert parse({"type": "send", "client_id": "x", "text": "hi", "ask": False}).ask is False
     assert parse({"type": "send", "text": "no id"}).client_id == ""
+    assert parse({"type": "send", "text": "hi"}).edit_of is None
+
+
+def test_an_edit_names_the_message_it_edits():
+    assert parse({"type": "send", "client_id": "e", "text": "new", "edit_of": 41}) == (
+        protocol.Send(client_id="e", text="new", edit_of=41)
+    )
 
 
 def test_cancel_and_resume_frames_parse():
@@ -68,6 +75,11 @@ def test_cancel_and_resume_frames_parse():
         ({"type": "send", "client_id": "c", "text": "   \n"}, "empty_text"),
         ({"type": "send", "client_id": "c", "text": "x" * 101}, "text_too_long"),
         ({"type": "send", "client_id": "c", "text": "hi", "ask": "yes"}, "bad_frame"),
+        ({"type": "send", "client_id": "c", "text": "hi", "edit_of": None}, "bad_frame"),
+        ({"type": "send", "client_id": "c", "text": "hi", "edit_of": 0}, "bad_frame"),
+        ({"type": "send", "client_id": "c", "text": "hi", "edit_of": "3"}, "bad_frame"),
+        ({"type": "send", "client_id": "c", "text": "hi", "edit_of": True}, "bad_frame"),
+        ({"type": "send", "client_id": "c", "text": "hi", "edit_of": 2**63}, "bad_frame"),
         ({"type": "cancel", "message_id": "7"}, "bad_frame"),
         ({"type": "cancel", "message_id": True}, "bad_frame"),
         ({"type": "resume", "after": -1}, "bad_frame"),
@@ -241,6 +253,7 @@ valid_frames = st.one_of(
         client_id=st.just("") | client_ids,
         text=storable_text.map(lambda t: t[:MAX_CHARS]).filter(str.strip),
         ask=st.booleans(),
+        edit_of=st.none() | st.integers(1, protocol.MAX_SEQ),
     ),
     st.builds(protocol.Cancel, message_id=st.none() | st.integers(1, protocol.MAX_SEQ)),
     st.builds(protocol.Resume, after=st.integers(0, protocol.MAX_SEQ)),
@@ -256,6 +269,8 @@ def to_wire(frame: protocol.ClientFrame, *, explicit: bool) -> dict:
             wire["client_id"] = frame.client_id
         if not frame.ask or explicit:
             wire["ask"] = frame.ask
+        if frame.edit_of is not None:
+            wire["edit_of"] = frame.edit_of
     elif isinstance(frame, protocol.Cancel):
         if frame.message_id is not None or explicit:
             wire["message_id"] = frame.message_id

@@ -5,7 +5,14 @@
 export const TERMINAL_STATUSES = new Set(["complete", "cancelled", "failed", "interrupted"]);
 
 // Errors after which resending the same frame cannot succeed.
-const REJECTED_SEND_CODES = new Set(["bad_frame", "empty_text", "text_too_long", "frame_too_large", "quota_exceeded"]);
+const REJECTED_SEND_CODES = new Set([
+  "bad_frame",
+  "empty_text",
+  "text_too_long",
+  "frame_too_large",
+  "quota_exceeded",
+  "not_editable",
+]);
 
 // Errors after which the same frame should be sent again later (error.retry_after: seconds).
 export const RETRY_SEND_CODES = new Set(["unavailable", "rate_limited"]);
@@ -97,15 +104,17 @@ export class RoomState {
     if (chars > this.limits.max_message_chars) {
       return `The message is ${chars} characters; the limit is ${this.limits.max_message_chars}.`;
     }
-    const frame = { type: "send", client_id: "x".repeat(64), text, ask: true };
+    const frame = { type: "send", client_id: "x".repeat(64), text, ask: true, edit_of: Number.MAX_SAFE_INTEGER };
     const bytes = new TextEncoder().encode(JSON.stringify(frame)).length;
     if (bytes > this.limits.max_frame_bytes) return "The message is too large to send.";
     return null;
   }
 
-  /** Put a message in the outbox and return its send frame (send it if connected). */
-  queueSend(text, { ask = true } = {}) {
+  /** Put a message in the outbox and return its send frame (send it if connected); with
+   * `editOf`, an edit of one's own message of that id (a new version of it). */
+  queueSend(text, { ask = true, editOf = null } = {}) {
     const entry = { client_id: this.newId(), text, ask: Boolean(ask), error: null, saved: this.now() };
+    if (editOf !== null) entry.edit_of = editOf;
     this.outbox.set(entry.client_id, entry);
     this._store();
     return sendFrame(entry);
@@ -138,7 +147,15 @@ export class RoomState {
     const oldest = this.now() - STORED_OUTBOX_DAYS * 86400 * 1000;
     return (Array.isArray(entries) ? entries : [])
       .filter((e) => CLIENT_ID.test(e?.client_id) && typeof e.text === "string" && e.saved > oldest)
-      .map((e) => ({ client_id: e.client_id, text: e.text, ask: e.ask !== false, error: null, saved: e.saved }));
+      .filter((e) => e.edit_of === undefined || (Number.isSafeInteger(e.edit_of) && e.edit_of > 0))
+      .map((e) => ({
+        client_id: e.client_id,
+        text: e.text,
+        ask: e.ask !== false,
+        error: null,
+        saved: e.saved,
+        ...(e.edit_of === undefined ? {} : { edit_of: e.edit_of }),
+      }));
   }
 
   _store() {
@@ -400,12 +417,15 @@ export function isMine(message, me) {
   return message.author ? message.author.id === me.id : Boolean(me.visitor);
 }
 
-function storedEntry({ client_id, text, ask, saved }) {
-  return { client_id, text, ask, saved };
+function storedEntry({ client_id, text, ask, saved, edit_of }) {
+  return { client_id, text, ask, saved, edit_of };
 }
 
-function sendFrame(entry) {
-  return { type: "send", client_id: entry.client_id, text: entry.text, ask: entry.ask };
+/** The send frame of an outbox entry (an edit names the message it edits). */
+export function sendFrame(entry) {
+  const frame = { type: "send", client_id: entry.client_id, text: entry.text, ask: entry.ask };
+  if (entry.edit_of !== undefined) frame.edit_of = entry.edit_of;
+  return frame;
 }
 
 /** Milliseconds before reconnect attempt `attempt` (0, 1, …): exponential, capped, jittered

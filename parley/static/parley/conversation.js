@@ -3,7 +3,7 @@
 // chat (widget.js) each build their elements and draw the connection state their own way;
 // everything else is here, once.
 
-import { RETRY_SEND_CODES, ReconnectingSocket, RoomState, charCount } from "./client.js";
+import { RETRY_SEND_CODES, ReconnectingSocket, RoomState, charCount, sendFrame } from "./client.js";
 import { MessageList } from "./messages.js";
 
 const EXPLANATIONS = {
@@ -68,6 +68,7 @@ export class Conversation {
     this.messages = new MessageList(this.els.list, () => this.state.user, this.els.announcer, {
       onWithdraw: (id) => this.socket.send({ type: "withdraw", message_id: id }),
       onRegenerate: (id) => this.regenerate(id),
+      onEdit: (id, text) => this.queue(text, id),
     });
   }
 
@@ -166,9 +167,7 @@ export class Conversation {
     this.resendTimer = setTimeout(() => {
       this.resendTimer = null;
       if (!this.ready) return;
-      for (const entry of this.state.outbox.values()) {
-        this.socket.send({ type: "send", client_id: entry.client_id, text: entry.text, ask: entry.ask });
-      }
+      for (const entry of this.state.outbox.values()) this.socket.send(sendFrame(entry));
     }, wait);
   }
 
@@ -187,21 +186,30 @@ export class Conversation {
   }
 
   submit() {
-    if (this.refused) return;
-    const { text, ask } = this.els;
-    const problem = this.state.validate(text.value);
-    if (problem) {
-      this.notify(problem);
-      return;
-    }
-    const frame = this.state.queueSend(text.value, { ask: ask ? ask.checked : true });
-    if (this.ready) this.socket.send(frame);
+    const { text } = this.els;
+    if (!this.queue(text.value)) return;
     text.value = "";
     this.updateComposer();
+    text.focus();
+  }
+
+  /** Put `text` in the outbox (an edit of one's own message `editOf`, if given: a new
+   * version of it) and send it if connected; false, and the reason shown, if it cannot be
+   * sent. The composer's "ask" choice holds for an edit too. */
+  queue(text, editOf = null) {
+    if (this.refused) return false;
+    const problem = this.state.validate(text);
+    if (problem) {
+      this.notify(problem);
+      return false;
+    }
+    const { ask } = this.els;
+    const frame = this.state.queueSend(text, { ask: ask ? ask.checked : true, editOf });
+    if (this.ready) this.socket.send(frame);
     this.renderOutbox();
     this.showEmpty();
     this.scrollToBottom();
-    text.focus();
+    return true;
   }
 
   /** Ask for the answer `id` again; said so if it cannot be asked now. */

@@ -35,20 +35,28 @@ export class MessageList {
   /** `list` is the <ol>; `me()` returns the logged-in user ({id, name}) once known;
    * `announcer` is the element new messages are announced in (optional); `onWithdraw(id)`
    * is called when the user withdraws a question of theirs that waits its turn,
-   * `onRegenerate(id)` when they ask for an answer again.
+   * `onRegenerate(id)` when they ask for an answer again, `onEdit(id, text)` when they send
+   * an edit of their message `id` (it returns whether it was taken: else the editor stays).
    *
-   * The versions of an answer (its first, and those asked for again: `version_of`) share
-   * its place in the list, one shown at a time, the newest unless the reader steps back. */
-  constructor(list, me, announcer = null, { onWithdraw = () => {}, onRegenerate = () => {} } = {}) {
+   * The versions of a message (its first, and those after it: `version_of`, an answer
+   * asked for again or a question edited) share its place in the list, one shown at a
+   * time, the newest unless the reader steps back. A question's versions and the answers
+   * to each are an exchange: the answers shown are those of the question version shown. */
+  constructor(list, me, announcer = null, { onWithdraw = () => {}, onRegenerate = () => {}, onEdit = null } = {}) {
     this.list = list;
     this.me = me;
     this.announcer = announcer;
     this.onWithdraw = onWithdraw;
     this.onRegenerate = onRegenerate;
+    this.onEdit = onEdit;
     this.nodes = new Map(); // seq -> <li>
     this.pending = new Map(); // client_id -> <li>
     this.versions = new Map(); // first version's id -> seqs of its versions, oldest first
     this.chosen = new Map(); // first version's id -> the seq the reader stepped to
+    this.ids = new Map(); // seq -> message id
+    this.exchangeOf = new Map(); // a question's id -> its first version's id (its exchange)
+    this.answers = new Map(); // exchange -> first ids of the answers to its versions
+    this.asked = new Map(); // an answer's first id -> the id of the question it answers
   }
 
   /** Draw `message` (a payload from RoomState), creating its <li> if new. With `announce`
@@ -72,11 +80,12 @@ export class MessageList {
     renderBody(li.querySelector(".msg-body"), message);
     renderStatus(li, message);
     this.renderWithdraw(li, message);
+    this.renderEdit(li, message);
     this.renderCopy(li, message);
     this.renderRegenerate(li, message);
     renderModel(li, message);
     li.parleyText = message.text;
-    if (message.role === "assistant") this.showVersion(message.version_of ?? message.id);
+    this.refresh(message.version_of ?? message.id);
     if (announce && !streaming && (fresh || wasStreaming)) this.announce(message);
   }
 
@@ -106,16 +115,86 @@ export class MessageList {
     }
   }
 
-  /** A new message goes in seq order; a new version of an answer after its versions. */
-  place(li, message) {
-    if (message.role !== "assistant") {
-      this.insertInOrder(li, message.seq);
-      return;
+  /** Whether one's own message can be edited (and asked again): not while it waits. */
+  renderEdit(li, message) {
+    const wanted = Boolean(this.onEdit) && isMine(message, this.me()) && !message.waiting;
+    const button = li.querySelector(".msg-meta .edit");
+    if (!wanted) {
+      button?.remove();
+      li.querySelector(".msg-editor")?.parleyClose();
+    } else if (!button) {
+      const edit = element("button", "edit", "Edit");
+      edit.type = "button";
+      edit.setAttribute("aria-label", "Edit this message");
+      edit.addEventListener("click", () => this.openEditor(li, message.id));
+      li.querySelector(".msg-meta").append(edit);
     }
+  }
+
+  /** The message's text in a box in its place: sent as its new version, or put away. */
+  openEditor(li, id) {
+    if (li.querySelector(".msg-editor")) return;
+    const body = li.querySelector(".msg-body");
+    const form = element("form", "msg-editor");
+    const text = element("textarea", "msg-editor-text");
+    text.value = li.parleyText;
+    text.rows = Math.min(8, text.value.split("\n").length + 1);
+    text.setAttribute("aria-label", "Your message, edited");
+    const send = element("button", "msg-editor-send", "Send");
+    send.type = "submit";
+    const cancel = element("button", "msg-editor-cancel", "Cancel");
+    cancel.type = "button";
+    const actions = element("div", "msg-editor-actions");
+    actions.append(cancel, send);
+    form.append(text, actions);
+    form.parleyClose = () => {
+      form.remove();
+      body.hidden = false;
+    };
+    const close = () => {
+      form.parleyClose();
+      li.querySelector(".msg-meta .edit")?.focus();
+    };
+    const unchanged = () => !text.value.trim() || text.value === li.parleyText;
+    text.addEventListener("input", () => {
+      send.disabled = unchanged();
+    });
+    text.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") close();
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      }
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (!unchanged() && this.onEdit(id, text.value)) close();
+    });
+    cancel.addEventListener("click", close);
+    send.disabled = true;
+    body.hidden = true;
+    body.after(form);
+    text.focus();
+  }
+
+  /** A new message goes in seq order, and a later version after its versions; the first
+   * answer to an edited question after the exchange's answers so far (else its question). */
+  place(li, message) {
     const first = message.version_of ?? message.id;
     const seqs = this.versions.get(first) ?? [];
-    const last = this.nodes.get(seqs.at(-1));
-    if (last) last.after(li);
+    this.ids.set(message.seq, message.id);
+    let after = this.lastOf(first);
+    if (message.role === "user") {
+      this.exchangeOf.set(message.id, first);
+    } else if (!message.version_of && this.exchangeOf.has(message.reply_to)) {
+      const exchange = this.exchangeOf.get(message.reply_to);
+      const answers = this.answers.get(exchange) ?? [];
+      if (exchange !== message.reply_to) after = this.lastOf(answers.at(-1)) ?? this.lastOf(exchange);
+      answers.push(first);
+      this.answers.set(exchange, answers);
+      this.asked.set(first, message.reply_to);
+    }
+    if (after) after.after(li);
     else this.insertInOrder(li, message.seq);
     seqs.push(message.seq);
     seqs.sort((a, b) => a - b);
@@ -123,24 +202,59 @@ export class MessageList {
     this.chosen.delete(first); // a new version is shown to everyone
   }
 
-  /** Show one version of the answer `first` (the chosen one, else the newest), with a
-   * stepper (‹ 2/3 ›) when there are several. */
-  showVersion(first) {
+  /** The <li> of the newest version of `first`, if any. */
+  lastOf(first) {
+    return this.nodes.get(this.versions.get(first)?.at(-1));
+  }
+
+  /** Show again the versions of `first`: with the rest of its exchange, if it has one. */
+  refresh(first) {
+    const question = this.asked.get(first);
+    const exchange = question === undefined ? this.exchangeOf.get(first) : this.exchangeOf.get(question);
+    if (exchange === undefined) {
+      this.showVersions(first, { visible: true, current: true });
+      return;
+    }
+    const seqs = this.versions.get(exchange);
+    const shown = this.ids.get(this.chosen.get(exchange) ?? seqs.at(-1));
+    const newest = this.ids.get(seqs.at(-1));
+    this.showVersions(exchange, { visible: true, current: true });
+    for (const answer of this.answers.get(exchange) ?? []) {
+      const to = this.asked.get(answer);
+      this.showVersions(answer, { visible: to === shown, current: to === newest });
+    }
+  }
+
+  /** Show one version of `first` (the chosen one, else the newest) if `visible`, with a
+   * stepper (‹ 2/3 ›) when there are several; only a `current` answer (to its question's
+   * newest version) can be asked for again. */
+  showVersions(first, { visible, current }) {
     const seqs = this.versions.get(first) ?? [];
     const shown = this.chosen.get(first) ?? seqs.at(-1);
     for (const seq of seqs) {
       const li = this.nodes.get(seq);
-      li.hidden = seq !== shown;
-      li.querySelector(".versions")?.remove();
-      if (seq === shown && seqs.length > 1) li.querySelector(".msg-meta").append(this.stepper(first, seqs, seq));
+      li.hidden = !visible || seq !== shown;
+      const regenerate = li.querySelector(".regenerate");
+      if (regenerate) regenerate.hidden = !current;
+      const wanted = visible && seq === shown && seqs.length > 1;
+      this.renderStepper(li, wanted ? { first, seqs, index: seqs.indexOf(seq) } : null);
     }
   }
 
-  stepper(first, seqs, shown) {
-    const index = seqs.indexOf(shown);
+  /** The stepper of a shown version, drawn again only when what it says changes (a
+   * streaming version renders 25 times a second: its buttons keep their focus). */
+  renderStepper(li, step) {
+    const key = step && `${step.index}/${step.seqs.length}`;
+    if (li.parleyStepper === key) return;
+    li.parleyStepper = key;
+    li.querySelector(".versions")?.remove();
+    if (step) li.querySelector(".msg-meta").append(this.stepper(step, li.dataset.role));
+  }
+
+  stepper({ first, seqs, index }, role) {
     const nav = element("span", "versions");
     nav.setAttribute("role", "group");
-    nav.setAttribute("aria-label", "Versions of this answer");
+    nav.setAttribute("aria-label", role === "user" ? "Versions of this message" : "Versions of this answer");
     const step = (text, name, to) => {
       const button = element("button", "version-step", text);
       button.type = "button";
@@ -148,7 +262,7 @@ export class MessageList {
       button.disabled = to < 0 || to >= seqs.length;
       button.addEventListener("click", () => {
         this.chosen.set(first, seqs[to]);
-        this.showVersion(first);
+        this.refresh(first);
         this.nodes.get(seqs[to]).querySelector(".version-step:not(:disabled)")?.focus();
       });
       return button;
@@ -209,7 +323,9 @@ export class MessageList {
         li = element("li", "msg msg-user msg-mine msg-pending");
         li.dataset.clientId = entry.client_id;
         const meta = element("div", "msg-meta");
-        meta.append(element("span", "msg-author", "You"), element("span", "badge badge-pending"));
+        meta.append(element("span", "msg-author", "You"));
+        if (entry.edit_of) meta.append(element("span", "msg-edited", "edited"));
+        meta.append(element("span", "badge badge-pending"));
         li.append(meta, element("div", "msg-body plain", entry.text));
         this.list.append(li);
         this.pending.set(entry.client_id, li);
@@ -227,6 +343,7 @@ export class MessageList {
 
     const meta = element("div", "msg-meta");
     meta.append(element("span", "msg-author", this.author(message)));
+    if (message.role === "user" && message.version_of) meta.append(element("span", "msg-edited", "edited"));
     if (message.created_at) {
       const when = new Date(message.created_at);
       const time = element("time", "", when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
