@@ -1190,3 +1190,44 @@ def test_a_question_is_edited_in_its_place_and_its_answers_follow_the_version_sh
     assert edited.version_of == Message.objects.get(room=shared_room, text="plan")
     assert Message.objects.filter(room=shared_room, reply_to=edited).count() == 1
     assert tab.errors == [] and watcher.errors == []
+
+
+def test_versions_that_arrive_before_their_first_still_stand_in_its_place(
+    servers, alice, private_room, new_tab
+):
+    """Live frames may bring a later version while the history before it is still on its
+    way: once the first version and the messages between come, the shown version stands
+    in the first one's place, not after the messages it came before."""
+    tab = new_tab()
+    server = servers(name="browser-versions-order")
+    log_in(tab, server, "alice")
+    open_room(tab, private_room)
+    order = tab.page.evaluate(
+        """async () => {
+          const { MessageList } = await import("/static/parley/messages.js");
+          const list = document.createElement("ol");
+          document.body.append(list);
+          const messages = new MessageList(list, () => ({ id: 1, name: "alice" }));
+          const msg = (seq, id, role, text, extra = {}) => ({
+            seq, id, role, text, status: "complete", author: role === "user" ? { id: 1 } : null,
+            html: `<p>${text}</p>`, ...extra,
+          });
+          // Live first: an answer regenerated (id 30, a version of 2) and an edited question
+          // (id 31, a version of 1); then the history: 1, 2, 3.
+          messages.render(msg(30, 30, "assistant", "answer v2", { version_of: 2, reply_to: 1 }));
+          messages.render(msg(31, 31, "user", "question v2", { version_of: 1 }));
+          messages.render(msg(1, 1, "user", "question v1"));
+          messages.render(msg(2, 2, "assistant", "answer v1", { reply_to: 1 }));
+          messages.render(msg(3, 3, "user", "later"));
+          const texts = (lis) => lis.map((li) => li.parleyText);
+          const shown = () => texts([...list.children].filter((li) => !li.hidden));
+          const newest = shown();
+          list.querySelector("[aria-label='Previous version']").click(); // the question's
+          return { all: texts([...list.children]), newest, stepped: shown() };
+        }"""
+    )
+    assert order["all"] == ["question v1", "question v2", "answer v1", "answer v2", "later"]
+    # The answers answer the question's first version: hidden under the second.
+    assert order["newest"] == ["question v2", "later"]
+    assert order["stepped"] == ["question v1", "answer v2", "later"]
+    assert tab.errors == []

@@ -177,13 +177,14 @@ export class MessageList {
     text.focus();
   }
 
-  /** A new message goes in seq order, and a later version after its versions; the first
-   * answer to an edited question after the exchange's answers so far (else its question). */
+  /** A new message goes in seq order, and a later version after its versions (those that
+   * arrive before their first move to it once it comes); the first answer to an edited
+   * question after the exchange's answers so far (else its question). */
   place(li, message) {
     const first = message.version_of ?? message.id;
     const seqs = this.versions.get(first) ?? [];
     this.ids.set(message.seq, message.id);
-    let after = this.lastOf(first);
+    let after = message.version_of ? this.lastOf(first) : null;
     if (message.role === "user") {
       this.exchangeOf.set(message.id, first);
     } else if (!message.version_of && this.exchangeOf.has(message.reply_to)) {
@@ -194,8 +195,20 @@ export class MessageList {
       this.answers.set(exchange, answers);
       this.asked.set(first, message.reply_to);
     }
-    if (after) after.after(li);
-    else this.insertInOrder(li, message.seq);
+    if (after) {
+      after.after(li);
+      li.dataset.place = after.dataset.place ?? after.dataset.seq; // where it stands in seq order
+    } else {
+      this.insertInOrder(li, message.seq);
+    }
+    // Versions that came first (live, while the history was still on its way) join it.
+    let last = li;
+    for (const seq of message.version_of ? [] : seqs) {
+      const node = this.nodes.get(seq);
+      last.after(node);
+      node.dataset.place = li.dataset.place ?? li.dataset.seq;
+      last = node;
+    }
     seqs.push(message.seq);
     seqs.sort((a, b) => a - b);
     this.versions.set(first, seqs);
@@ -361,10 +374,12 @@ export class MessageList {
   }
 
   insertInOrder(li, seq) {
-    // Messages mostly arrive in order: walk back from the end. Pending sends stay last.
+    // Messages mostly arrive in order: walk back from the end. Pending sends stay last; a
+    // later version stands at its first's place, so a message missed before it goes after.
     let before = null;
     for (let node = this.list.lastElementChild; node; node = node.previousElementSibling) {
-      if (node.dataset.seq !== undefined && Number(node.dataset.seq) < seq) break;
+      const place = node.dataset.place ?? node.dataset.seq;
+      if (place !== undefined && Number(place) < seq) break;
       before = node;
     }
     this.list.insertBefore(li, before);
