@@ -211,7 +211,9 @@ def answer_request(*, answer: Message) -> AssistantRequest:
     if question is None:  # deleted since: the conversation before the answer
         rows = messages_context(room_id=room.pk, before=answer.seq, limit=limit)
     else:
-        rows = messages_context(room_id=room.pk, before=_first_seq(question), limit=limit - 1)
+        rows = messages_context(
+            room_id=room.pk, before=_first_seq(question), limit=max(limit - 1, 0)
+        )
         author = question.author.get_username() if question.author is not None else ""
         rows.append((question.role, question.text, author))
     turns = [

@@ -194,12 +194,15 @@ def message_to_edit(*, room: Room, message_id: int, user: _User | None) -> int:
     (withdraw it, then ask again)."""
     mine = Message.objects.filter(pk=message_id, room=room, role=Message.Role.USER)
     mine = mine.filter(author=user) if user is not None else mine.filter(author__isnull=True)
-    message = mine.only("pk", "version_of_id", "waiting").first()
+    message = mine.only("pk", "version_of_id").first()
     if message is None:
         raise NotEditable("Only your own messages of this room can be edited.")
-    if message.waiting:
+    first = message.version_of_id or message.pk
+    # Any version waiting, not only the one named: an edit of an older version would be a
+    # second question of the same exchange in the queue.
+    if Message.objects.filter(Q(pk=first) | Q(version_of_id=first), waiting=True).exists():
         raise NotEditable("That question is waiting for its answer: withdraw it to change it.")
-    return message.version_of_id or message.pk
+    return first
 
 
 def messages_post(*, posts: Sequence[Post]) -> list[tuple[Message, bool] | Exception]:

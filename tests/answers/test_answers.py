@@ -723,6 +723,15 @@ async def test_only_ones_own_question_is_edited(
         _, refused = await frames_until(alice_client, "error", start=start)
         assert (refused["code"], refused["client_id"]) == ("not_editable", "a4")
         assert "waiting" in refused["detail"]
+        # An edit waits its turn too; then no version of that question can be edited: the
+        # exchange would have two questions in the queue.
+        start = len(alice_client.frames)
+        await alice_client.send(type="send", client_id="a6", text="hi!", edit_of=question)
+        _, queued = await frames_until(alice_client, "ack", start=start)
+        await alice_client.send(type="send", client_id="a7", text="hi?", edit_of=question)
+        _, refused = await frames_until(alice_client, "error", start=start)
+        assert (refused["code"], refused["client_id"]) == ("not_editable", "a7")
+        await alice_client.send(type="withdraw", message_id=queued["message"]["id"])
         await alice_client.send(type="withdraw", message_id=acked["message"]["id"])
         await alice_client.send(type="cancel")
         await frames_until(alice_client, "done", start=start)

@@ -195,7 +195,7 @@ export class Conversation {
 
   /** Put `text` in the outbox (an edit of one's own message `editOf`, if given: a new
    * version of it) and send it if connected; false, and the reason shown, if it cannot be
-   * sent. The composer's "ask" choice holds for an edit too. */
+   * sent. */
   queue(text, editOf = null) {
     if (this.refused) return false;
     const problem = this.state.validate(text);
@@ -204,7 +204,8 @@ export class Conversation {
       return false;
     }
     const { ask } = this.els;
-    const frame = this.state.queueSend(text, { ask: ask ? ask.checked : true, editOf });
+    // An edit is a question asked again; a message asks as the composer's box says.
+    const frame = this.state.queueSend(text, { ask: editOf !== null || (ask ? ask.checked : true), editOf });
     if (this.ready) this.socket.send(frame);
     this.renderOutbox();
     this.showEmpty();
