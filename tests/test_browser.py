@@ -1078,6 +1078,16 @@ def test_a_message_not_yet_sent_survives_a_reload_and_a_new_login_and_is_sent_on
     assert page.evaluate(stored) == []
 
 
+def alice_and_bob(servers: Any, new_tab: Any, room: Any, name: str) -> tuple[Tab, Tab]:
+    """Alice's tab and Bob's, each open on ``room``, of a new server answering with FAST."""
+    server = servers(env=backend_env(FAST), name=name)
+    tabs = new_tab(), new_tab()
+    for tab, username in zip(tabs, ("alice", "bob"), strict=True):
+        log_in(tab, server, username)
+        open_room(tab, room)
+    return tabs
+
+
 def test_an_answer_is_regenerated_and_its_versions_are_stepped_through(
     servers, alice, bob, shared_room, new_tab
 ):
@@ -1086,12 +1096,7 @@ def test_an_answer_is_regenerated_and_its_versions_are_stepped_through(
     the newest shows again, with its versions."""
     from playwright.sync_api import expect
 
-    server = servers(env=backend_env(FAST), name="browser-regenerate")
-    tab, watcher = new_tab(), new_tab()
-    log_in(tab, server, "alice")
-    open_room(tab, shared_room)
-    log_in(watcher, server, "bob")
-    open_room(watcher, shared_room)
+    tab, watcher = alice_and_bob(servers, new_tab, shared_room, "browser-regenerate")
     page = tab.page
     send(tab, "plan")
     answers = page.locator(".msg-assistant")
@@ -1138,12 +1143,7 @@ def test_a_question_is_edited_in_its_place_and_its_answers_follow_the_version_sh
     the newest again."""
     from playwright.sync_api import expect
 
-    server = servers(env=backend_env(FAST), name="browser-edit")
-    tab, watcher = new_tab(), new_tab()
-    log_in(tab, server, "alice")
-    open_room(tab, shared_room)
-    log_in(watcher, server, "bob")
-    open_room(watcher, shared_room)
+    tab, watcher = alice_and_bob(servers, new_tab, shared_room, "browser-edit")
     page = tab.page
     send(tab, "plan")
     expect(page.locator(".msg-assistant[data-status=complete]")).to_have_count(1)
