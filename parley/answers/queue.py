@@ -24,6 +24,7 @@ from ..models import Message, Room
 from ..realtime.db import database_call
 from ..realtime.hub import broadcast
 from ..rooms.payloads import message_payload
+from ..rooms.selectors import user_messages
 from . import records
 from .runner import answer_generate
 
@@ -68,8 +69,7 @@ def question_claim(*, room_id: int) -> Message | None:
 def question_withdraw(*, room: Room, message_id: int, user: _User | None) -> Message | None:
     """Take ``user``'s waiting question ``message_id`` out of the queue (``user`` ``None``:
     the visitor whose conversation it is); ``None`` if it is not waiting or not theirs."""
-    mine = Message.objects.filter(pk=message_id, room=room, role=Message.Role.USER)
-    mine = mine.filter(author=user) if user is not None else mine.filter(author__isnull=True)
+    mine = user_messages(room=room, user=user).filter(pk=message_id)
     if not mine.filter(waiting=True).update(waiting=False):
         return None
     return Message.objects.select_related("author").get(pk=message_id)

@@ -98,6 +98,13 @@ def invitations_pending(*, user: _User) -> list[Invitation]:
     )
 
 
+def user_messages(*, room: Room, user: _User | None) -> models.QuerySet[Message]:
+    """The messages ``user`` posted in the room (``user`` ``None``: the visitor whose
+    conversation it is, whose messages have no author)."""
+    mine = Message.objects.filter(room=room, role=Message.Role.USER)
+    return mine.filter(author=user) if user is not None else mine.filter(author__isnull=True)
+
+
 def messages_after(
     *, room: Room, after: int, limit: int | None = None, max_bytes: int | None = None
 ) -> tuple[list[Message], bool]:

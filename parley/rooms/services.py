@@ -23,7 +23,7 @@ from ..contrib.orm import MessageConflict, message_insert, messages_insert_many
 from ..exceptions import NotEditable, RoomPermissionDenied
 from ..models import Invitation, Membership, Message, Room
 from ..throttling import page_limit_take
-from .selectors import room_is_member, user_get_by_username
+from .selectors import room_is_member, user_get_by_username, user_messages
 
 if TYPE_CHECKING:
     # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
@@ -192,8 +192,7 @@ def message_to_edit(*, room: Room, message_id: int, user: _User | None) -> int:
     version of: the message itself, or the one it is a version of. Raises
     :class:`NotEditable` for anyone else's, and for a question still waiting its turn
     (withdraw it, then ask again)."""
-    mine = Message.objects.filter(pk=message_id, room=room, role=Message.Role.USER)
-    mine = mine.filter(author=user) if user is not None else mine.filter(author__isnull=True)
+    mine = user_messages(room=room, user=user).filter(pk=message_id)
     message = mine.only("pk", "version_of_id").first()
     if message is None:
         raise NotEditable("Only your own messages of this room can be edited.")
