@@ -148,14 +148,7 @@ export class RoomState {
     return (Array.isArray(entries) ? entries : [])
       .filter((e) => CLIENT_ID.test(e?.client_id) && typeof e.text === "string" && e.saved > oldest)
       .filter((e) => e.edit_of === undefined || (Number.isSafeInteger(e.edit_of) && e.edit_of > 0))
-      .map((e) => ({
-        client_id: e.client_id,
-        text: e.text,
-        ask: e.ask !== false,
-        error: null,
-        saved: e.saved,
-        ...(e.edit_of === undefined ? {} : { edit_of: e.edit_of }),
-      }));
+      .map((e) => ({ ...storedEntry(e), ask: e.ask !== false, error: null }));
   }
 
   _store() {

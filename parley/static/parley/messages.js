@@ -28,6 +28,16 @@ function element(tag, className, text) {
   return el;
 }
 
+/** A plain button (never a form's submit) that calls `onClick`; `name` is what a screen
+ * reader says, when the text alone does not tell. */
+function button(className, text, name, onClick) {
+  const el = element("button", className, text);
+  el.type = "button";
+  if (name) el.setAttribute("aria-label", name);
+  el.addEventListener("click", onClick);
+  return el;
+}
+
 // How many announcements the announcer keeps (older ones were read already).
 const ANNOUNCED_KEPT = 5;
 
@@ -92,25 +102,22 @@ export class MessageList {
   /** While one's own question waits its turn behind the room's answer, a button to take it
    * back; only then (the list holds no control a message does not need). */
   renderWithdraw(li, message) {
-    const button = li.querySelector(".withdraw");
+    const withdraw = li.querySelector(".withdraw");
     const wanted = Boolean(message.waiting) && isMine(message, this.me());
     if (!wanted) {
-      button?.remove();
-    } else if (!button) {
-      const withdraw = element("button", "withdraw", "Withdraw");
-      withdraw.type = "button";
-      withdraw.addEventListener("click", () => this.onWithdraw(message.id));
-      li.querySelector(".msg-meta").append(withdraw);
+      withdraw?.remove();
+    } else if (!withdraw) {
+      li.querySelector(".msg-meta").append(button("withdraw", "Withdraw", null, () => this.onWithdraw(message.id)));
     }
   }
 
   /** A finished answer with text can be copied, as the Markdown it was written in. */
   renderCopy(li, message) {
     const wanted = message.role === "assistant" && message.status !== "streaming" && Boolean(message.text);
-    const button = li.querySelector(".msg-meta .copy");
+    const copy = li.querySelector(".msg-meta .copy");
     if (!wanted) {
-      button?.remove();
-    } else if (!button) {
+      copy?.remove();
+    } else if (!copy) {
       li.querySelector(".msg-meta").append(copyButton("Copy", "Copy answer", () => li.parleyText));
     }
   }
@@ -118,16 +125,14 @@ export class MessageList {
   /** Whether one's own message can be edited (and asked again): not while it waits. */
   renderEdit(li, message) {
     const wanted = Boolean(this.onEdit) && isMine(message, this.me()) && !message.waiting;
-    const button = li.querySelector(".msg-meta .edit");
+    const edit = li.querySelector(".msg-meta .edit");
     if (!wanted) {
-      button?.remove();
+      edit?.remove();
       li.querySelector(".msg-editor")?.parleyClose();
-    } else if (!button) {
-      const edit = element("button", "edit", "Edit");
-      edit.type = "button";
-      edit.setAttribute("aria-label", "Edit this message");
-      edit.addEventListener("click", () => this.openEditor(li, message.id));
-      li.querySelector(".msg-meta").append(edit);
+    } else if (!edit) {
+      li.querySelector(".msg-meta").append(
+        button("edit", "Edit", "Edit this message", () => this.openEditor(li, message.id)),
+      );
     }
   }
 
@@ -142,10 +147,7 @@ export class MessageList {
     text.setAttribute("aria-label", "Your message, edited");
     const send = element("button", "msg-editor-send", "Send");
     send.type = "submit";
-    const cancel = element("button", "msg-editor-cancel", "Cancel");
-    cancel.type = "button";
     const actions = element("div", "msg-editor-actions");
-    actions.append(cancel, send);
     form.append(text, actions);
     form.parleyClose = () => {
       form.remove();
@@ -170,7 +172,7 @@ export class MessageList {
       event.preventDefault();
       if (!unchanged() && this.onEdit(id, text.value)) close();
     });
-    cancel.addEventListener("click", close);
+    actions.append(button("msg-editor-cancel", "Cancel", null, close), send);
     send.disabled = true;
     body.hidden = true;
     body.after(form);
@@ -269,16 +271,13 @@ export class MessageList {
     nav.setAttribute("role", "group");
     nav.setAttribute("aria-label", role === "user" ? "Versions of this message" : "Versions of this answer");
     const step = (text, name, to) => {
-      const button = element("button", "version-step", text);
-      button.type = "button";
-      button.setAttribute("aria-label", name);
-      button.disabled = to < 0 || to >= seqs.length;
-      button.addEventListener("click", () => {
+      const el = button("version-step", text, name, () => {
         this.chosen.set(first, seqs[to]);
         this.refresh(first);
         this.nodes.get(seqs[to]).querySelector(".version-step:not(:disabled)")?.focus();
       });
-      return button;
+      el.disabled = to < 0 || to >= seqs.length;
+      return el;
     };
     nav.append(
       step("‹", "Previous version", index - 1),
@@ -291,20 +290,18 @@ export class MessageList {
   /** A finished answer can be asked for again: "Retry" if it did not end well. */
   renderRegenerate(li, message) {
     const wanted = message.role === "assistant" && message.status !== "streaming";
-    let button = li.querySelector(".regenerate");
+    let regenerate = li.querySelector(".regenerate");
     if (!wanted) {
-      button?.remove();
+      regenerate?.remove();
       return;
     }
-    if (!button) {
-      button = element("button", "regenerate");
-      button.type = "button";
-      button.addEventListener("click", () => this.onRegenerate(message.id));
-      li.querySelector(".msg-meta").append(button);
+    if (!regenerate) {
+      regenerate = button("regenerate", "", null, () => this.onRegenerate(message.id));
+      li.querySelector(".msg-meta").append(regenerate);
     }
     const retry = message.status !== "complete";
-    setText(button, retry ? "Retry" : "Regenerate");
-    button.setAttribute("aria-label", retry ? "Retry this answer" : "Regenerate this answer");
+    setText(regenerate, retry ? "Retry" : "Regenerate");
+    regenerate.setAttribute("aria-label", retry ? "Retry this answer" : "Regenerate this answer");
   }
 
   /** Say `message` once in the announcer: who, how it ended if not completely, the text. */
@@ -542,21 +539,18 @@ function decorate(block) {
 
 /** A button that copies `text()` to the clipboard and says so for a moment. */
 export function copyButton(label, name, text) {
-  const button = element("button", "copy", label);
-  button.type = "button";
-  button.setAttribute("aria-label", name);
-  button.addEventListener("click", async () => {
+  const copy = button("copy", label, name, async () => {
     try {
       await navigator.clipboard.writeText(text());
-      button.textContent = "Copied";
+      copy.textContent = "Copied";
     } catch {
-      button.textContent = "Copy failed";
+      copy.textContent = "Copy failed";
     }
     setTimeout(() => {
-      button.textContent = label;
+      copy.textContent = label;
     }, 1500);
   });
-  return button;
+  return copy;
 }
 
 /** Set `el`'s text only if it changes: rewriting the same text is still a change (one a
