@@ -1192,6 +1192,79 @@ def test_a_question_is_edited_in_its_place_and_its_answers_follow_the_version_sh
     assert tab.errors == [] and watcher.errors == []
 
 
+def test_a_question_being_answered_waits_to_be_edited_and_a_refused_edit_keeps_its_text(
+    servers, alice, private_room, new_tab
+):
+    """While its answer streams a question has no Edit button (the edit would hide that
+    answer); Escape anywhere in the editor puts it away. An edit the server refuses (the
+    answer was asked for again from another tab meanwhile) comes back in the editor with
+    what was typed; once the answer is stopped it is sent."""
+    from playwright.sync_api import expect
+
+    server = servers(env=backend_env(SLOW), name="browser-edit-refused")
+    tab, other = new_tab(), new_tab()
+    for t in (tab, other):
+        log_in(t, server, "alice")
+        open_room(t, private_room)
+    page = tab.page
+    send(tab, "plan")
+    question = page.locator(".msg-user").first
+    expect(page.locator(".msg-assistant")).to_have_attribute("data-status", "streaming")
+    expect(question.get_by_role("button", name="Edit this message")).to_be_hidden()
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator(".msg-assistant")).to_have_attribute("data-status", "cancelled")
+
+    edit = question.get_by_role("button", name="Edit this message")
+    edit.click()
+    question.get_by_role("button", name="Cancel").focus()
+    page.keyboard.press("Escape")
+    expect(question.get_by_role("textbox", name="Your message, edited")).to_have_count(0)
+    expect(edit).to_be_focused()
+
+    edit.click()
+    editor = question.get_by_role("textbox", name="Your message, edited")
+    editor.fill("deploy plan")
+    other.page.get_by_role("button", name="Retry this answer").click()
+    expect(page.locator(".msg-assistant[data-status=streaming]")).to_have_count(1)
+    editor.press("Enter")
+    expect(page.locator("#notice")).to_contain_text("being answered")
+    expect(editor).to_have_value("deploy plan")
+    tab.shot("edit-refused")
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator(".msg-assistant[data-status=streaming]")).to_have_count(0)
+    question.get_by_role("button", name="Send").click()
+    expect(page.locator(".msg-user:visible .msg-body")).to_have_text(["deploy plan"])
+    expect(page.locator("#composer-text")).to_be_focused()
+    assert Message.objects.filter(room=private_room, text="deploy plan").count() == 1
+    assert tab.errors == [] and other.errors == []
+
+
+def render_out_of_order(tab, renders):
+    """Draw messages in a MessageList of their own, in the order of `renders` (each
+    `(seq, id, role, text, extra fields)`); return the texts of all of its items, of those
+    shown, and of those shown after stepping the first question back."""
+    return tab.page.evaluate(
+        """async (renders) => {
+          const { MessageList } = await import("/static/parley/messages.js");
+          const list = document.createElement("ol");
+          document.body.append(list);
+          const messages = new MessageList(list, () => ({ id: 1, name: "alice" }));
+          for (const [seq, id, role, text, extra] of renders) {
+            messages.render({
+              seq, id, role, text, status: "complete", author: role === "user" ? { id: 1 } : null,
+              html: `<p>${text}</p>`, ...extra,
+            });
+          }
+          const texts = (lis) => lis.map((li) => li.parleyText);
+          const shown = () => texts([...list.children].filter((li) => !li.hidden));
+          const newest = shown();
+          list.querySelector("[aria-label='Previous version']").click(); // the question's
+          return { all: texts([...list.children]), newest, stepped: shown() };
+        }""",
+        renders,
+    )
+
+
 def test_versions_that_arrive_before_their_first_still_stand_in_its_place(
     servers, alice, private_room, new_tab
 ):
@@ -1202,32 +1275,63 @@ def test_versions_that_arrive_before_their_first_still_stand_in_its_place(
     server = servers(name="browser-versions-order")
     log_in(tab, server, "alice")
     open_room(tab, private_room)
-    order = tab.page.evaluate(
-        """async () => {
-          const { MessageList } = await import("/static/parley/messages.js");
-          const list = document.createElement("ol");
-          document.body.append(list);
-          const messages = new MessageList(list, () => ({ id: 1, name: "alice" }));
-          const msg = (seq, id, role, text, extra = {}) => ({
-            seq, id, role, text, status: "complete", author: role === "user" ? { id: 1 } : null,
-            html: `<p>${text}</p>`, ...extra,
-          });
-          // Live first: an answer regenerated (id 30, a version of 2) and an edited question
-          // (id 31, a version of 1); then the history: 1, 2, 3.
-          messages.render(msg(30, 30, "assistant", "answer v2", { version_of: 2, reply_to: 1 }));
-          messages.render(msg(31, 31, "user", "question v2", { version_of: 1 }));
-          messages.render(msg(1, 1, "user", "question v1"));
-          messages.render(msg(2, 2, "assistant", "answer v1", { reply_to: 1 }));
-          messages.render(msg(3, 3, "user", "later"));
-          const texts = (lis) => lis.map((li) => li.parleyText);
-          const shown = () => texts([...list.children].filter((li) => !li.hidden));
-          const newest = shown();
-          list.querySelector("[aria-label='Previous version']").click(); // the question's
-          return { all: texts([...list.children]), newest, stepped: shown() };
-        }"""
+    # Live first: an answer regenerated (id 30, a version of 2) and an edited question
+    # (id 31, a version of 1); then the history: 1, 2, 3.
+    order = render_out_of_order(
+        tab,
+        [
+            (30, 30, "assistant", "answer v2", {"version_of": 2, "reply_to": 1}),
+            (31, 31, "user", "question v2", {"version_of": 1}),
+            (1, 1, "user", "question v1", {}),
+            (2, 2, "assistant", "answer v1", {"reply_to": 1}),
+            (3, 3, "user", "later", {}),
+        ],
     )
     assert order["all"] == ["question v1", "question v2", "answer v1", "answer v2", "later"]
     # The answers answer the question's first version: hidden under the second.
     assert order["newest"] == ["question v2", "later"]
     assert order["stepped"] == ["question v1", "answer v2", "later"]
+    assert tab.errors == []
+
+
+def test_answers_that_arrive_before_their_question_join_its_exchange(
+    servers, alice, private_room, new_tab
+):
+    """A page opened while an edited question is answered gets the edit and its answer
+    live, before the history brings the question's first version and its answer (and an
+    answer can even come before the question it answers): each answer still stands under
+    the version it answers, and shows only with it."""
+    tab = new_tab()
+    server = servers(name="browser-answers-order")
+    log_in(tab, server, "alice")
+    open_room(tab, private_room)
+    order = render_out_of_order(
+        tab,
+        [
+            (31, 31, "user", "question v2", {"version_of": 1}),
+            (32, 32, "assistant", "answer to v2", {"reply_to": 31}),
+            (41, 41, "assistant", "answer to later", {"reply_to": 40}),
+            (1, 1, "user", "question v1", {}),
+            (2, 2, "assistant", "answer to v1", {"reply_to": 1}),
+            (3, 3, "user", "between", {}),
+            (40, 40, "user", "later", {}),
+        ],
+    )
+    assert order["all"] == [
+        "question v1",
+        "question v2",
+        "answer to v1",
+        "answer to v2",
+        "between",
+        "later",
+        "answer to later",
+    ]
+    assert order["newest"] == ["question v2", "answer to v2", "between", "later", "answer to later"]
+    assert order["stepped"] == [
+        "question v1",
+        "answer to v1",
+        "between",
+        "later",
+        "answer to later",
+    ]
     assert tab.errors == []

@@ -190,17 +190,21 @@ def message_to_edit(*, room: Room, message_id: int, user: _User | None) -> int:
     """The id of the first version of ``user``'s message ``message_id`` of the room
     (``user`` ``None``: the visitor whose conversation it is), which an edit of it is a new
     version of: the message itself, or the one it is a version of. Raises
-    :class:`NotEditable` for anyone else's, and for a question still waiting its turn
-    (withdraw it, then ask again)."""
+    :class:`NotEditable` for anyone else's, for a question still waiting its turn (withdraw
+    it, then ask again), and for one being answered (the edit would hide that answer)."""
     mine = user_messages(room=room, user=user).filter(pk=message_id)
     message = mine.only("pk", "version_of_id").first()
     if message is None:
         raise NotEditable("Only your own messages of this room can be edited.")
     first = message.version_of_id or message.pk
-    # Any version waiting, not only the one named: an edit of an older version would be a
-    # second question of the same exchange in the queue.
-    if Message.objects.filter(Q(pk=first) | Q(version_of_id=first), waiting=True).exists():
+    # Any version, not only the one named: an edit of an older version would be a second
+    # question of the same exchange in the queue.
+    versions = Message.objects.filter(Q(pk=first) | Q(version_of_id=first))
+    if versions.filter(waiting=True).exists():
         raise NotEditable("That question is waiting for its answer: withdraw it to change it.")
+    answering = Message.objects.filter(reply_to__in=versions, status=Message.Status.STREAMING)
+    if answering.exists():
+        raise NotEditable("That question is being answered: stop the answer to change it.")
     return first
 
 

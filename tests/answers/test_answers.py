@@ -713,7 +713,15 @@ async def test_only_ones_own_question_is_edited(
         fake_openai.script = SLOW
         start = len(alice_client.frames)
         await alice_client.send(type="send", client_id="a2", text="long one")
+        _, long_one = await frames_until(alice_client, "ack", start=start)
         await frames_until(alice_client, "delta", start=start)
+        start = len(alice_client.frames)
+        await alice_client.send(
+            type="send", client_id="a2e", text="short", edit_of=long_one["message"]["id"]
+        )
+        _, refused = await frames_until(alice_client, "error", start=start)
+        assert (refused["code"], refused["client_id"]) == ("not_editable", "a2e")
+        assert "being answered" in refused["detail"]
         await alice_client.send(type="send", client_id="a3", text="waits")
         _, acked = await frames_until(alice_client, "ack", start=len(alice_client.frames))
         start = len(alice_client.frames)

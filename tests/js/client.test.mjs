@@ -503,6 +503,7 @@ test("a rate-limited send stays in the outbox to be sent again", () => {
   assert.equal(update.outbox, true);
   assert.deepEqual([...state.outbox.keys()], ["c1"]);
   assert.equal(state.outbox.get("c1").error, "slow down");
+  assert.equal(update.rejected, null, "not refused: nothing to put back");
 });
 
 test("a rate-limited resume is asked again after retry_after, and not shown as a failure", () => {
@@ -579,8 +580,13 @@ test("an edit waits in the outbox and in storage like a message, naming what it 
   assert.deepEqual(frame, { type: "send", client_id: "c1", text: "the question, better", ask: true, edit_of: 12 });
   const second = new RoomState({ newId: ids(), storage, now: () => 2000 });
   assert.deepEqual(second.apply(HELLO).send.slice(1), [frame], "after a reload, sent again as the same edit");
-  second.apply({ type: "error", code: "not_editable", detail: "Only your own…", client_id: "c1" });
+  const refused = second.apply({ type: "error", code: "not_editable", detail: "Only your own…", client_id: "c1" });
   assert.equal(second.outbox.size, 0, "refused for good: not sent again");
+  assert.deepEqual(
+    [refused.rejected.text, refused.rejected.edit_of],
+    ["the question, better", 12],
+    "what was typed comes back with the refusal, to be put back where it was typed",
+  );
   assert.equal(storage.getItem("parley.outbox:r1:7"), null);
   storage.setItem(
     "parley.outbox:r1:7",

@@ -54,15 +54,15 @@ export function charCount(text) {
  * Messages are keyed by seq, so a message seen twice (ack and broadcast, or history that
  * overlaps live frames) is stored once. With a `storage` (localStorage), the outbox is also
  * kept there, by room and user (useStorage, called at hello), so that what was typed and not
- * yet acknowledged survives a reload, a logout and login, and a server restart. Assistant text grows through deltas placed by their
- * character offset; a delta beyond the local text waits in a buffer until the gap is filled
- * (usually by the offset-0 snapshot the server sends after a resume). Sends stay in the outbox
- * until acknowledged and are sent again on every (re)connection; their client_id makes the
- * server store each only once.
+ * yet acknowledged survives a reload, a logout and login, and a server restart. Assistant
+ * text grows through deltas placed by their character offset; a delta beyond the local
+ * text waits in a buffer until the gap is filled (usually by the offset-0 snapshot the
+ * server sends after a resume). Sends stay in the outbox until acknowledged and are sent
+ * again on every (re)connection; their client_id makes the server store each only once.
  *
  * apply(frame) returns {changed: Set of seqs, outbox: bool, send: frames to send now,
- * error: the error frame or null, hello: bool, synced: bool (history is complete), room: bool
- * (this.room changed)}.
+ * error: the error frame or null, rejected: the outbox entry that error refused, or null,
+ * hello: bool, synced: bool (history is complete), room: bool (this.room changed)}.
  */
 export class RoomState {
   constructor({ newId = newClientId, storage = null, now = Date.now } = {}) {
@@ -193,6 +193,7 @@ export class RoomState {
       send: [],
       later: null,
       error: null,
+      rejected: null,
       hello: false,
       synced: false,
       room: false,
@@ -257,6 +258,7 @@ export class RoomState {
           this.outbox.delete(frame.client_id);
           this.finished.add(frame.client_id);
           update.outbox = true;
+          update.rejected = entry;
         } else if (entry && RETRY_SEND_CODES.has(frame.code)) {
           entry.error = frame.detail; // stays queued: sent again on the next retry
           update.outbox = true;

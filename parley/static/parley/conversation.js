@@ -68,7 +68,7 @@ export class Conversation {
     this.messages = new MessageList(this.els.list, () => this.state.user, this.els.announcer, {
       onWithdraw: (id) => this.socket.send({ type: "withdraw", message_id: id }),
       onRegenerate: (id) => this.regenerate(id),
-      onEdit: (id, text) => this.queue(text, id),
+      onEdit: (id, text) => this.edit(id, text),
     });
   }
 
@@ -98,9 +98,19 @@ export class Conversation {
     if (update.synced) this.caughtUp = true;
     if (update.outbox) this.renderOutbox();
     if (update.error) this.showError(update.error);
+    if (update.rejected) this.restore(update.rejected);
     this.updateStreaming();
     this.showEmpty();
-    if (stick || update.outbox) this.scrollToBottom();
+    if (stick) this.scrollToBottom();
+  }
+
+  /** A send the server refused goes back where it was typed (the editor of the message it
+   * edits, else the composer, before what is there now): what was typed is not lost. */
+  restore(entry) {
+    if (entry.edit_of && this.messages.reopenEditor(entry.edit_of, entry.text)) return;
+    const { text } = this.els;
+    text.value = text.value.trim() ? `${entry.text}\n\n${text.value}` : entry.text;
+    this.updateComposer();
   }
 
   onSocketState(s) {
@@ -209,7 +219,15 @@ export class Conversation {
     if (this.ready) this.socket.send(frame);
     this.renderOutbox();
     this.showEmpty();
-    this.scrollToBottom();
+    if (editOf === null) this.scrollToBottom(); // an edit is answered in its place
+    return true;
+  }
+
+  /** Send `text` as a new version of one's own message `id`; then the focus goes back to
+   * the composer. */
+  edit(id, text) {
+    if (!this.queue(text, id)) return false;
+    this.els.text.focus();
     return true;
   }
 

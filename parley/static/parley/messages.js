@@ -67,6 +67,7 @@ export class MessageList {
     this.exchangeOf = new Map(); // a question's id -> its first version's id (its exchange)
     this.answers = new Map(); // exchange -> first ids of the answers to its versions
     this.asked = new Map(); // an answer's first id -> the id of the question it answers
+    this.unasked = new Map(); // a question's id not seen yet -> first ids of answers to it
   }
 
   /** Draw `message` (a payload from RoomState), creating its <li> if new. With `announce`
@@ -136,13 +137,25 @@ export class MessageList {
     }
   }
 
-  /** The message's text in a box in its place: sent as its new version, or put away. */
-  openEditor(li, id) {
+  /** Open the editor again on the message `id` (the version of its exchange shown) with
+   * `draft`, an edit of it the server refused; false if it is not one's own to edit. */
+  reopenEditor(id, draft) {
+    const li = this.shownOf(id);
+    if (!li?.querySelector(".msg-meta .edit")) return false;
+    li.querySelector(".msg-editor")?.parleyClose();
+    this.openEditor(li, this.ids.get(Number(li.dataset.seq)), draft);
+    return true;
+  }
+
+  /** The message's text (or `draft`) in a box in its place: sent as its new version, or
+   * put away. Sent, the focus goes where `onEdit` puts it (the li goes: a new version
+   * takes its place); put away, back to its Edit button. */
+  openEditor(li, id, draft = li.parleyText) {
     if (li.querySelector(".msg-editor")) return;
     const body = li.querySelector(".msg-body");
     const form = element("form", "msg-editor");
     const text = element("textarea", "msg-editor-text");
-    text.value = li.parleyText;
+    text.value = draft;
     text.rows = Math.min(8, text.value.split("\n").length + 1);
     text.setAttribute("aria-label", "Your message, edited");
     const send = element("button", "msg-editor-send", "Send");
@@ -161,8 +174,10 @@ export class MessageList {
     text.addEventListener("input", () => {
       send.disabled = unchanged();
     });
-    text.addEventListener("keydown", (event) => {
+    form.addEventListener("keydown", (event) => {
       if (event.key === "Escape") close();
+    });
+    text.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
         form.requestSubmit();
@@ -170,51 +185,92 @@ export class MessageList {
     });
     form.addEventListener("submit", (event) => {
       event.preventDefault();
-      if (!unchanged() && this.onEdit(id, text.value)) close();
+      if (!unchanged() && this.onEdit(id, text.value)) form.parleyClose();
     });
     actions.append(button("msg-editor-cancel", "Cancel", null, close), send);
-    send.disabled = true;
+    send.disabled = unchanged();
     body.hidden = true;
     body.after(form);
     text.focus();
   }
 
-  /** A new message goes in seq order, and a later version after its versions (those that
-   * arrive before their first move to it once it comes); the first answer to an edited
-   * question after the exchange's answers so far (else its question). */
+  /** A new message goes in seq order, a later version after its versions. An exchange
+   * keeps its question's versions together, at the first's place, and the answers to an
+   * edit after the exchange's answers before them. Live frames may bring a version before
+   * its first, or an answer before its question, while the history is still on its way:
+   * the exchange is arranged again as each part comes. */
   place(li, message) {
     const first = message.version_of ?? message.id;
     const seqs = this.versions.get(first) ?? [];
     this.ids.set(message.seq, message.id);
-    let after = message.version_of ? this.lastOf(first) : null;
-    if (message.role === "user") {
-      this.exchangeOf.set(message.id, first);
-    } else if (!message.version_of && this.exchangeOf.has(message.reply_to)) {
-      const exchange = this.exchangeOf.get(message.reply_to);
-      const answers = this.answers.get(exchange) ?? [];
-      if (exchange !== message.reply_to) after = this.lastOf(answers.at(-1)) ?? this.lastOf(exchange);
-      answers.push(first);
-      this.answers.set(exchange, answers);
-      this.asked.set(first, message.reply_to);
-    }
+    const after = message.version_of ? this.lastOf(first) : null;
     if (after) {
       after.after(li);
-      li.dataset.place = after.dataset.place ?? after.dataset.seq; // where it stands in seq order
+      li.dataset.place = placeOf(after);
     } else {
       this.insertInOrder(li, message.seq);
-    }
-    // Versions that came first (live, while the history was still on its way) join it.
-    let last = li;
-    for (const seq of message.version_of ? [] : seqs) {
-      const node = this.nodes.get(seq);
-      last.after(node);
-      node.dataset.place = li.dataset.place ?? li.dataset.seq;
-      last = node;
+      this.gather(li, seqs);
     }
     seqs.push(message.seq);
     seqs.sort((a, b) => a - b);
     this.versions.set(first, seqs);
     this.chosen.delete(first); // a new version is shown to everyone
+    if (message.role === "user") {
+      this.exchangeOf.set(message.id, first);
+      for (const answer of this.unasked.get(message.id) ?? []) this.join(answer, message.id);
+      this.unasked.delete(message.id);
+    } else if (!message.version_of && this.exchangeOf.has(message.reply_to)) {
+      this.join(first, message.reply_to);
+    } else if (!message.version_of && message.reply_to) {
+      this.unasked.set(message.reply_to, [...(this.unasked.get(message.reply_to) ?? []), first]);
+    }
+    const exchange = this.exchangeOf.get(message.role === "user" ? message.id : this.asked.get(first));
+    if (exchange !== undefined) this.arrange(exchange);
+  }
+
+  /** Count the answer `first` among the answers of the exchange of `question`. */
+  join(first, question) {
+    const exchange = this.exchangeOf.get(question);
+    const answers = [...(this.answers.get(exchange) ?? []), first];
+    answers.sort((a, b) => this.versions.get(a)[0] - this.versions.get(b)[0]);
+    this.answers.set(exchange, answers);
+    this.asked.set(first, question);
+  }
+
+  /** Put the parts of `exchange` where they stand: its question's versions together; the
+   * answers to its first version in seq order, those to an edit after the answers before. */
+  arrange(exchange) {
+    const questions = this.versions.get(exchange);
+    this.gather(this.nodes.get(questions[0]), questions.slice(1));
+    let anchor = this.nodes.get(questions.at(-1));
+    for (const answer of this.answers.get(exchange) ?? []) {
+      const seqs = this.versions.get(answer);
+      const node = this.nodes.get(seqs[0]);
+      if (this.asked.get(answer) !== exchange) {
+        anchor.after(node);
+        node.dataset.place = placeOf(anchor);
+      }
+      this.gather(node, seqs.slice(1));
+      anchor = this.nodes.get(seqs.at(-1));
+    }
+  }
+
+  /** Put the <li>s of `seqs` (later versions) right after `li`, at its place. */
+  gather(li, seqs) {
+    let last = li;
+    for (const seq of seqs) {
+      const node = this.nodes.get(seq);
+      last.after(node);
+      node.dataset.place = placeOf(li);
+      last = node;
+    }
+  }
+
+  /** The <li> shown of the versions of the message `id`, if any. */
+  shownOf(id) {
+    const first = this.exchangeOf.get(id) ?? id;
+    const seqs = this.versions.get(first);
+    return seqs && this.nodes.get(this.chosen.get(first) ?? seqs.at(-1));
   }
 
   /** The <li> of the newest version of `first`, if any. */
@@ -234,9 +290,16 @@ export class MessageList {
     const shown = this.ids.get(this.chosen.get(exchange) ?? seqs.at(-1));
     const newest = this.ids.get(seqs.at(-1));
     this.showVersions(exchange, { visible: true, current: true });
+    let answering = false;
     for (const answer of this.answers.get(exchange) ?? []) {
       const to = this.asked.get(answer);
       this.showVersions(answer, { visible: to === shown, current: to === newest });
+      answering ||= this.versions.get(answer).some((seq) => this.nodes.get(seq).dataset.status === "streaming");
+    }
+    // Not while it is being answered: the edit would hide the answer that streams.
+    for (const seq of seqs) {
+      const edit = this.nodes.get(seq).querySelector(".msg-meta .edit");
+      if (edit) edit.hidden = answering;
     }
   }
 
@@ -337,7 +400,10 @@ export class MessageList {
         if (entry.edit_of) meta.append(element("span", "msg-edited", "edited"));
         meta.append(element("span", "badge badge-pending"));
         li.append(meta, element("div", "msg-body plain", entry.text));
-        this.list.append(li);
+        const edited = entry.edit_of && this.shownOf(entry.edit_of);
+        if (edited)
+          edited.after(li); // in its place, where the reader is
+        else this.list.append(li);
         this.pending.set(entry.client_id, li);
       }
       li.querySelector(".badge").textContent = label(entry);
@@ -371,16 +437,21 @@ export class MessageList {
   }
 
   insertInOrder(li, seq) {
-    // Messages mostly arrive in order: walk back from the end. Pending sends stay last; a
+    // Messages mostly arrive in order: walk back from the end. Pending sends stay after; a
     // later version stands at its first's place, so a message missed before it goes after.
     let before = null;
     for (let node = this.list.lastElementChild; node; node = node.previousElementSibling) {
-      const place = node.dataset.place ?? node.dataset.seq;
+      const place = placeOf(node);
       if (place !== undefined && Number(place) < seq) break;
       before = node;
     }
     this.list.insertBefore(li, before);
   }
+}
+
+/** Where an <li> stands in seq order: its first version's, its exchange's, or its own. */
+function placeOf(li) {
+  return li.dataset.place ?? li.dataset.seq;
 }
 
 function renderBody(el, message) {
