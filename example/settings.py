@@ -199,7 +199,7 @@ PARLEY = {
     # e.g. '{"CONNECTION": [500, 1000], "USER": null}' for load tests (docs/configuration.md).
     "RATE_LIMITS": json.loads(os.environ.get("PARLEY_RATE_LIMITS", "{}")),
     # The knowledge base of the demo: Parley's own documentation (make run indexes it).
-    "KNOWLEDGE": {"FOLDERS": [BASE_DIR / "docs", BASE_DIR / "README.md"]},
+    "KNOWLEDGE": {"FOLDERS": [BASE_DIR / "docs", BASE_DIR / "README.md"], "ABOUT": "README.md"},
     # /site/ shows the embedded chat to visitors who are not logged in, too.
     # The demo's knowledge is Parley's public documentation: visitors may be answered from it.
     "VISITORS": {"ENABLED": True, "KNOWLEDGE": True},

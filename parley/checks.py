@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .conf import get_config
+from .knowledge.embeddings import embedder_problem
 
 # The mark of keys made for development (startproject's, and examples'), never secret.
 INSECURE_KEY_PREFIX = "django-insecure-"
@@ -75,18 +76,29 @@ def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[checks.C
 @checks.register(checks.Tags.compatibility)
 def check_knowledge(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     try:
-        folders = get_config().knowledge["FOLDERS"]
+        knowledge = get_config().knowledge
     except ImproperlyConfigured:
         return []  # reported by check_backends as parley.E002
-    return [
+    found: list[checks.CheckMessage] = [
         checks.Warning(
             f"PARLEY['KNOWLEDGE']['FOLDERS'] names {str(folder)!r}, which does not exist.",
             hint="Correct the path, or remove it; parley_index skips it.",
             id="parley.W002",
         )
-        for folder in folders
+        for folder in knowledge["FOLDERS"]
         if not Path(folder).exists()
     ]
+    problem = embedder_problem(knowledge["EMBEDDINGS"])
+    if problem:
+        found.append(
+            checks.Warning(
+                f"Dense retrieval is off: {problem}.",
+                hint="Retrieval works on BM25 alone meanwhile; set "
+                "PARLEY['KNOWLEDGE']['EMBEDDINGS'] to None to say so.",
+                id="parley.W004",
+            )
+        )
+    return found
 
 
 @checks.register(checks.Tags.security)

@@ -147,8 +147,18 @@ class ParleyConfig:
             "FOLDERS": [],
             # How many passages an answer is given at most.
             "TOP_K": 4,
-            # The share (0-1) of a question's weight a passage must match to be given at all.
+            # The share (0-1) of a question's weight a passage must match to be given at all,
+            # unless its meaning is as close as MIN_SIMILARITY.
             "MIN_SCORE": 0.5,
+            # The embedder of dense retrieval, by dotted path (parley/knowledge/embeddings.py);
+            # None: BM25 alone.
+            "EMBEDDINGS": {"BACKEND": "parley.knowledge.embeddings.MiniLM"},
+            # The cosine similarity (0-1) of a passage's embedding to the question's that
+            # makes it a match whatever words it shares.
+            "MIN_SIMILARITY": 0.4,
+            # The key of the indexed file that introduces the site ("README.md"): what the
+            # offline assistant quotes when asked what it is or can do. None: its own words.
+            "ABOUT": None,
         }
     )
 

@@ -296,6 +296,14 @@ class KnowledgePassage(models.Model):
         blank=True,
         help_text="Model-level permission needed to read it ('app_label.codename'), or ''.",
     )
+    vector = models.BinaryField(
+        null=True,
+        editable=False,
+        help_text="Its embeddings, float16, by vector_model (dense retrieval).",
+    )
+    vector_model = models.CharField(
+        max_length=100, blank=True, help_text="The embedding model of vector; '' without one."
+    )
 
     class Meta:
         ordering = ["source", "document", "position"]

@@ -146,6 +146,9 @@ PARLEY = {
         )
     },
     "STREAM_FLUSH_INTERVAL": 0.02,
+    # BM25 alone, whose rankings the tests can reason about; tests/knowledge/test_dense.py
+    # turns embeddings on (the default) where they are what is tested.
+    "KNOWLEDGE": {"EMBEDDINGS": None},
     **json.loads(os.environ.get("PARLEY_TEST_OPTIONS", "{}")),
 }
 

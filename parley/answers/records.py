@@ -195,7 +195,7 @@ def answer_finish(
 def answer_request(*, answer: Message) -> AssistantRequest:
     """What the backend is asked for ``answer``: the room's recent finished messages before
     the question it answers (``answer.reply_to``), then the question, and the knowledge
-    passages for the question's text.
+    passages for the question in its conversation (``AssistantRequest.search_context``).
 
     Messages posted after the question are left out, even those stored before the answer
     took its number: they are not what was asked (another member's message must never be
@@ -227,7 +227,9 @@ def answer_request(*, answer: Message) -> AssistantRequest:
     )
     if question is None:  # deleted since: nothing to search for
         return request
-    retrieval = _passages_for(room=room, question=question.text, user=asker)
+    retrieval = _passages_for(
+        room=room, query=question.text, context=request.search_context, user=asker
+    )
     return replace(request, passages=tuple(retrieval.passages), withheld=retrieval.withheld)
 
 
@@ -238,14 +240,15 @@ def _first_seq(message: Message) -> int:
     return Message.objects.values_list("seq", flat=True).get(pk=message.version_of_id)
 
 
-def _passages_for(*, room: Room, question: str, user: _User | None) -> Retrieval:
-    """The knowledge passages for ``question`` that ``user`` may read and, in a shared
+def _passages_for(*, room: Room, query: str, context: str, user: _User | None) -> Retrieval:
+    """The knowledge passages for ``query`` (in the light of ``context``, see
+    :func:`knowledge_search`) that ``user`` may read and, in a shared
     room, every current member too: whatever is posted in a room is disclosed to all its
     members (and to those invited later, who read its history). A broken index costs the
     answer its passages, not the answer itself."""
     audience = room_members(room=room) if room.kind == Room.Kind.SHARED else []
     try:
-        return knowledge_search(query=question, user=user, audience=audience)
+        return knowledge_search(query=query, context=context, user=user, audience=audience)
     except Exception:
         logger.exception("knowledge search failed; answering without passages")
         return Retrieval(passages=[])

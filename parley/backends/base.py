@@ -16,6 +16,11 @@ logger = logging.getLogger(__name__)
 Role = Literal["system", "user", "assistant"]
 
 
+# How many words of the previous answer a follow-up is searched with (see
+# AssistantRequest.search_context): its start says what it was about.
+FOLLOW_UP_ANSWER_WORDS = 30
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     """One message of the conversation as the assistant sees it."""
@@ -31,7 +36,9 @@ class Passage:
 
     ``title`` is its heading path ("Doc › Section"), ``url`` where a reader finds it ("" if
     nowhere), ``document`` the key of the document it comes from, ``score`` its rank score
-    (higher is better; comparable only within one request).
+    (higher is better; comparable only within one request), ``match`` how surely it is
+    about the question, from 0 to 1: the larger of the share of the question's words it
+    holds and the similarity of their meanings.
     """
 
     title: str
@@ -39,6 +46,7 @@ class Passage:
     url: str = ""
     document: str = ""
     score: float = 0.0
+    match: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +73,24 @@ class AssistantRequest:
             if turn.role == "user":
                 return turn.content
         return ""
+
+    @property
+    def search_context(self) -> str:
+        """What the question is searched in the light of: the asker's previous question and
+        the start of its answer, if the conversation has them ("" otherwise). A follow-up
+        ("and how do I run several of them behind it?") means little alone. Only the
+        asker's own turns: another member's words are not searched with the asker's
+        rights."""
+        users = [i for i, turn in enumerate(self.turns) if turn.role == "user"]
+        if len(users) < 2:
+            return ""
+        author = self.turns[users[-1]].author
+        before = [i for i in users[:-1] if self.turns[i].author == author]
+        if not before:
+            return ""
+        after = self.turns[before[-1] + 1 : users[-1]]
+        answer = next((t.content for t in after if t.role == "assistant"), "")
+        return " ".join([self.turns[before[-1]].content, *answer.split()[:FOLLOW_UP_ANSWER_WORDS]])
 
 
 @dataclass(frozen=True, slots=True)

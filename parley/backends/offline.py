@@ -14,10 +14,13 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ..knowledge.excerpts import excerpts_for
-from ..knowledge.text import text_terms
+from channels.db import database_sync_to_async
+
+from ..knowledge.excerpts import excerpts_for, excerpts_lead
+from ..knowledge.index import About, knowledge_about
+from ..knowledge.text import STOPWORDS, text_terms
 from .base import AssistantBackend, AssistantRequest, BackendEvent, Finish, Passage, TextDelta
-from .prompt import passages_sources, sources_markdown, withheld_markdown
+from .prompt import markdown_link, passages_sources, sources_markdown, withheld_markdown
 from .scripted import split_words
 
 INTRO = (
@@ -44,8 +47,32 @@ docs/configuration.md lists every setting."""
 # A passage is quoted besides the best one only if it scores at least this share of it.
 RELATED_SCORE = 0.6
 MAX_QUOTED = 2
+# Below this match (Passage.match) the best passage is not quoted as the answer: the
+# sections found are offered as related instead.
+SURE_MATCH = 0.55
+MAX_RELATED = 3
 
-_GREETING = re.compile(r"\b(hello|hi|hey|good (morning|afternoon|evening))\b")
+_GREETING = re.compile(
+    r"^(hello|hi|hiya|hey|howdy|greetings|good (morning|afternoon|evening|day)|yo)\b"
+)
+_THANKS = re.compile(r"^(thanks|thank you|thx|ty|cheers|much appreciated|great,? thanks)\b")
+# Words that, with stop words, make a message small talk rather than a question.
+_SMALL_TALK_TEXT = """
+    hello hi hiya hey howdy greetings good morning afternoon evening day yo there all
+    everyone everybody folks parley bot assistant thanks thank thx ty cheers much
+    appreciated great lot helped helpful help works worked perfect awesome nice cool ok
+    okay got it again really very so
+"""
+_SMALL_TALK = frozenset(_SMALL_TALK_TEXT.split())
+_ABOUT = re.compile(
+    r"^(what|who)('s| is| are)? (this|it|parley|you|this (site|thing|chat|bot|app|assistant))"
+    r"( (about|for))?\W*$"
+    r"|^what (can|could|do) (you|i) (do|ask|help( me)? with|know( about)?)\b"
+    r"|^what are you (able to help|good) (with|for|at)\b"
+    r"|^how (can|could|do) you help\b"
+    r"|^(tell me )?about (you|yourself|parley|this (site|assistant))\W*$"
+    r"|^(help|\?)\W*$"
+)
 _ABOUT_MODELS = re.compile(r"\b(models?|llms?|openai|gpt|language model|api key)\b")
 
 _BINOPS: dict[type[ast.operator], Callable[[float, float], float]] = {
@@ -124,28 +151,85 @@ def knowledge_answer(request: AssistantRequest) -> str | None:
     return text + sources_markdown(used, answer=text)
 
 
-def compose_answer(request: AssistantRequest) -> str:
-    """The offline answer to the last question of ``request``: arithmetic if it is that,
-    else quoted from the passages, else a greeting, else a plain "I don't know"; ending
+def compose_answer(request: AssistantRequest, *, about: About | None = None) -> str:
+    """The offline answer to the last question of ``request`` (see :func:`reply`), ending
     with the withheld note when passages were withheld."""
-    return _compose(request) + withheld_markdown(request)
+    return reply(request, about=about)[1] + withheld_markdown(request)
 
 
-def _compose(request: AssistantRequest) -> str:
+def reply_kind(request: AssistantRequest) -> str:
+    """What the offline assistant does with ``request`` (:func:`reply`'s kind), looking the
+    site's introduction up itself."""
+    about = knowledge_about() if is_about(request.question) else None
+    return reply(request, about=about)[0]
+
+
+def is_about(question: str) -> bool:
+    """Whether ``question`` asks what the assistant or the site is, or can do."""
+    return bool(_ABOUT.match(_plain(question)))
+
+
+def reply(request: AssistantRequest, *, about: About | None = None) -> tuple[str, str]:
+    """The offline answer and its kind, in this order: ``compute`` (arithmetic), ``greet``
+    and ``thank`` (small talk, before any search: "hello" is not a question about the
+    protocol's hello frame), ``about`` (what is this, what can you do: the site's
+    introduction, ``about``), ``quote`` (the passages that surely answer it), ``related``
+    (sections that look related, when none is sure), ``refuse`` (plainly: it does not
+    know)."""
     question = request.question.strip()
-    lowered = question.lower()
+    plain = _plain(question)
     result = calculate(question.split(":", 1)[-1]) if question else None
     if result:
-        return f"{result}\n\n_({INTRO})_"
+        return "compute", f"{result}\n\n_({INTRO})_"
+    small_talk = not (set(re.findall(r"[a-z']+", plain)) - _SMALL_TALK - STOPWORDS)
+    if _THANKS.match(plain) and (small_talk or "?" not in question):
+        return (
+            "thank",
+            f"You're welcome! Ask me anything else the site's documents cover. _({INTRO})_",
+        )
+    if _GREETING.match(plain) and small_talk:
+        name = f", {request.user}" if request.user else ""
+        return "greet", f"Hello{name}! {INTRO} Ask me anything they cover."
+    if is_about(question):
+        return "about", _about(about)
+    passages = request.passages
+    if passages and passages[0].match < SURE_MATCH:
+        return "related", _related(passages)
     answer = knowledge_answer(request)
     if answer:
-        return answer
-    if _GREETING.search(lowered):
-        name = f", {request.user}" if request.user else ""
-        return f"Hello{name}! {INTRO} Ask me anything they cover."
-    if _ABOUT_MODELS.search(lowered):
-        return f"{UNKNOWN}\n\n{INTRO}\n\n{HELP}"
-    return f"{UNKNOWN}\n\n_({INTRO})_"
+        return "quote", answer
+    if passages:
+        return "related", _related(passages)
+    if _ABOUT_MODELS.search(plain):
+        return "refuse", f"{UNKNOWN}\n\n{INTRO}\n\n{HELP}"
+    return "refuse", f"{UNKNOWN}\n\n_({INTRO})_"
+
+
+def _plain(question: str) -> str:
+    return " ".join(question.lower().replace("’", "'").split()).strip(" .!")
+
+
+def _about(about: About | None) -> str:
+    if about is None:
+        return f"{INTRO} Ask me anything they cover."
+    lines = [INTRO, "", f"From *{about.title}* [1]:", "", excerpts_lead(about.text)]
+    if about.documents:
+        covered = ", ".join(f"*{title}*" for title in about.documents)
+        lines += ["", f"The documents I answer from: {covered}."]
+    text = "\n".join(lines)
+    source = Passage(title=about.title, text=about.text, url=about.url)
+    return text + sources_markdown([source], answer=text)
+
+
+def _related(passages: tuple[Passage, ...]) -> str:
+    """The sections found, offered as links: close to the question, but none surely its
+    answer, so none is quoted as if it were."""
+    sources = passages_sources(list(passages))[:MAX_RELATED]
+    lines = [f"- {markdown_link(s.title, s.url)}" for s in sources]
+    return (
+        "I'm not sure which of the site's documents answers that, but these sections look "
+        "related:\n\n" + "\n".join(lines) + f"\n\n_({INTRO})_"
+    )
 
 
 class OfflineBackend(AssistantBackend):
@@ -162,7 +246,10 @@ class OfflineBackend(AssistantBackend):
         return "offline assistant"
 
     async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
-        for piece in split_words(compose_answer(request)):
+        about = None
+        if is_about(request.question):
+            about = await database_sync_to_async(knowledge_about)()
+        for piece in split_words(compose_answer(request, about=about)):
             if self.delay:
                 await asyncio.sleep(self.delay)
             yield TextDelta(piece)

@@ -104,9 +104,35 @@ def _join(units: list[Unit]) -> str:
     return "\n\n".join(parts)
 
 
+def excerpts_lead(text: str) -> str:
+    """The start of a passage's Markdown, as an excerpt: its first units, up to about
+    :data:`MAX_WORDS` words (one unit at least), with the code block the last introduces."""
+    return _lead(passage_units(text))
+
+
+def _lead(units: list[Unit]) -> str:
+    chosen: list[Unit] = []
+    words = 0
+    for unit in units:
+        size = len(unit.text.split())
+        if chosen and (words + size > MAX_WORDS or len(chosen) >= MAX_UNITS):
+            break
+        chosen.append(unit)
+        words += size
+    following = units[len(chosen)] if len(chosen) < len(units) else None
+    if (
+        chosen
+        and following is not None
+        and _belongs(chosen[-1], following, after=True, relevant=False)
+    ):
+        chosen.append(following)
+    return _join(chosen)
+
+
 def excerpts_for(question: str, texts: list[str]) -> list[str]:
-    """For each passage text, the Markdown excerpt that best answers ``question`` ("" when
-    no unit of it holds a term of the question).
+    """For each passage text, the Markdown excerpt that best answers ``question``: its
+    start (:func:`excerpts_lead`) when no unit of it holds a term of the question (a
+    passage found by its meaning alone).
 
     Units are weighed by the question's terms they hold, each term by how rare it is among
     all the units (so "parley" in a Parley document counts little). The best units (those
@@ -123,7 +149,7 @@ def excerpts_for(question: str, texts: list[str]) -> list[str]:
     excerpts = []
     for units, terms in zip(units_of, terms_of, strict=True):
         scores = [sum(weight[term] for term in unit_terms) for unit_terms in terms]
-        excerpts.append(_excerpt(units, scores))
+        excerpts.append(_excerpt(units, scores) if any(scores) else _lead(units))
     return excerpts
 
 

@@ -23,7 +23,10 @@ import numpy as np
 from ..backends.base import Passage
 from ..conf import get_config
 from ..models import KnowledgePassage
+from .chunking import TITLE_SEPARATOR
+from .embeddings import embedder_get, vectors_from
 from .permissions import Reader, objects_of
+from .sources import FILES
 from .store import version_get
 from .text import text_terms
 
@@ -38,9 +41,41 @@ MAX_CANDIDATES = 200
 # loaded in one query per source, so that its cost is bounded whatever else matched.
 WINDOW = 16
 
+# Reciprocal rank fusion's constant (Cormack et al., 2009): a passage's fused score is the
+# sum over the rankings of 1 / (RRF_K + its rank); 60 keeps the top of one ranking from
+# outweighing a passage high in both.
+RRF_K = 60
+
+# How much what a question is asked in the light of (its asker's previous turn) weighs
+# against the question itself, in BM25's scores and in the query's embedding.
+CONTEXT_WEIGHT = 0.5
+
+# How much the rankings by similarity (of the whole passage, of its title) weigh in the
+# fusion against BM25's 1: meaning ranks paraphrases better than words do (bench/retrieval.py
+# on the tuning questions).
+DENSE_WEIGHT = 2.0
+TITLE_WEIGHT = 0.5
+
+# With embeddings, a passage that holds the question's words but whose meaning is further
+# from it than this is no match ("how do I set up a VPN on my router" shares "set up" and
+# "router" with asgi.py's routing).
+WORDS_ALONE = 0.25
+
 # The owner code of a passage without an owner, and of a user who owns no passage.
 _NO_OWNER = -1
 _NOT_AN_OWNER = -2
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A passage a search found: its ``position`` in the index, its fused rank ``score``,
+    the share of the query's weight it holds (``coverage``) and the cosine ``similarity``
+    of its embedding to the query's (0 without embeddings)."""
+
+    position: int
+    score: float
+    coverage: float
+    similarity: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +101,18 @@ class KnowledgeIndex:
     """
 
     def __init__(
-        self, *, stamp: str, entries: list[Entry], previous: KnowledgeIndex | None = None
+        self,
+        *,
+        stamp: str,
+        entries: list[Entry],
+        previous: KnowledgeIndex | None = None,
+        vectors: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.stamp = stamp
         self.entries = entries
+        # The embeddings of the passages and of their titles, one row each (zeros for a
+        # passage without), or None: BM25 alone.
+        self.vectors = vectors
         # The terms of passages the previous index had are not computed again: after a
         # change, rebuilding costs the new passages' stemming, not the whole index's.
         known = previous.terms_of if previous is not None else {}
@@ -128,42 +171,70 @@ class KnowledgeIndex:
 
     def coverage(self, weights: dict[str, float], position: int) -> float:
         """The share of the question's weight (see :meth:`weights`) held by the passage at
-        ``position``, from 0 to 1."""
+        ``position``, from 0 to 1 (0 for a question without terms)."""
+        if not weights:
+            return 0.0
         held = self.term_sets[position]
         found = sum(weight for term, weight in weights.items() if term in held)
         return found / sum(weights.values())
 
     def search(
-        self, *, query: str, readers: list[Reader], limit: int, min_score: float
-    ) -> tuple[list[tuple[Entry, float]], bool]:
-        """The best passages for ``query`` that every one of ``readers`` may read, best first,
-        with their BM25 scores: at most ``limit``, each matching at least ``min_score`` of the
-        query's weight (see :meth:`weights`); and whether a passage the first reader (the
-        asker) would have been given alone was withheld because another may not read it.
+        self,
+        *,
+        query: str,
+        readers: list[Reader],
+        limit: int,
+        min_score: float,
+        context: str = "",
+        vector: np.ndarray | None = None,
+        min_similarity: float = 1.0,
+    ) -> tuple[list[Match], bool]:
+        """The best passages for ``query`` (and its embedding ``vector``, if any) that every
+        one of ``readers`` may read, best first: at most ``limit``, each matching at least
+        ``min_score`` of the query's weight (see :meth:`weights`; its own words: not
+        ``context``'s, which ranks with :data:`CONTEXT_WEIGHT`) or with a cosine
+        similarity of at least ``min_similarity``; and whether a passage the first reader
+        (the asker) would have been given alone was withheld because another may not read
+        it.
+
+        Passages are ranked by reciprocal rank fusion of their BM25 rank and their rank by
+        similarity: a passage near the top of either ranking, and above all of both, comes
+        first, without comparing a BM25 score with a cosine.
 
         Two rankings: the room's, among the passages every reader's mask lets through (so
         that the asker's own passages never take its places), and the asker's alone, which
         decides ``withheld`` only. Passages the asker may not read are masked out of both,
-        so they are never candidates and nothing about them is looked at. A callable
-        permission is asked of the first :data:`WINDOW` candidates of each ranking alone.
+        before any cut-off, so they are never candidates and nothing about them is looked
+        at. A callable permission is asked of the first :data:`WINDOW` candidates of each
+        ranking alone.
         """
         terms, ids = self._terms(query)
-        if self.bm25 is None or not ids or limit <= 0 or not readers:
+        _, context_ids = self._terms(context) if context else ([], [])
+        dense = vector is not None and self.vectors is not None
+        if not self.entries or not (ids or context_ids or dense) or limit <= 0 or not readers:
             return [], False
         masks = [self.readable(reader) for reader in readers]
-        scores = self.bm25.get_scores_from_ids(ids, weight_mask=masks[0].astype(np.float32))
+        weight_mask = masks[0].astype(np.float32)
+        lexical = np.zeros(len(self.entries), dtype=np.float32)
+        for weight, some in ((1.0, ids), (CONTEXT_WEIGHT, context_ids)):
+            if some and self.bm25 is not None:
+                lexical += weight * self.bm25.get_scores_from_ids(some, weight_mask=weight_mask)
+        similarity = None
+        if vector is not None and self.vectors is not None:
+            similarity = (self.vectors[0] @ vector, self.vectors[1] @ vector)
         weights, size = self.weights(terms), max(limit, WINDOW)
-        mine = self._window(scores, weights, size, min_score)
-        ours = mine
-        if len(readers) > 1:
-            common = np.logical_and.reduce(masks)
-            ours = self._window(np.where(common, scores, 0), weights, size, min_score)
-        allowed = self._allowed([*mine, *ours], readers, masks)
+
+        def window(mask: np.ndarray) -> list[Match]:
+            return self._window(lexical, similarity, mask, weights, size, min_score, min_similarity)
+
+        mine = window(masks[0])
+        ours = window(np.logical_and.reduce(masks)) if len(readers) > 1 else mine
+        allowed = self._allowed([m.position for m in (*mine, *ours)], readers, masks)
         everyone = range(len(readers))
         own = _first(mine, limit, lambda p: allowed(p, 0))
         shared = _first(ours, limit, lambda p: all(allowed(p, i) for i in everyone))
-        withheld = any(not all(allowed(p, i) for i in everyone) for p in own)
-        return [(self.entries[p], float(scores[p])) for p in shared], withheld
+        withheld = any(not all(allowed(m.position, i) for i in everyone) for m in own)
+        return shared, withheld
 
     def _terms(self, query: str) -> tuple[list[str], list[int]]:
         """The terms of ``query`` that count (see :meth:`weights`), and the BM25 ids of
@@ -180,19 +251,39 @@ class KnowledgeIndex:
         return terms, [vocabulary[term] for term in terms if term in vocabulary]
 
     def _window(
-        self, scores: np.ndarray, weights: dict[str, float], size: int, min_score: float
-    ) -> list[int]:
-        """The positions of the first ``size`` candidates (by score) that clear
-        ``min_score``, among the best :data:`MAX_CANDIDATES`."""
-        candidates = np.flatnonzero(scores > 0)
-        ranked = candidates[np.argsort(-scores[candidates], kind="stable")][:MAX_CANDIDATES]
-        window: list[int] = []
-        for position in ranked.tolist():
-            if self.coverage(weights, position) >= min_score:
-                window.append(position)
-                if len(window) >= size:
+        self,
+        lexical: np.ndarray,
+        similarity: tuple[np.ndarray, np.ndarray] | None,
+        mask: np.ndarray,
+        weights: dict[str, float],
+        size: int,
+        min_score: float,
+        min_similarity: float,
+    ) -> list[Match]:
+        """The first ``size`` candidates among those ``mask`` lets through, by fused rank
+        (see :meth:`search`), that match well enough: by their share of the query's
+        weight, or by similarity. Each ranking looks at its best :data:`MAX_CANDIDATES`."""
+        fused: dict[int, float] = {}
+        rankings = [(1.0, lexical)]
+        if similarity is not None:
+            rankings += [(DENSE_WEIGHT, similarity[0]), (TITLE_WEIGHT, similarity[1])]
+        for weight, scores in rankings:
+            for rank, position in enumerate(_best(np.where(mask, scores, 0), MAX_CANDIDATES)):
+                fused[position] = fused.get(position, 0.0) + weight / (RRF_K + rank + 1)
+        matches: list[Match] = []
+        for position in sorted(fused, key=lambda p: -fused[p]):
+            covered = self.coverage(weights, position)
+            if similarity is None:
+                sure = covered >= min_score
+                near = 0.0
+            else:
+                near = float(max(similarity[0][position], similarity[1][position]))
+                sure = near >= min_similarity or (covered >= min_score and near >= WORDS_ALONE)
+            if sure:
+                matches.append(Match(position, fused[position], covered, near))
+                if len(matches) >= size:
                     break
-        return window
+        return matches
 
     def _allowed(
         self, positions: list[int], readers: list[Reader], masks: list[np.ndarray]
@@ -216,15 +307,26 @@ class KnowledgeIndex:
         return allowed
 
 
-def _first(positions: list[int], count: int, keep: Callable[[int], bool]) -> list[int]:
-    """The first ``count`` of ``positions`` that ``keep`` keeps (asked no further)."""
-    kept: list[int] = []
-    for position in positions:
+def _first(matches: list[Match], count: int, keep: Callable[[int], bool]) -> list[Match]:
+    """The first ``count`` of ``matches`` whose position ``keep`` keeps (asked no further)."""
+    kept: list[Match] = []
+    for match in matches:
         if len(kept) >= count:
             break
-        if keep(position):
-            kept.append(position)
+        if keep(match.position):
+            kept.append(match)
     return kept
+
+
+def _best(scores: np.ndarray, count: int) -> list[int]:
+    """The positions of the ``count`` highest positive ``scores``, highest first (ties in
+    position order)."""
+    candidates = np.flatnonzero(scores > 0)
+    if len(candidates) > count:
+        candidates = candidates[np.argpartition(-scores[candidates], count - 1)[:count]]
+        candidates.sort()
+    ranked: list[int] = candidates[np.argsort(-scores[candidates], kind="stable")].tolist()
+    return ranked
 
 
 def _codes(values: Iterable[str], *, first: str | None = None) -> tuple[list[str], np.ndarray]:
@@ -257,9 +359,51 @@ def index_current() -> KnowledgeIndex:
             # time differs from this one and the index is rebuilt again.
             rows = KnowledgePassage.objects.order_by("source", "document", "position")
             fields = ("source", "document", "title", "url", "text", "owner", "permission")
-            entries = [Entry(*row) for row in rows.values_list(*fields)]
-            index = _current = KnowledgeIndex(stamp=stamp, entries=entries, previous=index)
+            embedder = embedder_get()
+            model = embedder.name if embedder is not None else None
+            entries, stored = [], []
+            for *row, vector, vector_model in rows.values_list(*fields, "vector", "vector_model"):
+                entries.append(Entry(*row))
+                stored.append(vector if vector_model == model else None)
+            vectors = None
+            if embedder is not None and any(v is not None for v in stored):
+                vectors = vectors_from(stored, embedder.dimensions)
+            index = _current = KnowledgeIndex(
+                stamp=stamp, entries=entries, previous=index, vectors=vectors
+            )
     return index
+
+
+@dataclass(frozen=True, slots=True)
+class About:
+    """What the offline assistant says the site is: the start of ``KNOWLEDGE["ABOUT"]``,
+    the document the owner names as its introduction, and the titles of the documents the
+    knowledge holds."""
+
+    title: str
+    url: str
+    text: str
+    documents: list[str]
+
+
+def knowledge_about() -> About | None:
+    """The site's introduction (see :class:`About`); ``None`` when ``KNOWLEDGE["ABOUT"]``
+    names no indexed file. The document named is public: anyone may be quoted it."""
+    key = get_config().knowledge["ABOUT"]
+    if not key:
+        return None
+    index = index_current()
+    files = [e for e in index.entries if e.source == FILES]
+    first = next((e for e in files if e.document == key), None)
+    if first is None:
+        return None
+    titles = dict.fromkeys(e.title.split(TITLE_SEPARATOR)[0] for e in files if e.document != key)
+    return About(
+        title=first.title.split(TITLE_SEPARATOR)[0],
+        url=first.url,
+        text=first.text,
+        documents=list(titles),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,33 +419,50 @@ def knowledge_search(
     *,
     query: str,
     user: _User | AnonymousUser | None,
+    context: str = "",
     audience: Iterable[_User] = (),
     limit: int | None = None,
     min_score: float | None = None,
 ) -> Retrieval:
-    """The passages that best answer ``query`` among those ``user`` and every user of
+    """The passages that best answer ``query``, asked after ``context`` (the asker's
+    previous turn: it ranks, weighing :data:`CONTEXT_WEIGHT`, but only the query's own
+    words make a passage a match), among those ``user`` and every user of
     ``audience`` (the other members of a shared room) may read, best first; ``limit`` and
     ``min_score`` default to ``KNOWLEDGE["TOP_K"]`` and ``["MIN_SCORE"]``. Empty when
     nothing matches well enough. ``withheld`` says that a passage ``user`` alone would
     have been given was left out for another reader."""
     settings = get_config().knowledge
     readers = [Reader(user)] + [Reader(other) for other in audience if other != user]
-    found, withheld = index_current().search(
+    index = index_current()
+    embedder = embedder_get()
+    vector = None
+    if embedder is not None and index.vectors is not None and query.strip():
+        texts = [query, context] if context.strip() else [query]
+        vectors = embedder.encode(texts)
+        vector = vectors[0] + CONTEXT_WEIGHT * vectors[1] if len(texts) > 1 else vectors[0]
+        vector /= max(float(np.linalg.norm(vector)), 1e-12)
+    found, withheld = index.search(
         query=query,
+        context=context,
         readers=readers,
         limit=settings["TOP_K"] if limit is None else limit,
         min_score=settings["MIN_SCORE"] if min_score is None else min_score,
+        vector=vector,
+        min_similarity=settings["MIN_SIMILARITY"],
     )
-    passages = [
-        Passage(
-            title=entry.title,
-            text=entry.text,
-            url=entry.url,
-            document=f"{entry.source}:{entry.document}",
-            score=score,
+    passages = []
+    for match in found:
+        entry = index.entries[match.position]
+        passages.append(
+            Passage(
+                title=entry.title,
+                text=entry.text,
+                url=entry.url,
+                document=f"{entry.source}:{entry.document}",
+                score=match.score,
+                match=max(match.coverage, match.similarity),
+            )
         )
-        for entry, score in found
-    ]
     return Retrieval(passages=passages, withheld=withheld)
 
 

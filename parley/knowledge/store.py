@@ -11,6 +11,7 @@ from django.db import connection, transaction
 
 from ..models import KnowledgePassage, KnowledgeVersion
 from .chunking import TITLE_SEPARATOR
+from .embeddings import embedder_get, passage_vectors
 from .sources import Document
 
 
@@ -47,27 +48,46 @@ def _rows(document: Document) -> list[tuple[str, str, str, str, str]]:
 
 
 def document_store(*, document: Document) -> bool:
-    """Store ``document``'s passages in place of its old ones; returns whether anything
-    changed (an unchanged document is not written, and the version stays). A change of
-    owner or permission alone is a change."""
+    """Store ``document``'s passages in place of its old ones, each with its embedding
+    (:func:`parley.knowledge.embeddings.embedder_get`); returns whether anything changed
+    (an unchanged document is not written, and the version stays). A change of owner or
+    permission alone is a change, and so is a change of embedding model.
+
+    Embeddings are computed before the transaction (a model takes a while: the tables stay
+    free meanwhile), and only for passages whose title or text changed."""
     rows = _rows(document)
+    embedder = embedder_get()
+    model = embedder.name if embedder is not None else ""
+    current = KnowledgePassage.objects.filter(source=document.source, document=document.key)
+    stored = list(current.order_by("position").values_list(*_ROW, "vector_model"))
+    if [row[:-1] for row in stored] == rows and all(row[-1] == model for row in stored):
+        return False
+    vectors: list[bytes | None] = [None] * len(rows)
+    if embedder is not None:
+        known = {
+            (title, text): bytes(vector)
+            for title, text, vector in current.filter(vector_model=model).values_list(
+                "title", "text", "vector"
+            )
+            if vector is not None
+        }
+        vectors = [known.get((row[0], row[2])) for row in rows]
+        missing = [i for i, vector in enumerate(vectors) if vector is None]
+        computed = passage_vectors(embedder, [(rows[i][0], rows[i][2]) for i in missing])
+        for i, vector in zip(missing, computed, strict=True):
+            vectors[i] = vector
     with transaction.atomic():
-        stored = list(
-            KnowledgePassage.objects.filter(source=document.source, document=document.key)
-            .order_by("position")
-            .values_list(*_ROW)
-        )
-        if stored == rows:
-            return False
-        KnowledgePassage.objects.filter(source=document.source, document=document.key).delete()
+        current.delete()
         KnowledgePassage.objects.bulk_create(
             KnowledgePassage(
                 source=document.source,
                 document=document.key,
                 position=position,
+                vector=vector,
+                vector_model=model if vector is not None else "",
                 **dict(zip(_ROW, row, strict=True)),
             )
-            for position, row in enumerate(rows)
+            for position, (row, vector) in enumerate(zip(rows, vectors, strict=True))
         )
         version_bump()
     return True

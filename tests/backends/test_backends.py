@@ -29,11 +29,19 @@ from parley.backends.base import (
     Usage,
     backend_event,
 )
-from parley.backends.offline import INTRO, UNKNOWN, OfflineBackend, calculate, compose_answer
+from parley.backends.offline import (
+    INTRO,
+    UNKNOWN,
+    OfflineBackend,
+    calculate,
+    compose_answer,
+    reply_kind,
+)
 from parley.backends.openai import OpenAIBackend
 from parley.backends.prompt import WITHHELD_NOTE, WITHHELD_PROMPT, build_messages
 from parley.backends.scripted import ScriptedBackend
 from parley.exceptions import BackendError
+from parley.knowledge.index import About
 from parley.rendering import render_markdown
 from tests.backend_contract import (
     OLLAMA,
@@ -169,6 +177,73 @@ class TestOfflineBackend(BackendContract):
     async def test_greets_the_asker_by_name(self):
         answer = "".join(await collect(OfflineBackend(delay=0).stream(ask("hi there", user="bob"))))
         assert answer.startswith("Hello, bob!")
+
+    @pytest.mark.parametrize(
+        "text, kind, start",
+        [
+            ("hello!", "greet", "Hello, alice!"),
+            ("Good morning, everyone", "greet", "Hello, alice!"),
+            ("thanks, that helped a lot", "thank", "You're welcome!"),
+            ("Thank you!", "thank", "You're welcome!"),
+        ],
+    )
+    async def test_small_talk_is_answered_as_such_before_any_passage(self, text, kind, start):
+        """ "hello" is not a question about the protocol's hello frame, whatever the
+        search found for it."""
+        hello_frame = replace(SETTINGS, title="Protocol › hello", text="Wait for hello.")
+        request = ask(text, passages=(hello_frame,))
+        assert reply_kind(request) == kind
+        assert compose_answer(request).startswith(start)
+        assert "Wait for hello" not in compose_answer(request)
+
+    async def test_a_greeting_with_a_question_is_answered(self):
+        request = ask("hi, how do I connect Ollama?", passages=(OLLAMA,))
+        assert compose_answer(request).startswith("From *Backends › Ollama* [1]:")
+
+    @pytest.mark.parametrize(
+        "text", ["what is this?", "What can you do", "who are you", "what is parley?", "help"]
+    )
+    async def test_what_it_is_is_answered_from_the_sites_introduction(self, text):
+        about = About(
+            title="Parley",
+            url="/knowledge/README.md",
+            text="# Parley\n\nReal-time chat with an AI assistant for Django sites.\n\n## Setup",
+            documents=["Deploying", "Configuration"],
+        )
+        assert reply_kind(ask(text, passages=(SETTINGS,))) == "about"
+        answer = compose_answer(ask(text), about=about)
+        assert answer.startswith(INTRO)
+        assert (
+            "From *Parley* [1]:\n\nReal-time chat with an AI assistant for Django sites." in answer
+        )
+        assert "The documents I answer from: *Deploying*, *Configuration*." in answer
+        assert "[Parley](/knowledge/README.md)" in answer
+        # Without an introduction configured: its own words, no made-up quote.
+        assert compose_answer(ask(text)).startswith(INTRO) and "From *" not in compose_answer(
+            ask(text)
+        )
+
+    async def test_sections_that_only_look_related_are_offered_not_quoted(self):
+        """When the best passage is not a sure match, quoting it as the answer would be
+        claiming it answers: the sections are listed as links instead."""
+        unsure = (replace(OLLAMA, match=0.45), replace(SETTINGS, match=0.42))
+        request = ask("which llama should I pick for my farm?", passages=unsure)
+        assert reply_kind(request) == "related"
+        answer = compose_answer(request)
+        assert answer.startswith("I'm not sure which of the site's documents answers that")
+        assert "- [Backends › Ollama](/knowledge/docs/backends.md#ollama)" in answer
+        assert "From *" not in answer and "PARLEY_BACKEND" not in answer
+        sure = ask("How do I connect Ollama?", passages=(replace(OLLAMA, match=0.8),))
+        assert reply_kind(sure) == "quote"
+
+    async def test_a_passage_found_by_meaning_alone_is_quoted_from_its_start(self):
+        """No word of the question is in it (found by its embedding): its opening is
+        quoted, not nothing."""
+        request = ask("anything offline for my laptop?", passages=(replace(OLLAMA, match=0.7),))
+        answer = compose_answer(request)
+        assert answer.startswith(
+            "From *Backends › Ollama* [1]:\n\nOllama runs models on your machine."
+        )
 
     @pytest.mark.parametrize(
         "expression, result",

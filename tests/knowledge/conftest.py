@@ -65,7 +65,8 @@ def knowledge_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def knowledge_settings(settings, knowledge_folder: Path):
     """``PARLEY["KNOWLEDGE"]`` pointing at :func:`knowledge_folder`."""
-    settings.PARLEY = {**settings.PARLEY, "KNOWLEDGE": {"FOLDERS": [str(knowledge_folder)]}}
+    knowledge = {**settings.PARLEY.get("KNOWLEDGE", {}), "FOLDERS": [str(knowledge_folder)]}
+    settings.PARLEY = {**settings.PARLEY, "KNOWLEDGE": knowledge}
     return settings
 
 

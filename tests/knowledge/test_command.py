@@ -41,7 +41,9 @@ def test_indexes_the_markdown_and_text_files_of_the_folders(indexed):
 
 
 def test_a_single_file_is_a_source_too(settings, knowledge_folder, reindex):
-    settings.PARLEY = {"KNOWLEDGE": {"FOLDERS": [str(knowledge_folder / "backends.md")]}}
+    settings.PARLEY = {
+        "KNOWLEDGE": {"FOLDERS": [str(knowledge_folder / "backends.md")], "EMBEDDINGS": None}
+    }
     reindex()
     assert set(KnowledgePassage.objects.values_list("document", flat=True)) == {"backends.md"}
 

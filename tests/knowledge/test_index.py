@@ -8,8 +8,10 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
+from parley.backends.base import AssistantRequest, Turn
+from parley.backends.offline import compose_answer, reply_kind
 from parley.knowledge import index as knowledge_index
-from parley.knowledge.index import index_current, passages_search
+from parley.knowledge.index import index_current, knowledge_about, passages_search
 from parley.knowledge.sources import Document
 from parley.knowledge.store import document_store, version_bump
 from parley.knowledge.text import text_terms
@@ -138,3 +140,20 @@ async def test_a_server_process_answers_from_the_index_and_follows_changes_made_
     assert "weekly, with vinegar" in answer and "citric acid" not in answer
     assert "- \\[1\\] [Notes](/knowledge/kb/notes.txt)" in answer
     await peer.close()
+
+
+def test_the_site_introduction_is_the_document_named_about(settings, knowledge_settings, reindex):
+    """What the offline assistant says it is: the start of KNOWLEDGE["ABOUT"], with the
+    titles of the other documents it answers from."""
+    assert knowledge_about() is None  # none named
+    knowledge = {**settings.PARLEY["KNOWLEDGE"], "ABOUT": "kb/backends.md"}
+    settings.PARLEY = {**settings.PARLEY, "KNOWLEDGE": knowledge}
+    reindex()
+    about = knowledge_about()
+    assert about is not None and about.title == "Assistant backends"
+    assert about.documents == ["Deploying", "Notes"]
+    request = AssistantRequest(turns=[Turn("user", "What can you do?")])
+    assert reply_kind(request) == "about"
+    answer = compose_answer(request, about=about)
+    assert "A backend is a small class with one async streaming method." in answer
+    assert "[Assistant backends](/knowledge/kb/backends.md" in answer
