@@ -244,11 +244,12 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-# The generated pages are copies of this many distinct ones (about 3,000 passages): the
+# The generated pages are copies of this many distinct ones (about 1,800 passages): the
 # model computes each passage's embedding once, in minutes, where 100,000 distinct ones
-# would take an hour on two cores. Searching costs the same: every copy is a passage of
+# would take an hour on two cores (the embedder keeps the last 4,096 texts it made vectors
+# of: passages and titles). Searching costs the same: every copy is a passage of
 # its own, ranked, masked and compared like the others.
-DISTINCT_PAGES = 700
+DISTINCT_PAGES = 400
 
 
 def pad(workdir: Path, real: list[Path], passages: int) -> Path:
