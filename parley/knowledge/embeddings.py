@@ -112,6 +112,11 @@ class MiniLM(Embedder):
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
+    def cache_clear(self) -> None:
+        """Forget the vectors kept (a benchmark measures what a new question costs)."""
+        with self._lock:
+            self._cache.clear()
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors of ``texts``, one row each, in order. The last :data:`CACHED`
         texts' vectors are kept: a question asked again, or a passage indexed again, is

@@ -38,6 +38,7 @@ def test_indexes_the_markdown_and_text_files_of_the_folders(indexed):
     assert passages("kb/notes.txt") == [("Notes", "/knowledge/kb/notes.txt")]
     assert "files: 3 documents, 7 passages (3 new, 0 changed, 0 unchanged, 0 removed)" in indexed
     assert "Indexed 3 documents (7 passages) from 1 sources" in indexed
+    assert "No embedding model: retrieval is BM25 alone" in indexed  # tests/settings.py
 
 
 def test_a_single_file_is_a_source_too(settings, knowledge_folder, reindex):

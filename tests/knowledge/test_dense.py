@@ -59,7 +59,7 @@ def dense(settings, tmp_path: Path, model, reindex):
     (folder / "help.md").write_text(HELP)
     knowledge = {**settings.PARLEY["KNOWLEDGE"], "FOLDERS": [str(folder)], "EMBEDDINGS": DEFAULT}
     settings.PARLEY = {**settings.PARLEY, "KNOWLEDGE": knowledge}
-    reindex()
+    assert "Embedding new and changed passages with all-MiniLM-L6-v2/128" in reindex()
     return folder
 
 
@@ -121,7 +121,7 @@ def test_vectors_are_stored_with_the_passages_and_made_once(dense, reindex, monk
     monkeypatch.setattr(
         MiniLM, "encode", lambda self, texts: encoded.extend(texts) or encode(self, texts)
     )
-    embedder_get()._cache.clear()
+    embedder_get().cache_clear()
     assert "1 unchanged" in reindex()
     assert encoded == []
     (dense / "help.md").write_text(HELP.replace("every night", "every hour"))

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from tqdm import tqdm
 
+from parley.knowledge.embeddings import embedder_get
 from parley.knowledge.registry import registrations
 from parley.knowledge.sources import (
     FILES,
@@ -17,6 +18,10 @@ from parley.knowledge.sources import (
     object_document,
 )
 from parley.knowledge.store import SyncReport, source_remove, source_sync, sources_stored
+
+# What embedding one passage takes with the default model on two cores (bench/retrieval.py:
+# Parley's 168 passages in 23-48 s), to say what a first run costs.
+EMBED_SECONDS = 0.2
 
 
 class Command(BaseCommand):
@@ -33,6 +38,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, no_progress: bool = False, **options: Any) -> None:
         started = time.monotonic()
         reports: dict[str, SyncReport] = {}
+        embedder = embedder_get()
+        if embedder is not None:
+            # The first run's cost: every passage is embedded once (later, only changed ones).
+            self.stdout.write(
+                f"Embedding new and changed passages with {embedder.name} "
+                f"(about {EMBED_SECONDS:g} s a passage on a small CPU, the first time)."
+            )
 
         listed = files_listed(folders=folders_configured())
         with self._bar(len(listed), "files", no_progress) as bar:
@@ -65,6 +77,8 @@ class Command(BaseCommand):
             )
         for source, count in sorted(dropped.items()):
             self.stdout.write(f"{source}: no longer a source, {count} documents removed")
+        if embedder is None:
+            self.stdout.write("No embedding model: retrieval is BM25 alone (docs/knowledge.md).")
         documents = sum(len(report.keys) for report in reports.values())
         passages = sum(report.passages for report in reports.values())
         self.stdout.write(
