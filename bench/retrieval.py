@@ -338,10 +338,9 @@ def main() -> None:
         # A database kept from an earlier run indexes only what changed since.
         workdir = Path(args.workdir or tmp)
         setup_django(workdir)
-        embedder_get = embedder_of
         real = [ROOT / "docs", ROOT / "README.md"]
         started = time.perf_counter()
-        embedder = embedder_get()
+        embedder = embedder_of()
         loaded = time.perf_counter() - started
         started = time.perf_counter()
         summary = index(real)
