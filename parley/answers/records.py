@@ -22,7 +22,7 @@ from ..backends.base import AssistantRequest, Turn
 from ..conf import get_config
 from ..contrib.orm import message_progress_update, messages_context, question_waiting_first
 from ..exceptions import AssistantBusy, NothingToRegenerate
-from ..knowledge.index import Retrieval, knowledge_search
+from ..knowledge.index import Retrieval, knowledge_about, knowledge_search
 from ..models import Message, Room
 from ..rooms.selectors import room_members
 from ..rooms.services import message_store
@@ -227,10 +227,18 @@ def answer_request(*, answer: Message) -> AssistantRequest:
     )
     if question is None:  # deleted since: nothing to search for
         return request
+    audience = room_members(room=room) if room.kind == Room.Kind.SHARED else []
     retrieval = _passages_for(
-        room=room, query=question.text, context=request.search_context, user=asker
+        query=question.text, context=request.search_context, user=asker, audience=audience
     )
-    return replace(request, passages=tuple(retrieval.passages), withheld=retrieval.withheld)
+    try:
+        about = knowledge_about(user=asker, audience=audience)
+    except Exception:
+        logger.exception("the site's introduction could not be read; answering without it")
+        about = None
+    return replace(
+        request, passages=tuple(retrieval.passages), withheld=retrieval.withheld, about=about
+    )
 
 
 def _first_seq(message: Message) -> int:
@@ -240,13 +248,14 @@ def _first_seq(message: Message) -> int:
     return Message.objects.values_list("seq", flat=True).get(pk=message.version_of_id)
 
 
-def _passages_for(*, room: Room, query: str, context: str, user: _User | None) -> Retrieval:
+def _passages_for(
+    *, query: str, context: str, user: _User | None, audience: list[_User]
+) -> Retrieval:
     """The knowledge passages for ``query`` (in the light of ``context``, see
-    :func:`knowledge_search`) that ``user`` may read and, in a shared
-    room, every current member too: whatever is posted in a room is disclosed to all its
-    members (and to those invited later, who read its history). A broken index costs the
+    :func:`knowledge_search`) that ``user`` may read and every user of ``audience`` too (in
+    a shared room, its current members: whatever is posted in a room is disclosed to all its
+    members, and to those invited later, who read its history). A broken index costs the
     answer its passages, not the answer itself."""
-    audience = room_members(room=room) if room.kind == Room.Kind.SHARED else []
     try:
         return knowledge_search(query=query, context=context, user=user, audience=audience)
     except Exception:

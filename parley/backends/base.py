@@ -50,6 +50,18 @@ class Passage:
 
 
 @dataclass(frozen=True, slots=True)
+class About:
+    """What the site says it is: the start of the document the owner names as its
+    introduction (``KNOWLEDGE["ABOUT"]``), and the titles of the documents the knowledge
+    holds: what the offline assistant answers "what is this?" with."""
+
+    title: str
+    url: str
+    text: str
+    documents: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class AssistantRequest:
     """What a backend is asked: the room's recent conversation, oldest first, ending with the
     question, plus who asked and where.
@@ -59,6 +71,7 @@ class AssistantRequest:
     enough (or no knowledge is indexed). ``withheld`` is true when passages that matched
     were left out because not every member of the room may read them: the answer must say
     so (:data:`parley.backends.prompt.WITHHELD_NOTE`), and tell nothing else about them.
+    ``about`` is the site's introduction, if it has one that they may all read.
     """
 
     turns: list[Turn]
@@ -66,6 +79,7 @@ class AssistantRequest:
     user: str = ""
     passages: tuple[Passage, ...] = ()
     withheld: bool = False
+    about: About | None = None
 
     @property
     def question(self) -> str:
@@ -88,9 +102,13 @@ class AssistantRequest:
         before = [i for i in users[:-1] if self.turns[i].author == author]
         if not before:
             return ""
-        after = self.turns[before[-1] + 1 : users[-1]]
-        answer = next((t.content for t in after if t.role == "assistant"), "")
-        return " ".join([self.turns[before[-1]].content, *answer.split()[:FOLLOW_UP_ANSWER_WORDS]])
+        previous = before[-1]
+        # Its own answer only: the turn right after it (none if it failed, or was not
+        # answered; then not another member's).
+        following = self.turns[previous + 1] if previous + 1 < len(self.turns) else None
+        answer = following.content if following and following.role == "assistant" else ""
+        words = [self.turns[previous].content, *answer.split()[:FOLLOW_UP_ANSWER_WORDS]]
+        return " ".join(words)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """The offline default: answers from the site's own documents without a language model.
 
 It quotes the sentences of the retrieved passages that best answer the question, with
-links to their sources, and says plainly that it does not know when no passage matches.
-It also does arithmetic, greets, and explains how to connect a model.
+links to their sources; lists the sections that only look related as links, when none is
+sure; and says plainly that it does not know when no passage matches. It also does
+arithmetic, answers greetings and thanks, says what the site is (``KNOWLEDGE["ABOUT"]``),
+and explains how to connect a model.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from channels.db import database_sync_to_async
-
 from ..knowledge.excerpts import excerpts_for, excerpts_lead
-from ..knowledge.index import About, knowledge_about
 from ..knowledge.text import STOPWORDS, text_terms
-from .base import AssistantBackend, AssistantRequest, BackendEvent, Finish, Passage, TextDelta
+from .base import (
+    About,
+    AssistantBackend,
+    AssistantRequest,
+    BackendEvent,
+    Finish,
+    Passage,
+    TextDelta,
+)
 from .prompt import markdown_link, passages_sources, sources_markdown, withheld_markdown
 from .scripted import split_words
 
@@ -44,11 +51,9 @@ for LM Studio, or leave it unset for OpenAI itself
 
 docs/configuration.md lists every setting."""
 
-# A passage is quoted besides the best one only if it scores at least this share of it.
-RELATED_SCORE = 0.6
 MAX_QUOTED = 2
-# Below this match (Passage.match) the best passage is not quoted as the answer: the
-# sections found are offered as related instead.
+# Below this match (Passage.match) a passage is not quoted as an answer: the best one is
+# offered with the others as related instead, and a second one is not quoted.
 SURE_MATCH = 0.55
 MAX_RELATED = 3
 
@@ -64,14 +69,15 @@ _SMALL_TALK_TEXT = """
     okay got it again really very so
 """
 _SMALL_TALK = frozenset(_SMALL_TALK_TEXT.split())
+# Whole messages only: "what can I do when the socket closes with 4429?" is a question.
 _ABOUT = re.compile(
-    r"^(what|who)('s| is| are)? (this|it|parley|you|this (site|thing|chat|bot|app|assistant))"
-    r"( (about|for))?\W*$"
-    r"|^what (can|could|do) (you|i) (do|ask|help( me)? with|know( about)?)\b"
-    r"|^what are you (able to help|good) (with|for|at)\b"
-    r"|^how (can|could|do) you help\b"
-    r"|^(tell me )?about (you|yourself|parley|this (site|assistant))\W*$"
-    r"|^(help|\?)\W*$"
+    r"^(?:(what|who)('s| is| are)? (this|it|parley|you|this (site|thing|chat|bot|app|assistant))"
+    r"( (about|for))?"
+    r"|what (can|could|do) (you|i) (do|ask( you)?|help( me)? with|know( about)?)( here)?"
+    r"|what are you (able to help|good) (with|for|at)"
+    r"|how (can|could|do) you help( me)?"
+    r"|(tell me )?about (you|yourself|parley|this (site|assistant))"
+    r"|help|\?)\W*$"
 )
 _ABOUT_MODELS = re.compile(r"\b(models?|llms?|openai|gpt|language model|api key)\b")
 
@@ -119,7 +125,7 @@ def calculate(expression: str) -> str | None:
 
 def knowledge_answer(request: AssistantRequest) -> str | None:
     """The answer quoted from ``request.passages``, ending with their sources; ``None``
-    when no passage holds a word of the question."""
+    when no passage has text to quote."""
     passages = list(request.passages)
     if not passages:
         return None
@@ -132,9 +138,7 @@ def knowledge_answer(request: AssistantRequest) -> str | None:
         # Another passage is quoted only if it scores close to the best one and holds
         # words of the question that the quotes so far (and their titles) do not.
         terms = set(text_terms(excerpt)) & wanted
-        if excerpt and (
-            not quoted or (passage.score >= RELATED_SCORE * passages[0].score and terms - covered)
-        ):
+        if excerpt and (not quoted or (passage.match >= SURE_MATCH and terms - covered)):
             quoted.append((passage, excerpt))
             covered |= terms | set(text_terms(passage.title))
         if len(quoted) >= MAX_QUOTED:
@@ -151,17 +155,15 @@ def knowledge_answer(request: AssistantRequest) -> str | None:
     return text + sources_markdown(used, answer=text)
 
 
-def compose_answer(request: AssistantRequest, *, about: About | None = None) -> str:
+def compose_answer(request: AssistantRequest) -> str:
     """The offline answer to the last question of ``request`` (see :func:`reply`), ending
     with the withheld note when passages were withheld."""
-    return reply(request, about=about)[1] + withheld_markdown(request)
+    return reply(request)[1] + withheld_markdown(request)
 
 
 def reply_kind(request: AssistantRequest) -> str:
-    """What the offline assistant does with ``request`` (:func:`reply`'s kind), looking the
-    site's introduction up itself."""
-    about = knowledge_about() if is_about(request.question) else None
-    return reply(request, about=about)[0]
+    """What the offline assistant does with ``request``: :func:`reply`'s kind."""
+    return reply(request)[0]
 
 
 def is_about(question: str) -> bool:
@@ -169,20 +171,20 @@ def is_about(question: str) -> bool:
     return bool(_ABOUT.match(_plain(question)))
 
 
-def reply(request: AssistantRequest, *, about: About | None = None) -> tuple[str, str]:
-    """The offline answer and its kind, in this order: ``compute`` (arithmetic), ``greet``
-    and ``thank`` (small talk, before any search: "hello" is not a question about the
-    protocol's hello frame), ``about`` (what is this, what can you do: the site's
-    introduction, ``about``), ``quote`` (the passages that surely answer it), ``related``
-    (sections that look related, when none is sure), ``refuse`` (plainly: it does not
-    know)."""
+def reply(request: AssistantRequest) -> tuple[str, str]:
+    """The kind of the offline answer, and its text. The kinds, in the order they are
+    tried: ``compute`` (arithmetic), ``greet`` and ``thank`` (small talk alone, before any
+    passage: "hello" is not a question about the protocol's hello frame), ``about`` (what
+    is this, what can you do: ``request.about``, the site's introduction), ``quote`` (the
+    passages that surely answer it), ``related`` (sections that look related, when none is
+    sure), ``refuse`` (plainly: it does not know)."""
     question = request.question.strip()
     plain = _plain(question)
     result = calculate(question.split(":", 1)[-1]) if question else None
     if result:
         return "compute", f"{result}\n\n_({INTRO})_"
     small_talk = not (set(re.findall(r"[a-z']+", plain)) - _SMALL_TALK - STOPWORDS)
-    if _THANKS.match(plain) and (small_talk or "?" not in question):
+    if _THANKS.match(plain) and small_talk:
         return (
             "thank",
             f"You're welcome! Ask me anything else the site's documents cover. _({INTRO})_",
@@ -191,7 +193,7 @@ def reply(request: AssistantRequest, *, about: About | None = None) -> tuple[str
         name = f", {request.user}" if request.user else ""
         return "greet", f"Hello{name}! {INTRO} Ask me anything they cover."
     if is_about(question):
-        return "about", _about(about)
+        return "about", _about(request.about)
     passages = request.passages
     if passages and passages[0].match < SURE_MATCH:
         return "related", _related(passages)
@@ -246,10 +248,7 @@ class OfflineBackend(AssistantBackend):
         return "offline assistant"
 
     async def stream(self, request: AssistantRequest) -> AsyncIterator[BackendEvent]:
-        about = None
-        if is_about(request.question):
-            about = await database_sync_to_async(knowledge_about)()
-        for piece in split_words(compose_answer(request, about=about)):
+        for piece in split_words(compose_answer(request)):
             if self.delay:
                 await asyncio.sleep(self.delay)
             yield TextDelta(piece)

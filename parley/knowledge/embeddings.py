@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 from django.utils.module_loading import import_string
+from safetensors.numpy import load_file
+from tokenizers import Tokenizer
 
 from ..conf import get_config
 
@@ -33,6 +35,8 @@ logger = logging.getLogger("parley.knowledge")
 BATCH = 32
 # How many texts' vectors an embedder keeps (1.5 KiB each).
 CACHED = 4096
+# What a model's folder holds.
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 
 class Embedder:
@@ -72,18 +76,18 @@ class MiniLM(Embedder):
     word pieces: 128, the length the model was trained on, costs half the time of the 256
     it accepts, for as good a ranking on bench/questions' tuning set."""
 
-    dimensions = 384
-    heads = 12
-
     def __init__(self, *, folder: str | Path | None = None, max_tokens: int = 128) -> None:
-        self.max_tokens = max_tokens
-        # Vectors of texts cut elsewhere are other vectors: made again.
-        self.name = f"all-MiniLM-L6-v2/{max_tokens}"
-        # Loaded only when an embedder is configured: the index works without them.
-        from safetensors.numpy import load_file
-        from tokenizers import Tokenizer
-
         path = Path(folder) if folder is not None else _model_folder()
+        config = json.loads((path / "config.json").read_text())
+        self.dimensions = int(config["hidden_size"])
+        self.heads = int(config["num_attention_heads"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        if not 2 <= max_tokens <= int(config["max_position_embeddings"]):
+            raise ValueError(f"max_tokens must be 2 to {config['max_position_embeddings']}")
+        self.max_tokens = max_tokens
+        # Vectors of another model, or of texts cut elsewhere, are other vectors: made again.
+        model = config.get("_name_or_path", "").rsplit("/", 1)[-1] if folder else "all-MiniLM-L6-v2"
+        self.name = f"{model or path.name}/{max_tokens}"
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=self.max_tokens)
         self.tokenizer.no_padding()
@@ -108,7 +112,7 @@ class MiniLM(Embedder):
             else value
             for key, value in weights.items()
         }
-        # The tokenizer keeps state between calls, and so does the cache: one at a time.
+        # The cache (and the tokenizer's truncation settings) are shared: one call at a time.
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -144,7 +148,7 @@ class MiniLM(Embedder):
         with self._lock:
             for text, vector in zip(pending, computed, strict=True):
                 out[missing[text]] = vector
-                self._cache[text] = vector
+                self._cache[text] = vector.copy()  # not a view keeping the batch alive
             while len(self._cache) > CACHED:
                 self._cache.popitem(last=False)
         return out
@@ -162,7 +166,7 @@ class MiniLM(Embedder):
             + w["embeddings.position_embeddings.weight"][:length]
             + w["embeddings.token_type_embeddings.weight"][0]
         )
-        x = _layer_norm(x, w, "embeddings.LayerNorm")
+        x = self._norm(x, "embeddings.LayerNorm")
         # Padding is never attended to.
         bias = ((1.0 - mask) * -1e9)[:, None, None, :]
         for n in range(self.layers):
@@ -187,28 +191,29 @@ class MiniLM(Embedder):
         attention = np.exp(scores, out=scores)
         attention /= attention.sum(axis=-1, keepdims=True)
         context = (attention @ value).transpose(0, 2, 1, 3).reshape(batch, length, width)
-        x = _layer_norm(
+        x = self._norm(
             x + _linear(context, w, f"{prefix}attention.output.dense"),
-            w,
             f"{prefix}attention.output.LayerNorm",
         )
         hidden = _gelu(_linear(x, w, f"{prefix}intermediate.dense"))
-        return _layer_norm(
-            x + _linear(hidden, w, f"{prefix}output.dense"), w, f"{prefix}output.LayerNorm"
+        return self._norm(
+            x + _linear(hidden, w, f"{prefix}output.dense"), f"{prefix}output.LayerNorm"
         )
+
+    def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
+        """Layer normalisation over the last axis, scaled and shifted by ``name``'s weights."""
+        mean = x.mean(axis=-1, keepdims=True)
+        variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+        scale = self.weights[f"{name}.weight"] / np.sqrt(variance + self.eps)
+        result: np.ndarray = (x - mean) * scale + self.weights[f"{name}.bias"]
+        return result
 
 
 def _linear(x: np.ndarray, w: dict[str, np.ndarray], name: str) -> np.ndarray:
-    result: np.ndarray = x @ w[f"{name}.weight"] + w[f"{name}.bias"]
-    return result
-
-
-def _layer_norm(x: np.ndarray, w: dict[str, np.ndarray], name: str) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    result: np.ndarray = (x - mean) / np.sqrt(variance + 1e-12) * w[f"{name}.weight"] + w[
-        f"{name}.bias"
-    ]
+    """``x @ W + b`` over the last axis, as one matrix product (BLAS's fastest path)."""
+    flat = x.reshape(-1, x.shape[-1]) @ w[f"{name}.weight"]
+    flat += w[f"{name}.bias"]
+    result: np.ndarray = flat.reshape(*x.shape[:-1], flat.shape[-1])
     return result
 
 
@@ -241,15 +246,21 @@ def embedder_problem(config: dict[str, Any] | None) -> str | None:
     (a system check asks at every command); ``None`` if it can, or none is configured."""
     if not config:
         return None
+    if "BACKEND" not in config:
+        return "it names no BACKEND"
     try:
         cls = import_string(config["BACKEND"])
     except ImportError as exc:
         return f"{config['BACKEND']!r} cannot be imported ({exc})"
-    if cls is MiniLM and "folder" not in config.get("OPTIONS", {}):
+    if cls is MiniLM:
+        folder = config.get("OPTIONS", {}).get("folder")
         try:
-            _model_folder()
+            path = Path(folder) if folder else _model_folder()
         except EmbedderUnavailable as exc:
             return str(exc)
+        missing = [name for name in MODEL_FILES if not (path / name).is_file()]
+        if missing:
+            return f"{path} holds no {', '.join(missing)}"
     return None
 
 
@@ -268,11 +279,11 @@ def embedder_get() -> Embedder | None:
     key = json.dumps(config, sort_keys=True, default=str)
     with _embedders_lock:
         if key not in _embedders:
-            cls = import_string(config["BACKEND"])
             try:
+                cls = import_string(config["BACKEND"])
                 _embedders[key] = cls(**config.get("OPTIONS", {}))
-            except EmbedderUnavailable as exc:
-                logger.warning("dense retrieval is off: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - any cause: said once, not every search
+                logger.warning("dense retrieval is off (BM25 alone): %s", exc)
                 _embedders[key] = None
         return _embedders[key]
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import bm25s
 import numpy as np
 
-from ..backends.base import Passage
+from ..backends.base import About, Passage
 from ..conf import get_config
 from ..models import KnowledgePassage
 from .chunking import TITLE_SEPARATOR
@@ -113,6 +113,9 @@ class KnowledgeIndex:
         # The embeddings of the passages and of their titles, one row each (zeros for a
         # passage without), or None: BM25 alone.
         self.vectors = vectors
+        self.embedded = np.zeros(len(entries), dtype=bool)
+        if vectors is not None:
+            self.embedded = np.asarray(vectors[0].any(axis=1), dtype=bool)
         # The terms of passages the previous index had are not computed again: after a
         # change, rebuilding costs the new passages' stemming, not the whole index's.
         known = previous.terms_of if previous is not None else {}
@@ -191,8 +194,8 @@ class KnowledgeIndex:
     ) -> tuple[list[Match], bool]:
         """The best passages for ``query`` (and its embedding ``vector``, if any) that every
         one of ``readers`` may read, best first: at most ``limit``, each matching at least
-        ``min_score`` of the query's weight (see :meth:`weights`; its own words: not
-        ``context``'s, which ranks with :data:`CONTEXT_WEIGHT`) or with a cosine
+        ``min_score`` of the query's weight (see :meth:`weights`; its own words, not
+        ``context``'s, which only rank, weighing :data:`CONTEXT_WEIGHT`) or with a cosine
         similarity of at least ``min_similarity``; and whether a passage the first reader
         (the asker) would have been given alone was withheld because another may not read
         it.
@@ -276,6 +279,11 @@ class KnowledgeIndex:
             if similarity is None:
                 sure = covered >= min_score
                 near = 0.0
+            elif not self.embedded[position]:
+                # Not embedded yet (stored by a process without the model, or before it):
+                # its words alone decide, as without embeddings.
+                near = 0.0
+                sure = covered >= min_score
             else:
                 near = float(max(similarity[0][position], similarity[1][position]))
                 sure = near >= min_similarity or (covered >= min_score and near >= WORDS_ALONE)
@@ -348,7 +356,9 @@ def index_current() -> KnowledgeIndex:
     """This process's index, rebuilt first if the stored passages changed since it was
     built (by any process)."""
     global _current
-    stamp = version_get()
+    embedder = embedder_get()
+    # Another embedder (the settings changed) is another index: its vectors differ.
+    stamp = f"{version_get()}:{embedder.name if embedder is not None else ''}"
     index = _current
     if index is not None and index.stamp == stamp:
         return index
@@ -359,7 +369,6 @@ def index_current() -> KnowledgeIndex:
             # time differs from this one and the index is rebuilt again.
             rows = KnowledgePassage.objects.order_by("source", "document", "position")
             fields = ("source", "document", "title", "url", "text", "owner", "permission")
-            embedder = embedder_get()
             model = embedder.name if embedder is not None else None
             entries, stored = [], []
             for *row, vector, vector_model in rows.values_list(*fields, "vector", "vector_model"):
@@ -374,23 +383,15 @@ def index_current() -> KnowledgeIndex:
     return index
 
 
-@dataclass(frozen=True, slots=True)
-class About:
-    """What the offline assistant says the site is: the start of ``KNOWLEDGE["ABOUT"]``,
-    the document the owner names as its introduction, and the titles of the documents the
-    knowledge holds."""
-
-    title: str
-    url: str
-    text: str
-    documents: list[str]
-
-
-def knowledge_about() -> About | None:
-    """The site's introduction (see :class:`About`); ``None`` when ``KNOWLEDGE["ABOUT"]``
-    names no indexed file. The document named is public: anyone may be quoted it."""
+def knowledge_about(
+    *, user: _User | AnonymousUser | None, audience: Iterable[_User] = ()
+) -> About | None:
+    """The site's introduction (see :class:`~parley.backends.base.About`) for ``user`` and
+    every user of ``audience``; ``None`` when ``KNOWLEDGE["ABOUT"]`` names no indexed file,
+    or when one of them may not read the files (a visitor, unless visitors may)."""
     key = get_config().knowledge["ABOUT"]
-    if not key:
+    readers = [Reader(user)] + [Reader(other) for other in audience if other != user]
+    if not key or any(reader.source_rule(FILES) is False for reader in readers):
         return None
     index = index_current()
     files = [e for e in index.entries if e.source == FILES]
@@ -425,8 +426,9 @@ def knowledge_search(
     min_score: float | None = None,
 ) -> Retrieval:
     """The passages that best answer ``query``, asked after ``context`` (the asker's
-    previous turn: it ranks, weighing :data:`CONTEXT_WEIGHT`, but only the query's own
-    words make a passage a match), among those ``user`` and every user of
+    previous turn: its words rank, weighing :data:`CONTEXT_WEIGHT`, without counting
+    towards ``min_score``; its embedding is mixed into the query's by the same weight),
+    among those ``user`` and every user of
     ``audience`` (the other members of a shared room) may read, best first; ``limit`` and
     ``min_score`` default to ``KNOWLEDGE["TOP_K"]`` and ``["MIN_SCORE"]``. Empty when
     nothing matches well enough. ``withheld`` says that a passage ``user`` alone would

@@ -57,25 +57,27 @@ def document_store(*, document: Document) -> bool:
     free meanwhile), and only for passages whose title or text changed."""
     rows = _rows(document)
     embedder = embedder_get()
-    model = embedder.name if embedder is not None else ""
     current = KnowledgePassage.objects.filter(source=document.source, document=document.key)
     stored = list(current.order_by("position").values_list(*_ROW, "vector_model"))
-    if [row[:-1] for row in stored] == rows and all(row[-1] == model for row in stored):
+    # Without a model here, the vectors another process made stand (they are kept below).
+    if [row[:-1] for row in stored] == rows and (
+        embedder is None or all(row[-1] == embedder.name for row in stored)
+    ):
         return False
-    vectors: list[bytes | None] = [None] * len(rows)
+    # What each passage of the same title and text had: its vector, by whichever model.
+    known: dict[tuple[str, str], tuple[bytes, str]] = {
+        (title, text): (bytes(vector), model)
+        for title, text, vector, model in current.values_list(
+            "title", "text", "vector", "vector_model"
+        )
+        if vector is not None
+    }
+    vectors = [known.get((row[0], row[2])) for row in rows]
     if embedder is not None:
-        known = {
-            (title, text): bytes(vector)
-            for title, text, vector in current.filter(vector_model=model).values_list(
-                "title", "text", "vector"
-            )
-            if vector is not None
-        }
-        vectors = [known.get((row[0], row[2])) for row in rows]
-        missing = [i for i, vector in enumerate(vectors) if vector is None]
+        missing = [i for i, kept in enumerate(vectors) if kept is None or kept[1] != embedder.name]
         computed = passage_vectors(embedder, [(rows[i][0], rows[i][2]) for i in missing])
         for i, vector in zip(missing, computed, strict=True):
-            vectors[i] = vector
+            vectors[i] = (vector, embedder.name)
     with transaction.atomic():
         current.delete()
         KnowledgePassage.objects.bulk_create(
@@ -83,11 +85,11 @@ def document_store(*, document: Document) -> bool:
                 source=document.source,
                 document=document.key,
                 position=position,
-                vector=vector,
-                vector_model=model if vector is not None else "",
+                vector=kept[0] if kept else None,
+                vector_model=kept[1] if kept else "",
                 **dict(zip(_ROW, row, strict=True)),
             )
-            for position, (row, vector) in enumerate(zip(rows, vectors, strict=True))
+            for position, (row, kept) in enumerate(zip(rows, vectors, strict=True))
         )
         version_bump()
     return True

@@ -15,6 +15,7 @@ from parley.backends.base import AssistantRequest, Turn
 from parley.knowledge import embeddings
 from parley.knowledge.embeddings import MiniLM, embedder_get
 from parley.knowledge.index import knowledge_search
+from parley.knowledge.store import version_bump
 from parley.models import KnowledgePassage
 from parley.rooms import services
 
@@ -145,3 +146,26 @@ def test_what_a_reader_may_not_read_is_never_a_candidate_by_meaning_either(
     assert "Vault #1" not in [p.title for p in theirs.passages] and not theirs.withheld
     ours = knowledge_search(query=question, user=alice, audience=[bob])
     assert "Vault #1" not in [p.title for p in ours.passages] and ours.withheld
+
+
+def test_a_passage_not_embedded_yet_is_still_found_by_its_words(dense, titles):
+    """A passage stored before the model was installed (or by a process without it) has
+    no vector: its words alone decide, as without embeddings."""
+    KnowledgePassage.objects.create(
+        source="files", document="kb/tea.md", position=0, title="Tea", text="Brew green tea."
+    )
+    version_bump()
+    assert titles("how do I brew green tea?") == ["Tea"]
+    assert titles("can I cancel a response halfway?")[0] == "Help › Stop an answer"
+
+
+def test_a_process_without_the_model_keeps_the_vectors_others_made(dense, settings, reindex):
+    vectors = dict(KnowledgePassage.objects.values_list("title", "vector"))
+    knowledge = {**settings.PARLEY["KNOWLEDGE"], "EMBEDDINGS": None}
+    settings.PARLEY = {**settings.PARLEY, "KNOWLEDGE": knowledge}
+    assert "1 unchanged" in reindex()
+    (dense / "help.md").write_text(HELP.replace("every night", "every hour"))
+    assert "1 changed" in reindex()
+    kept = dict(KnowledgePassage.objects.values_list("title", "vector"))
+    assert kept["Help › Backups"] is None  # changed, and no model here to embed it
+    assert kept["Help › Stop an answer"] == vectors["Help › Stop an answer"]

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth.models import AnonymousUser
 
 from parley.backends.base import AssistantRequest, Turn
 from parley.backends.offline import compose_answer, reply_kind
@@ -145,15 +146,19 @@ async def test_a_server_process_answers_from_the_index_and_follows_changes_made_
 def test_the_site_introduction_is_the_document_named_about(settings, knowledge_settings, reindex):
     """What the offline assistant says it is: the start of KNOWLEDGE["ABOUT"], with the
     titles of the other documents it answers from."""
-    assert knowledge_about() is None  # none named
+    reader = a_reader()
+    assert knowledge_about(user=reader) is None  # none named
     knowledge = {**settings.PARLEY["KNOWLEDGE"], "ABOUT": "kb/backends.md"}
     settings.PARLEY = {**settings.PARLEY, "KNOWLEDGE": knowledge}
     reindex()
-    about = knowledge_about()
+    about = knowledge_about(user=reader)
     assert about is not None and about.title == "Assistant backends"
     assert about.documents == ["Deploying", "Notes"]
-    request = AssistantRequest(turns=[Turn("user", "What can you do?")])
+    # A visitor reads no file unless visitors may (VISITORS["KNOWLEDGE"]): not this either.
+    assert knowledge_about(user=None) is None
+    assert knowledge_about(user=reader, audience=[AnonymousUser()]) is None
+    request = AssistantRequest(turns=[Turn("user", "What can you do?")], about=about)
     assert reply_kind(request) == "about"
-    answer = compose_answer(request, about=about)
+    answer = compose_answer(request)
     assert "A backend is a small class with one async streaming method." in answer
     assert "[Assistant backends](/knowledge/kb/backends.md" in answer

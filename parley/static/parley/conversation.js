@@ -105,12 +105,14 @@ export class Conversation {
   }
 
   /** A send the server refused goes back where it was typed (the editor of the message it
-   * edits, else the composer, before what is there now): what was typed is not lost. */
+   * edits, else the composer, before what is there now): what was typed is not lost. An
+   * edit put in the composer would be sent as a new message: the notice says so. */
   restore(entry) {
     if (entry.edit_of && this.messages.reopenEditor(entry.edit_of, entry.text)) return;
     const { text } = this.els;
     text.value = text.value.trim() ? `${entry.text}\n\n${text.value}` : entry.text;
     this.updateComposer();
+    if (entry.edit_of) this.notify(`${this.els.notice.textContent} Your edit is back in the message box.`);
   }
 
   onSocketState(s) {

@@ -141,8 +141,8 @@ export class MessageList {
    * `draft`, an edit of it the server refused; false if it is not one's own to edit. */
   reopenEditor(id, draft) {
     const li = this.shownOf(id);
-    if (!li?.querySelector(".msg-meta .edit")) return false;
-    li.querySelector(".msg-editor")?.parleyClose();
+    // Not over an editor open again meanwhile: what is typed there stays.
+    if (!li?.querySelector(".msg-meta .edit") || li.querySelector(".msg-editor")) return false;
     this.openEditor(li, this.ids.get(Number(li.dataset.seq)), draft);
     return true;
   }
@@ -175,7 +175,7 @@ export class MessageList {
       send.disabled = unchanged();
     });
     form.addEventListener("keydown", (event) => {
-      if (event.key === "Escape") close();
+      if (event.key === "Escape" && !event.isComposing) close();
     });
     text.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
