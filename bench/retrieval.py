@@ -152,7 +152,7 @@ def search(question: Question, limit: int = 10) -> list[Any]:
     return knowledge_search(user=None, limit=limit, **query_of(question)).passages
 
 
-def query_of(question: Question) -> dict[str, str]:
+def query_of(question: Question) -> dict[str, Any]:
     """What Parley searches for the question (before issue 14: the question alone)."""
     request = request_for(question)
     if not hasattr(request, "search_context"):
@@ -253,12 +253,12 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-# The generated pages are copies of this many distinct ones (about 1,800 passages): the
+# The generated pages are copies of this many distinct ones (about 1,100 passages): the
 # model computes each passage's embedding once, in minutes, where 100,000 distinct ones
 # would take an hour on two cores (the embedder keeps the last 4,096 texts it made vectors
 # of: passages and titles). Searching costs the same: every copy is a passage of
 # its own, ranked, masked and compared like the others.
-DISTINCT_PAGES = 400
+DISTINCT_PAGES = 250
 
 
 def pad(workdir: Path, real: list[Path], passages: int) -> Path:
@@ -303,7 +303,11 @@ def scale(workdir: Path, real: list[Path], passages: int, rounds: int) -> dict[s
         for q in asked:
             query = query_of(q)
             if embedder is not None:
-                embedder.cache_clear()  # each search embeds its question: as a new one would
+                # Each search embeds its question, as a new one would; a follow-up's previous
+                # question was embedded when it was asked, in the process that answered it.
+                embedder.cache_clear()
+                if "context" in query and query["context"].question:
+                    embedder.encode([query["context"].question])
             started = time.perf_counter()
             knowledge_search(user=None, **query)
             timings.append((time.perf_counter() - started) * 1000)

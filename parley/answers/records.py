@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.utils import timezone
 
-from ..backends.base import AssistantRequest, Turn
+from ..backends.base import AssistantRequest, SearchContext, Turn
 from ..conf import get_config
 from ..contrib.orm import message_progress_update, messages_context, question_waiting_first
 from ..exceptions import AssistantBusy, NothingToRegenerate
@@ -249,7 +249,7 @@ def _first_seq(message: Message) -> int:
 
 
 def _passages_for(
-    *, query: str, context: str, user: _User | None, audience: list[_User]
+    *, query: str, context: SearchContext, user: _User | None, audience: list[_User]
 ) -> Retrieval:
     """The knowledge passages for ``query`` (in the light of ``context``, see
     :func:`knowledge_search`) that ``user`` may read and every user of ``audience`` too (in

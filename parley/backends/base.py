@@ -50,6 +50,19 @@ class Passage:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchContext:
+    """The asker's previous ``question`` and the start of its ``answer``: what a follow-up
+    is searched in the light of (``AssistantRequest.search_context``)."""
+
+    question: str = ""
+    answer: str = ""
+
+    @property
+    def words(self) -> str:
+        return f"{self.question} {self.answer}".strip()
+
+
+@dataclass(frozen=True, slots=True)
 class About:
     """What the site says it is: the start of the document the owner names as its
     introduction (``KNOWLEDGE["ABOUT"]``), and the titles of the documents the knowledge
@@ -89,26 +102,24 @@ class AssistantRequest:
         return ""
 
     @property
-    def search_context(self) -> str:
+    def search_context(self) -> SearchContext:
         """What the question is searched in the light of: the asker's previous question and
-        the start of its answer, if the conversation has them ("" otherwise). A follow-up
-        ("and how do I run several of them behind it?") means little alone. Only the
-        asker's own turns: another member's words are not searched with the asker's
+        the start of its answer, if the conversation has them (empty otherwise). A
+        follow-up ("and how do I run several of them behind it?") means little alone. Only
+        the asker's own turns: another member's words are not searched with the asker's
         rights."""
         users = [i for i, turn in enumerate(self.turns) if turn.role == "user"]
-        if len(users) < 2:
-            return ""
-        author = self.turns[users[-1]].author
+        author = self.turns[users[-1]].author if users else ""
         before = [i for i in users[:-1] if self.turns[i].author == author]
         if not before:
-            return ""
+            return SearchContext()
         previous = before[-1]
         # Its own answer only: the turn right after it (none if it failed, or was not
         # answered; then not another member's).
         following = self.turns[previous + 1] if previous + 1 < len(self.turns) else None
         answer = following.content if following and following.role == "assistant" else ""
-        words = [self.turns[previous].content, *answer.split()[:FOLLOW_UP_ANSWER_WORDS]]
-        return " ".join(words)
+        start = " ".join(answer.split()[:FOLLOW_UP_ANSWER_WORDS])
+        return SearchContext(question=self.turns[previous].content, answer=start)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import bm25s
 import numpy as np
 
-from ..backends.base import About, Passage
+from ..backends.base import About, Passage, SearchContext
 from ..conf import get_config
 from ..models import KnowledgePassage
 from .chunking import TITLE_SEPARATOR
@@ -45,6 +45,8 @@ WINDOW = 16
 # sum over the rankings of 1 / (RRF_K + its rank); 60 keeps the top of one ranking from
 # outweighing a passage high in both.
 RRF_K = 60
+
+NO_CONTEXT = SearchContext()
 
 # How much what a question is asked in the light of (its asker's previous turn) weighs
 # against the question itself, in BM25's scores and in the query's embedding.
@@ -420,15 +422,16 @@ def knowledge_search(
     *,
     query: str,
     user: _User | AnonymousUser | None,
-    context: str = "",
+    context: SearchContext = NO_CONTEXT,
     audience: Iterable[_User] = (),
     limit: int | None = None,
     min_score: float | None = None,
 ) -> Retrieval:
     """The passages that best answer ``query``, asked after ``context`` (the asker's
     previous turn: its words rank, weighing :data:`CONTEXT_WEIGHT`, without counting
-    towards ``min_score``; its embedding is mixed into the query's by the same weight),
-    among those ``user`` and every user of
+    towards ``min_score``; the embedding of its question, which was embedded when it was
+    asked, is mixed into the query's by the same weight), among those ``user`` and every
+    user of
     ``audience`` (the other members of a shared room) may read, best first; ``limit`` and
     ``min_score`` default to ``KNOWLEDGE["TOP_K"]`` and ``["MIN_SCORE"]``. Empty when
     nothing matches well enough. ``withheld`` says that a passage ``user`` alone would
@@ -439,13 +442,13 @@ def knowledge_search(
     embedder = embedder_get()
     vector = None
     if embedder is not None and index.vectors is not None and query.strip():
-        texts = [query, context] if context.strip() else [query]
+        texts = [query, context.question] if context.question.strip() else [query]
         vectors = embedder.encode(texts)
         vector = vectors[0] + CONTEXT_WEIGHT * vectors[1] if len(texts) > 1 else vectors[0]
         vector /= max(float(np.linalg.norm(vector)), 1e-12)
     found, withheld = index.search(
         query=query,
-        context=context,
+        context=context.words,
         readers=readers,
         limit=settings["TOP_K"] if limit is None else limit,
         min_score=settings["MIN_SCORE"] if min_score is None else min_score,

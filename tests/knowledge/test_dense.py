@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parley.backends.base import AssistantRequest, Turn
+from parley.backends.base import AssistantRequest, SearchContext, Turn
 from parley.knowledge import embeddings
 from parley.knowledge.embeddings import MiniLM, embedder_get
 from parley.knowledge.index import knowledge_search
@@ -106,11 +106,12 @@ def test_a_follow_up_is_searched_in_the_light_of_the_askers_previous_turn(dense,
             Turn("user", "and which timeout must I raise?", author="alice"),
         ]
     )
-    assert request.search_context.startswith("how do I put it behind nginx? Proxy the")
-    found = titles(request.question, context=request.search_context)
+    context = request.search_context
+    assert context.question == "how do I put it behind nginx?"  # Alice's, not Bob's
+    assert context.answer == "Proxy the WebSocket path with the Upgrade header."
+    found = titles(request.question, context=context)
     assert found[0] == "Help › Behind nginx"
-    # Alone, the last question is not about anything the documents say.
-    assert AssistantRequest(turns=request.turns[-1:]).search_context == ""
+    assert AssistantRequest(turns=request.turns[-1:]).search_context == SearchContext()
 
 
 def test_vectors_are_stored_with_the_passages_and_made_once(dense, reindex, monkeypatch):
