@@ -1242,11 +1242,14 @@ def test_a_question_being_answered_waits_to_be_edited_and_a_refused_edit_keeps_i
     assert tab.errors == [] and other.errors == []
 
 
-def render_out_of_order(tab, renders):
-    """Draw messages in a MessageList of their own, in the order of `renders` (each
-    `(seq, id, role, text, extra fields)`); return the texts of all of its items, of those
-    shown, and of those shown after stepping the first question back."""
-    return tab.page.evaluate(
+def render_out_of_order(servers, new_tab, name, renders):
+    """In a page of Alice's, draw messages in a MessageList of their own, in the order of
+    `renders` (each `(seq, id, role, text, extra fields)`); return the texts of all of its
+    items, of those shown, and of those shown after stepping the first question back, and
+    the page's errors."""
+    tab = new_tab()
+    log_in(tab, servers(name=name), "alice")
+    order = tab.page.evaluate(
         """async (renders) => {
           const { MessageList } = await import("/static/parley/messages.js");
           const list = document.createElement("ol");
@@ -1266,22 +1269,19 @@ def render_out_of_order(tab, renders):
         }""",
         renders,
     )
+    return order, tab.errors
 
 
-def test_versions_that_arrive_before_their_first_still_stand_in_its_place(
-    servers, alice, private_room, new_tab
-):
+def test_versions_that_arrive_before_their_first_still_stand_in_its_place(servers, alice, new_tab):
     """Live frames may bring a later version while the history before it is still on its
     way: once the first version and the messages between come, the shown version stands
     in the first one's place, not after the messages it came before."""
-    tab = new_tab()
-    server = servers(name="browser-versions-order")
-    log_in(tab, server, "alice")
-    open_room(tab, private_room)
     # Live first: an answer regenerated (id 30, a version of 2) and an edited question
     # (id 31, a version of 1); then the history: 1, 2, 3.
-    order = render_out_of_order(
-        tab,
+    order, errors = render_out_of_order(
+        servers,
+        new_tab,
+        "browser-versions-order",
         [
             (30, 30, "assistant", "answer v2", {"version_of": 2, "reply_to": 1}),
             (31, 31, "user", "question v2", {"version_of": 1}),
@@ -1294,22 +1294,18 @@ def test_versions_that_arrive_before_their_first_still_stand_in_its_place(
     # The answers answer the question's first version: hidden under the second.
     assert order["newest"] == ["question v2", "later"]
     assert order["stepped"] == ["question v1", "answer v2", "later"]
-    assert tab.errors == []
+    assert errors == []
 
 
-def test_answers_that_arrive_before_their_question_join_its_exchange(
-    servers, alice, private_room, new_tab
-):
+def test_answers_that_arrive_before_their_question_join_its_exchange(servers, alice, new_tab):
     """A page opened while an edited question is answered gets the edit and its answer
     live, before the history brings the question's first version and its answer (and an
     answer can even come before the question it answers): each answer still stands under
     the version it answers, and shows only with it."""
-    tab = new_tab()
-    server = servers(name="browser-answers-order")
-    log_in(tab, server, "alice")
-    open_room(tab, private_room)
-    order = render_out_of_order(
-        tab,
+    order, errors = render_out_of_order(
+        servers,
+        new_tab,
+        "browser-answers-order",
         [
             (31, 31, "user", "question v2", {"version_of": 1}),
             (32, 32, "assistant", "answer to v2", {"reply_to": 31}),
@@ -1337,4 +1333,4 @@ def test_answers_that_arrive_before_their_question_join_its_exchange(
         "later",
         "answer to later",
     ]
-    assert tab.errors == []
+    assert errors == []
