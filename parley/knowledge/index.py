@@ -115,6 +115,7 @@ class KnowledgeIndex:
         # The embeddings of the passages and of their titles, one row each (zeros for a
         # passage without), or None: BM25 alone.
         self.vectors = vectors
+        self._about: dict[str, About | None] = {}
         self.embedded = np.zeros(len(entries), dtype=bool)
         if vectors is not None:
             self.embedded = np.asarray(vectors[0].any(axis=1), dtype=bool)
@@ -143,6 +144,25 @@ class KnowledgeIndex:
         if entries:
             self.bm25 = bm25s.BM25()
             self.bm25.index(terms, show_progress=False)
+
+    def about(self, key: str) -> About | None:
+        """The introduction the file ``key`` makes (see :func:`knowledge_about`), worked out
+        once per index: every answer asks for it."""
+        if key not in self._about:
+            files = [e for e in self.entries if e.source == FILES]
+            first = next((e for e in files if e.document == key), None)
+            titles = dict.fromkeys(
+                e.title.split(TITLE_SEPARATOR)[0] for e in files if e.document != key
+            )
+            self._about[key] = None
+            if first is not None:
+                self._about[key] = About(
+                    title=first.title.split(TITLE_SEPARATOR)[0],
+                    url=first.url,
+                    text=first.text,
+                    documents=list(titles),
+                )
+        return self._about[key]
 
     def readable(self, reader: Reader) -> np.ndarray:
         """The mask (one boolean per passage) of the passages ``reader`` may read as far as
@@ -395,18 +415,7 @@ def knowledge_about(
     readers = [Reader(user)] + [Reader(other) for other in audience if other != user]
     if not key or any(reader.source_rule(FILES) is False for reader in readers):
         return None
-    index = index_current()
-    files = [e for e in index.entries if e.source == FILES]
-    first = next((e for e in files if e.document == key), None)
-    if first is None:
-        return None
-    titles = dict.fromkeys(e.title.split(TITLE_SEPARATOR)[0] for e in files if e.document != key)
-    return About(
-        title=first.title.split(TITLE_SEPARATOR)[0],
-        url=first.url,
-        text=first.text,
-        documents=list(titles),
-    )
+    return index_current().about(key)
 
 
 @dataclass(frozen=True, slots=True)
