@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from parley import exceptions
 from parley.answers import records
+from parley.backends.base import SearchContext
 from parley.exceptions import AssistantBusy, RoomPermissionDenied
 from parley.models import Membership, Message, Room
 from parley.rooms import payloads, selectors, services
@@ -337,7 +338,14 @@ def test_answer_request_searches_as_the_asker_and_survives_a_broken_index(
     answer, _ = records.answer_open(room=shared_room, reply_to=question, worker="w")
     records.answer_request(answer=answer)
     # In a shared room, every member's rights count (see tests/knowledge/test_access.py).
-    assert asked == [{"query": "When is the ferry?", "user": bob, "audience": [alice, bob]}]
+    assert asked == [
+        {
+            "query": "When is the ferry?",
+            "context": SearchContext(),  # nothing asked before
+            "user": bob,
+            "audience": [alice, bob],
+        }
+    ]
 
     def broken(**kwargs):
         raise RuntimeError("index exploded")
