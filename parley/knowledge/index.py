@@ -8,6 +8,7 @@ passages are loaded again and the index rebuilt before answering.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import threading
@@ -378,9 +379,10 @@ def index_current() -> KnowledgeIndex:
     """This process's index, rebuilt first if the stored passages changed since it was
     built (by any process)."""
     global _current
-    embedder = embedder_get()
-    # Another embedder (the settings changed) is another index: its vectors differ.
-    stamp = f"{version_get()}:{embedder.name if embedder is not None else ''}"
+    # Another embedder (the settings changed) is another index: its vectors differ. Its
+    # configuration says so without loading its model (an index without vectors needs none).
+    configured = json.dumps(get_config().knowledge["EMBEDDINGS"], sort_keys=True, default=str)
+    stamp = f"{version_get()}:{configured}"
     index = _current
     if index is not None and index.stamp == stamp:
         return index
@@ -391,14 +393,16 @@ def index_current() -> KnowledgeIndex:
             # time differs from this one and the index is rebuilt again.
             rows = KnowledgePassage.objects.order_by("source", "document", "position")
             fields = ("source", "document", "title", "url", "text", "owner", "permission")
-            model = embedder.name if embedder is not None else None
-            entries, stored = [], []
+            entries, stored, models = [], [], set()
             for *row, vector, vector_model in rows.values_list(*fields, "vector", "vector_model"):
                 entries.append(Entry(*row))
-                stored.append(vector if vector_model == model else None)
+                stored.append((vector, vector_model))
+                models.add(vector_model)
             vectors = None
-            if embedder is not None and any(v is not None for v in stored):
-                vectors = vectors_from(stored, embedder.dimensions)
+            embedder = embedder_get() if models - {""} else None
+            if embedder is not None and embedder.name in models:
+                kept = [vector if model == embedder.name else None for vector, model in stored]
+                vectors = vectors_from(kept, embedder.dimensions)
             index = _current = KnowledgeIndex(
                 stamp=stamp, entries=entries, previous=index, vectors=vectors
             )
@@ -448,9 +452,10 @@ def knowledge_search(
     settings = get_config().knowledge
     readers = [Reader(user)] + [Reader(other) for other in audience if other != user]
     index = index_current()
-    embedder = embedder_get()
+    # Only an index with vectors needs the model (loaded then, once).
+    embedder = embedder_get() if index.vectors is not None else None
     vector = None
-    if embedder is not None and index.vectors is not None and query.strip():
+    if embedder is not None and query.strip():
         texts = [query, context.question] if context.question.strip() else [query]
         vectors = embedder.encode(texts)
         vector = vectors[0] + CONTEXT_WEIGHT * vectors[1] if len(texts) > 1 else vectors[0]

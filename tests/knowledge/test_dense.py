@@ -170,3 +170,26 @@ def test_a_process_without_the_model_keeps_the_vectors_others_made(dense, settin
     kept = dict(KnowledgePassage.objects.values_list("title", "vector"))
     assert kept["Help › Backups"] is None  # changed, and no model here to embed it
     assert kept["Help › Stop an answer"] == vectors["Help › Stop an answer"]
+
+
+class Counted(embeddings.Embedder):
+    """An embedder that counts how often it is loaded."""
+
+    name = "counted"
+    dimensions = 3
+    loaded = 0
+
+    def __init__(self) -> None:
+        type(self).loaded += 1
+
+    def encode(self, texts):
+        return np.ones((len(texts), 3), dtype=np.float32) / np.sqrt(3)
+
+
+def test_an_index_without_vectors_never_loads_the_model(settings, indexed, titles):
+    """A site with nothing embedded (BM25 alone so far) searches without the model in
+    memory: it is loaded with the first vectors to compare."""
+    knowledge = {**settings.PARLEY["KNOWLEDGE"], "EMBEDDINGS": {"BACKEND": f"{__name__}.Counted"}}
+    settings.PARLEY = {**settings.PARLEY, "KNOWLEDGE": knowledge}
+    assert titles("PostgreSQL production database")
+    assert Counted.loaded == 0
