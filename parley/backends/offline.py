@@ -166,11 +166,6 @@ def reply_kind(request: AssistantRequest) -> str:
     return reply(request)[0]
 
 
-def is_about(question: str) -> bool:
-    """Whether ``question`` asks what the assistant or the site is, or can do."""
-    return bool(_ABOUT.match(_plain(question)))
-
-
 def reply(request: AssistantRequest) -> tuple[str, str]:
     """The kind of the offline answer, and its text. The kinds, in the order they are
     tried: ``compute`` (arithmetic), ``greet`` and ``thank`` (small talk alone, before any
@@ -192,7 +187,7 @@ def reply(request: AssistantRequest) -> tuple[str, str]:
     if _GREETING.match(plain) and small_talk:
         name = f", {request.user}" if request.user else ""
         return "greet", f"Hello{name}! {INTRO} Ask me anything they cover."
-    if is_about(question):
+    if _ABOUT.match(plain):
         return "about", _about(request.about)
     passages = request.passages
     if passages and passages[0].match < SURE_MATCH:

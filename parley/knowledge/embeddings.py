@@ -310,10 +310,10 @@ def vectors_from(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The float32 matrices of stored passages' embeddings and of their titles', a row of
     zeros (similar to nothing) for a passage without."""
-    matrix = np.zeros((len(stored), 2 * dimensions), dtype=np.float32)
+    whole = np.zeros((len(stored), dimensions), dtype=np.float32)
+    titles = np.zeros((len(stored), dimensions), dtype=np.float32)
     for row, data in enumerate(stored):
         if data is not None and len(data) == 4 * dimensions:
-            matrix[row] = np.frombuffer(data, dtype=np.float16)
-    return np.ascontiguousarray(matrix[:, :dimensions]), np.ascontiguousarray(
-        matrix[:, dimensions:]
-    )
+            both = np.frombuffer(data, dtype=np.float16)
+            whole[row], titles[row] = both[:dimensions], both[dimensions:]
+    return whole, titles

@@ -236,8 +236,11 @@ class KnowledgeIndex:
         """
         terms, ids = self._terms(query)
         _, context_ids = self._terms(context) if context else ([], [])
-        dense = vector is not None and self.vectors is not None
-        if not self.entries or not (ids or context_ids or dense) or limit <= 0 or not readers:
+        similarity = None
+        if vector is not None and self.vectors is not None:
+            similarity = (self.vectors[0] @ vector, self.vectors[1] @ vector)
+        found = ids or context_ids or similarity is not None
+        if not self.entries or not found or limit <= 0 or not readers:
             return [], False
         masks = [self.readable(reader) for reader in readers]
         weight_mask = masks[0].astype(np.float32)
@@ -245,9 +248,6 @@ class KnowledgeIndex:
         for weight, some in ((1.0, ids), (CONTEXT_WEIGHT, context_ids)):
             if some and self.bm25 is not None:
                 lexical += weight * self.bm25.get_scores_from_ids(some, weight_mask=weight_mask)
-        similarity = None
-        if vector is not None and self.vectors is not None:
-            similarity = (self.vectors[0] @ vector, self.vectors[1] @ vector)
         weights, size = self.weights(terms), max(limit, WINDOW)
 
         def window(mask: np.ndarray) -> list[Match]:
@@ -299,12 +299,9 @@ class KnowledgeIndex:
         matches: list[Match] = []
         for position in sorted(fused, key=lambda p: -fused[p]):
             covered = self.coverage(weights, position)
-            if similarity is None:
-                sure = covered >= min_score
-                near = 0.0
-            elif not self.embedded[position]:
-                # Not embedded yet (stored by a process without the model, or before it):
-                # its words alone decide, as without embeddings.
+            if similarity is None or not self.embedded[position]:
+                # Without embeddings, or not embedded yet (stored by a process without the
+                # model, or before it): its words alone decide.
                 near = 0.0
                 sure = covered >= min_score
             else:
@@ -416,10 +413,16 @@ def knowledge_about(
     every user of ``audience``; ``None`` when ``KNOWLEDGE["ABOUT"]`` names no indexed file,
     or when one of them may not read the files (a visitor, unless visitors may)."""
     key = get_config().knowledge["ABOUT"]
-    readers = [Reader(user)] + [Reader(other) for other in audience if other != user]
+    readers = _readers(user, audience)
     if not key or any(reader.source_rule(FILES) is False for reader in readers):
         return None
     return index_current().about(key)
+
+
+def _readers(user: _User | AnonymousUser | None, audience: Iterable[_User]) -> list[Reader]:
+    """The readers whose rights a search for ``user`` in front of ``audience`` keeps to:
+    the asker first."""
+    return [Reader(user)] + [Reader(other) for other in audience if other != user]
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,7 +453,7 @@ def knowledge_search(
     nothing matches well enough. ``withheld`` says that a passage ``user`` alone would
     have been given was left out for another reader."""
     settings = get_config().knowledge
-    readers = [Reader(user)] + [Reader(other) for other in audience if other != user]
+    readers = _readers(user, audience)
     index = index_current()
     # Only an index with vectors needs the model (loaded then, once).
     embedder = embedder_get() if index.vectors is not None else None

@@ -58,19 +58,15 @@ def document_store(*, document: Document) -> bool:
     rows = _rows(document)
     embedder = embedder_get()
     current = KnowledgePassage.objects.filter(source=document.source, document=document.key)
-    stored = list(current.order_by("position").values_list(*_ROW, "vector_model"))
+    stored = list(current.order_by("position").values_list(*_ROW, "vector", "vector_model"))
     # Without a model here, the vectors another process made stand (they are kept below).
-    if [row[:-1] for row in stored] == rows and (
+    if [row[:-2] for row in stored] == rows and (
         embedder is None or all(row[-1] == embedder.name for row in stored)
     ):
         return False
     # What each passage of the same title and text had: its vector, by whichever model.
     known: dict[tuple[str, str], tuple[bytes, str]] = {
-        (title, text): (bytes(vector), model)
-        for title, text, vector, model in current.values_list(
-            "title", "text", "vector", "vector_model"
-        )
-        if vector is not None
+        (row[0], row[2]): (bytes(row[-2]), row[-1]) for row in stored if row[-2] is not None
     }
     vectors = [known.get((row[0], row[2])) for row in rows]
     if embedder is not None:

@@ -268,9 +268,13 @@ export class MessageList {
 
   /** The <li> shown of the versions of the message `id`, if any. */
   shownOf(id) {
-    const first = this.exchangeOf.get(id) ?? id;
-    const seqs = this.versions.get(first);
-    return seqs && this.nodes.get(this.chosen.get(first) ?? seqs.at(-1));
+    return this.nodes.get(this.shownSeq(this.exchangeOf.get(id) ?? id));
+  }
+
+  /** The seq of the version of `first` shown: the one the reader stepped to, else the
+   * newest. */
+  shownSeq(first) {
+    return this.chosen.get(first) ?? this.versions.get(first)?.at(-1);
   }
 
   /** The <li> of the newest version of `first`, if any. */
@@ -287,7 +291,7 @@ export class MessageList {
       return;
     }
     const seqs = this.versions.get(exchange);
-    const shown = this.ids.get(this.chosen.get(exchange) ?? seqs.at(-1));
+    const shown = this.ids.get(this.shownSeq(exchange));
     const newest = this.ids.get(seqs.at(-1));
     this.showVersions(exchange, { visible: true, current: true });
     let answering = false;
@@ -308,7 +312,7 @@ export class MessageList {
    * newest version) can be asked for again. */
   showVersions(first, { visible, current }) {
     const seqs = this.versions.get(first) ?? [];
-    const shown = this.chosen.get(first) ?? seqs.at(-1);
+    const shown = this.shownSeq(first);
     for (const seq of seqs) {
       const li = this.nodes.get(seq);
       li.hidden = !visible || seq !== shown;
