@@ -293,9 +293,11 @@ def scale(workdir: Path, real: list[Path], passages: int, rounds: int) -> dict[s
     # What the index holds, measured on a second build: tracing slows the build it traces.
     index_module._current = None
     tracemalloc.start()
-    index_current()
+    traced = index_current()
     memory = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
+    # ONNX Runtime's buffers (the int8 vectors of similarity scans) are not Python's.
+    memory += getattr(getattr(traced, "similarities", None), "nbytes", 0)
     asked = [q for name in ("tuning", "heldout") for q in questions(name)]
     embedder = embedder_of()
     timings = []

@@ -260,13 +260,17 @@ class Similarities:
     vectors, or zeros: similar to nothing), for an index's every passage at each search.
 
     The rows are kept as int8, each with its own scale, in the layout ONNX Runtime
-    multiplies fastest (packed once, here), and the query is quantized on the fly: a
-    quarter of float32's bytes, and a scan of them takes a third of NumPy's float32 time
-    on one core, for cosines within 0.005 of exact. Reading the vectors is what a scan
-    costs: at 100,000 passages, it is most of a search's time (bench/README.md)."""
+    multiplies fastest (packed once, here), and the query is quantized on the fly: a scan
+    reads a quarter of float32's bytes, in half NumPy's float32 time on two cores (a third
+    of it on one), for cosines within 0.005 of exact; the process holds half float32's
+    memory (the matrix and its packed copy). Reading the vectors is what a scan costs: at
+    100,000 passages, it was most of a search's time (bench/README.md)."""
 
     def __init__(self, matrix: np.ndarray) -> None:
         self.rows, dimensions = matrix.shape
+        # What the session holds: the int8 matrix and its copy packed for the kernel (the
+        # growth of the process's memory says so), and each row's float32 scale.
+        self.nbytes = 2 * matrix.size + 4 * self.rows
         self._session: onnxruntime.InferenceSession | None = None
         if not self.rows:
             return
