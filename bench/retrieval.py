@@ -248,6 +248,17 @@ def embedder_of() -> Any:
     return embedder_get()
 
 
+def embedding_time(embedder: Any) -> dict[str, float]:
+    """What embedding one new question costs (p50 and p99, ms), over the held-out set's."""
+    timings = []
+    for question in questions("heldout"):
+        embedder.cache_clear()
+        started = time.perf_counter()
+        embedder.encode([question.q])
+        timings.append((time.perf_counter() - started) * 1000)
+    return {"p50": round(statistics.median(timings), 2), "p99": round(percentile(timings, 0.99), 2)}
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -294,9 +305,10 @@ def scale(workdir: Path, real: list[Path], passages: int, rounds: int) -> dict[s
     index_module._current = None
     tracemalloc.start()
     traced = index_current()
-    memory = tracemalloc.get_traced_memory()[0]
+    memory, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    # ONNX Runtime's buffers (the int8 vectors of similarity scans) are not Python's.
+    # ONNX Runtime's buffers (the int8 vectors of similarity scans) are not Python's; an
+    # index of a checkout before them has none.
     memory += getattr(getattr(traced, "similarities", None), "nbytes", 0)
     asked = [q for name in ("tuning", "heldout") for q in questions(name)]
     embedder = embedder_of()
@@ -318,12 +330,14 @@ def scale(workdir: Path, real: list[Path], passages: int, rounds: int) -> dict[s
         "index_seconds": round(indexed, 1),
         "build_ms": round(build * 1000),
         "memory_mib": round(memory / 2**20, 1),
+        "build_peak_mib": round(peak / 2**20, 1),
         "search_p50_ms": round(statistics.median(timings), 2),
         "search_p99_ms": round(percentile(timings, 0.99), 2),
     }
     print(
         f"{result['passages']:>7,} passages: parley_index {indexed:.1f} s, in-memory index "
-        f"built in {build * 1000:.0f} ms holding {result['memory_mib']} MiB; one search over "
+        f"built in {build * 1000:.0f} ms holding {result['memory_mib']} MiB (Python's peak "
+        f"while building: {result['build_peak_mib']} MiB); one search over "
         f"{len(timings)}: p50 {result['search_p50_ms']} ms, p99 {result['search_p99_ms']} ms"
     )
     return result
@@ -362,6 +376,9 @@ def main() -> None:
             "model_load_seconds": round(loaded, 2),
             "shipped_index_seconds": round(indexed, 1),
         }
+        if embedder is not None:
+            results["question_embedding_ms"] = embedding_time(embedder)
+            print(f"one question embedded: {results['question_embedding_ms']}\n")
         for name in args.sets.split(","):
             results[name] = evaluate(name, show_misses=args.show_misses)
         results["scale"] = [

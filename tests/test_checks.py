@@ -240,6 +240,11 @@ def test_an_embedding_model_that_is_not_installed_is_named(settings, monkeypatch
         "KNOWLEDGE": {"EMBEDDINGS": {"BACKEND": "parley.knowledge.embeddings.MiniLM"}}
     }
     assert [w.id for w in check_knowledge()] == []
+    monkeypatch.setattr(embeddings, "RUNTIME", ("onnx", "onnxruntime_nowhere"))
+    (warning,) = check_knowledge()
+    assert "onnxruntime_nowhere not installed" in warning.msg
+    monkeypatch.undo()
+    monkeypatch.setattr(embeddings, "_model_folder", lambda: tmp_path)
     (tmp_path / "model.safetensors").unlink()
     (warning,) = check_knowledge()
     assert "holds no model.safetensors" in warning.msg

@@ -9,6 +9,7 @@ passages are loaded again and the index rebuilt before answering.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 import threading
@@ -25,7 +26,7 @@ from ..backends.base import About, Passage, SearchContext
 from ..conf import get_config
 from ..models import KnowledgePassage
 from .chunking import TITLE_SEPARATOR
-from .embeddings import Similarities, embedder_get, vectors_from
+from .embeddings import embedder_get, vectors_from
 from .permissions import Reader, objects_of
 from .sources import FILES
 from .store import version_get
@@ -33,6 +34,10 @@ from .text import text_terms
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, _User
+
+    from .graphs import Similarities
+
+logger = logging.getLogger("parley.knowledge")
 
 # How many ranked candidates a search looks at, at most, to fill its places (each costs a
 # coverage check; all of them are passages the readers may read).
@@ -120,7 +125,7 @@ class KnowledgeIndex:
         self.embedded = np.zeros(len(entries), dtype=bool)
         if vectors is not None:
             self.embedded = np.asarray(vectors[0].any(axis=1), dtype=bool)
-            self.similarities = Similarities(np.concatenate(vectors))
+            self.similarities = _similarities(vectors)
         # The terms of passages the previous index had are not computed again: after a
         # change, rebuilding costs the new passages' stemming, not the whole index's.
         known = previous.terms_of if previous is not None else {}
@@ -335,6 +340,19 @@ class KnowledgeIndex:
             return bool(masks[i][position]) and readers[i].object_allowed(entry.source, obj)
 
         return allowed
+
+
+def _similarities(vectors: tuple[np.ndarray, np.ndarray]) -> Similarities | None:
+    """The scan of ``vectors`` (see :class:`KnowledgeIndex`), or None if it cannot be
+    built: then the index is searched by words alone, as without a model."""
+    try:
+        # ONNX Runtime is loaded with the first stored vectors.
+        from .graphs import Similarities
+
+        return Similarities(vectors)
+    except Exception:
+        logger.exception("dense retrieval is off for this index (BM25 alone)")
+        return None
 
 
 def _first(matches: list[Match], count: int, keep: Callable[[int], bool]) -> list[Match]:

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from parley.backends.base import AssistantRequest, SearchContext, Turn
-from parley.knowledge import embeddings
-from parley.knowledge.embeddings import MiniLM, Similarities, embedder_get
+from parley.knowledge import embeddings, graphs
+from parley.knowledge.embeddings import MiniLM, embedder_get
+from parley.knowledge.graphs import Similarities
 from parley.knowledge.index import knowledge_search
 from parley.knowledge.store import version_bump
 from parley.models import KnowledgePassage
@@ -91,17 +92,24 @@ GOLDEN = json.loads((Path(__file__).parent / "minilm_golden.json").read_text())
 
 @pytest.fixture(scope="module")
 def quantized(model) -> MiniLM:
-    """The shipped model in int8."""
+    """The shipped model in int8 (after ``model``, which skips when it is not installed)."""
     return MiniLM(quantized=True)
 
 
 @pytest.mark.parametrize(("precision", "least"), [("model", 0.9999), ("quantized", 0.97)])
 def test_the_forward_pass_computes_what_sentence_transformers_does(request, precision, least):
-    """float32 (the default) gives sentence-transformers' vectors; int8 vectors close to
-    them, for long, short and non-ASCII texts alike."""
-    vectors = request.getfixturevalue(precision).encode(GOLDEN["texts"])
-    cosines = np.sum(vectors * np.array(GOLDEN["vectors"], dtype=np.float32), axis=1)
+    """float32 (the default) gives sentence-transformers' vectors, int8 vectors close to
+    them, for long, short and non-ASCII texts alike, and the same whether a text is
+    embedded with others (as when indexing) or alone (as a question)."""
+    embedder = request.getfixturevalue(precision)
+    golden = np.array(GOLDEN["vectors"], dtype=np.float32)
+    embedder.cache_clear()
+    together = embedder.encode(GOLDEN["texts"])
+    embedder.cache_clear()
+    alone = np.concatenate([embedder.encode([text]) for text in GOLDEN["texts"]])
+    cosines = np.sum(together * golden, axis=1)
     assert cosines.min() >= least, dict(zip(GOLDEN["texts"], cosines.round(4), strict=True))
+    assert np.abs(together - alone).max() < 1e-5
 
 
 def test_the_model_is_named_by_its_arithmetic_so_vectors_are_not_mixed(model, quantized):
@@ -110,20 +118,34 @@ def test_the_model_is_named_by_its_arithmetic_so_vectors_are_not_mixed(model, qu
 
 def test_the_int8_scan_gives_the_cosines_float32_gives(model):
     """Similarities, as a search computes them for every passage, are the exact cosines
-    to within 0.01 (a saturating 8-bit kernel was off by 0.03); a passage without a vector
-    is similar to nothing."""
+    to within 0.01 (a saturating 8-bit kernel was off by 0.03), whatever the query's float
+    type; a passage without a vector is similar to nothing."""
     passages = model.encode([*GOLDEN["texts"], *HELP.split("\n\n")])
     questions = model.encode(["How do I stop an answer?", "nginx timeout", "hello"])
-    stored = np.concatenate([passages, np.zeros((1, model.dimensions), dtype=np.float32)])
-    similarities = Similarities(stored)
+    nothing = np.zeros((1, model.dimensions), dtype=np.float16)
+    similarities = Similarities([passages, nothing])
     for question in questions:
         got = similarities(question)
-        assert got.shape == (len(stored),) and got[-1] == 0
+        assert got.shape == (len(passages) + 1,) and got[-1] == 0
         assert np.abs(got[:-1] - passages @ question).max() < 0.01
-    assert Similarities(np.zeros((0, model.dimensions), dtype=np.float32))(questions[0]).size == 0
+        assert np.array_equal(similarities(question.astype(np.float64)), got)
+    assert Similarities([np.zeros((0, model.dimensions))])(questions[0]).size == 0
     # The worst case for 16-bit sums: every component as large as it gets, on both sides.
     flat = np.full((1, model.dimensions), model.dimensions**-0.5, dtype=np.float32)
-    assert Similarities(flat)(flat[0])[0] == pytest.approx(1, abs=0.01)
+    assert Similarities([flat])(flat[0])[0] == pytest.approx(1, abs=0.01)
+
+
+def test_an_index_whose_scan_cannot_be_built_is_searched_by_words(
+    dense, titles, monkeypatch, caplog
+):
+    def broken(vectors):
+        raise MemoryError
+
+    monkeypatch.setattr(graphs, "Similarities", broken)
+    version_bump()
+    assert titles("press Stop while the assistant writes")[0] == "Help › Stop an answer"
+    assert "Help › Stop an answer" not in titles("can I cancel a response halfway?")
+    assert "dense retrieval is off for this index" in caplog.text
 
 
 def test_a_question_in_other_words_finds_its_section(dense, settings, titles):
