@@ -20,8 +20,9 @@ from parley.knowledge.sources import (
 from parley.knowledge.store import SyncReport, source_remove, source_sync, sources_stored
 
 # What embedding one passage takes with the default model on one small core
-# (bench/retrieval.py: Parley's 172 passages in about 7 s), to say what a first run costs.
-EMBED_SECONDS = 0.05
+# (bench/results/retrieval-2026-12-02-1830.json: Parley's 173 passages in 12.7 s), to say
+# what a first run costs.
+EMBED_SECONDS = 0.08
 
 
 class Command(BaseCommand):
