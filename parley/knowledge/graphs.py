@@ -7,6 +7,7 @@ never pays their import (over a second and 36 MiB).
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ import onnx
 import onnx.numpy_helper
 import onnxruntime
 
+logger = logging.getLogger("parley.knowledge")
+
 # The int8 levels a quantized matrix uses on either side of zero: 7 bits, not 8, since
 # ONNX Runtime's AVX2 kernel adds pairs of uint8 × int8 products in 16 bits, which 8-bit
 # levels overflow (cosines off by 0.03 instead of 0.004; its own quantizer's reduce_range).
@@ -25,8 +28,9 @@ LEVELS = 63
 # How many rows are quantized at once: the float copies a quantization makes are of this
 # many rows, never of a whole index's vectors.
 CHUNK = 8192
-# The ONNX version the graphs are written for: opset 17 (LayerNormalization), whose IR
-# version 8 every ONNX Runtime from 1.18 on reads, whatever onnx release writes it.
+# The ONNX version the graphs are written for: opset 17 (LayerNormalization) and its IR
+# version, 8, which the oldest ONNX Runtime Parley allows reads, whatever onnx release
+# writes the graph (each writes its own newest IR by default).
 OPSET = 17
 IR_VERSION = 8
 
@@ -117,16 +121,16 @@ class Similarities:
     vectors, or zeros: similar to nothing; the rows of one matrix, then of the next), for an
     index's every passage at each search.
 
-    The rows are kept as int8, each with its own scale, in the layout ONNX Runtime
-    multiplies fastest (packed once, here), and the query is quantized on the fly: a scan
+    The rows are kept as int8, each with its own scale, packed once in the layout ONNX
+    Runtime's kernel multiplies fastest, and the query is quantized on the fly: a scan
     reads a quarter of float32's bytes, in a third of NumPy's float32 time on one core, for
     cosines within 0.005 of exact. Reading the vectors is what a scan costs: at 100,000
     passages, float32 scans were most of a search's time (bench/README.md)."""
 
     def __init__(self, matrices: Sequence[np.ndarray]) -> None:
         self.rows = sum(len(matrix) for matrix in matrices)
-        # What the process holds: ONNX Runtime's int8 matrix and its copy packed for the
-        # kernel (the growth of the process's memory says so), and each row's scale.
+        # What the process holds: ONNX Runtime's packed int8 matrix (it drops the unpacked
+        # one; the growth of the process's memory says so) and each row's scale.
         self.nbytes = 0
         self._session: onnxruntime.InferenceSession | None = None
         if not self.rows:
@@ -142,7 +146,7 @@ class Similarities:
             ),
             threads=1,
         )
-        self.nbytes = 2 * self.rows * dimensions + 4 * self.rows
+        self.nbytes = self.rows * dimensions + 4 * self.rows
 
     def __call__(self, vector: np.ndarray) -> np.ndarray:
         """One similarity per row, float32, in row order."""
@@ -156,17 +160,24 @@ class Similarities:
 def session_of(graph: onnx.ModelProto, *, threads: int) -> onnxruntime.InferenceSession:
     """ONNX Runtime's session of ``graph`` on the CPU, using ``threads`` cores per call.
 
-    Loaded from a file, not from bytes: a session made from bytes keeps them (a copy of
-    every weight) for as long as it lives."""
+    Loaded from a file, deleted once loaded (ONNX Runtime reads it whole): a session made
+    from bytes keeps them, a copy of every weight, for as long as it lives. Where no
+    temporary folder can be written (a read-only file system), from bytes all the same."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     # Threads that wait for work spin by default, burning a core between calls.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    with tempfile.TemporaryDirectory(prefix="parley-onnx-") as folder:
-        path = Path(folder) / "model.onnx"
+    providers = ["CPUExecutionProvider"]
+    try:
+        folder = tempfile.TemporaryDirectory(prefix="parley-onnx-", ignore_cleanup_errors=True)
+    except OSError as exc:
+        logger.warning("no temporary folder for ONNX models (%s): loading from memory", exc)
+        return onnxruntime.InferenceSession(graph.SerializeToString(), options, providers)
+    with folder:
+        path = Path(folder.name) / "model.onnx"
         onnx.save_model(graph, path)
-        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(str(path), options, providers)
 
 
 def _quantized(matrices: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -226,8 +237,9 @@ class _Graph:
         inputs: list[tuple[str, int, list[str | int]]],
         output: tuple[str, str, list[str | int]],
     ) -> onnx.ModelProto:
-        """The model of the nodes written, ``output``'s node giving the graph's output under
-        its own name (through an Identity node: a node's output is named when written)."""
+        """The model of the nodes written (once: the graph is emptied of its constants),
+        ``output``'s node giving the graph's output under its own name (through an Identity
+        node: a node's output is named when written)."""
         value, output_name, shape = output
         nodes = [*self._nodes, onnx.helper.make_node("Identity", [value], [output_name])]
         graph = onnx.helper.make_graph(
@@ -235,8 +247,12 @@ class _Graph:
             name,
             [onnx.helper.make_tensor_value_info(*spec) for spec in inputs],
             [onnx.helper.make_tensor_value_info(output_name, onnx.TensorProto.FLOAT, shape)],
-            self._constants,
         )
-        return onnx.helper.make_model(
+        model = onnx.helper.make_model(
             graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)], ir_version=IR_VERSION
         )
+        # Protocol buffers copy what they are given: the constants move into the model one
+        # at a time, so that the weights are never held twice (or three times) at once.
+        while self._constants:
+            model.graph.initializer.append(self._constants.pop())
+        return model

@@ -26,7 +26,7 @@ from ..backends.base import About, Passage, SearchContext
 from ..conf import get_config
 from ..models import KnowledgePassage
 from .chunking import TITLE_SEPARATOR
-from .embeddings import embedder_get, vectors_from
+from .embeddings import Embedder, embedder_get, vectors_from
 from .permissions import Reader, objects_of
 from .sources import FILES
 from .store import version_get
@@ -114,7 +114,7 @@ class KnowledgeIndex:
         stamp: str,
         entries: list[Entry],
         previous: KnowledgeIndex | None = None,
-        vectors: tuple[np.ndarray, np.ndarray] | None = None,
+        vectors: list[tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self.stamp = stamp
         self.entries = entries
@@ -123,9 +123,13 @@ class KnowledgeIndex:
         self.similarities: Similarities | None = None
         self._about: dict[str, About | None] = {}
         self.embedded = np.zeros(len(entries), dtype=bool)
-        if vectors is not None:
-            self.embedded = np.asarray(vectors[0].any(axis=1), dtype=bool)
-            self.similarities = _similarities(vectors)
+        if vectors:
+            # Taken out of the list the caller hands over: once scanned, the float16
+            # matrices are let go of before the rest is built.
+            whole, titles = vectors.pop()
+            self.embedded = np.asarray(whole.any(axis=1), dtype=bool)
+            self.similarities = _similarities((whole, titles))
+            del whole, titles
         # The terms of passages the previous index had are not computed again: after a
         # change, rebuilding costs the new passages' stemming, not the whole index's.
         known = previous.terms_of if previous is not None else {}
@@ -342,17 +346,38 @@ class KnowledgeIndex:
         return allowed
 
 
+_scan_failed = False
+
+
 def _similarities(vectors: tuple[np.ndarray, np.ndarray]) -> Similarities | None:
     """The scan of ``vectors`` (see :class:`KnowledgeIndex`), or None if it cannot be
-    built: then the index is searched by words alone, as without a model."""
+    built: then the index is searched by words alone, as without a model. Its cause is
+    told in full once per process (every change of the passages builds a new index)."""
+    global _scan_failed
     try:
         # ONNX Runtime is loaded with the first stored vectors.
         from .graphs import Similarities
 
         return Similarities(vectors)
-    except Exception:
-        logger.exception("dense retrieval is off for this index (BM25 alone)")
+    except Exception as exc:
+        if not _scan_failed:
+            logger.exception("dense retrieval is off for this index (BM25 alone)")
+        else:
+            logger.warning("dense retrieval is off for this index (BM25 alone): %r", exc)
+        _scan_failed = True
         return None
+
+
+def _stored_vectors(
+    stored: list[tuple[bytes | memoryview | None, str]], embedder: Embedder
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """The matrices (see :func:`vectors_from`) of the ``stored`` vectors ``embedder``
+    made, each with the name of the model that made it, in a list for
+    :class:`KnowledgeIndex` to take them out of; None if it made none of them."""
+    if not any(model == embedder.name for _, model in stored):
+        return None
+    kept = [vector if model == embedder.name else None for vector, model in stored]
+    return [vectors_from(kept, embedder.dimensions)]
 
 
 def _first(matches: list[Match], count: int, keep: Callable[[int], bool]) -> list[Match]:
@@ -415,11 +440,9 @@ def index_current() -> KnowledgeIndex:
                 entries.append(Entry(*row))
                 stored.append((vector, vector_model))
                 models.add(vector_model)
-            vectors = None
             embedder = embedder_get() if models - {""} else None
-            if embedder is not None and embedder.name in models:
-                kept = [vector if model == embedder.name else None for vector, model in stored]
-                vectors = vectors_from(kept, embedder.dimensions)
+            vectors = _stored_vectors(stored, embedder) if embedder is not None else None
+            del stored  # the rows' bytes: the matrices hold them now
             index = _current = KnowledgeIndex(
                 stamp=stamp, entries=entries, previous=index, vectors=vectors
             )

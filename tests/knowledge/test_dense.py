@@ -109,6 +109,8 @@ def test_the_forward_pass_computes_what_sentence_transformers_does(request, prec
     alone = np.concatenate([embedder.encode([text]) for text in GOLDEN["texts"]])
     cosines = np.sum(together * golden, axis=1)
     assert cosines.min() >= least, dict(zip(GOLDEN["texts"], cosines.round(4), strict=True))
+    # float32: padding changes nothing; int8: its texts are run one at a time (activations
+    # quantized with the batch's scale would make a text's vector depend on its batch).
     assert np.abs(together - alone).max() < 1e-5
 
 
@@ -133,6 +135,17 @@ def test_the_int8_scan_gives_the_cosines_float32_gives(model):
     # The worst case for 16-bit sums: every component as large as it gets, on both sides.
     flat = np.full((1, model.dimensions), model.dimensions**-0.5, dtype=np.float32)
     assert Similarities([flat])(flat[0])[0] == pytest.approx(1, abs=0.01)
+
+
+def test_vectors_are_quantized_alike_across_chunks_and_matrices(model, monkeypatch):
+    """An index's vectors are quantized a chunk at a time, from float16 as stored: the
+    scan is the same as of all rows at once, in float32."""
+    rows = model.encode([*GOLDEN["texts"], *HELP.split("\n\n")])
+    whole, titles = rows[:5].astype(np.float16), rows[5:].astype(np.float16)
+    question = model.encode(["How do I stop an answer?"])[0]
+    at_once = Similarities([np.concatenate([whole, titles]).astype(np.float32)])(question)
+    monkeypatch.setattr(graphs, "CHUNK", 2)
+    assert np.array_equal(Similarities([whole, titles])(question), at_once)
 
 
 def test_an_index_whose_scan_cannot_be_built_is_searched_by_words(

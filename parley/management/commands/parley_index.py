@@ -20,9 +20,9 @@ from parley.knowledge.sources import (
 from parley.knowledge.store import SyncReport, source_remove, source_sync, sources_stored
 
 # What embedding one passage takes with the default model on one small core
-# (bench/results/retrieval-2026-12-02-1830.json: Parley's 173 passages in 12.7 s), to say
+# (bench/results/retrieval-2026-12-02-1830.json: Parley's 173 passages in 12.8 s), to say
 # what a first run costs.
-EMBED_SECONDS = 0.08
+EMBED_SECONDS = 0.07
 
 
 class Command(BaseCommand):
