@@ -114,22 +114,17 @@ class KnowledgeIndex:
         stamp: str,
         entries: list[Entry],
         previous: KnowledgeIndex | None = None,
-        vectors: list[tuple[np.ndarray, np.ndarray]] | None = None,
+        dense: tuple[np.ndarray, Similarities] | None = None,
     ) -> None:
         self.stamp = stamp
         self.entries = entries
-        # The similarities to the embeddings of the passages, then of their titles, one row
-        # each (zeros for a passage without), from ``vectors``; None: BM25 alone.
-        self.similarities: Similarities | None = None
-        self._about: dict[str, About | None] = {}
+        # Which passages have an embedding, and the scan of the similarities to them, then
+        # to their titles' (see :func:`_dense`); None: BM25 alone.
         self.embedded = np.zeros(len(entries), dtype=bool)
-        if vectors:
-            # Taken out of the list the caller hands over: once scanned, the float16
-            # matrices are let go of before the rest is built.
-            whole, titles = vectors.pop()
-            self.embedded = np.asarray(whole.any(axis=1), dtype=bool)
-            self.similarities = _similarities((whole, titles))
-            del whole, titles
+        self.similarities: Similarities | None = None
+        if dense is not None:
+            self.embedded, self.similarities = dense
+        self._about: dict[str, About | None] = {}
         # The terms of passages the previous index had are not computed again: after a
         # change, rebuilding costs the new passages' stemming, not the whole index's.
         known = previous.terms_of if previous is not None else {}
@@ -349,16 +344,25 @@ class KnowledgeIndex:
 _scan_failed = False
 
 
-def _similarities(vectors: tuple[np.ndarray, np.ndarray]) -> Similarities | None:
-    """The scan of ``vectors`` (see :class:`KnowledgeIndex`), or None if it cannot be
-    built: then the index is searched by words alone, as without a model. Its cause is
-    told in full once per process (every change of the passages builds a new index)."""
+def _dense(
+    stored: list[tuple[bytes | memoryview | None, str]], embedder: Embedder
+) -> tuple[np.ndarray, Similarities] | None:
+    """Which of the ``stored`` passages (each vector with the name of the model that made
+    it) have a vector ``embedder`` made, and the scan of those vectors and their titles'
+    (the float16 matrices they come from are let go of once scanned); None if it made none,
+    or if the scan cannot be built: then the index is searched by words alone, as without
+    a model. That cause is told in full once per process (every change of the passages
+    builds a new index)."""
     global _scan_failed
+    if not any(model == embedder.name for _, model in stored):
+        return None
+    kept = [vector if model == embedder.name else None for vector, model in stored]
+    whole, titles = vectors_from(kept, embedder.dimensions)
     try:
         # ONNX Runtime is loaded with the first stored vectors.
         from .graphs import Similarities
 
-        return Similarities(vectors)
+        return np.asarray(whole.any(axis=1), dtype=bool), Similarities((whole, titles))
     except Exception as exc:
         if not _scan_failed:
             logger.exception("dense retrieval is off for this index (BM25 alone)")
@@ -366,18 +370,6 @@ def _similarities(vectors: tuple[np.ndarray, np.ndarray]) -> Similarities | None
             logger.warning("dense retrieval is off for this index (BM25 alone): %r", exc)
         _scan_failed = True
         return None
-
-
-def _stored_vectors(
-    stored: list[tuple[bytes | memoryview | None, str]], embedder: Embedder
-) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """The matrices (see :func:`vectors_from`) of the ``stored`` vectors ``embedder``
-    made, each with the name of the model that made it, in a list for
-    :class:`KnowledgeIndex` to take them out of; None if it made none of them."""
-    if not any(model == embedder.name for _, model in stored):
-        return None
-    kept = [vector if model == embedder.name else None for vector, model in stored]
-    return [vectors_from(kept, embedder.dimensions)]
 
 
 def _first(matches: list[Match], count: int, keep: Callable[[int], bool]) -> list[Match]:
@@ -441,10 +433,10 @@ def index_current() -> KnowledgeIndex:
                 stored.append((vector, vector_model))
                 models.add(vector_model)
             embedder = embedder_get() if models - {""} else None
-            vectors = _stored_vectors(stored, embedder) if embedder is not None else None
-            del stored  # the rows' bytes: the matrices hold them now
+            dense = _dense(stored, embedder) if embedder is not None else None
+            del stored  # the rows' bytes: the scan holds the vectors now
             index = _current = KnowledgeIndex(
-                stamp=stamp, entries=entries, previous=index, vectors=vectors
+                stamp=stamp, entries=entries, previous=index, dense=dense
             )
     return index
 
