@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
-from .models import Invitation, Membership, Message, Room, Visitor
+from .models import Invitation, Membership, Message, Room, ToolRun, Visitor
 
 
 class MembershipInline(admin.TabularInline):
@@ -66,3 +67,20 @@ class VisitorAdmin(admin.ModelAdmin):
     readonly_fields = ["public_id", "created_at", "last_seen_at"]
     raw_id_fields = ["user"]
     inlines = [VisitorRoomInline]
+
+
+@admin.register(ToolRun)
+class ToolRunAdmin(admin.ModelAdmin):
+    """The audit of the assistant's tool calls: read only, as an audit is."""
+
+    list_display = ["tool", "asker", "room", "status", "duration", "created_at"]
+    list_filter = ["status", "tool"]
+    search_fields = ["tool", "arguments", "asker__username", "room__title"]
+    raw_id_fields = ["answer", "room", "asker"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ToolRun | None = None) -> bool:
+        return False

@@ -12,6 +12,7 @@ from django.utils.module_loading import import_string
 
 from .conf import get_config
 from .knowledge.embeddings import embedder_problem
+from .tools.registry import tools_for
 
 # The mark of keys made for development (startproject's, and examples'), never secret.
 INSECURE_KEY_PREFIX = "django-insecure-"
@@ -46,7 +47,28 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="parley.E005",
                 )
             )
+            continue
+        errors.extend(_check_tools(alias, import_string(path)))
     return errors
+
+
+def _check_tools(alias: str, backend: type) -> list[checks.CheckMessage]:
+    """The alias's tools load (E006), and its backend can call them (W005)."""
+    try:
+        tools = tools_for(alias)
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), hint="See docs/tools.md.", id="parley.E006")]
+    if tools and not getattr(backend, "calls_tools", False):
+        return [
+            checks.Warning(
+                f"PARLEY['BACKENDS'][{alias!r}] lists tools, but {backend.__qualname__} "
+                "does not call tools: its answers never use them.",
+                hint="Give the tools to an alias of a backend that calls them, such as "
+                "parley.backends.openai.OpenAIBackend (docs/tools.md).",
+                id="parley.W005",
+            )
+        ]
+    return []
 
 
 @checks.register(checks.Tags.compatibility)

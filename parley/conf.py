@@ -140,6 +140,22 @@ class ParleyConfig:
             "CLIENT_IP_HEADER": None,
         }
     )
+    # Tools the assistant calls (docs/tools.md; which tools: BACKENDS[alias]["TOOLS"]);
+    # merged key by key.
+    tools: dict[str, Any] = field(
+        default_factory=lambda: {
+            # Rounds of tool calls one answer may make; the round after the last is offered
+            # no tools, so that the model answers with what it has.
+            "MAX_ROUNDS": 4,
+            # Calls the model may make in one round; those past it are not run.
+            "MAX_CALLS_PER_ROUND": 8,
+            # Characters of a tool's result the model is sent (and the audit keeps).
+            "MAX_RESULT_CHARS": 8000,
+            # Seconds an async tool may run before it is cancelled. A sync tool cannot be
+            # stopped: past this the answer goes on without its result.
+            "TIMEOUT": 30.0,
+        }
+    )
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
     knowledge: dict[str, Any] = field(
         default_factory=lambda: {
@@ -174,7 +190,7 @@ DEFAULTS: dict[str, Any] = {spec.name.upper(): _default(spec) for spec in fields
 
 
 # Settings that are dicts themselves, merged key by key over their defaults.
-_NESTED = ("KNOWLEDGE", "RATE_LIMITS", "VISITORS")
+_NESTED = ("KNOWLEDGE", "RATE_LIMITS", "TOOLS", "VISITORS")
 
 
 @cache

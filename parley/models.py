@@ -266,6 +266,51 @@ class Message(models.Model):
         return f"{self.room} #{self.seq} ({self.role})"
 
 
+class ToolRun(models.Model):
+    """One call of a tool by an answer (docs/tools.md): what the model asked, whose
+    question it ran for, what came of it. The audit, read in the admin."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"  # the tool raised
+        INVALID = "invalid", "Invalid"  # no such tool, or arguments that do not fit it
+        REFUSED = "refused", "Refused"  # the asker, or a member of the room, may not
+        CANCELLED = "cancelled", "Cancelled"  # the answer stopped while it ran
+
+    answer = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="tool_runs")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="tool_runs")
+    asker = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="parley_tool_runs",
+        help_text="Whose question the answer replies to: the tool ran with their rights. "
+        "Empty for a visitor.",
+    )
+    call_id = models.CharField(max_length=100, help_text="The model's id for the call.")
+    tool = models.CharField(max_length=64)
+    arguments = models.TextField(blank=True, help_text="The JSON the model wrote, as it was.")
+    round = models.PositiveSmallIntegerField(help_text="Which round of calls of the answer.")
+    position = models.PositiveIntegerField(
+        help_text="How many characters of the answer's text came before the call."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    result = models.TextField(blank=True, help_text="What the model was sent back.")
+    error = models.TextField(blank=True, help_text="For the log: what the tool raised.")
+    duration = models.FloatField(null=True, blank=True, help_text="Seconds the tool ran.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["answer", "id"]
+        verbose_name = "tool call"
+
+    def __str__(self) -> str:
+        return f"{self.tool} for answer {self.answer_id} ({self.status})"
+
+
 class KnowledgePassage(models.Model):
     """One passage of the knowledge index: a section of a document, as retrieval ranks it.
 

@@ -46,6 +46,11 @@ class Script:
         servers that do not know the field do.
     model: the model's name in the response (default: the one asked for), as OpenAI
         names a dated version of the model asked for.
+    tool_calls: calls of tools, as ``(name, arguments JSON)``, sent after the tokens in
+        OpenAI's streamed form: a call's index, id and name in its first piece, then its
+        arguments ``tool_call_piece`` characters at a time; the finish reason is then
+        ``tool_calls``.
+    tool_calls_whole: send each call in one piece, without an index, as some servers do.
     """
 
     tokens: list[str] = field(default_factory=lambda: list(DEFAULT_TOKENS))
@@ -68,6 +73,9 @@ class Script:
     usage_with_finish: bool = False
     refuse_stream_options: bool = False
     finish_reason: str | None = "stop"
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)
+    tool_call_piece: int = 7
+    tool_calls_whole: bool = False
 
     @property
     def text(self) -> str:
@@ -293,7 +301,10 @@ class FakeOpenAIServer:
                 await asyncio.sleep(script.delay)
             await event(chunk({"content": token}))
             exchange.tokens_sent += 1
-        await event(chunk({}, finish_reason=script.finish_reason, usage=script.usage_with_finish))
+        for delta in _tool_call_deltas(script):
+            await event(chunk(delta))
+        finish = "tool_calls" if script.tool_calls else script.finish_reason
+        await event(chunk({}, finish_reason=finish, usage=script.usage_with_finish))
         wants_usage = (body.get("stream_options") or {}).get("include_usage")
         if script.usage or wants_usage:
             usage = chunk({}, usage=True)
@@ -326,6 +337,31 @@ class FakeOpenAIServer:
                 "usage": _usage(len(script.tokens)),
             }
         )
+
+
+def _tool_call_deltas(script: Script) -> Iterator[dict[str, Any]]:
+    """The deltas that carry the script's tool calls, as OpenAI streams them."""
+    for index, (name, arguments) in enumerate(script.tool_calls):
+        ident = f"call_{uuid.uuid4().hex[:12]}"
+        if script.tool_calls_whole:
+            call = {
+                "id": ident,
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+            yield {"tool_calls": [call]}
+            continue
+        first = {
+            "index": index,
+            "id": ident,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        yield {"role": "assistant", "content": None, "tool_calls": [first]}
+        step = script.tool_call_piece
+        for start in range(0, len(arguments), step):
+            piece = {"index": index, "function": {"arguments": arguments[start : start + step]}}
+            yield {"tool_calls": [piece]}
 
 
 def _usage(completion_tokens: int) -> dict[str, int]:

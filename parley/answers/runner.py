@@ -16,17 +16,22 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import replace
 from enum import Enum
 from typing import Any, cast
 
 from .. import protocol
 from ..backends import get_backend
 from ..backends.base import (
+    AssistantBackend,
+    AssistantRequest,
     BackendEvent,
     Finish,
     Model,
     TextDelta,
     ToolCall,
+    ToolRound,
+    ToolSpec,
     Usage,
     backend_event,
 )
@@ -38,6 +43,9 @@ from ..realtime.db import database_call, knowledge_call
 from ..realtime.hub import broadcast, get_hub
 from ..rendering import MarkdownStream
 from ..rooms.payloads import message_payload
+from ..tools.calls import tools_run
+from ..tools.payloads import tool_run_payload
+from ..tools.registry import tools_for
 from . import records
 
 logger = logging.getLogger(__name__)
@@ -175,42 +183,77 @@ class Answer:
             raise
 
     async def _consume(self) -> None:
-        """Ask the room's backend and take its events: text deltas go to the room (the
-        first at once, later ones coalesced by the process's flush pass), the rest is kept
-        on the answer."""
+        """Ask the room's backend, with the tools its alias offers, and take its events:
+        text deltas go to the room (the first at once, later ones coalesced by the
+        process's flush pass), tool calls are run as the asker and their results sent back
+        in a new request, round after round (docs/tools.md); the rest is kept on the
+        answer."""
+        assert self.message is not None  # started by run()
         backend = get_backend(self.room.backend)
+        tools = tools_for(self.room.backend)
         # Off the database thread: the search may rebuild the knowledge index first.
         request = await knowledge_call(records.answer_request, answer=self.message)
+        specs = tuple(ToolSpec(tool.name, tool.description, tool.parameters) for tool in tools)
+        request = replace(request, tools=specs)
+        last = get_config().tools["MAX_ROUNDS"]
+        for round_ in range(1, last + 2):
+            if round_ > last:  # the rounds are used up: the model answers with what it has
+                request = replace(request, tool_choice="none")
+            first = len(self.parts)
+            calls = await self._stream(backend, request)
+            if not calls:
+                return
+            if round_ > last:
+                logger.info("answer %s: tool calls past the last round ignored", self.message.pk)
+                return
+            text = "".join(self.parts[first:])
+            runs = await tools_run(
+                answer=self.message, calls=calls, tools=tools, round=round_, position=len(self.text)
+            )
+            for run in runs:
+                step = protocol.tool(message_id=self.message.pk, step=tool_run_payload(run))
+                await broadcast(self.room, step)
+            done = ToolRound(text, tuple(calls), tuple(run.result for run in runs))
+            request = replace(request, rounds=(*request.rounds, done))
+
+    async def _stream(self, backend: AssistantBackend, request: AssistantRequest) -> list[ToolCall]:
+        """Take one reply of the backend's; return the tools it called."""
         # The contract's stream is an async generator: closed when the answer stops.
         stream = cast("AsyncGenerator[str, None]", backend.stream(request))
+        calls: list[ToolCall] = []
+        # A round after tool calls goes on from the text before them, a paragraph on.
+        joint = "\n\n" if self.parts and not self.text.endswith("\n\n") else ""
         try:
             async for item in stream:
                 event = backend_event(item, backend=backend)
+                if isinstance(event, ToolCall):
+                    calls.append(event)
+                    continue
                 if not isinstance(event, TextDelta):
                     self._note(event)
                     continue
                 if not event.text:
                     continue
+                if joint:
+                    self.parts.append(joint)
+                    joint = ""
                 self.parts.append(event.text)
                 if len(self.parts) == 1:
                     await self._flush()  # the first delta goes out at once; later ones by _flusher
         finally:
             # Closing the generator closes the upstream request: nothing more is generated.
             await stream.aclose()
+        return calls
 
     def _note(self, event: BackendEvent) -> None:
-        """Keep what the backend reports besides text: the last usage, model name and
-        finish reason."""
+        """Keep what the backend reports besides text and tool calls: the last usage,
+        model name and finish reason."""
         if isinstance(event, Usage):
             self.usage = event
         elif isinstance(event, Model):
             self.model = event.name
         elif isinstance(event, Finish):
             self.finish_reason = event.reason
-        elif isinstance(event, ToolCall):
-            assert self.message is not None  # started by run()
-            # Tools come with a later issue; until then no backend is offered any to call.
-            logger.info("answer %s ignored a call of tool %r", self.message.pk, event.name)
 
     @property
     def unsent(self) -> bool:

@@ -19,6 +19,8 @@ from .base import (
     Passage,
     TextDelta,
     ToolCall,
+    ToolRound,
+    ToolSpec,
     Turn,
     Usage,
 )
@@ -32,6 +34,8 @@ __all__ = [
     "Passage",
     "TextDelta",
     "ToolCall",
+    "ToolRound",
+    "ToolSpec",
     "Turn",
     "Usage",
     "backends",

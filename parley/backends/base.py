@@ -7,7 +7,7 @@ import abc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from ..exceptions import BackendError
 
@@ -75,6 +75,38 @@ class About:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call: its ``name``, what it does (``description``), and the
+    JSON Schema of its arguments (``parameters``), as the OpenAI API describes a function."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asks for a tool to be run. ``arguments`` is the JSON text the model wrote,
+    unparsed (a model may write invalid JSON); ``id`` the model's id for the call, which
+    its result is given back under."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRound:
+    """One round of tool calls in an answer, for the next request: the text the model
+    wrote before asking (``text``), its ``calls``, and each call's result, in their order
+    (``results``, what the model is told: the tool's output, or why it did not run)."""
+
+    text: str
+    calls: tuple[ToolCall, ...]
+    results: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class AssistantRequest:
     """What a backend is asked: the room's recent conversation, oldest first, ending with the
     question, plus who asked and where.
@@ -85,6 +117,11 @@ class AssistantRequest:
     were left out because not every member of the room may read them: the answer must say
     so (:data:`parley.backends.prompt.WITHHELD_NOTE`), and tell nothing else about them.
     ``about`` is the site's introduction, if it has one that they may all read.
+
+    ``tools`` are the tools the model is shown, ``tool_choice`` whether it may call them
+    (``"none"``: it must answer in text, as when its answer has used up its rounds of
+    calls), ``rounds`` the calls it made earlier in this answer, with their results: a
+    backend sends them after the turns, and its model goes on from there.
     """
 
     turns: list[Turn]
@@ -93,6 +130,9 @@ class AssistantRequest:
     passages: tuple[Passage, ...] = ()
     withheld: bool = False
     about: About | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: Literal["auto", "none"] = "auto"
+    rounds: tuple[ToolRound, ...] = ()
 
     @property
     def question(self) -> str:
@@ -127,17 +167,6 @@ class TextDelta:
     """The next piece of the answer's text; the pieces, in order, join to the answer."""
 
     text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """The model asks for a tool to be run. ``arguments`` is the JSON text the model wrote,
-    unparsed (a model may write invalid JSON). No shipped backend offers tools yet: the
-    answer runner logs a tool call and ignores it."""
-
-    id: str
-    name: str
-    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +241,10 @@ class AssistantBackend(abc.ABC):
     Instances are shared by every room of a process (one per alias), so ``stream`` must keep
     no per-answer state on ``self``.
     """
+
+    # Whether the backend's model is shown the request's tools and may call them (yield
+    # ToolCall): a check warns of tools given to a backend that cannot (docs/tools.md).
+    calls_tools: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         self.options = options

@@ -32,7 +32,8 @@ from .scripted import split_words
 
 INTRO = (
     "I am Parley's built-in offline assistant: no language model is connected, so I answer "
-    "from this site's documents, quoting them with links to the sources."
+    "from this site's documents, quoting them with links to the sources. I call no tools: "
+    "I cannot look anything up or do anything on the site for you."
 )
 
 UNKNOWN = (

@@ -24,9 +24,16 @@ from .base import (
     Finish,
     Model,
     TextDelta,
+    ToolCall,
     Usage,
 )
-from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown, withheld_markdown
+from .prompt import (
+    DEFAULT_SYSTEM_PROMPT,
+    build_messages,
+    sources_markdown,
+    tools_param,
+    withheld_markdown,
+)
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -74,6 +81,46 @@ def _usage(reported: object) -> Usage | None:
     return None
 
 
+class _ToolCalls:
+    """The tool calls of one streamed reply, put together from their pieces: a call's
+    ``index`` says which call a piece continues; its id and name come once, its arguments'
+    JSON in pieces (all at once from some servers, Ollama's among them)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[list[str], list[str], list[str]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, pieces: object) -> None:
+        for piece in pieces if isinstance(pieces, list) else ():
+            index = getattr(piece, "index", None)
+            if not isinstance(index, int):  # servers that number nothing send whole calls
+                index = len(self._calls)
+            ident, name, arguments = self._calls.setdefault(index, ([], [], []))
+            if isinstance(getattr(piece, "id", None), str) and not ident:
+                ident.append(piece.id)
+            function = getattr(piece, "function", None)
+            part = getattr(function, "name", None)
+            # Some servers repeat the whole name in every piece: the same again adds nothing.
+            if isinstance(part, str) and part and part != "".join(name):
+                name.append(part)
+            part = getattr(function, "arguments", None)
+            if isinstance(part, str):
+                arguments.append(part)
+
+    def whole(self) -> list[ToolCall]:
+        """The calls, in their order; one without an id gets one."""
+        return [
+            ToolCall(
+                id="".join(ident) or f"call_{index}",
+                name="".join(name),
+                arguments="".join(arguments),
+            )
+            for index, (ident, name, arguments) in sorted(self._calls.items())
+        ]
+
+
 class OpenAIBackend(AssistantBackend):
     """Streams answers from ``POST {base_url}/chat/completions`` with ``stream=true``.
 
@@ -96,6 +143,8 @@ class OpenAIBackend(AssistantBackend):
     One HTTP client is kept per event loop (connection pools belong to a loop); the first
     ``stream`` on a loop creates it and :meth:`aclose` closes them.
     """
+
+    calls_tools = True
 
     def __init__(
         self,
@@ -173,6 +222,7 @@ class OpenAIBackend(AssistantBackend):
         usage: Usage | None = None
         model = ""  # as the server names it
         text: list[str] = []  # for the sources it cites
+        calls = _ToolCalls()
         try:
             while (chunk := await self._next_chunk(response, client)) is not None:
                 if chunk.model and chunk.model != model:
@@ -184,19 +234,24 @@ class OpenAIBackend(AssistantBackend):
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
-                content = getattr(getattr(choice, "delta", None), "content", None)
+                delta = getattr(choice, "delta", None)
+                content = getattr(delta, "content", None)
                 if content:
                     text.append(content)
                     yield TextDelta(content)
+                calls.add(getattr(delta, "tool_calls", None))
                 reason = getattr(choice, "finish_reason", None) or reason
         finally:
             # Reached on exhaustion, error, aclose() and cancellation alike: closing the
             # response drops the connection, and the server stops generating.
             await response.close()
-        ending = sources_markdown(request.passages, answer="".join(text))
-        ending += withheld_markdown(request)
-        if ending:
-            yield TextDelta(ending)
+        for call in calls.whole():
+            yield call
+        if not calls:  # the answer's last round: its sources end it
+            ending = sources_markdown(request.passages, answer="".join(text))
+            ending += withheld_markdown(request)
+            if ending:
+                yield TextDelta(ending)
         if usage is not None:
             yield usage
         yield Finish(reason)
@@ -213,6 +268,10 @@ class OpenAIBackend(AssistantBackend):
             params["max_tokens"] = self.max_tokens
         if self.include_usage:
             params["stream_options"] = {"include_usage": True}
+        if request.tools:
+            params["tools"] = tools_param(request)
+            if request.tool_choice != "auto":  # the server's default with tools
+                params["tool_choice"] = request.tool_choice
         try:
             try:
                 return await self._request(client, request, params)

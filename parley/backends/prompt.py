@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from .base import AssistantRequest, Passage
 
@@ -78,24 +79,55 @@ def passages_prompt(
 
 def build_messages(
     request: AssistantRequest, *, system_prompt: str, max_source_chars: int = MAX_SOURCE_CHARS
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     """The chat ``messages`` for ``request``: one system message (the system prompt, then
     :data:`WITHHELD_PROMPT` if passages were withheld, then the passages as numbered
-    sources, if any), then each turn.
+    sources, if any), then each turn, then the answer's rounds of tool calls so far.
 
     User turns with an author are prefixed ``"<author>: "``, so that the model can tell the
-    members of a shared room apart; assistant turns go in as the assistant's own.
+    members of a shared room apart; assistant turns go in as the assistant's own. A round
+    is an assistant message with its ``tool_calls``, then a ``tool`` message per call with
+    its result, in the OpenAI API's form.
     """
     context = passages_prompt(request.passages, max_chars=max_source_chars)
     withheld = WITHHELD_PROMPT if request.withheld else ""
     system = "\n\n".join(part for part in (system_prompt, withheld, context) if part)
-    messages = [{"role": "system", "content": system}] if system else []
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     for turn in request.turns:
         if turn.role == "user" and turn.author:
             messages.append({"role": "user", "content": f"{turn.author}: {turn.content}"})
         else:
             messages.append({"role": turn.role, "content": turn.content})
+    for round_ in request.rounds:
+        calls = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in round_.calls
+        ]
+        messages.append({"role": "assistant", "content": round_.text or None, "tool_calls": calls})
+        messages.extend(
+            {"role": "tool", "tool_call_id": call.id, "content": result}
+            for call, result in zip(round_.calls, round_.results, strict=True)
+        )
     return messages
+
+
+def tools_param(request: AssistantRequest) -> list[dict[str, Any]]:
+    """The request's tools as the OpenAI API's ``tools`` field (empty without tools)."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": spec.name,
+                "description": spec.description,
+                "parameters": spec.parameters,
+            },
+        }
+        for spec in request.tools
+    ]
 
 
 def markdown_link(title: str, url: str) -> str:

@@ -40,6 +40,7 @@ from .frames import (
     parse_client_frame,
     room,
     sync,
+    tool,
 )
 
 __all__ = [
@@ -75,4 +76,5 @@ __all__ = [
     "room",
     "snapshot_event",
     "sync",
+    "tool",
 ]

@@ -241,6 +241,11 @@ def delta(
     return frame
 
 
+def tool(*, message_id: int, step: dict[str, Any]) -> dict[str, Any]:
+    """A tool call of a streaming answer, once it has ended (see docs/tools.md)."""
+    return {"type": "tool", "message_id": message_id, "step": step}
+
+
 def done(payload: dict[str, Any]) -> dict[str, Any]:
     return {"type": "done", "message": payload}
 

@@ -58,9 +58,27 @@ async def knowledge_call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> 
     that may take long (:func:`parley.answers.records.answer_request`, whose search may rebuild the
     index), so that the database thread stays free. Cancelling the await does not stop
     ``fn``."""
+    return await _thread_call(_knowledge_executor, fn, args, kwargs)
+
+
+# Threads for the sync tools the assistant calls (parley.tools): the site's own code, which
+# may take seconds, and must hold up neither the database thread nor the knowledge's.
+_tools_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="parley-tools")
+
+
+async def tools_call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)`` run on one of the tools' threads, as :func:`knowledge_call`
+    runs its calls: with the caller's context variables and a database connection of the
+    thread's own. Cancelling the await does not stop ``fn``."""
+    return await _thread_call(_tools_executor, fn, args, kwargs)
+
+
+async def _thread_call(
+    executor: ThreadPoolExecutor, fn: Callable[..., T], args: Any, kwargs: Any
+) -> T:
     call = functools.partial(_closing_stale_connections, fn, args, kwargs)
     return await asyncio.get_running_loop().run_in_executor(
-        _knowledge_executor, contextvars.copy_context().run, call
+        executor, contextvars.copy_context().run, call
     )
 
 

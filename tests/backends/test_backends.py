@@ -27,6 +27,8 @@ from parley.backends.base import (
     Passage,
     TextDelta,
     ToolCall,
+    ToolRound,
+    ToolSpec,
     Usage,
     backend_event,
 )
@@ -58,6 +60,16 @@ from tests.openai_server import FakeOpenAIServer, Script
 from tests.servers import free_port
 
 API_KEY = "sk-test-parley-0123456789abcdef"
+
+LOOKUP = ToolSpec(
+    name="lookup",
+    description="Look up an order.",
+    parameters={
+        "type": "object",
+        "properties": {"number": {"type": "integer"}},
+        "required": ["number"],
+    },
+)
 
 # Scripted --------------------------------------------------------------------------------
 
@@ -506,6 +518,94 @@ class TestOpenAIBackend(BackendContract):
         events = await collect_events(make_backend().stream(ask("Ollama?", passages=(OLLAMA,))))
         assert isinstance(events[-3], TextDelta) and "**Sources given" in events[-3].text
         assert isinstance(events[-2], Usage) and events[-1] == Finish("stop")
+
+    # Tools ---------------------------------------------------------------------------------
+
+    async def test_tools_are_offered_in_the_openai_form(self, make_backend, fake_openai):
+        await collect(make_backend().stream(replace(QUESTION, tools=(LOOKUP,))))
+        assert fake_openai.last.body["tools"] == [
+            {
+                "type": "function",
+                "function": {
+                    "name": "lookup",
+                    "description": "Look up an order.",
+                    "parameters": LOOKUP.parameters,
+                },
+            }
+        ]
+        assert "tool_choice" not in fake_openai.last.body  # "auto": the server's default
+
+    async def test_no_tools_no_tools_field(self, make_backend, fake_openai):
+        await collect(make_backend().stream(QUESTION))
+        assert "tools" not in fake_openai.last.body
+
+    async def test_a_request_that_may_call_none_says_so(self, make_backend, fake_openai):
+        request = replace(QUESTION, tools=(LOOKUP,), tool_choice="none")
+        await collect(make_backend().stream(request))
+        assert fake_openai.last.body["tool_choice"] == "none"
+
+    @pytest.mark.parametrize("whole", [False, True], ids=["in-pieces", "whole"])
+    async def test_parallel_calls_are_put_together_from_their_pieces(
+        self, make_backend, fake_openai, whole
+    ):
+        fake_openai.script = Script(
+            tokens=["Let me", " look."],
+            tool_calls=[("lookup", '{"number": 12, "note": "ü"}'), ("lookup", '{"number": 7}')],
+            tool_call_piece=3,
+            tool_calls_whole=whole,
+        )
+        events = await collect_events(
+            make_backend().stream(replace(ask("Orders?", passages=(OLLAMA,)), tools=(LOOKUP,)))
+        )
+        calls = [event for event in events if isinstance(event, ToolCall)]
+        assert [(call.name, call.arguments) for call in calls] == [
+            ("lookup", '{"number": 12, "note": "ü"}'),
+            ("lookup", '{"number": 7}'),
+        ]
+        assert len({call.id for call in calls}) == 2 and all(
+            call.id.startswith("call_") for call in calls
+        )
+        # The text before the calls, and no sources: the answer goes on after the calls.
+        assert [event.text for event in events if isinstance(event, TextDelta)] == [
+            "Let me",
+            " look.",
+        ]
+        assert events[-1] == Finish("tool_calls")
+
+    async def test_the_rounds_so_far_go_back_in_the_openai_form(self, make_backend, fake_openai):
+        call = ToolCall(id="call_1", name="lookup", arguments='{"number": 12}')
+        done = ToolRound(text="Let me look.", calls=(call,), results=('{"status": "shipped"}',))
+        silent = ToolRound(text="", calls=(replace(call, id="call_2"),), results=("Error: none",))
+        await collect(
+            make_backend().stream(replace(QUESTION, tools=(LOOKUP,), rounds=(done, silent)))
+        )
+        messages = fake_openai.last.body["messages"]
+        assert messages[-4:] == [
+            {
+                "role": "assistant",
+                "content": "Let me look.",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "lookup", "arguments": '{"number": 12}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped"}'},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "lookup", "arguments": '{"number": 12}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_2", "content": "Error: none"},
+        ]
 
     async def test_unicode_survives(self, make_backend, fake_openai):
         fake_openai.script = Script(tokens=["Grüße", " 🎉", " 東京"])
