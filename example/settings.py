@@ -179,7 +179,14 @@ _BACKEND_PATHS = {
     "llamacpp": "parley.backends.llamacpp.LlamaCppBackend",
 }
 _options: dict[str, object] = {}
+_tools: list[str] = []
 if _backend == "openai" or _backend.endswith("OpenAIBackend"):
+    # The demo's tools over its own rooms (example/tools.py, docs/tools.md).
+    _tools = [
+        "example.tools.my_rooms",
+        "example.tools.search_messages",
+        "example.tools.create_room",
+    ]
     _options = {
         "model": os.environ.get("PARLEY_MODEL", "gpt-4o-mini"),
         "base_url": os.environ.get("OPENAI_BASE_URL") or None,
@@ -193,7 +200,11 @@ elif _backend == "llamacpp" or _backend.endswith("LlamaCppBackend"):
     _options = {"model_path": os.environ.get("PARLEY_MODEL_PATH") or None}
 PARLEY = {
     "BACKENDS": {
-        "default": {"BACKEND": _BACKEND_PATHS.get(_backend, _backend), "OPTIONS": _options}
+        "default": {
+            "BACKEND": _BACKEND_PATHS.get(_backend, _backend),
+            "OPTIONS": _options,
+            "TOOLS": _tools,
+        }
     },
     "STREAM_FLUSH_INTERVAL": float(os.environ.get("PARLEY_FLUSH_INTERVAL", "0.04")),
     # e.g. '{"CONNECTION": [500, 1000], "USER": null}' for load tests (docs/configuration.md).

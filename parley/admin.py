@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import Invitation, Membership, Message, Room, ToolRun, Visitor
+from .models import Invitation, Membership, Message, Room, ToolGrant, ToolRun, Visitor
 
 
 class MembershipInline(admin.TabularInline):
@@ -73,14 +73,30 @@ class VisitorAdmin(admin.ModelAdmin):
 class ToolRunAdmin(admin.ModelAdmin):
     """The audit of the assistant's tool calls: read only, as an audit is."""
 
-    list_display = ["tool", "asker", "room", "status", "duration", "created_at"]
-    list_filter = ["status", "tool"]
+    list_display = ["tool", "asker", "room", "status", "decided_by", "duration", "created_at"]
+    list_filter = ["status", "tool", "by_grant"]
     search_fields = ["tool", "arguments", "asker__username", "room__title"]
-    raw_id_fields = ["answer", "room", "asker"]
+    raw_id_fields = ["answer", "room", "asker", "decided_by"]
     date_hierarchy = "created_at"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: ToolRun | None = None) -> bool:
+        return False
+
+
+@admin.register(ToolGrant)
+class ToolGrantAdmin(admin.ModelAdmin):
+    """Users' standing approvals ("always allow"): delete one to have that user asked again."""
+
+    list_display = ["tool", "user", "created_at"]
+    list_filter = ["tool"]
+    search_fields = ["tool", "user__username"]
+    raw_id_fields = ["user"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ToolGrant | None = None) -> bool:
         return False

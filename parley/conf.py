@@ -154,6 +154,12 @@ class ParleyConfig:
             # Seconds an async tool may run before it is cancelled. A sync tool cannot be
             # stopped: past this the answer goes on without its result.
             "TIMEOUT": 30.0,
+            # Seconds a call of a tool that changes something (confirm=True) waits for
+            # approval; then it is denied as expired and the model told.
+            "APPROVAL_TIMEOUT": 900.0,
+            # A permission ("shop.approve_refund") that lets a member approve or deny the
+            # calls made for another member's question; None: only the asker decides.
+            "APPROVER_PERMISSION": None,
         }
     )
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.

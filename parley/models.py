@@ -234,6 +234,8 @@ class Message(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # An answer's tool calls, when read with it (a Prefetch's to_attr; not a column).
+    tool_steps: list[ToolRun]
 
     class Meta:
         ordering = ["room", "seq"]
@@ -276,7 +278,12 @@ class ToolRun(models.Model):
         FAILED = "failed", "Failed"  # the tool raised
         INVALID = "invalid", "Invalid"  # no such tool, or arguments that do not fit it
         REFUSED = "refused", "Refused"  # the asker, or a member of the room, may not
-        CANCELLED = "cancelled", "Cancelled"  # the answer stopped while it ran
+        CANCELLED = "cancelled", "Cancelled"  # the answer stopped first, or while it ran
+        QUEUED = "queued", "Queued"  # stored, not looked at yet (an earlier call waits)
+        PENDING = "pending", "Waiting for approval"
+        APPROVED = "approved", "Approved"  # about to run
+        DENIED = "denied", "Denied"
+        EXPIRED = "expired", "Expired"  # no one decided in time: denied
 
     answer = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="tool_runs")
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="tool_runs")
@@ -296,19 +303,65 @@ class ToolRun(models.Model):
     position = models.PositiveIntegerField(
         help_text="How many characters of the answer's text came before the call."
     )
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     result = models.TextField(blank=True, help_text="What the model was sent back.")
     error = models.TextField(blank=True, help_text="For the log: what the tool raised.")
     duration = models.FloatField(null=True, blank=True, help_text="Seconds the tool ran.")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The approval of a tool that changes something (confirm=True).
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Until when the call waits for approval."
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="parley_tool_decisions",
+        help_text="Who approved or denied the call.",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    approved_arguments = models.TextField(
+        blank=True, help_text="The arguments as the approver edited them, if they did."
+    )
+    by_grant = models.BooleanField(
+        default=False, help_text="Approved by the asker's standing 'always allow'."
+    )
 
     class Meta:
         ordering = ["answer", "id"]
         verbose_name = "tool call"
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                condition=models.Q(status="pending"),
+                name="parley_toolrun_pending",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.tool} for answer {self.answer_id} ({self.status})"
+
+
+class ToolGrant(models.Model):
+    """A user's standing approval of a tool: their calls of it run without asking."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="parley_tool_grants"
+    )
+    tool = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "tool"], name="parley_toolgrant_unique")
+        ]
+        verbose_name = "tool always allowed"
+        verbose_name_plural = "tools always allowed"
+
+    def __str__(self) -> str:
+        return f"{self.tool} for {self.user_id}"
 
 
 class KnowledgePassage(models.Model):

@@ -26,6 +26,7 @@ from .realtime.routing import inbox_socket_path, socket_path
 from .realtime.status import status_snapshot
 from .rendering import render_document
 from .rooms import selectors, services
+from .tools.approvals import is_approver
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import _User
@@ -134,6 +135,7 @@ def room_detail(request: AuthenticatedHttpRequest, public_id: str) -> HttpRespon
         "can_leave": room.kind == Room.Kind.SHARED and request.user.pk != room.owner_id,
         "is_owner": request.user.pk == room.owner_id,
         "rename_form": RoomTitleForm(initial={"title": room.title}),
+        "approver": is_approver(request.user),
     }
     return render(request, "parley/room.html", context)
 

@@ -14,6 +14,7 @@ from ..models import Room
 from ..realtime.db import database_call
 from ..realtime.hub import get_hub
 from . import records
+from .approvals import answer_stop_if_waiting
 from .stale import answers_interrupt_stale
 
 
@@ -21,7 +22,8 @@ async def answer_cancel_for(*, room: Room, message_id: int | None, by: str) -> i
     """Stop the room's streaming answer on behalf of the member ``by`` (a username): the
     one with ``message_id``, or whichever streams (``None``). Returns its id.
 
-    Closes the room's stale answer first (its process died: nothing runs it any more).
+    Closes the room's stale answer first (its process died: nothing runs it any more); an
+    answer paused for an approval is stopped where it is (no process runs it either).
     Raises :class:`~parley.exceptions.NothingToCancel` when no answer streams in the room,
     or it is not ``message_id``; :class:`~parley.exceptions.LayerUnavailable` if the request
     could not reach the answer's process.
@@ -30,7 +32,8 @@ async def answer_cancel_for(*, room: Room, message_id: int | None, by: str) -> i
     streaming = await database_call(records.answer_streaming, room=room)
     if streaming is None or message_id not in (None, streaming.pk):
         raise NothingToCancel("No answer is streaming in this room.")
-    await answer_cancel(room=room, by=by, message_id=streaming.pk)
+    if not await answer_stop_if_waiting(room=room, answer=streaming):
+        await answer_cancel(room=room, by=by, message_id=streaming.pk)
     return streaming.pk
 
 

@@ -23,9 +23,10 @@ from ..conf import get_config
 from ..contrib.orm import message_progress_update, messages_context, question_waiting_first
 from ..exceptions import AssistantBusy, NothingToRegenerate
 from ..knowledge.index import Retrieval, knowledge_about, knowledge_search
-from ..models import Message, Room
+from ..models import Message, Room, ToolRun
 from ..rooms.selectors import room_members
 from ..rooms.services import message_store
+from ..tools.approvals import approvals_cancel, tool_runs_orphaned
 
 if TYPE_CHECKING:
     # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
@@ -157,7 +158,9 @@ def answers_mark_stale(*, room: Room | None = None) -> list[Message]:
     """Mark ``interrupted`` the streaming answers (of ``room``, or everywhere) whose process
     has not written a heartbeat for ``ANSWER_STALE_AFTER`` seconds; returns them."""
     cutoff = timezone.now() - timedelta(seconds=get_config().answer_stale_after)
-    stale = Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff)
+    stale = Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).exclude(
+        tool_runs__status=ToolRun.Status.PENDING
+    )  # paused: no process runs it
     if room is not None:
         stale = stale.filter(room=room)
     ids = list(stale.values_list("pk", flat=True))
@@ -168,17 +171,28 @@ def answers_mark_stale(*, room: Room | None = None) -> list[Message]:
         error="The server generating this answer stopped.",
         updated_at=timezone.now(),
     )
+    tool_runs_orphaned(answer_ids=ids)
     return list(Message.objects.select_related("author", "room").filter(pk__in=ids))
 
 
 def answer_finish(
-    *, answer: Message, text: str, status: str, error: str = "", model: str = ""
+    *,
+    answer: Message,
+    text: str,
+    status: str,
+    error: str = "",
+    model: str = "",
+    called_tools: bool = False,
 ) -> Message:
     """Close ``answer`` with its final text and a terminal status (and the model's name,
     if its server gave one); returns it as stored (the row is written, and the instance
-    changed to match it, without reading it back)."""
+    changed to match it, without reading it back). An answer that ``called_tools`` has its
+    calls not run yet closed as ``cancelled``."""
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status!r} is not a terminal status")
+    if called_tools:  # and the done frame shows its steps as they ended
+        approvals_cancel(answer=answer)
+        answer.tool_steps = list(answer.tool_runs.select_related("decided_by"))
     answer.text, answer.status, answer.error = text, status, error[:500]
     answer.model = model[:200] or answer.model
     answer.updated_at = timezone.now()

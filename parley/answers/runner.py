@@ -37,14 +37,16 @@ from ..backends.base import (
 )
 from ..conf import get_config
 from ..exceptions import BackendError
-from ..models import Message, Room
+from ..models import Message, Room, ToolRun
 from ..protocol import events
 from ..realtime.db import database_call, knowledge_call
 from ..realtime.hub import broadcast, get_hub
 from ..rendering import MarkdownStream
 from ..rooms.payloads import message_payload
-from ..tools.calls import tools_run
+from ..tools.calls import tools_run, unknown_outcome
+from ..tools.definitions import Tool
 from ..tools.payloads import tool_run_payload
+from ..tools.records import tool_rounds, tool_runs_open
 from ..tools.registry import tools_for
 from . import records
 
@@ -87,11 +89,35 @@ class Answer:
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: StopReason | None = None
         self.stopped_by = ""  # who pressed stop, for a CANCELLED answer
+        self.called_tools = False
+        # Paused: a tool call waits for approval; the answer goes on from its rows, on
+        # whichever process the decision comes to (parley/answers/approvals.py).
+        self.paused = False
+        self.resumed = False
+        # Control events that came while the answer to go on with was being decided.
+        self._early: list[dict[str, Any]] | None = None
         self._replies: set[asyncio.Task[bool]] = set()  # snapshots being sent
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    def expect_resume(self) -> None:
+        """Keep the control events that come before :meth:`resume` says which answer this
+        is: a stop pressed while the decision is being stored is not lost."""
+        self._early = []
+
+    def resume(self, message: Message) -> None:
+        """Go on with ``message``, an answer paused for an approval: its text so far is
+        the members' already, and its tool rounds are read from the database when it runs."""
+        self.message = message
+        self.parts = [message.text] if message.text else []
+        self.sent = len(message.text)
+        self.sent_parts = self.saved = len(self.parts)
+        self.resumed = self.called_tools = True
+        early, self._early = self._early or [], None
+        for event in early:
+            self.control(event)
 
     async def listen(self) -> None:
         """Have the hub pass the room's control events to :meth:`control`. Done before the
@@ -107,6 +133,9 @@ class Answer:
             status, error = await self._generate()
         finally:
             await self.unlisten()
+        if self.paused:  # whoever decides goes on with it (parley/answers/approvals.py)
+            logger.info("answer %s in room %s waits for approval", self.message.pk, self.room.pk)
+            return
         final = await database_call(
             records.answer_finish,
             answer=self.message,
@@ -114,6 +143,7 @@ class Answer:
             status=status,
             error=error,
             model=self.model,
+            called_tools=self.called_tools,
         )
         await broadcast(self.room, protocol.done(message_payload(final)))
         if status == Message.Status.FAILED:
@@ -147,6 +177,8 @@ class Answer:
     async def _generate(self) -> tuple[str, str]:
         pump = asyncio.create_task(self._pump())
         self.task = pump
+        if self.stop_reason is not None:  # stopped before it started
+            pump.cancel()
         try:
             await pump
         except asyncio.CancelledError:
@@ -187,7 +219,7 @@ class Answer:
         text deltas go to the room (the first at once, later ones coalesced by the
         process's flush pass), tool calls are run as the asker and their results sent back
         in a new request, round after round (docs/tools.md); the rest is kept on the
-        answer."""
+        answer. A resumed answer first goes on with the rounds it made before its pause."""
         assert self.message is not None  # started by run()
         backend = get_backend(self.room.backend)
         tools = tools_for(self.room.backend)
@@ -195,8 +227,19 @@ class Answer:
         request = await knowledge_call(records.answer_request, answer=self.message)
         specs = tuple(ToolSpec(tool.name, tool.description, tool.parameters) for tool in tools)
         request = replace(request, tools=specs)
+        round_ = 0
+        if self.resumed:
+            start = 0
+            for runs in await database_call(tool_rounds, answer=self.message):
+                round_, position = runs[0].round, runs[0].position
+                done = await self._tools(runs, tools, text=self.text[start:position])
+                if done is None:
+                    return
+                start = position
+                request = replace(request, rounds=(*request.rounds, done))
         last = get_config().tools["MAX_ROUNDS"]
-        for round_ in range(1, last + 2):
+        while True:
+            round_ += 1
             if round_ > last:  # the rounds are used up: the model answers with what it has
                 request = replace(request, tool_choice="none")
             first = len(self.parts)
@@ -206,15 +249,35 @@ class Answer:
             if round_ > last:
                 logger.info("answer %s: tool calls past the last round ignored", self.message.pk)
                 return
-            text = "".join(self.parts[first:])
-            runs = await tools_run(
-                answer=self.message, calls=calls, tools=tools, round=round_, position=len(self.text)
+            # Stored with the text so far: a pause leaves it saved for whoever goes on.
+            runs = await database_call(
+                tool_runs_open, answer=self.message, calls=calls, round=round_, text=self.text
             )
-            for run in runs:
-                step = protocol.tool(message_id=self.message.pk, step=tool_run_payload(run))
-                await broadcast(self.room, step)
-            done = ToolRound(text, tuple(calls), tuple(run.result for run in runs))
+            self.saved, self.called_tools = len(self.parts), True
+            done = await self._tools(runs, tools, text="".join(self.parts[first:]))
+            if done is None:
+                return
             request = replace(request, rounds=(*request.rounds, done))
+
+    async def _tools(
+        self, runs: list[ToolRun], tools: tuple[Tool, ...], *, text: str
+    ) -> ToolRound | None:
+        """Run the calls of a round not settled yet, and tell the room of each; return the
+        round, for the model, or ``None`` when a call waits for approval (then the answer
+        pauses)."""
+        assert self.message is not None  # started by run()
+        answer = self.message
+
+        async def tell(run: ToolRun) -> None:
+            if run.status == ToolRun.Status.PENDING:
+                self.paused = True  # before anyone can know the call: see control()
+            await broadcast(
+                self.room, protocol.tool(message_id=answer.pk, step=tool_run_payload(run))
+            )
+
+        if not await tools_run(answer=answer, runs=runs, tools=tools, on_step=tell):
+            return None
+        return _tool_round(runs, text)
 
     async def _stream(self, backend: AssistantBackend, request: AssistantRequest) -> list[ToolCall]:
         """Take one reply of the backend's; return the tools it called."""
@@ -285,14 +348,22 @@ class Answer:
         return update.wire() if update else None
 
     def stop(self, reason: StopReason, *, by: str = "") -> None:
-        """Stop generating, for ``reason``; ``by`` is who pressed stop, if someone did."""
-        if self.task is not None and not self.task.done() and self.stop_reason is None:
-            self.stop_reason, self.stopped_by = reason, by
+        """Stop generating, for ``reason``; ``by`` is who pressed stop, if someone did. An
+        answer not started yet stops as it starts."""
+        if self.stop_reason is not None or (self.task is not None and self.task.done()):
+            return
+        self.stop_reason, self.stopped_by = reason, by
+        if self.task is not None:
             self.task.cancel()
 
     def control(self, event: dict[str, Any]) -> None:
         """A control event of the room: a cancel request or a snapshot request."""
-        if self.message is None:  # not stored yet: the event is for an earlier answer
+        if self._early is not None:
+            self._early.append(event)
+            return
+        # Not stored yet: the event is for an earlier answer. Paused: no longer this
+        # process's to stop or to snapshot (whoever decides goes on with it).
+        if self.message is None or self.paused:
             return
         kind = event.get("type")
         target = event.get("message_id")
@@ -314,6 +385,18 @@ class Answer:
             )
             self._replies.add(reply)
             reply.add_done_callback(self._replies.discard)
+
+
+def _tool_round(runs: list[ToolRun], text: str) -> ToolRound:
+    """A round of the answer's as the model is sent it: its text, its calls, their results."""
+    calls = tuple(ToolCall(run.call_id, run.tool, run.arguments) for run in runs)
+    results = tuple(
+        # A sync call left running past its timeout, read back after a pause.
+        unknown_outcome(run.tool) if run.status == ToolRun.Status.RUNNING and not run.result
+        else run.result
+        for run in runs
+    )  # fmt: skip
+    return ToolRound(text, calls, results)
 
 
 async def answer_generate(
@@ -347,12 +430,26 @@ async def answer_generate(
     for stale in interrupted:  # the answer of a dead process, closed to make room
         await broadcast(room, protocol.done(message_payload(stale)))
     await broadcast(room, protocol.message(message_payload(message)))
+    answer_start(answer)
+    return message
+
+
+def answer_start(answer: Answer) -> None:
+    """Run ``answer`` (its message stored, its control events listened to) in the
+    background, in this process's heartbeat and flush passes."""
+    message = answer.message
+    assert message is not None
     task = asyncio.create_task(answer.run(), name=f"parley-answer-{message.pk}")
     _running[message.pk] = (answer, task)
-    task.add_done_callback(lambda _: _running.pop(message.pk, None))
+
+    def forget(ended: asyncio.Task[None]) -> None:
+        # Only itself: the task of an answer that paused may end after the answer went on.
+        if _running.get(message.pk, (None, None))[1] is ended:
+            del _running[message.pk]
+
+    task.add_done_callback(forget)
     _heartbeat.start()
     _flusher.start()
-    return message
 
 
 def _model_name(room: Room) -> str:

@@ -1,6 +1,7 @@
 """The stale-answer watch: answers whose process died (no heartbeat for
 ``ANSWER_STALE_AFTER``) are closed as ``interrupted``, so that their room is free again, and
-the questions waiting behind them are answered."""
+the questions waiting behind them are answered; answers paused on an approval that expired
+go on, denied."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..realtime.db import database_call
 from ..realtime.hub import broadcast
 from ..rooms.payloads import message_payload
 from . import records
+from .approvals import approvals_expire_due
 from .queue import answers_resume_queues
 
 logger = logging.getLogger(__name__)
@@ -35,5 +37,6 @@ async def answers_watch(interval: float | None = None) -> None:
         try:
             await answers_interrupt_stale()
             await answers_resume_queues()  # their rooms' waiting questions, and a restart's
+            await approvals_expire_due()
         except Exception:  # the database or the layer is away: next round
             logger.exception("could not check for answers of dead processes")

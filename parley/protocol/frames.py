@@ -89,7 +89,24 @@ class Regenerate:
         return {"message_id": self.message_id}
 
 
-ClientFrame = Send | Cancel | Resume | Withdraw | Regenerate
+@dataclass(frozen=True, slots=True)
+class Decide:
+    """Approve or deny the tool call ``step`` that waits for approval (docs/tools.md); an
+    approval may carry the ``arguments`` edited, and ``always`` to approve that tool's
+    calls for the asker from now on."""
+
+    type: ClassVar[str] = "decide"
+    step: int
+    approve: bool
+    arguments: dict[str, Any] | None = None
+    always: bool = False
+
+    def reply_fields(self) -> dict[str, Any]:
+        """What an error frame about this frame repeats: which call it decides."""
+        return {"step": self.step}
+
+
+ClientFrame = Send | Cancel | Resume | Withdraw | Regenerate | Decide
 
 
 def _field(frame: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any = ...) -> Any:
@@ -100,7 +117,10 @@ def _field(frame: dict[str, Any], name: str, kinds: tuple[type, ...], default: A
     value = frame[name]
     # bool is a subclass of int in Python, but true is not a sequence number.
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        names = {str: "a string", int: "an integer", bool: "true or false", type(None): "null"}
+        names = {
+            str: "a string", int: "an integer", bool: "true or false", dict: "an object",
+            type(None): "null",
+        }  # fmt: skip
         raise ProtocolError(
             "bad_frame", f"'{name}' must be {' or '.join(names[k] for k in kinds)}."
         )
@@ -185,6 +205,16 @@ def _message_id(frame: dict[str, Any], name: str = "message_id") -> int:
     return int(message_id)
 
 
+def _parse_decide(frame: dict[str, Any], max_chars: int) -> Decide:
+    step = _message_id(frame, "step")
+    approve = _field(frame, "approve", (bool,))
+    arguments = _field(frame, "arguments", (dict, type(None)), None)
+    always = _field(frame, "always", (bool,), False)
+    if not approve and (arguments is not None or always):
+        raise ProtocolError("bad_frame", "'arguments' and 'always' go only with an approval.")
+    return Decide(step=step, approve=approve, arguments=arguments, always=always)
+
+
 def _parse_resume(frame: dict[str, Any], max_chars: int) -> Resume:
     after = _field(frame, "after", (int,), 0)
     if not 0 <= after <= MAX_SEQ:
@@ -200,6 +230,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any], int], ClientFrame]] = {
     Resume.type: _parse_resume,
     Withdraw.type: _parse_withdraw,
     Regenerate.type: _parse_regenerate,
+    Decide.type: _parse_decide,
 }
 
 
@@ -242,7 +273,8 @@ def delta(
 
 
 def tool(*, message_id: int, step: dict[str, Any]) -> dict[str, Any]:
-    """A tool call of a streaming answer, once it has ended (see docs/tools.md)."""
+    """A tool call of a streaming answer: when it ended, waits for approval, or was
+    decided (docs/tools.md); a client replaces the step with the same ``id``."""
     return {"type": "tool", "message_id": message_id, "step": step}
 
 

@@ -39,6 +39,7 @@ from ..throttling import (
     user_buckets,
     visitor_buckets,
 )
+from ..tools.approvals import Decision, DecisionRefused
 from ..visitors.addresses import client_address
 from ..visitors.services import visitor_quota_take
 from .db import database_call
@@ -223,6 +224,19 @@ async def handle_regenerate(socket: RoomConsumer, frame: protocol.Regenerate) ->
         socket.reply_error("not_regenerable", str(exc), **frame.reply_fields())
     except AssistantBusy as exc:
         socket.reply_error("assistant_busy", str(exc), **frame.reply_fields())
+
+
+@handles(protocol.Decide)
+async def handle_decide(socket: RoomConsumer, frame: protocol.Decide) -> None:
+    """Approve or deny a tool call that waits: the answer goes on in this process."""
+    assert socket.room is not None  # joined
+    decision = Decision(approve=frame.approve, arguments=frame.arguments, always=frame.always)
+    try:
+        await answers.answer_decide(
+            room=socket.room, user=socket.user, run_id=frame.step, decision=decision
+        )
+    except DecisionRefused as exc:
+        socket.reply_error(exc.code, str(exc), **frame.reply_fields())
 
 
 @handles(protocol.Withdraw)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from ..models import Message, Room
 from ..rendering import render_markdown
+from ..tools.payloads import tool_run_payload
 
 if TYPE_CHECKING:
     # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
@@ -58,4 +59,8 @@ def message_payload(message: Message) -> dict[str, Any]:
         payload["client_id"] = message.client_id
     if message.waiting:
         payload["waiting"] = True
+    # Its tool calls, where they were read with it (see messages_after, answer_finish).
+    steps = getattr(message, "tool_steps", None)
+    if steps:
+        payload["tools"] = [tool_run_payload(run) for run in steps]
     return payload

@@ -5,16 +5,19 @@ Synchronous; async callers run them with :func:`parley.realtime.db.database_call
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.paginator import Page, Paginator
 from django.db import models
+from django.db.models import Prefetch
 
 from ..conf import get_config
 from ..contrib.orm import room_get_joined, room_member_users
 from ..exceptions import RoomPermissionDenied
-from ..models import Invitation, Membership, Message, Room
+from ..models import Invitation, Membership, Message, Room, ToolRun
+from ..tools.payloads import tool_run_payload
 
 if TYPE_CHECKING:
     # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
@@ -120,8 +123,13 @@ def messages_after(
     max_bytes = max_bytes or config.history_page_bytes
     rows: list[Message] = []
     size = 0
+    steps = Prefetch(
+        "tool_runs", queryset=ToolRun.objects.select_related("decided_by"), to_attr="tool_steps"
+    )
     query = (
         Message.objects.select_related("author")
+        # django-stubs takes to_attr for a new attribute; Message declares it, for payloads.
+        .prefetch_related(steps)  # type: ignore[no-redef]
         .filter(room=room, seq__gt=after)
         .order_by("seq")[: limit + 1]
     )
@@ -135,7 +143,12 @@ def messages_after(
 
 def message_size(message: Message) -> int:
     """About how many bytes ``message`` takes in a frame: its text in UTF-8, twice for a
-    finished assistant answer (it carries its rendered ``html`` too), plus its other fields."""
+    finished assistant answer (it carries its rendered ``html`` too), plus its tool steps, if
+    read with it, and its other fields."""
     text = len(message.text.encode("utf-8", "surrogatepass"))
     rendered = message.role == Message.Role.ASSISTANT and message.status != Message.Status.STREAMING
-    return 200 + text * (2 if rendered else 1)
+    steps = sum(
+        len(json.dumps(tool_run_payload(run), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        for run in getattr(message, "tool_steps", ())
+    )
+    return 200 + text * (2 if rendered else 1) + steps

@@ -36,11 +36,6 @@ def tools_for(alias: str) -> tuple[Tool, ...]:
             raise ImproperlyConfigured(
                 f"{where}: {path!r} is no tool; decorate the function with @parley.tools.tool"
             )
-        if found.confirm:
-            raise ImproperlyConfigured(
-                f"{where}: {path!r} needs approval (confirm=True), and this version of "
-                "Parley cannot ask for approval yet: offer only tools that change nothing"
-            )
         if any(known.name == found.name for known in tools):
             raise ImproperlyConfigured(f"{where}: two tools are named {found.name!r}")
         tools.append(found)

@@ -8,6 +8,7 @@ import {
   RoomState,
   backoffDelay,
   charCount,
+  mergeSteps,
   sliceChars,
   socketUrl,
 } from "../../parley/static/parley/client.js";
@@ -593,4 +594,52 @@ test("an edit waits in the outbox and in storage like a message, naming what it 
     JSON.stringify([{ client_id: "x", text: "odd", ask: true, saved: 1000, edit_of: "12; drop" }]),
   );
   assert.deepEqual(new RoomState({ storage, now: () => 2000 }).apply(HELLO).send.slice(1), [], "unreadable: not sent");
+});
+
+const step = (id, status, extra = {}) => ({ id, tool: "pin", arguments: "{}", status, result: "", ...extra });
+
+test("tool steps replace their copy by id, in the order made, and never go back", () => {
+  const state = new RoomState();
+  state.apply(HELLO);
+  state.apply({ type: "message", message: answer(2) });
+  const update = state.apply({ type: "tool", message_id: 102, step: step(9, "pending") });
+  assert.deepEqual([...update.changed], [2]);
+  state.apply({ type: "tool", message_id: 102, step: step(8, "done") });
+  assert.deepEqual(
+    state.messages.get(2).tools.map((s) => [s.id, s.status]),
+    [
+      [8, "done"],
+      [9, "pending"],
+    ],
+  );
+  state.apply({ type: "tool", message_id: 102, step: step(9, "approved") });
+  // A history page read before the decision brings the step as it waited: it stays approved.
+  state.apply({
+    type: "history",
+    messages: [answer(2, "", "streaming", { tools: [step(9, "pending")] })],
+    more: false,
+  });
+  assert.deepEqual(
+    state.messages.get(2).tools.map((s) => s.status),
+    ["done", "approved"],
+  );
+  // The answer's end carries its steps as they ended.
+  state.apply({
+    type: "done",
+    message: answer(2, "Pinned.", "complete", { tools: [step(8, "done"), step(9, "done")] }),
+  });
+  assert.deepEqual(
+    state.messages.get(2).tools.map((s) => s.status),
+    ["done", "done"],
+  );
+  assert.equal(state.apply({ type: "tool", message_id: 102, step: step(9, "pending") }).changed.size, 0);
+});
+
+test("mergeSteps keeps the furthest copy of each step", () => {
+  const merged = mergeSteps([step(1, "running"), step(2, "queued")], [step(1, "pending"), step(2, "denied")]);
+  assert.deepEqual(
+    merged.map((s) => s.status),
+    ["running", "denied"],
+  );
+  assert.deepEqual(mergeSteps(undefined, undefined), []);
 });

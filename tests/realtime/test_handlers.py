@@ -12,7 +12,11 @@ from parley.realtime import handlers
 
 def test_every_client_frame_type_has_one_handler():
     kinds = {frame_class.type for frame_class in get_args(protocol.ClientFrame)}
-    assert set(handlers.HANDLERS) == kinds == {"send", "cancel", "resume", "withdraw", "regenerate"}
+    assert (
+        set(handlers.HANDLERS)
+        == kinds
+        == {"send", "cancel", "resume", "withdraw", "regenerate", "decide"}
+    )
 
 
 def test_a_parsed_frame_finds_the_handler_of_its_type():

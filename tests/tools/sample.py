@@ -12,6 +12,17 @@ from pydantic import Field
 from parley.models import Room
 from parley.tools import ToolContext, ToolError, tool
 
+
+def offering(base_url: str, *names: str) -> dict[str, Any]:
+    """A backend alias on the fake model server at ``base_url`` offering the tools of this
+    module named ``names``."""
+    return {
+        "BACKEND": "parley.backends.openai.OpenAIBackend",
+        "OPTIONS": {"base_url": base_url, "model": "m", "timeout": 10},
+        "TOOLS": [f"tests.tools.sample.{name}" for name in names],
+    }
+
+
 # What the tools were called with, in order: a tool that was refused never appears here.
 called: list[tuple[str, dict[str, Any]]] = []
 
@@ -98,3 +109,18 @@ def slow_write(title: str) -> str:
     time.sleep(0.05)
     Room.objects.filter(pk=Room.objects.order_by("pk").values("pk")[:1]).update(title=title)
     return "renamed"
+
+
+@tool(confirm=True, check=_own_room)
+def rename_room(title: str, new_title: Annotated[str, Field(min_length=1, max_length=200)]) -> str:
+    """Rename a room the asker owns. Changes the site: each call waits for approval."""
+    called.append(("rename_room", {"title": title, "new_title": new_title}))
+    Room.objects.filter(title=title).update(title=new_title)
+    return f"Renamed {title!r} to {new_title!r}."
+
+
+@tool(confirm=True)
+def pin(text: str) -> str:
+    """Pin a note to the room's board. Changes the site: each call waits for approval."""
+    called.append(("pin", {"text": text}))
+    return f"Pinned: {text}"

@@ -20,20 +20,14 @@ from tests.tools import sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TOOLS = [f"tests.tools.sample.{name}" for name in ("order_status", "audit_size", "wait")]
+TOOLS = ("order_status", "audit_size", "wait")
 
 
 @pytest.fixture
 async def member(settings, fake_openai, private_room, alice):
     """Alice in her private room, whose backend offers the sample tools."""
     settings.PARLEY = {
-        "BACKENDS": {
-            "default": {
-                "BACKEND": "parley.backends.openai.OpenAIBackend",
-                "OPTIONS": {"base_url": fake_openai.base_url, "model": "fake-model", "timeout": 10},
-                "TOOLS": TOOLS,
-            }
-        },
+        "BACKENDS": {"default": sample.offering(fake_openai.base_url, *TOOLS)},
         "STREAM_FLUSH_INTERVAL": 0.01,
         "TOOLS": {"MAX_ROUNDS": 2},
     }
@@ -128,7 +122,10 @@ async def test_stop_during_a_tool_call_ends_the_answer_and_nothing_more_runs(mem
     await member.send(type="cancel")
     _, done = await frames_until(member, "done", start=start)
     assert done["message"]["status"] == Message.Status.CANCELLED
-    [run] = await tool_runs()
-    assert run.status == ToolRun.Status.CANCELLED
+    runs = await tool_runs()
+    assert [(run.tool, run.status) for run in runs] == [
+        ("wait", ToolRun.Status.CANCELLED),
+        ("order_status", ToolRun.Status.CANCELLED),  # stored, never started
+    ]
     assert [name for name, _ in sample.called] == ["wait"]
     assert len(fake_openai.exchanges) == 1  # the results were never sent back

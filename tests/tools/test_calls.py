@@ -14,6 +14,7 @@ from parley.backends import ToolCall
 from parley.models import Message, Room, ToolRun
 from parley.rooms import services
 from parley.tools.calls import tools_run
+from parley.tools.records import tool_runs_open
 from tests.tools import sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,7 +49,11 @@ async def run(answer: Message, *calls: tuple[str, str], tools=ALL) -> list[ToolR
     made = [
         ToolCall(id=f"call_{i}", name=name, arguments=args) for i, (name, args) in enumerate(calls)
     ]
-    return await tools_run(answer=answer, calls=made, tools=tools, round=1, position=5)
+    runs = await database_sync_to_async(tool_runs_open)(
+        answer=answer, calls=made, round=1, text="Hello"
+    )
+    assert await tools_run(answer=answer, runs=runs, tools=tools)  # none waits for approval
+    return runs
 
 
 @database_sync_to_async
@@ -155,6 +160,26 @@ async def test_a_personal_tool_is_refused_in_a_shared_room_and_runs_in_a_private
     assert done.status == ToolRun.Status.DONE and done.result == '["Notes", "Team"]'
 
 
+async def test_a_personal_tool_is_refused_in_a_shared_room_even_with_no_one_else_in_it(alice):
+    """An invitee who accepts later reads the room's whole history, the result included."""
+    alone = await database_sync_to_async(services.room_create)(
+        owner=alice, title="Trip", kind="shared"
+    )
+    answer = await database_sync_to_async(answer_to)(alone, alice)
+    [refused] = await run(answer, ("my_rooms", "{}"))
+    assert refused.status == ToolRun.Status.REFUSED and sample.called == []
+
+
+async def test_a_deactivated_asker_runs_nothing_not_even_a_tool_that_needs_no_permission(
+    private_room, alice
+):
+    answer = await database_sync_to_async(answer_to)(private_room, alice)
+    await database_sync_to_async(type(alice).objects.filter(pk=alice.pk).update)(is_active=False)
+    [refused] = await run(answer, ("order_status", '{"number": 1}'))
+    assert refused.result == "The asker's account is no longer active."
+    assert sample.called == []
+
+
 async def test_an_asker_who_left_the_shared_room_runs_nothing(shared_room, alice, bob):
     answer = await database_sync_to_async(answer_to)(shared_room, bob)
     await database_sync_to_async(services.room_member_remove)(room=shared_room, user=bob, by=alice)
@@ -233,8 +258,9 @@ async def test_stopping_the_answer_cancels_an_async_tool(private_room, alice):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    [row] = await rows()  # the second call never started, nor was stored
+    row, second = await rows()
     assert row.status == ToolRun.Status.CANCELLED and row.finished_at is not None
+    assert second.status == ToolRun.Status.QUEUED  # never started: the answer closes it
     assert [name for name, _ in sample.called] == ["wait"]
 
 

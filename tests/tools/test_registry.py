@@ -14,12 +14,6 @@ OPENAI = "parley.backends.openai.OpenAIBackend"
 OFFLINE = "parley.backends.offline.OfflineBackend"
 
 
-@tool(confirm=True)
-def delete_everything() -> str:
-    """Delete every order."""
-    return "gone"
-
-
 @tool(name="order_status")
 def impostor() -> str:
     """Another tool of the same name."""
@@ -54,7 +48,6 @@ def test_settings_changed_are_read_anew(settings):
     [
         ("tests.tools.sample.nothing", "could not be imported"),
         ("tests.tools.sample.called", "is no tool; decorate the function with @parley.tools.tool"),
-        ("tests.tools.test_registry.delete_everything", "needs approval (confirm=True)"),
         ("tests.tools.test_registry.impostor", "two tools are named 'order_status'"),
     ],
 )

@@ -32,7 +32,13 @@ function start(root) {
       send: byId("send"),
       stop: byId("stop"),
     },
-    { onConnection, onRoom, host: root, outboxKey: outboxKey(root.dataset.roomId, { id: root.dataset.userId }) },
+    {
+      onConnection,
+      onRoom,
+      host: root,
+      outboxKey: outboxKey(root.dataset.roomId, { id: root.dataset.userId }),
+      approver: root.dataset.approver === "true",
+    },
   );
 
   function onRoom(room) {

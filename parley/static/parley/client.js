@@ -236,6 +236,9 @@ export class RoomState {
       case "delta":
         this._delta(frame, update);
         break;
+      case "tool":
+        this._tool(frame, update);
+        break;
       case "room":
         // The room changed (renamed): the page shows its new title.
         this.room = frame.room ?? this.room;
@@ -286,7 +289,7 @@ export class RoomState {
       // Both streaming: keep the longer text, which deltas may already have extended, and
       // the blocks rendered so far (a payload has none).
       const text = payload.text.length > known.text.length ? payload.text : known.text;
-      message = { ...payload, text, blocks: known.blocks };
+      message = { ...payload, text, blocks: known.blocks, tools: mergeSteps(known.tools, payload.tools) };
     }
     this.messages.set(message.seq, message);
     this.seqById.set(message.id, message.seq);
@@ -307,6 +310,15 @@ export class RoomState {
 
   _mine(message) {
     return !this.user || isMine(message, this.user);
+  }
+
+  /** A tool step of a streaming answer: it replaces the step with its id. */
+  _tool(frame, update) {
+    const seq = this.seqById.get(frame.message_id);
+    const message = seq === undefined ? null : this.messages.get(seq);
+    if (message?.status !== "streaming" || !frame.step) return; // done has them
+    message.tools = mergeSteps(message.tools, [frame.step]);
+    update.changed.add(seq);
   }
 
   _delta(frame, update) {
@@ -387,6 +399,21 @@ export function sliceChars(text, start) {
     index += unit >= 0xd800 && unit < 0xdc00 ? 2 : 1; // a high surrogate: two units
   }
   return text.slice(index);
+}
+
+// How far a tool step has got (docs/tools.md): a copy of a step never goes back, whatever
+// order the history and the live frames bring them in.
+const STEP_STAGES = { queued: 0, pending: 1, approved: 2, running: 3 };
+const stageOf = (step) => STEP_STAGES[step.status] ?? 4;
+
+/** The tool steps of `known` with those of `incoming`, one per id, in the order made. */
+export function mergeSteps(known = [], incoming = []) {
+  const steps = new Map((known ?? []).map((step) => [step.id, step]));
+  for (const step of incoming ?? []) {
+    const have = steps.get(step.id);
+    if (!have || stageOf(step) >= stageOf(have)) steps.set(step.id, step);
+  }
+  return [...steps.values()].sort((a, b) => a.id - b.id);
 }
 
 /** Apply a delta's `blocks` (the answer's HTML, docs/protocol.md) to `message.blocks`

@@ -10,6 +10,7 @@ const EXPLANATIONS = {
   nothing_to_cancel: "There was no answer to stop.",
   assistant_busy: "The assistant is busy: ask for this answer again once it has finished.",
   not_waiting: "That question is no longer waiting: it may have been answered already.",
+  not_pending: "That tool call is no longer waiting for a decision.",
 };
 
 /**
@@ -19,16 +20,25 @@ const EXPLANATIONS = {
  * memory only, not in the page's localStorage), `outboxKey` (where unsent messages are kept, if
  * the page knows its room and user before hello: they show at once), `onConnection(state)` called with the socket's
  * states and {state: "connected"} once the server said hello, `onRoom(room)` called when the
- * room changes (a new title), and `host`, the element whose data-streaming says whether an
- * answer streams.
+ * room changes (a new title), `host`, the element whose data-streaming says whether an
+ * answer streams, and `approver`: the user may decide on other members' tool calls.
  */
 export class Conversation {
   constructor(
     url,
     els,
-    { fatalCodes, outboxKey, keepUnsent = true, onConnection = () => {}, onRoom = () => {}, host = null } = {},
+    {
+      fatalCodes,
+      outboxKey,
+      keepUnsent = true,
+      onConnection = () => {},
+      onRoom = () => {},
+      host = null,
+      approver = false,
+    } = {},
   ) {
     this.els = els;
+    this.approver = approver;
     this.keepUnsent = keepUnsent;
     this.onConnection = onConnection;
     this.onRoom = onRoom;
@@ -69,6 +79,8 @@ export class Conversation {
       onWithdraw: (id) => this.socket.send({ type: "withdraw", message_id: id }),
       onRegenerate: (id) => this.regenerate(id),
       onEdit: (id, text) => this.edit(id, text),
+      onDecide: (step, decision) => this.decide(step, decision),
+      approver: this.approver,
     });
   }
 
@@ -148,6 +160,12 @@ export class Conversation {
   showError(frame) {
     if (frame.code === "assistant_failed") return; // shown on the failed message itself
     if (frame.code === "rate_limited" && typeof frame.after === "number") return; // retried
+    // A decision refused is said on its card, when the card is on screen.
+    if (
+      typeof frame.step === "number" &&
+      this.messages.decisionRefused(frame.step, EXPLANATIONS[frame.code] ?? frame.detail)
+    )
+      return;
     this.notify(EXPLANATIONS[frame.code] ?? frame.detail ?? "Something went wrong.");
     if (RETRY_SEND_CODES.has(frame.code) && frame.client_id) {
       this.scheduleResend(frame.retry_after ? frame.retry_after * 1000 + 100 : 3000);
@@ -241,6 +259,13 @@ export class Conversation {
     }
     if (!this.socket.send({ type: "regenerate", message_id: id }))
       this.notify("Not connected; try again once connected.");
+  }
+
+  /** Approve or deny the tool call `step` that waits; false, and said so, if not connected. */
+  decide(step, decision) {
+    if (this.ready && this.socket.send({ type: "decide", step, ...decision })) return true;
+    this.notify("Not connected; decide again once connected.");
+    return false;
   }
 
   stop() {

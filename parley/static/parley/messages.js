@@ -38,6 +38,21 @@ function button(className, text, name, onClick) {
   return el;
 }
 
+// What a tool step's status says, in the answer (docs/tools.md).
+const STEP_LABELS = {
+  queued: "Waiting its turn",
+  pending: "Waiting for approval",
+  approved: "Approved, running",
+  running: "Running",
+  done: "Done",
+  failed: "Failed",
+  invalid: "Invalid call",
+  refused: "Not allowed",
+  cancelled: "Stopped",
+  denied: "Denied",
+  expired: "Expired: no one approved it",
+};
+
 // How many announcements the announcer keeps (older ones were read already).
 const ANNOUNCED_KEPT = 5;
 
@@ -46,14 +61,24 @@ export class MessageList {
    * `announcer` is the element new messages are announced in (optional); `onWithdraw(id)`
    * is called when the user withdraws a question of theirs that waits its turn,
    * `onRegenerate(id)` when they ask for an answer again, `onEdit(id, text)` when they send
-   * an edit of their message `id` (it returns whether it was taken: else the editor stays).
+   * an edit of their message `id` (it returns whether it was taken: else the editor stays),
+   * `onDecide(stepId, decision)` when they approve or deny a tool call that waits
+   * ({approve, arguments?, always?}; it returns whether it was sent), and `approver` says
+   * whether they may decide on other members' calls (docs/tools.md).
    *
    * The versions of a message (its first, and those after it: `version_of`, an answer
    * asked for again or a question edited) share its place in the list, one shown at a
    * time, the newest unless the reader steps back. A question's versions and the answers
    * to each are an exchange: the answers shown are those of the question version shown. */
-  constructor(list, me, announcer = null, { onWithdraw = () => {}, onRegenerate = () => {}, onEdit = null } = {}) {
+  constructor(
+    list,
+    me,
+    announcer = null,
+    { onWithdraw = () => {}, onRegenerate = () => {}, onEdit = null, onDecide = () => false, approver = false } = {},
+  ) {
     this.list = list;
+    this.onDecide = onDecide;
+    this.approver = approver;
     this.me = me;
     this.announcer = announcer;
     this.onWithdraw = onWithdraw;
@@ -88,6 +113,7 @@ export class MessageList {
       if (streaming) li.setAttribute("aria-busy", "true");
       else li.removeAttribute("aria-busy");
     }
+    this.renderTools(li, message);
     renderBody(li.querySelector(".msg-body"), message);
     renderStatus(li, message);
     this.renderWithdraw(li, message);
@@ -98,6 +124,117 @@ export class MessageList {
     li.parleyText = message.text;
     this.refresh(message.version_of ?? message.id);
     if (announce && !streaming && (fresh || wasStreaming)) this.announce(message);
+  }
+
+  /** The answer's tool steps, in the order made, before its text: each collapsible (its
+   * arguments and the start of its result), and a call that waits for approval as a card
+   * with what it would run, editable, for the member who may decide. A step is drawn again
+   * only when it changes: the answer renders 25 times a second while it streams, and the
+   * arguments being edited must stay as typed. */
+  renderTools(li, message) {
+    const steps = message.role === "assistant" ? (message.tools ?? []) : [];
+    let box = li.querySelector(".msg-tools");
+    if (!steps.length) {
+      box?.remove();
+      return;
+    }
+    if (!box) {
+      box = element("ol", "msg-tools");
+      box.setAttribute("aria-label", "Tools the assistant used");
+      box.parleySteps = new Map();
+      li.querySelector(".msg-body").before(box);
+    }
+    for (const step of steps) {
+      const key = JSON.stringify(step);
+      const drawn = box.parleySteps.get(step.id);
+      if (drawn?.key === key) continue;
+      const node = step.status === "pending" ? this.approvalCard(step) : toolStep(step);
+      if (drawn) drawn.node.replaceWith(node);
+      else box.append(node);
+      box.parleySteps.set(step.id, { key, node });
+    }
+  }
+
+  /** Whether the reader may decide on `step`: they asked, or they are an approver. */
+  mayDecide(step) {
+    const me = this.me();
+    return Boolean(me && me.id !== null && (me.id === step.asker || this.approver));
+  }
+
+  /** A call that waits for approval: the tool, its arguments (editable by who may decide,
+   * when they arrived whole), until when it waits, and Approve / Deny. */
+  approvalCard(step) {
+    const card = element("li", "tool-step tool-pending tool-approval");
+    card.dataset.step = String(step.id);
+    card.setAttribute("role", "group");
+    card.setAttribute("aria-label", `Approve the tool ${step.tool}?`);
+    const title = element("p", "tool-ask");
+    title.append("The assistant wants to run ", element("code", "tool-name", step.tool), ":");
+    const original = parseJson(step.arguments);
+    const args = element("textarea", "tool-arguments");
+    args.value = original === undefined ? step.arguments : JSON.stringify(original, null, 2);
+    args.rows = Math.min(10, args.value.split("\n").length + 1);
+    args.setAttribute("aria-label", "Its arguments");
+    const mine = this.mayDecide(step);
+    args.readOnly = !mine || original === undefined; // cut to its first characters: not editable
+    card.append(title, args);
+    if (step.expires_at) {
+      const until = new Date(step.expires_at);
+      const when = element("time", "", until.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+      when.dateTime = step.expires_at;
+      const expiry = element("p", "tool-expiry");
+      expiry.append("Waits until ", when, "; then it is denied.");
+      card.append(expiry);
+    }
+    const problem = element("p", "tool-problem");
+    problem.hidden = true;
+    problem.setAttribute("role", "alert");
+    card.append(problem);
+    if (!mine) {
+      card.append(element("p", "tool-waiting", "Waiting for the approval of the member who asked."));
+      return card;
+    }
+    const actions = element("div", "tool-actions");
+    let always = null;
+    if (this.me().id === step.asker) {
+      const label = element("label", "tool-always");
+      always = element("input");
+      always.type = "checkbox";
+      label.append(always, " Always allow this tool for me");
+      actions.append(label);
+    }
+    const decide = (approve) => {
+      const decision = { approve };
+      if (approve) {
+        const edited = parseJson(args.value);
+        if (!args.readOnly && (edited === undefined || edited === null || typeof edited !== "object")) {
+          showProblem(problem, "The arguments must be a JSON object.");
+          return;
+        }
+        if (!args.readOnly && JSON.stringify(edited) !== JSON.stringify(original)) decision.arguments = edited;
+        if (always?.checked) decision.always = true;
+      }
+      if (this.onDecide(step.id, decision)) {
+        for (const b of actions.querySelectorAll("button")) b.disabled = true;
+        problem.hidden = true;
+      }
+    };
+    actions.append(
+      button("tool-deny", "Deny", `Deny ${step.tool}`, () => decide(false)),
+      button("tool-approve", "Approve", `Approve ${step.tool}`, () => decide(true)),
+    );
+    card.append(actions);
+    return card;
+  }
+
+  /** The server refused a decision on `stepId` (`detail` says why): the card says so, and
+   * its buttons work again. */
+  decisionRefused(stepId, detail) {
+    const card = this.list.querySelector(`.tool-approval[data-step="${Number(stepId)}"]`);
+    if (!card) return false;
+    for (const b of card.querySelectorAll(".tool-actions button")) b.disabled = false;
+    showProblem(card.querySelector(".tool-problem"), detail);
+    return true;
   }
 
   /** While one's own question waits its turn behind the room's answer, a button to take it
@@ -450,6 +587,50 @@ export class MessageList {
       before = node;
     }
     this.list.insertBefore(li, before);
+  }
+}
+
+/** A tool step that does not wait: its name and status, opening on its arguments, the start
+ * of its result, and who decided, if anyone did. */
+function toolStep(step) {
+  const li = element("li", `tool-step tool-${step.status}`);
+  li.dataset.step = String(step.id);
+  const details = element("details", "tool-details");
+  const summary = element("summary", "tool-summary");
+  summary.append(
+    element("code", "tool-name", step.tool),
+    element("span", "tool-status", STEP_LABELS[step.status] ?? step.status),
+  );
+  details.append(summary);
+  const shown = step.approved_arguments || step.arguments;
+  if (shown) details.append(labelled("Arguments", shown));
+  if (step.approved_arguments) details.append(element("p", "tool-note", "Edited before it ran."));
+  if (step.result) details.append(labelled("Result", step.result));
+  if (step.decided_by) {
+    const how = step.always ? "Always allowed for" : step.status === "denied" ? "Denied by" : "Approved by";
+    details.append(element("p", "tool-note", `${how} ${step.decided_by}`));
+  }
+  li.append(details);
+  return li;
+}
+
+function labelled(label, text) {
+  const block = element("div", "tool-field");
+  block.append(element("span", "tool-label", label), element("pre", "tool-value", text));
+  return block;
+}
+
+function showProblem(el, text) {
+  el.textContent = text;
+  el.hidden = false;
+}
+
+/** `text` parsed as JSON, or undefined if it is not JSON. */
+function parseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }
 
