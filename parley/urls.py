@@ -11,6 +11,10 @@ urlpatterns = [
     path("rooms/<str:public_id>/", views.room_detail, name="room"),
     path("rooms/<str:public_id>/invite/", views.room_invite, name="invite"),
     path("rooms/<str:public_id>/leave/", views.room_leave, name="leave"),
+    path("rooms/<str:public_id>/export.md", views.room_export, {"fmt": "md"}, name="export_md"),
+    path(
+        "rooms/<str:public_id>/export.json", views.room_export, {"fmt": "json"}, name="export_json"
+    ),
     path("rooms/<str:public_id>/rename/", views.room_rename, name="rename"),
     path("rooms/<str:public_id>/delete/", views.room_delete, name="delete"),
     path(
@@ -32,5 +36,7 @@ urlpatterns = [
     ),
     path("knowledge/<path:key>", views.knowledge_document, name="knowledge"),
     path("status/", views.status, name="status"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("chat/session/", chat_session, name="chat-session"),
 ]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from asgiref.sync import iscoroutinefunction
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -22,10 +22,12 @@ from .knowledge.sources import FILES
 from .knowledge.store import document_text
 from .middleware import add_content_security_policy
 from .models import Room
+from .realtime.db import export_stream
+from .realtime.health import readiness
 from .realtime.routing import inbox_socket_path, socket_path
 from .realtime.status import status_snapshot
 from .rendering import render_document
-from .rooms import selectors, services
+from .rooms import export, selectors, services
 from .tools.approvals import is_approver
 
 if TYPE_CHECKING:
@@ -289,6 +291,44 @@ def invitation_answer(
         request, f"You declined the invitation to “{title}”: its members cannot invite you again."
     )
     return redirect("parley:rooms")
+
+
+@content_security_policy
+@login_required
+@require_http_methods(["GET"])
+def room_export(
+    request: AuthenticatedHttpRequest, public_id: str, fmt: str
+) -> StreamingHttpResponse:
+    """The room's whole history as a file to keep, for its members (404 otherwise):
+    ``fmt`` is ``md`` (a transcript) or ``json`` (the messages as the protocol gives them)."""
+    room = _room_for_member(request, public_id)
+    chunks, kind = (
+        (export.export_json(room), "application/json")
+        if fmt == "json"
+        else (export.export_markdown(room), "text/markdown")
+    )
+    response = StreamingHttpResponse(export_stream(chunks), content_type=f"{kind}; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="parley-{room.public_id}.{fmt}"'
+    return response
+
+
+@require_http_methods(["GET", "HEAD"])
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """Live: the process answers (nothing else is checked: see parley/realtime/health.py)."""
+    return _uncached(JsonResponse({"status": "ok"}))
+
+
+@require_http_methods(["GET", "HEAD"])
+async def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready: the database and the channel layer answer; 503 with the failing check if not."""
+    ready, checks = await readiness()
+    body = {"status": "ok" if ready else "unavailable", **checks}
+    return _uncached(JsonResponse(body, status=200 if ready else 503))
+
+
+def _uncached(response: JsonResponse) -> JsonResponse:
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @content_security_policy

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import Callable
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -71,6 +72,24 @@ async def tools_call(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     runs its calls: with the caller's context variables and a database connection of the
     thread's own. Cancelling the await does not stop ``fn``."""
     return await _thread_call(_tools_executor, fn, args, kwargs)
+
+
+# One thread for exports of rooms (parley.rooms.export): a generator of a room's history
+# is read a batch at a time, always on this thread, with its own database connection, so
+# that a room of any size streams without holding up the database or the knowledge thread.
+_export_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-export")
+
+
+async def export_stream(chunks: Iterator[str], batch: int = 64) -> AsyncIterator[str]:
+    """``chunks``, produced on the export thread ``batch`` at a time, as an async iterator
+    for a streamed response."""
+    while taken := await _thread_call(_export_executor, _take, (chunks, batch), {}):
+        for chunk in taken:
+            yield chunk
+
+
+def _take(chunks: Iterator[str], count: int) -> list[str]:
+    return list(itertools.islice(chunks, count))
 
 
 async def _thread_call(
