@@ -76,6 +76,8 @@ class ParleyConfig:
     # answers them (CORS, never with the site's cookies) and their sockets are admitted with
     # a visitor's ticket only, never as a logged-in user.
     embed_origins: list[str] = field(default_factory=list)
+    # A bearer token that may read /metrics besides staff (docs/operations.md); None: staff.
+    metrics_token: str | None = None
     # Seconds /readyz waits for the database and the channel layer, each (docs/operations.md).
     ready_timeout: float = 2.0
     # Invitations waiting for one user's answer, from everyone; more are not sent.

@@ -38,5 +38,6 @@ urlpatterns = [
     path("status/", views.status, name="status"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
     path("chat/session/", chat_session, name="chat-session"),
 ]

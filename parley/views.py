@@ -3,6 +3,8 @@ services and render; the chat itself runs over the room socket (consumers.py).""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import math
 from collections.abc import Callable
 from functools import wraps
@@ -14,7 +16,10 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from .conf import get_config
+from .contrib import prometheus
 from .exceptions import RateLimited, RoomPermissionDenied
 from .forms import InviteForm, RoomCreateForm, RoomTitleForm
 from .knowledge.permissions import Reader
@@ -324,6 +329,27 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     ready, checks = await readiness()
     body = {"status": "ok" if ready else "unavailable", **checks}
     return _uncached(JsonResponse(body, status=200 if ready else 503))
+
+
+@require_http_methods(["GET", "HEAD"])
+async def metrics(request: HttpRequest) -> HttpResponse:
+    """The Prometheus scrape (docs/operations.md): for staff, or a client that sends
+    ``Authorization: Bearer`` with ``METRICS_TOKEN``; 401 otherwise."""
+    token = get_config().metrics_token
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        sent = ""
+    if not (token and sent and hmac.compare_digest(sent.encode(), token.encode())):
+        user = await request.auser()
+        if not user.is_staff:
+            response = HttpResponse("A staff login or the metrics token is needed.", status=401)
+            response["WWW-Authenticate"] = 'Bearer realm="parley-metrics"'
+            return response
+    # Off the loop: in multiprocess mode it reads every process's files.
+    body = await asyncio.to_thread(prometheus.exposition)
+    response = HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def _uncached(response: JsonResponse) -> JsonResponse:

@@ -113,6 +113,8 @@ def parley_imports(path: Path) -> list[str]:
         ("backends", ("parley.realtime", "parley.rooms", "parley.answers", "parley.models")),
         # Retrieval knows no socket.
         ("knowledge", ("parley.realtime", "parley.answers")),
+        # The metrics are counted by everything, and know nothing of Parley.
+        ("metrics", ("parley",)),
         # Rooms, members and messages know no socket, and nothing of the answers.
         ("rooms", ("parley.realtime", "parley.answers")),
     ],

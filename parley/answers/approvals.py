@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .. import protocol
+from .. import metrics, protocol
 from ..models import Message, Room, ToolRun
 from ..realtime.db import database_call
 from ..realtime.hub import broadcast
@@ -70,6 +70,7 @@ async def approvals_expire_due() -> None:
 
 async def _go_on(answer: Answer, run: ToolRun) -> None:
     logger.info("tool call %s of answer %s: %s", run.pk, run.answer_id, run.status)
+    metrics.tool_step(run.tool, run.status)
     await broadcast(
         answer.room, protocol.tool(message_id=run.answer_id, step=tool_run_payload(run))
     )
@@ -93,6 +94,7 @@ async def answer_stop_if_waiting(*, room: Room, answer: Message) -> bool:
         called_tools=True,
     )
     for run in cancelled:
+        metrics.tool_step(run.tool, run.status)
         await broadcast(room, protocol.tool(message_id=answer.pk, step=tool_run_payload(run)))
     await broadcast(room, protocol.done(message_payload(final)))
     logger.info("answer %s stopped while it waited for approval", answer.pk)

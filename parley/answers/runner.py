@@ -14,13 +14,14 @@ import logging
 import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
 from enum import Enum
 from typing import Any, cast
 
-from .. import protocol
+from .. import metrics, protocol
 from ..backends import get_backend
 from ..backends.base import (
     AssistantBackend,
@@ -97,6 +98,7 @@ class Answer:
         # Control events that came while the answer to go on with was being decided.
         self._early: list[dict[str, Any]] | None = None
         self._replies: set[asyncio.Task[bool]] = set()  # snapshots being sent
+        self.started = time.perf_counter()  # or resumed: for the metrics
 
     @property
     def text(self) -> str:
@@ -115,6 +117,7 @@ class Answer:
         self.sent = len(message.text)
         self.sent_parts = self.saved = len(self.parts)
         self.resumed = self.called_tools = True
+        self.started = time.perf_counter()
         early, self._early = self._early or [], None
         for event in early:
             self.control(event)
@@ -146,6 +149,8 @@ class Answer:
             called_tools=self.called_tools,
         )
         await broadcast(self.room, protocol.done(message_payload(final)))
+        metrics.answers.labels(status).inc()
+        metrics.answer_duration.labels(status).observe(time.perf_counter() - self.started)
         if status == Message.Status.FAILED:
             await broadcast(
                 self.room,
@@ -271,6 +276,7 @@ class Answer:
         async def tell(run: ToolRun) -> None:
             if run.status == ToolRun.Status.PENDING:
                 self.paused = True  # before anyone can know the call: see control()
+            metrics.tool_step(run.tool, run.status)
             await broadcast(
                 self.room, protocol.tool(message_id=answer.pk, step=tool_run_payload(run))
             )
@@ -286,9 +292,18 @@ class Answer:
         calls: list[ToolCall] = []
         # A round after tool calls goes on from the text before them, a paragraph on.
         joint = "\n\n" if self.parts and not self.text.endswith("\n\n") else ""
+        operation = metrics.Operation(provider=backend.provider_name, model=backend.model_name)
+        error = ""
         try:
             async for item in stream:
                 event = backend_event(item, backend=backend)
+                if isinstance(event, ToolCall | TextDelta):
+                    operation.chunk()
+                elif isinstance(event, Usage):
+                    operation.usage(
+                        prompt_tokens=event.prompt_tokens,
+                        completion_tokens=event.completion_tokens,
+                    )
                 if isinstance(event, ToolCall):
                     calls.append(event)
                     continue
@@ -302,10 +317,18 @@ class Answer:
                     joint = ""
                 self.parts.append(event.text)
                 if len(self.parts) == 1:
+                    metrics.first_delta.observe(time.perf_counter() - self.started)
                     await self._flush()  # the first delta goes out at once; later ones by _flusher
+        except asyncio.CancelledError:
+            error = "cancelled"
+            raise
+        except Exception as exc:
+            error = type(exc).__qualname__
+            raise
         finally:
             # Closing the generator closes the upstream request: nothing more is generated.
             await stream.aclose()
+            operation.end(error)
         return calls
 
     def _note(self, event: BackendEvent) -> None:

@@ -245,6 +245,9 @@ class AssistantBackend(abc.ABC):
     # Whether the backend's model is shown the request's tools and may call them (yield
     # ToolCall): a check warns of tools given to a backend that cannot (docs/tools.md).
     calls_tools: ClassVar[bool] = False
+    # Who serves the model, as OpenTelemetry's GenAI conventions name it
+    # (gen_ai.provider.name): the metrics' label (parley/metrics).
+    provider_name: ClassVar[str] = "parley"
 
     def __init__(self, **options: Any) -> None:
         self.options = options

@@ -76,6 +76,8 @@ class LlamaCppBackend(AssistantBackend):
     generation at once, and the next answer starts.
     """
 
+    provider_name = "llama_cpp"
+
     def __init__(
         self,
         *,

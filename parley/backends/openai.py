@@ -144,6 +144,8 @@ class OpenAIBackend(AssistantBackend):
     ``stream`` on a loop creates it and :meth:`aclose` closes them.
     """
 
+    provider_name = "openai"  # any server of its API: OpenAI, Ollama, vLLM, llama.cpp's
+
     calls_tools = True
 
     def __init__(

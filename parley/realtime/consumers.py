@@ -14,7 +14,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
-from .. import protocol
+from .. import metrics, protocol
 from ..conf import get_config
 from ..exceptions import LayerUnavailable, NotAuthenticated, ProtocolError, RoomPermissionDenied
 from ..models import Room
@@ -140,6 +140,8 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
         behind it (and any frame before it) instead of overtaking them. A client that reads
         slowly gets ``CLOSE_GRACE`` seconds to take them; one that reads nothing would never
         get that far, so then what waits is dropped and it is closed all the same."""
+        metrics.error_frames.labels(code).inc()
+        metrics.sockets_closed.labels(str(close_code)).inc()
         frame = protocol.encode(protocol.error(code, detail))
         self.outbox.put({"type": "websocket.send", "text": frame})
         self.outbox.finish({"type": "websocket.close", "code": close_code})
@@ -159,6 +161,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
 
     def _overflow(self, backlog: object) -> None:
         logger.warning("room %s: a client stopped reading; closing it", self.room and self.room.pk)
+        metrics.sockets_closed.labels(str(CLOSE_TOO_SLOW)).inc()
         self.outbox.close()
         asyncio.ensure_future(self._leave())
         asyncio.ensure_future(self.close(code=CLOSE_TOO_SLOW))
@@ -282,6 +285,7 @@ class RoomConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels ha
 
     def reply_error(self, code: str, detail: str, **extra: Any) -> None:
         """Send an ``error`` frame (``extra``: fields that say what it refers to)."""
+        metrics.error_frames.labels(code).inc()
         self.reply(protocol.error(code, detail, **extra))
 
     async def _limited(self, bucket: TokenBucket, detail: str, **extra: Any) -> None:

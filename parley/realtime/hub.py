@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 
-from .. import protocol
+from .. import metrics, protocol
 from ..conf import get_config
 from ..contrib.channels_redis import GroupSender
 from ..contrib.eager import run_eagerly
@@ -130,10 +130,11 @@ class RoomHub:
         self.members[token] = member
         if user:
             self.users.setdefault(user, set()).add(member)
-        room = self.rooms.get(group)
-        if room is None:
-            self.rooms[group] = room = set()
-            room.add(member)
+        room = self.rooms.setdefault(group, set())
+        first = not room
+        room.add(member)
+        self._count()
+        if first:
             self._joining[group] = joined = asyncio.Event()
             try:
                 await self._group_add(group)
@@ -141,7 +142,6 @@ class RoomHub:
                 joined.set()
                 del self._joining[group]
         else:
-            room.add(member)
             joining = self._joining.get(group)
             if joining is not None:  # a member joined just before us: wait for the group
                 await joining.wait()
@@ -154,9 +154,11 @@ class RoomHub:
             await self.start()
         self.members[token] = member
         self.users.setdefault(user, set()).add(member)
+        self._count()
 
     async def unfollow(self, user: str, member: Member, token: int) -> None:
         self.members.pop(token, None)
+        self._count()
         sockets = self.users.get(user)
         if sockets is not None:
             sockets.discard(member)
@@ -172,7 +174,13 @@ class RoomHub:
         room.discard(member)
         if not room:
             del self.rooms[group]
+            self._count()
             await self._group_discard(group)
+
+    def _count(self) -> None:
+        """Set the gauges of this process's sockets and rooms (parley/metrics)."""
+        metrics.sockets_open.set(len(self.members))
+        metrics.rooms_open.set(len(self.rooms))
 
     async def listen(self, group: str, handler: Callable[[dict[str, Any]], None]) -> None:
         """Pass the events sent to ``group`` that are not frames to ``handler``."""
@@ -275,9 +283,12 @@ class RoomHub:
             member = self.members.get(event["to"])
             if member is not None:
                 _call(member.deliver, frame)
+                metrics.frames_delivered.inc()
         else:
-            for member in tuple(self.rooms.get(event.get("group", ""), ())):
+            members = tuple(self.rooms.get(event.get("group", ""), ()))
+            for member in members:
                 _call(member.deliver, frame)
+            metrics.frames_delivered.inc(len(members))
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") == events.PING:

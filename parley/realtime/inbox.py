@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from .. import protocol
+from .. import metrics, protocol
 from ..conf import get_config
 from ..exceptions import LayerUnavailable
 from ..models import Invitation, Membership, Room
@@ -106,10 +106,13 @@ class InboxConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]  # channels i
         if self.revoked:
             return
         self.revoked = True
+        metrics.error_frames.labels(code).inc()
+        metrics.sockets_closed.labels(str(close_code)).inc()
         self.outbox.put(protocol.encode(protocol.error(code, detail)))
         asyncio.ensure_future(self.close(code=close_code))
 
     def _overflow(self, backlog: object) -> None:
+        metrics.sockets_closed.labels(str(protocol.CLOSE_TOO_SLOW)).inc()
         self.outbox.close()
         asyncio.ensure_future(self.close(code=protocol.CLOSE_TOO_SLOW))
 

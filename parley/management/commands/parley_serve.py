@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import tempfile
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
@@ -47,4 +49,9 @@ class Command(BaseCommand):
         if options["print"]:
             self.stdout.write(shlex.join(argv))
             return
+        # Every worker writes its metrics there and a scrape adds them up (parley/metrics):
+        # a directory of this run's own, unless the deployment names one.
+        os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="parley-metrics-")
+        )
         uvicorn_exec(argv)
