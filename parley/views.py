@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 
 View = TypeVar("View", bound=Callable[..., Any])
+R = TypeVar("R", bound=HttpResponse)  # a response passed through, its type kept
 
 
 def content_security_policy(view: View) -> View:
@@ -347,12 +348,10 @@ async def metrics(request: HttpRequest) -> HttpResponse:
             return response
     # Off the loop: in multiprocess mode it reads every process's files.
     body = await asyncio.to_thread(prometheus.exposition)
-    response = HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
-    response["Cache-Control"] = "no-store"
-    return response
+    return _uncached(HttpResponse(body, content_type=CONTENT_TYPE_LATEST))
 
 
-def _uncached(response: JsonResponse) -> JsonResponse:
+def _uncached(response: R) -> R:
     response["Cache-Control"] = "no-store"
     return response
 

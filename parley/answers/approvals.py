@@ -11,16 +11,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .. import metrics, protocol
+from .. import protocol
 from ..models import Message, Room, ToolRun
 from ..realtime.db import database_call
 from ..realtime.hub import broadcast
 from ..rooms.payloads import message_payload
 from ..tools.approvals import Decision, answer_stop_waiting, approval_decide, approvals_expire
-from ..tools.payloads import tool_run_payload
 from . import records
 from .queue import answer_next
-from .runner import WORKER_ID, Answer, answer_start
+from .runner import WORKER_ID, Answer, answer_start, tool_step_tell
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import _User
@@ -70,10 +69,7 @@ async def approvals_expire_due() -> None:
 
 async def _go_on(answer: Answer, run: ToolRun) -> None:
     logger.info("tool call %s of answer %s: %s", run.pk, run.answer_id, run.status)
-    metrics.tool_step(run.tool, run.status)
-    await broadcast(
-        answer.room, protocol.tool(message_id=run.answer_id, step=tool_run_payload(run))
-    )
+    await tool_step_tell(answer.room, run)
     answer.resume(run.answer)
     answer_start(answer)
 
@@ -94,8 +90,7 @@ async def answer_stop_if_waiting(*, room: Room, answer: Message) -> bool:
         called_tools=True,
     )
     for run in cancelled:
-        metrics.tool_step(run.tool, run.status)
-        await broadcast(room, protocol.tool(message_id=answer.pk, step=tool_run_payload(run)))
+        await tool_step_tell(room, run)
     await broadcast(room, protocol.done(message_payload(final)))
     logger.info("answer %s stopped while it waited for approval", answer.pk)
     await answer_next(room=room)

@@ -44,6 +44,7 @@ from ..realtime.db import database_call, knowledge_call
 from ..realtime.hub import broadcast, get_hub
 from ..rendering import MarkdownStream
 from ..rooms.payloads import message_payload
+from ..tools.approvals import UNSETTLED_STATUSES
 from ..tools.calls import tools_run, unknown_outcome
 from ..tools.definitions import Tool
 from ..tools.payloads import tool_run_payload
@@ -276,10 +277,7 @@ class Answer:
         async def tell(run: ToolRun) -> None:
             if run.status == ToolRun.Status.PENDING:
                 self.paused = True  # before anyone can know the call: see control()
-            metrics.tool_step(run.tool, run.status)
-            await broadcast(
-                self.room, protocol.tool(message_id=answer.pk, step=tool_run_payload(run))
-            )
+            await tool_step_tell(self.room, run)
 
         if not await tools_run(answer=answer, runs=runs, tools=tools, on_step=tell):
             return None
@@ -408,6 +406,14 @@ class Answer:
             )
             self._replies.add(reply)
             reply.add_done_callback(self._replies.discard)
+
+
+async def tool_step_tell(room: Room, run: ToolRun) -> None:
+    """Send the room a step of an answer's tool calls (a ``tool`` frame), and count the
+    call in the metrics once it has settled."""
+    if run.status not in UNSETTLED_STATUSES:
+        metrics.tool_calls.labels(run.tool, run.status).inc()
+    await broadcast(room, protocol.tool(message_id=run.answer_id, step=tool_run_payload(run)))
 
 
 def _tool_round(runs: list[ToolRun], text: str) -> ToolRound:

@@ -21,15 +21,11 @@ from prometheus_client.registry import REGISTRY
 _LIVE_FILE = re.compile(r"gauge_live\w+?_(\d+)\.db")
 
 
-def multiprocess_dir() -> str | None:
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-
-
 def exposition() -> bytes:
     """The text a scrape is answered with: every live process's figures, summed, in
     multiprocess mode; this process's own otherwise."""
-    path = multiprocess_dir()
-    if path is None:
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
         return generate_latest(REGISTRY)
     for pid in _dead_pids(Path(path)):
         mark_process_dead(pid, path)  # type: ignore[no-untyped-call]

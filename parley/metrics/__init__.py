@@ -102,13 +102,3 @@ class Operation:
     def end(self, error_type: str = "") -> None:
         elapsed = time.perf_counter() - self.started
         operation_duration.labels(*self.labels, error_type).observe(elapsed)
-
-
-# The statuses a tool call ends with; "approved" and "running" are on the way to one.
-SETTLED = frozenset({"done", "failed", "invalid", "refused", "denied", "expired", "cancelled"})
-
-
-def tool_step(tool: str, status: str) -> None:
-    """Count a tool call the room is told of, once it has settled."""
-    if status in SETTLED:
-        tool_calls.labels(tool, status).inc()

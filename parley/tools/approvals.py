@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 # The statuses of a call not settled yet: the round it belongs to goes on from it.
 OPEN_STATUSES = frozenset({ToolRun.Status.QUEUED, ToolRun.Status.PENDING, ToolRun.Status.APPROVED})
+# And with a call running: every other status is how a call ended.
+UNSETTLED_STATUSES = OPEN_STATUSES | {ToolRun.Status.RUNNING}
 
 
 class DecisionRefused(Exception):
