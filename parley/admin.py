@@ -1,9 +1,24 @@
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest
+from typing import Any
 
-from .models import Invitation, Membership, Message, Room, ToolGrant, ToolRun, Visitor
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+
+from .conf import get_config
+from .models import (
+    Invitation,
+    Membership,
+    Message,
+    Quota,
+    QuotaTally,
+    Room,
+    ToolGrant,
+    ToolRun,
+    Usage,
+    Visitor,
+)
+from .usage.selectors import usage_summaries
 
 
 class MembershipInline(admin.TabularInline):
@@ -100,3 +115,56 @@ class ToolGrantAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: ToolGrant | None = None) -> bool:
         return False
+
+
+class QuotaTallyInline(admin.TabularInline):
+    model = QuotaTally
+    extra = 0
+    fields = readonly_fields = ("subject", "period_start", "answers", "tokens")
+    ordering = ["-period_start", "subject"]
+    can_delete = False
+    max_num = 0  # counted by the server, never typed in
+
+
+@admin.register(Quota)
+class QuotaAdmin(admin.ModelAdmin):
+    """How much the assistant answers whom (docs/operations.md, "Usage and quotas")."""
+
+    list_display = ["__str__", "user", "group", "period", "max_answers", "max_tokens"]
+    list_filter = ["period", ("group", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["user__username", "group__name"]
+    raw_id_fields = ["user"]
+    inlines = [QuotaTallyInline]
+
+
+@admin.register(Usage)
+class UsageAdmin(admin.ModelAdmin):
+    """Every answer's tokens and cost, with their totals per user, room and model for what
+    the filters select above the list."""
+
+    list_display = [
+        "created_at", "user", "visitor", "room", "model",
+        "prompt_tokens", "completion_tokens", "estimated", "cost",
+    ]  # fmt: skip
+    list_filter = ["backend", "model", "estimated"]
+    search_fields = ["user__username", "room__title", "model"]
+    raw_id_fields = ["answer", "room", "user", "visitor"]
+    date_hierarchy = "created_at"
+    change_list_template = "admin/parley/usage/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Usage | None = None) -> bool:
+        return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context is None or "cl" not in context:  # a redirect or an error page
+            return response
+        context["summaries"] = usage_summaries(context["cl"].queryset)
+        context["currency"] = get_config().usage["CURRENCY"]
+        return response

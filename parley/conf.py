@@ -166,6 +166,20 @@ class ParleyConfig:
             "APPROVER_PERMISSION": None,
         }
     )
+    # What answers cost (docs/operations.md, "Usage and quotas"); merged key by key.
+    usage: dict[str, Any] = field(
+        default_factory=lambda: {
+            # Prices per million tokens by model name, as the answers' models are named (a
+            # trailing * matches any end): {"gpt-4o-mini*": {"INPUT": "0.15", "OUTPUT": "0.6"}}.
+            # An answer of a model with no price has no cost.
+            "PRICES": {},
+            # What the prices are in, for the admin's figures.
+            "CURRENCY": "USD",
+            # Characters per token of an estimate: the usage of an answer whose model's
+            # server sent no counts (stopped before they came, or a backend counting none).
+            "CHARS_PER_TOKEN": 4.0,
+        }
+    )
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
     knowledge: dict[str, Any] = field(
         default_factory=lambda: {
@@ -200,7 +214,7 @@ DEFAULTS: dict[str, Any] = {spec.name.upper(): _default(spec) for spec in fields
 
 
 # Settings that are dicts themselves, merged key by key over their defaults.
-_NESTED = ("KNOWLEDGE", "RATE_LIMITS", "TOOLS", "VISITORS")
+_NESTED = ("KNOWLEDGE", "RATE_LIMITS", "TOOLS", "USAGE", "VISITORS")
 
 
 @cache

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -36,7 +38,12 @@ class RateLimited(ParleyError):
 
 
 class QuotaExceeded(ParleyError):
-    """A visitor has posted all the messages ``VISITORS["DAILY_MESSAGES"]`` allows today."""
+    """The asker's quota is spent (a :class:`~parley.models.Quota`, or a visitor's
+    ``VISITORS["DAILY_MESSAGES"]``); ``renews_at`` is when it is renewed."""
+
+    def __init__(self, message: str, *, renews_at: datetime) -> None:
+        super().__init__(message)
+        self.renews_at = renews_at
 
 
 class QueueFull(ParleyError):

@@ -364,6 +364,135 @@ class ToolGrant(models.Model):
         return f"{self.tool} for {self.user_id}"
 
 
+class Usage(models.Model):
+    """What one answer cost: the tokens its model read and wrote over all its rounds, as
+    the model's server counted them, or ``estimated`` where it did not (an answer stopped
+    or failed before the counts came, a backend that counts none). Kept when the answer is
+    deleted: the bill outlives the conversation (docs/operations.md)."""
+
+    answer = models.OneToOneField(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
+    )
+    room = models.ForeignKey(
+        Room, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="parley_usage",
+        help_text="Who asked: the author of the question it answers.",
+    )
+    visitor = models.ForeignKey(
+        Visitor, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    backend = models.CharField(max_length=64, help_text="Alias in PARLEY['BACKENDS'].")
+    model = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    estimated = models.BooleanField(
+        default=False, help_text="Some of its tokens were estimated, not counted by the model."
+    )
+    cost = models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="By USAGE['PRICES'] when it was recorded; empty: no price for its model.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "usage"
+        indexes = [models.Index(fields=["user", "created_at"], name="parley_usage_user")]
+
+    def __str__(self) -> str:
+        return f"{self.prompt_tokens}+{self.completion_tokens} tokens of {self.model or '?'}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Quota(models.Model):
+    """How much the assistant may answer someone in a day or a month (docs/operations.md).
+
+    A quota is a user's own, a group's (each of its members gets that much), or, with
+    neither, everyone's who has none of their own or of a group, visitors included. A
+    user's own quotas replace their groups', which replace everyone's; every quota that
+    applies must hold. One without limits exempts whom it applies to."""
+
+    class Period(models.TextChoices):
+        DAY = "day", "Day"
+        MONTH = "month", "Month"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="parley_quotas",
+    )
+    group = models.ForeignKey(
+        "auth.Group",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="parley_quotas",
+        help_text="Each member of the group gets this much.",
+    )
+    period = models.CharField(max_length=8, choices=Period.choices, default=Period.DAY)
+    max_answers = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Answers per period; empty: no limit."
+    )
+    max_tokens = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens read and written per period; empty: no limit. An answer starts "
+        "while any are left, so the last one may go past it.",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=True) | Q(group__isnull=True),
+                name="parley_quota_user_or_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        whose = self.user or (f"group {self.group}" if self.group_id else "everyone")
+        limits = [
+            f"{limit} {unit}"
+            for limit, unit in ((self.max_answers, "answers"), (self.max_tokens, "tokens"))
+            if limit is not None
+        ]
+        return f"{whose}: {', '.join(limits) or 'no limit'} per {self.period}"
+
+
+class QuotaTally(models.Model):
+    """What one person used of one quota in one period, counted by conditional ``UPDATE``
+    statements that every server process shares (parley/usage/quotas.py)."""
+
+    quota = models.ForeignKey(Quota, on_delete=models.CASCADE, related_name="tallies")
+    subject = models.CharField(max_length=64, help_text="'user:<pk>' or 'visitor:<pk>'.")
+    period_start = models.DateTimeField()
+    answers = models.PositiveIntegerField(default=0)
+    tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["quota", "subject", "period_start"], name="parley_tally_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} from {self.period_start:%Y-%m-%d}: {self.answers} answers"
+
+
 class KnowledgePassage(models.Model):
     """One passage of the knowledge index: a section of a document, as retrieval ranks it.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.utils import timezone
 
-from ..backends.base import AssistantRequest, SearchContext, Turn
+from ..backends.base import AssistantRequest, SearchContext, ToolCall, Turn
 from ..conf import get_config
 from ..contrib.orm import message_progress_update, messages_context, question_waiting_first
 from ..exceptions import AssistantBusy, NothingToRegenerate
@@ -27,6 +27,8 @@ from ..models import Message, Room, ToolRun
 from ..rooms.selectors import room_members
 from ..rooms.services import message_store
 from ..tools.approvals import approvals_cancel, tool_runs_orphaned
+from ..tools.records import tool_runs_open
+from ..usage.metering import Meter, tokens_estimate, usage_record
 
 if TYPE_CHECKING:
     # The site's AUTH_USER_MODEL: django-stubs' plugin expands this alias to it.
@@ -172,7 +174,13 @@ def answers_mark_stale(*, room: Room | None = None) -> list[Message]:
         updated_at=timezone.now(),
     )
     tool_runs_orphaned(answer_ids=ids)
-    return list(Message.objects.select_related("author", "room").filter(pk__in=ids))
+    rows = Message.objects.select_related("author", "room", "reply_to").filter(pk__in=ids)
+    closed = list(rows)
+    for answer in closed:  # what the dead process had not stored of it, at the least
+        question = answer.reply_to.text if answer.reply_to else ""
+        meter = Meter(tokens_estimate(question), tokens_estimate(answer.text), True, 1)
+        usage_record(answer=answer, room=answer.room, meter=meter)
+    return closed
 
 
 def answer_finish(
@@ -183,11 +191,13 @@ def answer_finish(
     error: str = "",
     model: str = "",
     called_tools: bool = False,
+    meter: Meter | None = None,
 ) -> Message:
     """Close ``answer`` with its final text and a terminal status (and the model's name,
     if its server gave one); returns it as stored (the row is written, and the instance
-    changed to match it, without reading it back). An answer that ``called_tools`` has its
-    calls not run yet closed as ``cancelled``."""
+    changed to match it, without reading it back), with the tokens of ``meter`` added to
+    its usage. An answer that ``called_tools`` has its calls not run yet closed as
+    ``cancelled``."""
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status!r} is not a terminal status")
     if called_tools:  # and the done frame shows its steps as they ended
@@ -196,14 +206,28 @@ def answer_finish(
     answer.text, answer.status, answer.error = text, status, error[:500]
     answer.model = model[:200] or answer.model
     answer.updated_at = timezone.now()
-    Message.objects.filter(pk=answer.pk).update(
-        text=answer.text,
-        status=status,
-        error=answer.error,
-        model=answer.model,
-        updated_at=answer.updated_at,
-    )
+    with transaction.atomic():
+        Message.objects.filter(pk=answer.pk).update(
+            text=answer.text,
+            status=status,
+            error=answer.error,
+            model=answer.model,
+            updated_at=answer.updated_at,
+        )
+        if meter is not None:
+            usage_record(answer=answer, room=answer.room, meter=meter)
     return answer
+
+
+def tool_round_store(
+    *, answer: Message, calls: Sequence[ToolCall], round: int, text: str, meter: Meter, model: str
+) -> list[ToolRun]:
+    """Store the tool calls of ``answer``'s ``round``-th round (after ``text``) with the
+    tokens of its requests so far, in one transaction."""
+    with transaction.atomic():
+        runs = tool_runs_open(answer=answer, calls=calls, round=round, text=text)
+        usage_record(answer=answer, room=answer.room, meter=meter, model=model)
+    return runs
 
 
 def answer_request(*, answer: Message) -> AssistantRequest:

@@ -48,8 +48,9 @@ from ..tools.approvals import UNSETTLED_STATUSES
 from ..tools.calls import tools_run, unknown_outcome
 from ..tools.definitions import Tool
 from ..tools.payloads import tool_run_payload
-from ..tools.records import tool_rounds, tool_runs_open
+from ..tools.records import tool_rounds
 from ..tools.registry import tools_for
+from ..usage.metering import Meter
 from . import records
 
 logger = logging.getLogger(__name__)
@@ -83,9 +84,10 @@ class Answer:
         self.markdown = MarkdownStream()  # the HTML of the text sent, for the deltas
         self.rendered_at = -math.inf  # when it was last rendered (the loop's clock)
         self.saved = 0  # parts saved by the heartbeat (see _save_progress)
-        # What the backend reported (the last of each), for the log and, later, metering:
-        # finish_reason is "cancelled" or "error" when the answer did not finish.
+        # What the backend reported (the last of each), for the log: finish_reason is
+        # "cancelled" or "error" when the answer did not finish.
         self.usage: Usage | None = None
+        self.meter = Meter()  # the tokens of its requests not stored yet
         self.finish_reason: str | None = None
         self.model = ""  # the model's name as its server gave it, if it did
         self.task: asyncio.Task[None] | None = None
@@ -148,6 +150,7 @@ class Answer:
             error=error,
             model=self.model,
             called_tools=self.called_tools,
+            meter=self.meter.take(),
         )
         await broadcast(self.room, protocol.done(message_payload(final)))
         metrics.answers.labels(status).inc()
@@ -165,7 +168,7 @@ class Answer:
             status,
             len(self.text),
             self.finish_reason or "unknown",
-            f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "unknown",
+            f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "not counted",
         )
         if self.stop_reason is not StopReason.SHUTDOWN:  # not while the server goes down
             await self._answer_next()
@@ -255,9 +258,16 @@ class Answer:
             if round_ > last:
                 logger.info("answer %s: tool calls past the last round ignored", self.message.pk)
                 return
-            # Stored with the text so far: a pause leaves it saved for whoever goes on.
+            # Stored with the text so far and the tokens so far: a pause leaves them saved
+            # for whoever goes on.
             runs = await database_call(
-                tool_runs_open, answer=self.message, calls=calls, round=round_, text=self.text
+                records.tool_round_store,
+                answer=self.message,
+                calls=calls,
+                round=round_,
+                text=self.text,
+                meter=self.meter.take(),
+                model=self.model,
             )
             self.saved, self.called_tools = len(self.parts), True
             done = await self._tools(runs, tools, text="".join(self.parts[first:]))
@@ -292,12 +302,15 @@ class Answer:
         joint = "\n\n" if self.parts and not self.text.endswith("\n\n") else ""
         operation = metrics.Operation(provider=backend.provider_name, model=backend.model_name)
         error = ""
+        first = len(self.parts)
+        counted: Usage | None = None  # by the server, for this request
         try:
             async for item in stream:
                 event = backend_event(item, backend=backend)
                 if isinstance(event, ToolCall | TextDelta):
                     operation.chunk()
                 elif isinstance(event, Usage):
+                    counted = event
                     operation.usage(
                         prompt_tokens=event.prompt_tokens,
                         completion_tokens=event.completion_tokens,
@@ -327,6 +340,10 @@ class Answer:
             # Closing the generator closes the upstream request: nothing more is generated.
             await stream.aclose()
             operation.end(error)
+            if not backend.uses_tokens:
+                counted = Usage(prompt_tokens=0, completion_tokens=0)
+            text = "".join(self.parts[first:])
+            self.meter.add(counted, request=request, text=text, calls=calls)
         return calls
 
     def _note(self, event: BackendEvent) -> None:

@@ -248,6 +248,10 @@ class AssistantBackend(abc.ABC):
     # Who serves the model, as OpenTelemetry's GenAI conventions name it
     # (gen_ai.provider.name): the metrics' label (parley/metrics).
     provider_name: ClassVar[str] = "parley"
+    # Whether its answers read and write tokens: False for a backend with no model (the
+    # offline assistant), whose answers are recorded as free, never estimated
+    # (parley/usage/metering.py).
+    uses_tokens: ClassVar[bool] = True
 
     def __init__(self, **options: Any) -> None:
         self.options = options

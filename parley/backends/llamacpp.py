@@ -20,7 +20,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from ..exceptions import BackendError, MissingDependency
-from .base import AssistantBackend, AssistantRequest, BackendEvent, Finish, TextDelta
+from .base import AssistantBackend, AssistantRequest, BackendEvent, Finish, TextDelta, Usage
 from .prompt import DEFAULT_SYSTEM_PROMPT, build_messages, sources_markdown, withheld_markdown
 
 try:
@@ -69,11 +69,11 @@ class LlamaCppBackend(AssistantBackend):
 
     The prompt is built like the OpenAI backend's (passages as numbered sources; the answer
     ends with their links, then a :class:`Finish` with llama.cpp's ``finish_reason``:
-    ``"length"`` once ``max_tokens`` are written). No :class:`Usage`: llama-cpp-python's
-    streamed chunks carry no token counts. The model is loaded on first use; generation
-    runs on a single thread of the backend's own, so answers of several rooms take turns.
-    Between two tokens the thread checks whether the answer was stopped: a stop ends
-    generation at once, and the next answer starts.
+    ``"length"`` once ``max_tokens`` are written), after a :class:`Usage` that llama.cpp's
+    context counted (its streamed chunks carry no counts). The model is loaded on first
+    use; generation runs on a single thread of the backend's own, so answers of several
+    rooms take turns. Between two tokens the thread checks whether the answer was stopped:
+    a stop ends generation at once, and the next answer starts.
     """
 
     provider_name = "llama_cpp"
@@ -150,18 +150,21 @@ class LlamaCppBackend(AssistantBackend):
         self, messages: list[dict[str, str]], emit: Callable[[object], None], stop: threading.Event
     ) -> None:
         """Run on the generation thread: emit a :class:`TextDelta` for each piece and a
-        :class:`Finish` with the reason of the chunk that ends, then an exception if one
-        was raised, then ``_DONE``. Stops between two tokens once ``stop`` is set."""
+        :class:`Finish` with the reason of the chunk that ends, then the :class:`Usage`,
+        then an exception if one was raised, then ``_DONE``. Stops between two tokens once
+        ``stop`` is set."""
         try:
             if stop.is_set():
                 return  # stopped while waiting for its turn
-            chunks = self.model().create_chat_completion(
+            llama = self.model()
+            chunks = llama.create_chat_completion(
                 messages=messages,
                 stream=True,
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,
                 repeat_penalty=self.repeat_penalty,
             )
+            written = 0  # tokens: a streamed chunk is the text of one
             try:
                 for chunk in chunks:
                     if stop.is_set():
@@ -169,11 +172,14 @@ class LlamaCppBackend(AssistantBackend):
                     choice = chunk["choices"][0]
                     content = choice["delta"].get("content")
                     if content:
+                        written += 1
                         emit(TextDelta(content))
                     if choice.get("finish_reason"):
                         emit(Finish(choice["finish_reason"]))
             finally:
                 chunks.close()  # ends llama.cpp's generation loop
+            # The context holds the prompt's tokens, then those written.
+            emit(Usage(max(llama.n_tokens - written, 0), written))
         except Exception as exc:
             emit(exc)
         finally:
@@ -205,6 +211,7 @@ class LlamaCppBackend(AssistantBackend):
 
         self._executor().submit(self._generate, self.messages(request), emit, stop)
         finish = Finish("stop")
+        usage: Usage | None = None
         text: list[str] = []  # for the sources it cites
         try:
             while (item := await queue.get()) is not _DONE:
@@ -212,6 +219,8 @@ class LlamaCppBackend(AssistantBackend):
                     raise BackendError(self._describe(item)) from item
                 if isinstance(item, Finish):
                     finish = item  # held back: the sources come first
+                elif isinstance(item, Usage):
+                    usage = item  # and so is this
                 elif isinstance(item, TextDelta):
                     text.append(item.text)
                     yield item
@@ -221,6 +230,8 @@ class LlamaCppBackend(AssistantBackend):
         ending += withheld_markdown(request)
         if ending:
             yield TextDelta(ending)
+        if usage is not None:
+            yield usage
         yield finish
 
     def _describe(self, exc: BaseException) -> str:

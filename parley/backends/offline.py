@@ -235,6 +235,8 @@ class OfflineBackend(AssistantBackend):
     by word, ``delay`` seconds apart, like a model's answer. It reports no :class:`Usage`:
     it reads and writes no tokens."""
 
+    uses_tokens = False
+
     def __init__(self, *, delay: float = 0.02, **options: Any) -> None:
         super().__init__(**options)
         self.delay = delay

@@ -40,6 +40,7 @@ from ..throttling import (
     visitor_buckets,
 )
 from ..tools.approvals import Decision, DecisionRefused
+from ..usage.quotas import quota_return, quota_take
 from ..visitors.addresses import client_address
 from ..visitors.services import visitor_quota_take
 from .db import database_call
@@ -165,14 +166,9 @@ async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
         except NotEditable as exc:
             socket.reply_error("not_editable", str(exc), client_id=frame.client_id)
             return
-    if grant.visitor is not None:
-        try:
-            await database_call(
-                visitor_quota_take, visitor=grant.visitor, client_id=frame.client_id
-            )
-        except QuotaExceeded as exc:
-            socket.reply_error("quota_exceeded", str(exc), client_id=frame.client_id)
-            return
+    reply = {"client_id": frame.client_id}
+    if not await _quotas_take(socket, answer=frame.ask, client_id=frame.client_id, reply=reply):
+        return
 
     def stored(message: Message, created: bool) -> None:
         payload = payloads.message_payload(message)
@@ -186,11 +182,44 @@ async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
         room=room, author=user, text=frame.text, client_id=frame.client_id,
         version_of_id=version_of_id, on_stored=stored,
     )  # fmt: skip
-    if created and frame.ask:
-        try:
-            await answers.answer_ask(room=room, question=message)
-        except QueueFull as exc:
-            socket.reply_error("queue_full", str(exc), client_id=frame.client_id)
+    if not frame.ask:
+        return
+    if not created:  # a resend: its question took its answer the first time
+        await _quota_return(socket)
+        return
+    try:
+        await answers.answer_ask(room=room, question=message)
+    except QueueFull as exc:
+        await _quota_return(socket)
+        socket.reply_error("queue_full", str(exc), client_id=frame.client_id)
+
+
+async def _quotas_take(
+    socket: RoomConsumer, *, answer: bool, reply: dict[str, Any], client_id: str = ""
+) -> bool:
+    """Count a visitor's message (or regeneration) against its ``DAILY_MESSAGES``
+    (``client_id``: of a message that may be stored already), and take an ``answer`` from
+    the asker's quotas; tell them when one is spent (``reply``: fields the error repeats)
+    and return ``False``."""
+    room, grant = socket.room, socket.grant
+    assert room is not None and grant is not None  # joined
+    try:
+        if grant.visitor is not None:
+            await database_call(visitor_quota_take, visitor=grant.visitor, client_id=client_id)
+        if answer:
+            await database_call(quota_take, user=socket.user, visitor_id=room.visitor_id)
+    except QuotaExceeded as exc:
+        renews_at = exc.renews_at.isoformat()
+        socket.reply_error("quota_exceeded", str(exc), renews_at=renews_at, **reply)
+        return False
+    return True
+
+
+async def _quota_return(socket: RoomConsumer) -> None:
+    """Give back the answer :func:`_quotas_take` took for a question that gets none."""
+    assert socket.room is not None  # joined
+    user_id = socket.user.pk if socket.user is not None else None
+    await database_call(quota_return, user_id=user_id, visitor_id=socket.room.visitor_id)
 
 
 @handles(protocol.Cancel)
@@ -210,19 +239,17 @@ async def handle_cancel(socket: RoomConsumer, frame: protocol.Cancel) -> None:
 async def handle_regenerate(socket: RoomConsumer, frame: protocol.Regenerate) -> None:
     """Answer again the question of a finished answer: its new version streams to the room.
     A visitor's counts against its daily quota, as a message would."""
-    room, grant = socket.room, socket.grant
-    assert room is not None and grant is not None  # joined
-    if grant.visitor is not None:
-        try:
-            await database_call(visitor_quota_take, visitor=grant.visitor)
-        except QuotaExceeded as exc:
-            socket.reply_error("quota_exceeded", str(exc), **frame.reply_fields())
-            return
+    room = socket.room
+    assert room is not None  # joined
+    if not await _quotas_take(socket, answer=True, reply=frame.reply_fields()):
+        return
     try:
         await answers.answer_regenerate(room=room, answer_id=frame.message_id)
     except NothingToRegenerate as exc:
+        await _quota_return(socket)
         socket.reply_error("not_regenerable", str(exc), **frame.reply_fields())
     except AssistantBusy as exc:
+        await _quota_return(socket)
         socket.reply_error("assistant_busy", str(exc), **frame.reply_fields())
 
 
@@ -252,6 +279,7 @@ async def handle_withdraw(socket: RoomConsumer, frame: protocol.Withdraw) -> Non
             "not_waiting", "That question is not waiting, or not yours.", **frame.reply_fields()
         )
         return
+    await _quota_return(socket)
     await broadcast(room, protocol.message(payloads.message_payload(question)))
 
 

@@ -180,7 +180,8 @@ def visitor_quota_take(*, visitor: str, client_id: str = "", now: datetime | Non
         if asked.filter(created_at__gte=midnight).count() >= limit:
             raise QuotaExceeded(
                 f"You have sent the {limit} messages a visitor may send in a day. "
-                "Log in, or come back tomorrow."
+                "Log in, or come back tomorrow.",
+                renews_at=midnight + timedelta(days=1),
             )
     Visitor.objects.filter(public_id=visitor).update(last_seen_at=now)
 

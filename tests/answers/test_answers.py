@@ -337,7 +337,7 @@ async def test_a_stopped_answer_logs_its_finish_as_cancelled(member, fake_openai
     _, done = await frames_until(member, "done", start=start)
     await answers.answers_shutdown()
     [line] = answer_logs(caplog, done["message"]["id"])
-    assert ": cancelled, " in line and line.endswith(", finish cancelled, tokens unknown")
+    assert ": cancelled, " in line and line.endswith(", finish cancelled, tokens not counted")
 
 
 class LegacyBackend(AssistantBackend):
@@ -393,7 +393,7 @@ async def test_a_backend_yielding_bare_strings_still_answers_with_one_warning(me
     ]
     assert "deprecated" in warned[0].getMessage()
     [line] = answer_logs(caplog, done["message"]["id"])
-    assert line.endswith(", finish unknown, tokens unknown")  # it told neither
+    assert line.endswith(", finish unknown, tokens not counted")  # it told neither
 
 
 async def test_a_backend_yielding_something_else_fails_the_answer_plainly(member_with, caplog):

@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from parley.backends.base import AssistantBackend, AssistantRequest, Finish, TextDelta, Turn
+from parley.backends.base import (
+    AssistantBackend,
+    AssistantRequest,
+    Finish,
+    TextDelta,
+    Turn,
+    Usage,
+)
 from parley.exceptions import BackendError
 from tests.backend_contract import (
     OLLAMA,
@@ -31,12 +38,14 @@ from tests.backend_contract import (
 
 MODULE = "parley.backends.llamacpp"
 TOKENS = ["Local", " answer", " from", " the", " model", "."]
+PROMPT_TOKENS = 17  # what the fake's context holds before it writes
 
 
 class FakeLlama:
     """Stands in for ``llama_cpp.Llama``: streams ``tokens`` (at most ``max_tokens``) as
     chat-completion chunks, ``delay`` seconds apart, ending as llama-cpp-python does with an
-    empty delta and the finish reason; counts what the backend pulled from it."""
+    empty delta and the finish reason; counts what the backend pulled from it, and keeps
+    the context's length in ``n_tokens`` as llama-cpp-python does."""
 
     tokens: list[str] = TOKENS
     delay = 0.0
@@ -49,6 +58,7 @@ class FakeLlama:
         self.pulled = 0
         self.finished = threading.Event()  # the generation loop ended (exhausted or closed)
         self.closed = False
+        self.n_tokens = 0
         FakeLlama.made.append(self)
 
     def create_chat_completion(self, **request: Any):
@@ -60,12 +70,14 @@ class FakeLlama:
 
     def _chunks(self):
         limit = self.requests[-1]["max_tokens"]
+        self.n_tokens = PROMPT_TOKENS
         try:
             yield {"choices": [{"delta": {"role": "assistant"}, "finish_reason": None}]}
             for token in self.tokens[:limit]:
                 if self.delay:
                     time.sleep(self.delay)
                 self.pulled += 1
+                self.n_tokens += 1
                 yield {"choices": [{"delta": {"content": token}, "finish_reason": None}]}
             reason = "length" if len(self.tokens) > limit else "stop"
             yield {"choices": [{"delta": {}, "finish_reason": reason}]}
@@ -109,6 +121,8 @@ async def make_backend(llamacpp, model_file):
 
 
 class TestLlamaCppBackend(BackendContract):
+    reports_usage = True  # as llama.cpp's context counts
+
     @pytest.fixture
     def backend(self, make_backend) -> AssistantBackend:
         return make_backend()
@@ -155,12 +169,12 @@ class TestLlamaCppBackend(BackendContract):
 
     async def test_reaching_max_tokens_finishes_with_length(self, make_backend):
         events = await collect_events(make_backend(max_tokens=3).stream(QUESTION))
-        assert events == [*map(TextDelta, TOKENS[:3]), Finish("length")]
+        assert events == [*map(TextDelta, TOKENS[:3]), Usage(PROMPT_TOKENS, 3), Finish("length")]
 
     async def test_the_sources_come_before_the_finish(self, make_backend):
         events = await collect_events(make_backend().stream(ask("Ollama?", passages=(OLLAMA,))))
-        assert isinstance(events[-2], TextDelta) and "**Sources given" in events[-2].text
-        assert events[-1] == Finish("stop")
+        assert isinstance(events[-3], TextDelta) and "**Sources given" in events[-3].text
+        assert events[-2:] == [Usage(PROMPT_TOKENS, len(TOKENS)), Finish("stop")]
 
     async def test_stop_ends_generation_before_the_next_token(self, slow_backend):
         stream = slow_backend.stream(QUESTION)
@@ -255,6 +269,9 @@ async def test_the_real_model_answers_from_passages_and_lists_them(real_backend)
     assert events[-1] in (Finish("stop"), Finish("length"))  # max_tokens=48 may cut it
     pieces = [event.text for event in events if isinstance(event, TextDelta)]
     assert len(pieces) > 3
+    # llama.cpp's own counts: the prompt holds the passages, and a piece is a token.
+    [usage] = [event for event in events if isinstance(event, Usage)]
+    assert usage.prompt_tokens > 50 and usage.completion_tokens == len(pieces) - 1
     assert "".join(pieces[:-1]).strip(), "the model generated no text"
     # Listed as cited if the model cited it ([1]), else as given: honest either way.
     cited = "[1]" in "".join(pieces[:-1])

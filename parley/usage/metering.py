@@ -1,0 +1,144 @@
+"""An answer's tokens, counted or estimated, and what they cost.
+
+An answer may make several requests of its model (one per round of tool calls) and may
+pause for an approval and go on in another process: each process adds what its rounds
+used to the answer's one :class:`~parley.models.Usage` row. A request that ends without
+the server's counts (stopped, failed, or a backend that counts nothing) is estimated from
+its characters and the row flagged, so that a stopped answer is never free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import F
+
+from ..backends.base import AssistantRequest, ToolCall, Usage
+from ..conf import get_config
+from ..models import Message, Room
+from ..models import Usage as UsageRow
+from .quotas import quota_subject, quotas_add_tokens
+
+
+def tokens_estimate(text: str) -> int:
+    """The tokens ``text`` is likely to be, at ``USAGE["CHARS_PER_TOKEN"]`` characters each
+    (about 4 for English with OpenAI's tokenizers)."""
+    chars_per_token: float = get_config().usage["CHARS_PER_TOKEN"]
+    return math.ceil(len(text) / chars_per_token)
+
+
+def _request_text(request: AssistantRequest) -> str:
+    """What a request sends the model besides the backend's own system prompt."""
+    parts = [turn.content for turn in request.turns]
+    parts += [passage.text for passage in request.passages]
+    for round_ in request.rounds:
+        parts.append(round_.text)
+        parts += [call.arguments for call in round_.calls]
+        parts += round_.results
+    parts += [json.dumps(tool.parameters) + tool.description for tool in request.tools]
+    return "\n".join(parts)
+
+
+@dataclass
+class Meter:
+    """The tokens of one answer's requests that are not stored yet."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+    requests: int = 0
+
+    def add(
+        self,
+        counted: Usage | None,
+        *,
+        request: AssistantRequest,
+        text: str,
+        calls: list[ToolCall],
+    ) -> None:
+        """Add one request: the ``counted`` usage its server reported, or else an estimate
+        from the request and what came back of it (``text`` and ``calls``)."""
+        self.requests += 1
+        if counted is not None:
+            self.prompt_tokens += counted.prompt_tokens
+            self.completion_tokens += counted.completion_tokens
+            return
+        written = text + "".join(call.name + call.arguments for call in calls)
+        self.prompt_tokens += tokens_estimate(_request_text(request))
+        self.completion_tokens += tokens_estimate(written)
+        self.estimated = True
+
+    def take(self) -> Meter:
+        """What is counted so far, leaving the meter empty (it was stored)."""
+        taken = Meter(self.prompt_tokens, self.completion_tokens, self.estimated, self.requests)
+        self.prompt_tokens = self.completion_tokens = self.requests = 0
+        self.estimated = False
+        return taken
+
+
+def price_for(model: str) -> dict[str, str] | None:
+    """The ``USAGE["PRICES"]`` entry for ``model``: its own, or the longest pattern ending in
+    ``*`` that it starts with."""
+    prices = get_config().usage["PRICES"]
+    if model in prices:
+        return dict(prices[model])
+    patterns = [key for key in prices if key.endswith("*") and model.startswith(key[:-1])]
+    return dict(prices[max(patterns, key=len)]) if patterns else None
+
+
+def cost_of(*, model: str, prompt_tokens: int, completion_tokens: int) -> Decimal | None:
+    """What the tokens cost at ``model``'s prices (per million tokens); ``None`` without one."""
+    price = price_for(model)
+    if price is None:
+        return None
+    million = Decimal(1_000_000)
+    cost = Decimal(str(price.get("INPUT", 0))) * prompt_tokens / million
+    cost += Decimal(str(price.get("OUTPUT", 0))) * completion_tokens / million
+    return cost.quantize(Decimal("0.000001"))
+
+
+def usage_record(*, answer: Message, room: Room, meter: Meter, model: str = "") -> None:
+    """Add ``meter``'s tokens to ``answer``'s usage row (made on its first call), with their
+    cost, and to the tallies of its asker's quotas. Called in the transaction that saves the
+    answer's state (finished, or paused for an approval)."""
+    if not meter.requests:
+        return
+    model = (model or answer.model)[:200]
+    cost = cost_of(
+        model=model, prompt_tokens=meter.prompt_tokens, completion_tokens=meter.completion_tokens
+    )
+    changes: dict[str, Any] = {
+        "prompt_tokens": F("prompt_tokens") + meter.prompt_tokens,
+        "completion_tokens": F("completion_tokens") + meter.completion_tokens,
+    }
+    if cost is not None:
+        changes["cost"] = F("cost") + cost
+    if model:
+        changes["model"] = model
+    if meter.estimated:
+        changes["estimated"] = True
+    author_id: int | None
+    if UsageRow.objects.filter(answer=answer).update(**changes):
+        author_id = UsageRow.objects.filter(answer=answer).values_list("user_id", flat=True)[0]
+    else:
+        questions = Message.objects.filter(pk=answer.reply_to_id or 0)
+        author_id = questions.values_list("author_id", flat=True).first()
+        UsageRow.objects.create(
+            answer=answer,
+            room=room,
+            user_id=author_id,
+            visitor_id=room.visitor_id if author_id is None else None,
+            backend=room.backend,
+            model=model,
+            prompt_tokens=meter.prompt_tokens,
+            completion_tokens=meter.completion_tokens,
+            estimated=meter.estimated,
+            cost=cost,
+        )
+    subject = quota_subject(user_id=author_id, visitor_id=room.visitor_id)
+    if subject is not None:
+        quotas_add_tokens(subject=subject, tokens=meter.prompt_tokens + meter.completion_tokens)
