@@ -166,6 +166,9 @@ class ParleyConfig:
             "APPROVER_PERMISSION": None,
         }
     )
+    # Whether answers' traces (OpenTelemetry, docs/operations.md) hold the question and the
+    # answer's text: off, they hold no message content.
+    trace_content: bool = False
     # What answers cost (docs/operations.md, "Usage and quotas"); merged key by key.
     usage: dict[str, Any] = field(
         default_factory=lambda: {

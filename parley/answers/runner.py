@@ -38,6 +38,7 @@ from ..backends.base import (
 )
 from ..conf import get_config
 from ..exceptions import BackendError
+from ..metrics.tracing import AnswerSpan
 from ..models import Message, Room, ToolRun
 from ..protocol import events
 from ..realtime.db import database_call, knowledge_call
@@ -88,6 +89,7 @@ class Answer:
         # "cancelled" or "error" when the answer did not finish.
         self.usage: Usage | None = None
         self.meter = Meter()  # the tokens of its requests not stored yet
+        self.span: AnswerSpan | None = None  # its trace, while it runs
         self.finish_reason: str | None = None
         self.model = ""  # the model's name as its server gave it, if it did
         self.task: asyncio.Task[None] | None = None
@@ -135,10 +137,22 @@ class Answer:
 
     async def run(self) -> None:
         assert self.message is not None  # answer_generate() stores it before it runs this
+        self.span = span = self._trace()
         try:
-            status, error = await self._generate()
+            with span.current():
+                status, error = await self._generate()
         finally:
             await self.unlisten()
+        failed = status in (Message.Status.FAILED, Message.Status.INTERRUPTED)
+        span.end(
+            error=status if failed else "",
+            finish_reason=self.finish_reason,
+            model=self.model or self.message.model,
+            input_tokens=self.meter.totals[0],
+            output_tokens=self.meter.totals[1],
+            text=self.text,
+            paused=self.paused,
+        )
         if self.paused:  # whoever decides goes on with it (parley/answers/approvals.py)
             logger.info("answer %s in room %s waits for approval", self.message.pk, self.room.pk)
             return
@@ -172,6 +186,22 @@ class Answer:
         )
         if self.stop_reason is not StopReason.SHUTDOWN:  # not while the server goes down
             await self._answer_next()
+
+    def _trace(self) -> AnswerSpan:
+        """The answer's span, named after its backend's model (the backend may not be made:
+        the answer then fails, and its span says so)."""
+        assert self.message is not None  # started by run()
+        try:
+            backend = get_backend(self.room.backend)
+            provider, model = backend.provider_name, backend.model_name
+        except Exception:
+            provider, model = AssistantBackend.provider_name, self.message.model
+        return AnswerSpan(
+            conversation=self.room.public_id,
+            provider=provider,
+            model=model,
+            content=get_config().trace_content,
+        )
 
     async def _answer_next(self) -> None:
         """Answer the question waiting next in the room, now that this answer has ended."""
@@ -236,6 +266,8 @@ class Answer:
         request = await knowledge_call(records.answer_request, answer=self.message)
         specs = tuple(ToolSpec(tool.name, tool.description, tool.parameters) for tool in tools)
         request = replace(request, tools=specs)
+        if self.span is not None:
+            self.span.asked(request.question)
         round_ = 0
         if self.resumed:
             start = 0

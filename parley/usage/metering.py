@@ -45,12 +45,14 @@ def _request_text(request: AssistantRequest) -> str:
 
 @dataclass
 class Meter:
-    """The tokens of one answer's requests that are not stored yet."""
+    """The tokens of one answer's requests that are not stored yet; ``totals`` are all
+    it added, stored or not (for the answer's trace)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
     requests: int = 0
+    totals: tuple[int, int] = (0, 0)
 
     def add(
         self,
@@ -64,13 +66,14 @@ class Meter:
         from the request and what came back of it (``text`` and ``calls``)."""
         self.requests += 1
         if counted is not None:
-            self.prompt_tokens += counted.prompt_tokens
-            self.completion_tokens += counted.completion_tokens
-            return
-        written = text + "".join(call.name + call.arguments for call in calls)
-        self.prompt_tokens += tokens_estimate(_request_text(request))
-        self.completion_tokens += tokens_estimate(written)
-        self.estimated = True
+            read, written = counted.prompt_tokens, counted.completion_tokens
+        else:
+            read = tokens_estimate(_request_text(request))
+            written = tokens_estimate(text + "".join(c.name + c.arguments for c in calls))
+            self.estimated = True
+        self.prompt_tokens += read
+        self.completion_tokens += written
+        self.totals = (self.totals[0] + read, self.totals[1] + written)
 
     def take(self) -> Meter:
         """What is counted so far, leaving the meter empty (it was stored)."""
