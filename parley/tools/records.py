@@ -60,8 +60,7 @@ def tool_runs_open(
         for call in calls
     ]
     with transaction.atomic():
-        for run in runs:
-            run.save()
+        ToolRun.objects.bulk_create(runs)  # their ids set: each is told to the room by id
         Message.objects.filter(pk=answer.pk).update(text=text, updated_at=timezone.now())
     answer.text = text
     return runs

@@ -8,6 +8,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from prometheus_client import REGISTRY
 
 from example.asgi import application
 from parley import answers
@@ -39,6 +40,12 @@ async def member(settings, fake_openai, private_room, alice):
     await get_backend().aclose()
 
 
+def tool_calls_counted(status: str) -> float:
+    """``parley_tool_calls_total`` of ``order_status`` calls that ended ``status``."""
+    labels = {"tool": "order_status", "status": status}
+    return REGISTRY.get_sample_value("parley_tool_calls_total", labels) or 0.0
+
+
 @database_sync_to_async
 def tool_runs() -> list[ToolRun]:
     return list(ToolRun.objects.order_by("pk"))
@@ -52,6 +59,7 @@ async def test_the_model_calls_tools_and_answers_with_their_results(member, fake
         ),
         Script(tokens=["Order 12 has shipped; ", "there is no order 404."]),
     )
+    counted = {status: tool_calls_counted(status) for status in ("done", "failed")}
     frames, done = await ask(member, "Where are orders 12 and 404?", client_id="c1")
 
     text = "Let me look.\n\nOrder 12 has shipped; there is no order 404."
@@ -83,6 +91,11 @@ async def test_the_model_calls_tools_and_answers_with_their_results(member, fake
     ]
     runs = await tool_runs()
     assert [run.status for run in runs] == ["done", "failed"]
+    # Each call counted once it settled, by its tool and how it ended (docs/operations.md).
+    assert {status: tool_calls_counted(status) - n for status, n in counted.items()} == {
+        "done": 1,
+        "failed": 1,
+    }
     assert {run.answer_id for run in runs} == {done["message"]["id"]}
 
 
