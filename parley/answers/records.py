@@ -192,12 +192,13 @@ def answer_finish(
     model: str = "",
     called_tools: bool = False,
     meter: Meter | None = None,
+    first_usage: bool = False,
 ) -> Message:
     """Close ``answer`` with its final text and a terminal status (and the model's name,
     if its server gave one); returns it as stored (the row is written, and the instance
     changed to match it, without reading it back), with the tokens of ``meter`` added to
-    its usage. An answer that ``called_tools`` has its calls not run yet closed as
-    ``cancelled``."""
+    its usage (``first_usage``: none is stored yet). An answer that ``called_tools`` has its
+    calls not run yet closed as ``cancelled``."""
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status!r} is not a terminal status")
     if called_tools:  # and the done frame shows its steps as they ended
@@ -215,18 +216,25 @@ def answer_finish(
             updated_at=answer.updated_at,
         )
         if meter is not None:
-            usage_record(answer=answer, room=answer.room, meter=meter)
+            usage_record(answer=answer, room=answer.room, meter=meter, first=first_usage)
     return answer
 
 
 def tool_round_store(
-    *, answer: Message, calls: Sequence[ToolCall], round: int, text: str, meter: Meter, model: str
+    *,
+    answer: Message,
+    calls: Sequence[ToolCall],
+    round: int,
+    text: str,
+    meter: Meter,
+    model: str,
+    first_usage: bool,
 ) -> list[ToolRun]:
     """Store the tool calls of ``answer``'s ``round``-th round (after ``text``) with the
-    tokens of its requests so far, in one transaction."""
+    tokens of its requests so far (see :func:`answer_finish`), in one transaction."""
     with transaction.atomic():
         runs = tool_runs_open(answer=answer, calls=calls, round=round, text=text)
-        usage_record(answer=answer, room=answer.room, meter=meter, model=model)
+        usage_record(answer=answer, room=answer.room, meter=meter, model=model, first=first_usage)
     return runs
 
 

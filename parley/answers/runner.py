@@ -89,6 +89,7 @@ class Answer:
         # "cancelled" or "error" when the answer did not finish.
         self.usage: Usage | None = None
         self.meter = Meter()  # the tokens of its requests not stored yet
+        self.usage_stored = False  # whether its usage row exists
         self.span: AnswerSpan | None = None  # its trace, while it runs
         self.finish_reason: str | None = None
         self.model = ""  # the model's name as its server gave it, if it did
@@ -121,7 +122,7 @@ class Answer:
         self.parts = [message.text] if message.text else []
         self.sent = len(message.text)
         self.sent_parts = self.saved = len(self.parts)
-        self.resumed = self.called_tools = True
+        self.resumed = self.called_tools = self.usage_stored = True
         self.started = time.perf_counter()
         early, self._early = self._early or [], None
         for event in early:
@@ -165,6 +166,7 @@ class Answer:
             model=self.model,
             called_tools=self.called_tools,
             meter=self.meter.take(),
+            first_usage=not self.usage_stored,
         )
         await broadcast(self.room, protocol.done(message_payload(final)))
         metrics.answers.labels(status).inc()
@@ -300,7 +302,9 @@ class Answer:
                 text=self.text,
                 meter=self.meter.take(),
                 model=self.model,
+                first_usage=not self.usage_stored,
             )
+            self.usage_stored = True
             self.saved, self.called_tools = len(self.parts), True
             done = await self._tools(runs, tools, text="".join(self.parts[first:]))
             if done is None:

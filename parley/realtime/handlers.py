@@ -40,7 +40,7 @@ from ..throttling import (
     visitor_buckets,
 )
 from ..tools.approvals import Decision, DecisionRefused
-from ..usage.quotas import quota_return, quota_take
+from ..usage.quotas import quota_return, quota_take, quotas_in_force, quotas_known
 from ..visitors.addresses import client_address
 from ..visitors.services import visitor_quota_take
 from .db import database_call
@@ -206,7 +206,7 @@ async def _quotas_take(
     try:
         if grant.visitor is not None:
             await database_call(visitor_quota_take, visitor=grant.visitor, client_id=client_id)
-        if answer:
+        if answer and await _quotas_in_force():
             await database_call(quota_take, user=socket.user, visitor_id=room.visitor_id)
     except QuotaExceeded as exc:
         renews_at = exc.renews_at.isoformat()
@@ -215,9 +215,18 @@ async def _quotas_take(
     return True
 
 
+async def _quotas_in_force() -> bool:
+    """Whether any quota exists: a database hop at most every few seconds (no quota, no
+    cost to asking)."""
+    known = quotas_known()
+    return known if known is not None else await database_call(quotas_in_force)
+
+
 async def _quota_return(socket: RoomConsumer) -> None:
     """Give back the answer :func:`_quotas_take` took for a question that gets none."""
     assert socket.room is not None  # joined
+    if not await _quotas_in_force():
+        return
     user_id = socket.user.pk if socket.user is not None else None
     await database_call(quota_return, user_id=user_id, visitor_id=socket.room.visitor_id)
 

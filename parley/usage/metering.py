@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import F
+from django.db.models.functions import Coalesce
 
 from ..backends.base import AssistantRequest, ToolCall, Usage
 from ..conf import get_config
@@ -104,37 +105,38 @@ def cost_of(*, model: str, prompt_tokens: int, completion_tokens: int) -> Decima
     return cost.quantize(Decimal("0.000001"))
 
 
-def usage_record(*, answer: Message, room: Room, meter: Meter, model: str = "") -> None:
-    """Add ``meter``'s tokens to ``answer``'s usage row (made on its first call), with their
-    cost, and to the tallies of its asker's quotas. Called in the transaction that saves the
-    answer's state (finished, or paused for an approval)."""
+def usage_record(
+    *, answer: Message, room: Room, meter: Meter, model: str = "", first: bool = False
+) -> None:
+    """Add ``meter``'s tokens to ``answer``'s usage row, with their cost, and to the tallies
+    of its asker's quotas; ``first``: the answer has no row yet (one INSERT, no UPDATE).
+    Called in the transaction that stores the answer's state (finished, or a round of tool
+    calls)."""
     if not meter.requests:
         return
     model = (model or answer.model)[:200]
     cost = cost_of(
         model=model, prompt_tokens=meter.prompt_tokens, completion_tokens=meter.completion_tokens
     )
+    # The question, as the answer was opened with it (or read now, for one resumed).
+    question = answer.reply_to if answer.reply_to_id else None
+    asker_id = question.author_id if question is not None else None
     changes: dict[str, Any] = {
         "prompt_tokens": F("prompt_tokens") + meter.prompt_tokens,
         "completion_tokens": F("completion_tokens") + meter.completion_tokens,
     }
     if cost is not None:
-        changes["cost"] = F("cost") + cost
+        changes["cost"] = Coalesce(F("cost"), Decimal(0)) + cost
     if model:
         changes["model"] = model
     if meter.estimated:
         changes["estimated"] = True
-    author_id: int | None
-    if UsageRow.objects.filter(answer=answer).update(**changes):
-        author_id = UsageRow.objects.filter(answer=answer).values_list("user_id", flat=True)[0]
-    else:
-        questions = Message.objects.filter(pk=answer.reply_to_id or 0)
-        author_id = questions.values_list("author_id", flat=True).first()
+    if first or not UsageRow.objects.filter(answer=answer).update(**changes):
         UsageRow.objects.create(
             answer=answer,
             room=room,
-            user_id=author_id,
-            visitor_id=room.visitor_id if author_id is None else None,
+            user_id=asker_id,
+            visitor_id=room.visitor_id if asker_id is None else None,
             backend=room.backend,
             model=model,
             prompt_tokens=meter.prompt_tokens,
@@ -142,6 +144,6 @@ def usage_record(*, answer: Message, room: Room, meter: Meter, model: str = "") 
             estimated=meter.estimated,
             cost=cost,
         )
-    subject = quota_subject(user_id=author_id, visitor_id=room.visitor_id)
+    subject = quota_subject(user_id=asker_id, visitor_id=room.visitor_id)
     if subject is not None:
         quotas_add_tokens(subject=subject, tokens=meter.prompt_tokens + meter.completion_tokens)

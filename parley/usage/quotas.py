@@ -6,15 +6,21 @@ processes asking at once cannot both take the last one; a question that then get
 answer (a resend, a full queue, withdrawn) gives it back. Tokens are added to the tallies
 as answers record their usage (parley/usage/metering.py): an answer starts while any are
 left, so the last one may pass a token limit. Periods follow the site's ``TIME_ZONE``.
+
+A site without quotas pays nothing for them: whether any exist is read at most every
+``IN_FORCE_TTL`` seconds per process (and at once in the process that saves one).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import F, Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import formats, timezone
 
 from ..exceptions import QuotaExceeded
@@ -22,6 +28,37 @@ from ..models import Quota, QuotaTally
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import _User
+
+
+# Seconds a process trusts what it read of whether any quota exists: a quota made in the
+# admin applies in other processes within this.
+IN_FORCE_TTL = 2.0
+
+_in_force: tuple[float, bool] | None = None  # (when read, whether any exists)
+
+
+def quotas_known() -> bool | None:
+    """Whether any quota exists, as read less than ``IN_FORCE_TTL`` seconds ago; ``None``
+    when that is not known (then :func:`quotas_in_force` reads it)."""
+    if _in_force is None or time.monotonic() - _in_force[0] > IN_FORCE_TTL:
+        return None
+    return _in_force[1]
+
+
+def quotas_in_force() -> bool:
+    """Whether any quota exists (read from the database unless :func:`quotas_known`)."""
+    global _in_force
+    known = quotas_known()
+    if known is None:
+        known = Quota.objects.exists()
+        _in_force = (time.monotonic(), known)
+    return known
+
+
+@receiver([post_save, post_delete], sender=Quota)
+def _quotas_changed(**kwargs: Any) -> None:
+    global _in_force
+    _in_force = None
 
 
 def quota_subject(*, user_id: int | None, visitor_id: int | None) -> str | None:
@@ -119,13 +156,13 @@ def quota_return(
 ) -> None:
     """Give back the answer a question took that will not be answered (this period's)."""
     subject = quota_subject(user_id=user_id, visitor_id=visitor_id)
-    if subject is not None:
+    if subject is not None and quotas_in_force():
         tallies = QuotaTally.objects.filter(_this_period(subject, now or timezone.now()))
         tallies.filter(answers__gt=0).update(answers=F("answers") - 1)
 
 
 def quotas_add_tokens(*, subject: str, tokens: int, now: datetime | None = None) -> None:
     """Count ``tokens`` an answer used in this period's tallies of ``subject``."""
-    if tokens:
+    if tokens and quotas_in_force():
         tallies = QuotaTally.objects.filter(_this_period(subject, now or timezone.now()))
         tallies.update(tokens=F("tokens") + tokens)

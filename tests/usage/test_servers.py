@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 
 from parley.models import Quota, QuotaTally, Usage
 from parley.rooms import services
+from parley.usage.quotas import IN_FORCE_TTL
 from tests.servers import Peer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,3 +61,20 @@ async def test_two_processes_asked_at_once_give_no_more_than_the_quota(servers, 
     assert await recorded(quota) == (4, 4 * 50, 4 * 50)
     for peer in peers:
         await peer.close()
+
+
+async def test_a_quota_set_while_the_servers_run_applies_within_seconds(servers, alice):
+    backend = {"BACKEND": "parley.backends.scripted.ScriptedBackend", "OPTIONS": {}}
+    server = servers({"PARLEY_TEST_BACKEND": json.dumps(backend)})
+    [room] = await rooms_of(alice, 1)
+    peer = await Peer.connect(server, room, alice)
+    await peer.send(type="send", client_id="before", text="go")
+    assert await outcome(peer, "before") == "answered"  # no quota: no question counted
+    await Quota.objects.acreate(user=alice, max_answers=1)  # as the admin makes it
+    await asyncio.sleep(IN_FORCE_TTL + 0.5)  # what the server read of quotas grows old
+    results = []
+    for client_id in ("first", "second"):
+        await peer.send(type="send", client_id=client_id, text="go")
+        results.append(await outcome(peer, client_id))
+    assert results == ["answered", "quota_exceeded"]
+    await peer.close()
