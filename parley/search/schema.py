@@ -48,9 +48,18 @@ def regconfig(config: str) -> str:
     return f"'{config}'::regconfig"
 
 
+# What PostgreSQL's parser joins words with into tokens of their own (tags, e-mail addresses,
+# URLs, paths, hyphenated words, numbers), read as spaces: "<script>" would be no word at
+# all, and "user@example.com" not "example". Then PostgreSQL splits text into words as FTS5
+# does and as parley/search/text.py reads a search. No "%" (it would need escaping where the
+# statement has parameters), no quote: both are separators to the parser already.
+_GLUE = "<>&@./:-+~_\\"
+
+
 def tsvector(config: str, column: str = "text") -> str:
     """The indexed expression (see :func:`regconfig`)."""
-    return f"to_tsvector({regconfig(config)}, {column})"
+    spaces = " " * len(_GLUE)
+    return f"to_tsvector({regconfig(config)}, translate({column}, '{_GLUE}', '{spaces}'))"
 
 
 def search_schema_create(connection: BaseDatabaseWrapper, *, config: str) -> None:

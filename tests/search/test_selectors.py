@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from parley.models import Message, Room
 from parley.rooms import services
+from parley.search.schema import tsvector
 from parley.search.selectors import messages_search
 from parley.search.text import QueryTooLong
 
@@ -190,6 +191,14 @@ def test_syntax_in_the_input_is_read_as_words(alice, private_room):
     assert found(alice, "*") == []
 
 
+def test_tags_addresses_and_paths_are_words_on_either_database(alice, private_room):
+    say(private_room, alice, "wrap it in <section> and mail ops@example.com, see docs/a-b.md")
+    for query in ["section", "example", "ops@example.com", "a-b", "docs/a-b.md", "md"]:
+        assert found(alice, query) == [
+            "wrap it in <section> and mail ops@example.com, see docs/a-b.md"
+        ], query
+
+
 def test_a_query_too_long_is_refused(alice, settings):
     settings.PARLEY = {"SEARCH_MAX_QUERY_CHARS": 10}
     assert found(alice, "a" * 10) == []
@@ -204,9 +213,9 @@ def test_the_index_is_used(alice, private_room):
         if connection.vendor == "postgresql":
             cursor.execute("SET enable_seqscan = off")
             cursor.execute(
-                "EXPLAIN SELECT id FROM parley_message WHERE"
-                " to_tsvector('simple'::regconfig, text) @@ websearch_to_tsquery("
-                "'simple'::regconfig, 'indexed') AND status <> 'streaming'"
+                f"EXPLAIN SELECT id FROM parley_message WHERE {tsvector('simple')}"
+                " @@ websearch_to_tsquery('simple'::regconfig, 'indexed')"
+                " AND status <> 'streaming'"
             )
             plan = " ".join(row[0] for row in cursor.fetchall())
             cursor.execute("SET enable_seqscan = on")
