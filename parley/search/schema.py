@@ -68,8 +68,9 @@ def search_schema_create(connection: BaseDatabaseWrapper, *, config: str) -> Non
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
-                f"CREATE INDEX {TABLE} ON parley_message USING gin ({tsvector(config)})"
-                f" WHERE {_NOT_STREAMING}"
+                # IF NOT EXISTS: one built by hand CONCURRENTLY first (docs/operations.md).
+                f"CREATE INDEX IF NOT EXISTS {TABLE} ON parley_message"
+                f" USING gin ({tsvector(config)}) WHERE {_NOT_STREAMING}"
             )
         elif connection.vendor == "sqlite":
             cursor.execute(

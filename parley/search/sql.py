@@ -19,6 +19,11 @@ from django.db import connection
 from ..conf import get_config
 from .schema import TABLE, regconfig, tsvector
 
+# PostgreSQL ranks the newest this many messages holding every word of a search: GIN holds
+# no positions, so ranking and phrases read each message's text again (30-50 µs each), and a
+# word in most of a user's messages would cost seconds (bench/README.md, "Search").
+RANKED = 1000
+
 
 def _shown() -> str:
     """The messages of ``m`` the room page shows: not a streaming answer, not a version
@@ -50,22 +55,20 @@ def search_hits(
     ``limit`` of them from ``offset``."""
     vendor = connection.vendor
     if vendor == "postgresql":
-        config = get_config().search_config
-        vector = tsvector(config, "m.text")
-        sql = (
-            f"SELECT m.id FROM parley_message m {_mine()}"
-            f" CROSS JOIN websearch_to_tsquery({regconfig(config)}, %s) AS s(query)"
-            f" WHERE {vector} @@ s.query AND {_shown()}"
-            f" ORDER BY ts_rank({vector}, s.query, 1) DESC, m.id DESC LIMIT %s OFFSET %s"
-        )
-        params: list[Any] = [user_pk, match, limit, offset]
+        sql, params = _postgresql(user_pk=user_pk, match=match, words=words)
+        params += [limit, offset]
     elif vendor == "sqlite":
+        # The membership as IN (its rooms, read once), tested before the versions' EXISTS:
+        # most matches are of other rooms. The newest RANKED, as on PostgreSQL: FTS5 reads
+        # its matches newest first and stops there.
         sql = (
-            f"SELECT m.id FROM {TABLE} JOIN parley_message m ON m.id = {TABLE}.rowid {_mine()}"
-            f" WHERE {TABLE} MATCH %s AND {_shown()}"
-            f" ORDER BY bm25({TABLE}), m.id DESC LIMIT %s OFFSET %s"
+            f"SELECT id FROM (SELECT m.id, bm25({TABLE}) AS score FROM {TABLE}"
+            f" JOIN parley_message m ON m.id = {TABLE}.rowid WHERE {TABLE} MATCH %s"
+            " AND m.room_id IN (SELECT room_id FROM parley_membership WHERE user_id = %s)"
+            f" AND {_shown()} ORDER BY {TABLE}.rowid DESC LIMIT {RANKED})"
+            " ORDER BY score, id DESC LIMIT %s OFFSET %s"
         )
-        params = [user_pk, match, limit, offset]
+        params = [match, user_pk, limit, offset]
     else:
         likes = " AND ".join(["LOWER(m.text) LIKE %s"] * len(words))
         sql = (
@@ -76,3 +79,21 @@ def search_hits(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [row[0] for row in cursor.fetchall()]
+
+
+def _postgresql(*, user_pk: Any, match: str, words: list[str]) -> tuple[str, list[Any]]:
+    """The statement and its first parameters. The index finds the messages holding every
+    word (exactly: no text read again); of the user's, the newest ``RANKED`` are read, then
+    kept if they hold the phrases too, and ranked."""
+    config = get_config().search_config
+    every = f"plainto_tsquery({regconfig(config)}, %s)"
+    query = f"websearch_to_tsquery({regconfig(config)}, %s)"
+    sql = (
+        f"WITH found AS MATERIALIZED (SELECT m.id, m.text FROM parley_message m {_mine()}"
+        f" WHERE {tsvector(config, 'm.text')} @@ {every} AND {_shown()}"
+        f" ORDER BY m.id DESC LIMIT {RANKED}),"
+        f" vectors AS MATERIALIZED (SELECT id, {tsvector(config)} AS vector FROM found)"
+        f" SELECT id FROM vectors WHERE vector @@ {query}"
+        f" ORDER BY ts_rank(vector, {query}, 1) DESC, id DESC LIMIT %s OFFSET %s"
+    )
+    return sql, [user_pk, " ".join(words), match, match]

@@ -18,13 +18,17 @@ def test_a_hit_opens_its_room_scrolled_to_the_message(servers, alice, private_ro
     from playwright.sync_api import expect
 
     now = timezone.now()
+    texts = {TARGET: "the lighthouse keeper's <b>secret</b> log"}
     Message.objects.bulk_create(
         Message(
-            room=private_room, seq=seq, role=Message.Role.USER, author=alice,
-            text="the lighthouse keeper's <b>secret</b> log" if seq == TARGET
-            else f"ordinary note number {seq}",
-            created_at=now, updated_at=now,
-        )  # fmt: skip
+            room=private_room,
+            seq=seq,
+            role=Message.Role.USER,
+            author=alice,
+            text=texts.get(seq, f"ordinary note number {seq}"),
+            created_at=now,
+            updated_at=now,
+        )
         for seq in range(1, 601)
     )
     Room.objects.filter(pk=private_room.pk).update(last_seq=600)
