@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from parley.models import Message, Room
 from parley.rooms import services
+from parley.search import sql
 from parley.search.schema import tsvector
 from parley.search.selectors import messages_search
 from parley.search.text import QueryTooLong
@@ -226,3 +227,37 @@ def test_the_index_is_used(alice, private_room):
                 ['"indexed"'],
             )
             assert len(cursor.fetchall()) == 1
+
+
+def test_an_invitee_who_has_not_accepted_finds_nothing(alice, make_user, shared_room):
+    carol = make_user("carol")
+    say(shared_room, alice, "the invitation-only roadmap")
+    services.invitation_create(room=shared_room, by=alice, username="carol")
+    assert found(carol, "roadmap") == []
+
+
+def test_the_newest_matches_are_the_ones_ranked(alice, private_room, monkeypatch):
+    """Past ``RANKED`` matches, the newest are ranked and the older are not found: the cost
+    of ranking stays bounded (bench/README.md, "Search")."""
+    monkeypatch.setattr(sql, "RANKED", 3)
+    say(private_room, alice, "kestrel kestrel kestrel kestrel, the oldest")
+    for n in range(4):
+        say(private_room, alice, f"a kestrel, number {n}, among other birds and words")
+    say(private_room, alice, "kestrel kestrel, the newest")
+    assert found(alice, "kestrel") == [
+        "kestrel kestrel, the newest",
+        "a kestrel, number 3, among other birds and words",
+        "a kestrel, number 2, among other birds and words",
+    ]
+    assert found(alice, "kestrel", offset=3) == []
+
+
+def test_other_databases_read_every_word_with_like(alice, bob, shared_room, monkeypatch):
+    """MariaDB's, MySQL's or Oracle's search: no index, the same rules. Its statement is
+    plain SQL, run here on this database with that branch chosen."""
+    say(shared_room, alice, "Osprey nests on the BRIDGE")
+    say(shared_room, alice, "an osprey, alone")
+    monkeypatch.setattr(connection, "vendor", "mysql")
+    assert found(bob, "bridge OSPREY") == ["Osprey nests on the BRIDGE"]
+    assert found(bob, "osprey") == ["an osprey, alone", "Osprey nests on the BRIDGE"]
+    assert found(bob, "50%_off") == []
