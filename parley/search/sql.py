@@ -1,11 +1,11 @@
 """The search itself, one statement per database: the only place it asks which database it
 runs on. Each gives the ids of the best hits, best first, among the messages the page shows
-of the rooms the user is a member of: the membership is a join of the statement, before the
-ranking and the limit, never a filter of its results.
+of the rooms the user is a member of: the membership is part of the statement (a join, or
+on SQLite an ``IN``), before the ranking and the limit, never a filter of its results.
 
-- PostgreSQL: ``websearch_to_tsquery`` against the GIN index of parley/search/schema.py,
-  ranked by ``ts_rank``.
-- SQLite: FTS5's ``MATCH`` on its table, ranked by ``bm25()``.
+- PostgreSQL: the GIN index of parley/search/schema.py finds the messages holding every
+  word; ``websearch_to_tsquery`` checks the phrases and ``ts_rank`` ranks the newest.
+- SQLite: FTS5's ``MATCH`` on its table, the newest ranked by ``bm25()``.
 - Any other database: every word a case-blind ``LIKE`` on the text, newest first, with no
   index (a table scan of the user's rooms' messages): correct, slower, unranked.
 """
@@ -19,9 +19,10 @@ from django.db import connection
 from ..conf import get_config
 from .schema import TABLE, regconfig, tsvector
 
-# PostgreSQL ranks the newest this many messages holding every word of a search: GIN holds
-# no positions, so ranking and phrases read each message's text again (30-50 µs each), and a
-# word in most of a user's messages would cost seconds (bench/README.md, "Search").
+# How many of a user's matches are ranked, the newest: on PostgreSQL, GIN holds no positions,
+# so ranking and phrases read each message's text again (30-50 µs each), and a word in most
+# of a user's messages would cost seconds (bench/README.md, "Search"); SQLite does the same,
+# so that both find the same messages.
 RANKED = 1000
 
 
