@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+from .search.schema import search_schema_ensure
 
 
 class ParleyConfig(AppConfig):
@@ -17,3 +20,6 @@ class ParleyConfig(AppConfig):
         from .knowledge import signals  # noqa: F401
         from .realtime import access, inbox  # noqa: F401
         from .visitors import signals as visitor_signals  # noqa: F401
+
+        # SQLite's triggers of the search index, put back where a migration dropped them.
+        post_migrate.connect(search_schema_ensure, sender=self)

@@ -80,6 +80,13 @@ class ParleyConfig:
     metrics_token: str | None = None
     # Seconds /readyz waits for the database and the channel layer, each (docs/operations.md).
     ready_timeout: float = 2.0
+    # Message search (docs/operations.md, "Search"): PostgreSQL's text search configuration,
+    # which the index is built with ("simple": words as written, in any language, as SQLite's
+    # FTS5 reads them; "english" stems them); changing it means building the index again.
+    search_config: str = "simple"
+    # Longest search accepted, in characters (longer is refused), and hits per page.
+    search_max_query_chars: int = 200
+    search_page_size: int = 20
     # Invitations waiting for one user's answer, from everyone; more are not sent.
     max_pending_invitations: int = 20
     # Of those, how many may come from one inviter: one account cannot fill the whole cap.

@@ -33,6 +33,8 @@ from .realtime.routing import inbox_socket_path, socket_path
 from .realtime.status import status_snapshot
 from .rendering import render_document
 from .rooms import export, selectors, services
+from .search.selectors import messages_search
+from .search.text import QueryTooLong
 from .tools.approvals import is_approver
 
 if TYPE_CHECKING:
@@ -97,8 +99,9 @@ def _wait(seconds: float) -> str:
 @login_required
 @require_http_methods(["GET", "POST"])
 def room_list(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """The user's rooms (50 a page), the invitations waiting for their answer, and the form
-    that creates a room (POST, within ``RATE_LIMITS["ROOMS"]``)."""
+    """The user's rooms (50 a page), the invitations waiting for their answer, the form
+    that creates a room (POST, within ``RATE_LIMITS["ROOMS"]``), and the search of their
+    rooms' messages (``?q=``)."""
     form = RoomCreateForm(request.POST or None)
     status = 200
     if request.method == "POST" and form.is_valid():
@@ -125,8 +128,27 @@ def room_list(request: AuthenticatedHttpRequest) -> HttpResponse:
         "invitations": selectors.invitations_pending(user=request.user),
         "form": form,
         "inbox_socket_path": inbox_socket_path(),
+        **_search(request),
     }
     return render(request, "parley/rooms.html", context, status=status)
+
+
+def _search(request: AuthenticatedHttpRequest) -> dict[str, Any]:
+    """The room list's search of messages (``?q=``, and ``?results=`` for a page of hits
+    after the first): what the page shows of it."""
+    query = request.GET.get("q", "")
+    size = get_config().search_page_size
+    try:
+        number = max(1, int(request.GET.get("results", "1")))
+    except ValueError:
+        number = 1
+    try:
+        results = messages_search(
+            user=request.user, query=query, limit=size, offset=(number - 1) * size
+        )
+    except QueryTooLong as exc:
+        return {"query": query, "search_error": str(exc)}
+    return {"query": query.strip(), "results": results, "results_page": number}
 
 
 @content_security_policy

@@ -38,6 +38,7 @@ function start(root) {
       host: root,
       outboxKey: outboxKey(root.dataset.roomId, { id: root.dataset.userId }),
       approver: root.dataset.approver === "true",
+      reveal: linkedSeq(window.location.hash),
     },
   );
 
@@ -99,4 +100,11 @@ function start(root) {
 
   conversation.start();
   conversation.els.text.focus();
+}
+
+/** The seq a link to one message of the room names (`#message-12`, as search hits link), or
+ * null. */
+function linkedSeq(hash) {
+  const found = /^#message-(\d+)$/.exec(hash);
+  return found ? Number(found[1]) : null;
 }

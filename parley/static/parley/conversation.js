@@ -21,7 +21,8 @@ const EXPLANATIONS = {
  * the page knows its room and user before hello: they show at once), `onConnection(state)` called with the socket's
  * states and {state: "connected"} once the server said hello, `onRoom(room)` called when the
  * room changes (a new title), `host`, the element whose data-streaming says whether an
- * answer streams, and `approver`: the user may decide on other members' tool calls.
+ * answer streams, `approver`: the user may decide on other members' tool calls, and
+ * `reveal`: the seq of a message to show once the history is in (a search hit's link).
  */
 export class Conversation {
   constructor(
@@ -35,9 +36,11 @@ export class Conversation {
       onRoom = () => {},
       host = null,
       approver = false,
+      reveal = null,
     } = {},
   ) {
     this.els = els;
+    this.reveal = reveal;
     this.approver = approver;
     this.keepUnsent = keepUnsent;
     this.onConnection = onConnection;
@@ -114,6 +117,19 @@ export class Conversation {
     this.updateStreaming();
     this.showEmpty();
     if (stick) this.scrollToBottom();
+    if (update.synced && this.reveal !== null) this.showMessage(this.reveal);
+  }
+
+  /** Scroll to the message `seq`, mark it and move the focus to it, once: the history
+   * holds every message from the first, so an old one is there once it is in. */
+  showMessage(seq) {
+    this.reveal = null;
+    const li = this.messages.nodes.get(seq);
+    if (!li || li.hidden) return;
+    li.classList.add("msg-found");
+    li.tabIndex = -1;
+    li.scrollIntoView({ block: "center" });
+    li.focus({ preventScroll: true });
   }
 
   /** A send the server refused goes back where it was typed (the editor of the message it
