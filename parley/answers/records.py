@@ -183,9 +183,11 @@ def answer_finish(
     error: str = "",
     model: str = "",
     called_tools: bool = False,
+    sources: list[dict[str, str]] | None = None,
 ) -> Message:
     """Close ``answer`` with its final text and a terminal status (and the model's name,
-    if its server gave one); returns it as stored (the row is written, and the instance
+    if its server gave one, and the ``sources`` it was given, if it got that far: see
+    :func:`answer_sources`); returns it as stored (the row is written, and the instance
     changed to match it, without reading it back). An answer that ``called_tools`` has its
     calls not run yet closed as ``cancelled``."""
     if status not in TERMINAL_STATUSES:
@@ -196,14 +198,22 @@ def answer_finish(
     answer.text, answer.status, answer.error = text, status, error[:500]
     answer.model = model[:200] or answer.model
     answer.updated_at = timezone.now()
+    answer.sources = sources if sources is not None else answer.sources
     Message.objects.filter(pk=answer.pk).update(
         text=answer.text,
         status=status,
         error=answer.error,
         model=answer.model,
         updated_at=answer.updated_at,
+        sources=answer.sources,
     )
     return answer
+
+
+def answer_sources(*, request: AssistantRequest) -> list[dict[str, str]]:
+    """The knowledge passages ``request`` gives its backend, as an answer keeps them: what
+    a feedback on it was judged with (parley/feedback), best first."""
+    return [{"title": p.title, "url": p.url, "document": p.document} for p in request.passages]
 
 
 def answer_request(*, answer: Message) -> AssistantRequest:
