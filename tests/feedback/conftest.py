@@ -25,12 +25,13 @@ def knowledge_folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def offline(settings, knowledge_folder: Path, transactional_db):
-    """The offline backend, answering from travel.md (indexed), with visitors allowed."""
+    """The offline backend, answering from travel.md (indexed), with visitors allowed (and
+    allowed to read it)."""
     settings.PARLEY = {
         **settings.PARLEY,
         "BACKENDS": {"default": OFFLINE},
         "KNOWLEDGE": {**settings.PARLEY["KNOWLEDGE"], "FOLDERS": [str(knowledge_folder)]},
-        "VISITORS": {"ENABLED": True},
+        "VISITORS": {"ENABLED": True, "KNOWLEDGE": True},
         "STREAM_FLUSH_INTERVAL": 0.01,
     }
     call_command("parley_index", "--no-progress", stdout=StringIO(), stderr=StringIO())

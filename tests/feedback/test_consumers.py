@@ -162,6 +162,7 @@ async def test_a_visitor_rates_answers_of_its_own_conversation(offline, alice):
         await client.disconnect()
     row = await Feedback.objects.aget()
     assert (row.visitor_id, row.user_id) == (visitor.pk, None)
+    assert FERRY in row.answer_text and row.sources[0]["document"] == "files:kb/travel.md"
 
     # Logging in carries the conversation over to the account, and its feedback with it.
     await sync_to_async(visitor_services.visitor_carry_over)(visitor=visitor, user=alice)

@@ -3,7 +3,7 @@
 // chat (widget.js) each build their elements and draw the connection state their own way;
 // everything else is here, once.
 
-import { RETRY_SEND_CODES, ReconnectingSocket, RoomState, charCount, sendFrame } from "./client.js";
+import { RETRY_SEND_CODES, ReconnectingSocket, RoomState, charCount, rateFrame, sendFrame } from "./client.js";
 import { MessageList } from "./messages.js";
 
 const EXPLANATIONS = {
@@ -11,6 +11,7 @@ const EXPLANATIONS = {
   assistant_busy: "The assistant is busy: ask for this answer again once it has finished.",
   not_waiting: "That question is no longer waiting: it may have been answered already.",
   not_pending: "That tool call is no longer waiting for a decision.",
+  not_rateable: "That answer cannot be rated (it is not finished, or no longer there).",
 };
 
 /**
@@ -81,6 +82,8 @@ export class Conversation {
       onEdit: (id, text) => this.edit(id, text),
       onDecide: (step, decision) => this.decide(step, decision),
       approver: this.approver,
+      onRate: (id, rating, comment) => this.rate(id, rating, comment),
+      feedbackOf: (id) => this.state.feedback.get(id) ?? null,
     });
   }
 
@@ -265,6 +268,14 @@ export class Conversation {
   decide(step, decision) {
     if (this.ready && this.socket.send({ type: "decide", step, ...decision })) return true;
     this.notify("Not connected; decide again once connected.");
+    return false;
+  }
+
+  /** Give our feedback on the answer `id` (rating null: take it back); false, and said so,
+   * if not connected. */
+  rate(id, rating, comment) {
+    if (this.ready && this.socket.send(rateFrame(id, rating, comment))) return true;
+    this.notify("Not connected; give your feedback again once connected.");
     return false;
   }
 
