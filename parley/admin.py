@@ -3,10 +3,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html_join
+from django.utils.text import Truncator
 
 from .conf import get_config
 from .models import (
+    Feedback,
     Invitation,
     Membership,
     Message,
@@ -168,3 +172,78 @@ class UsageAdmin(admin.ModelAdmin):
         context["summaries"] = usage_summaries(context["cl"].queryset)
         context["currency"] = get_config().usage["CURRENCY"]
         return response
+
+
+# The detail of a feedback, all of it read only.
+FEEDBACK_FIELDS = (
+    "rating", "comment", "rater", "room", "answer", "backend", "model", "answer_status",
+    "question", "answer_text", "sources_list", "tool_steps_list", "created_at", "updated_at",
+)  # fmt: skip
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(admin.ModelAdmin):
+    """Members' and visitors' verdicts on answers, with what was judged: read only, as
+    given (docs/operations.md, Feedback)."""
+
+    list_display = [
+        "rating",
+        "comment_excerpt",
+        "answer_excerpt",
+        "room",
+        "rater",
+        "model",
+        "updated_at",
+    ]
+    list_filter = ["rating", "model", "backend", "answer_status"]
+    search_fields = ["comment", "question", "answer_text"]
+    date_hierarchy = "updated_at"
+    fields = readonly_fields = FEEDBACK_FIELDS
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Feedback | None = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Feedback]:
+        return super().get_queryset(request).select_related("answer__room", "user", "visitor")
+
+    @admin.display(description="comment")
+    def comment_excerpt(self, obj: Feedback) -> str:
+        return Truncator(obj.comment).chars(80)
+
+    @admin.display(description="answer")
+    def answer_excerpt(self, obj: Feedback) -> str:
+        return Truncator(obj.answer_text).chars(80)
+
+    @admin.display(description="room")
+    def room(self, obj: Feedback) -> Room:
+        return obj.answer.room
+
+    @admin.display(description="by")
+    def rater(self, obj: Feedback) -> str:
+        return str(obj.user) if obj.user is not None else str(obj.visitor)
+
+    @admin.display(description="sources")
+    def sources_list(self, obj: Feedback) -> str:
+        return (
+            format_html_join(
+                "",
+                "<p>{} <code>{}</code> {}</p>",
+                (
+                    (s.get("title", ""), s.get("document", ""), s.get("url", ""))
+                    for s in obj.sources
+                ),
+            )
+            or "–"
+        )
+
+    @admin.display(description="tool steps")
+    def tool_steps_list(self, obj: Feedback) -> str:
+        return format_html_join(
+            "",
+            "<p><code>{}</code> ({}): {} → {}</p>",
+            ((step.get("tool", ""), step.get("status", ""), step.get("arguments", ""),
+              Truncator(step.get("result", "")).chars(300)) for step in obj.tool_steps),
+        ) or "–"  # fmt: skip

@@ -105,6 +105,8 @@ class ParleyConfig:
             "USER": (5, 20),
             # History pages (resume frames) one user asks for, across their sockets.
             "RESUME": (5, 30),
+            # Feedback (rate frames) one user or visitor gives, across their sockets.
+            "FEEDBACK": (1, 20),
             "STRIKES": 30,
             # Open sockets one user may have in one server process (a number, not a bucket);
             # one more is refused with an error frame `too_many_sockets` and close 4029.

@@ -232,6 +232,13 @@ class Message(models.Model):
         db_default="",  # as waiting
         help_text="The model that wrote this answer, as its backend or server named it.",
     )
+    # Null, not a list by default: the processes of a rolling deploy still running the code
+    # before this column insert rows without it (and None says "not recorded").
+    sources = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The passages its backend was given: [{title, url, document}].",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # An answer's tool calls, when read with it (a Prefetch's to_attr; not a column).
@@ -491,6 +498,73 @@ class QuotaTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject} from {self.period_start:%Y-%m-%d}: {self.answers} answers"
+
+
+class Feedback(models.Model):
+    """One person's verdict on one finished answer: thumbs up or down, with an optional
+    comment (docs/operations.md, Feedback). Given by a member of the room (``user``) or by
+    the visitor whose conversation it is (``visitor``); one per answer and person, changed
+    in place when they change their mind, deleted when they take it back.
+
+    It keeps a copy of what an evaluation reads (the question, the answer, its sources and
+    tool steps, the room's backend alias and the model) as they were when it was given: an
+    export needs no join, and says what was judged even if the question is deleted since.
+    """
+
+    class Rating(models.TextChoices):
+        UP = "up", "Thumbs up"
+        DOWN = "down", "Thumbs down"
+
+    answer = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="parley_feedback",
+    )
+    visitor = models.ForeignKey(
+        Visitor, null=True, blank=True, on_delete=models.CASCADE, related_name="feedback"
+    )
+    rating = models.CharField(max_length=8, choices=Rating.choices)
+    comment = models.TextField(blank=True)
+    question = models.TextField(blank=True, help_text="The question the answer replies to.")
+    answer_text = models.TextField(blank=True)
+    answer_status = models.CharField(max_length=16, choices=Message.Status.choices)
+    sources = models.JSONField(default=list, blank=True)
+    tool_steps = models.JSONField(
+        default=list, blank=True, help_text="[{tool, arguments, result, status}], in order."
+    )
+    backend = models.CharField(max_length=64, blank=True, help_text="The room's alias.")
+    model = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # The first version of its answer, when read for pairs (an annotation; not a column).
+    exchange: int
+
+    class Meta:
+        ordering = ["-updated_at", "-pk"]
+        verbose_name_plural = "feedback"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, visitor__isnull=True)
+                | Q(user__isnull=True, visitor__isnull=False),
+                name="parley_feedback_by_one",
+            ),
+            models.UniqueConstraint(
+                fields=["answer", "user"],
+                condition=Q(user__isnull=False),
+                name="parley_feedback_once",
+            ),
+            models.UniqueConstraint(
+                fields=["answer", "visitor"],
+                condition=Q(visitor__isnull=False),
+                name="parley_visitor_feedback_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rating} on answer {self.answer_id}"
 
 
 class KnowledgePassage(models.Model):

@@ -104,6 +104,7 @@ class UserBuckets:
 
 user_buckets = UserBuckets()  # RATE_LIMITS["USER"]: messages
 resume_buckets = UserBuckets()  # RATE_LIMITS["RESUME"]: history pages
+feedback_buckets = UserBuckets()  # RATE_LIMITS["FEEDBACK"]: rate frames
 # The pages' limits, per user: rooms created, invitations sent (RATE_LIMITS "ROOMS", "INVITES").
 page_buckets = {
     action: UserBuckets() for action in ("ROOMS", "INVITES", "NEW_VISITORS", "CHAT_SESSIONS")
@@ -131,6 +132,7 @@ def _reset(*, setting: str, **kwargs: Any) -> None:
     if setting == "PARLEY":
         user_buckets.clear()
         resume_buckets.clear()
+        feedback_buckets.clear()
         visitor_buckets.clear()
         address_buckets.clear()
         for buckets in page_buckets.values():

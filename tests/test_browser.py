@@ -576,11 +576,13 @@ UNSAFE_DOM = """list => {
     const found = [];
     const banned = "script,img,svg,iframe,frame,object,embed,meta,link,style,base,form,input,"
         + "button,video,audio,source,picture,math,details,body,noscript,image,textarea,select";
-    // Parley's own controls (a code block's copy button): no answer can make one, as no
-    // class but highlighting's survives the sanitiser.
-    const own = (el) => el.closest(".code-bar, .msg-meta");
+    // Parley's own controls (a code block's copy button, an answer's feedback): no answer
+    // can make one, as no class but highlighting's survives the sanitiser. (Their textareas
+    // get a style from Playwright itself: a screenshot hides the caret with one.)
+    const own = (el) => el.closest(".code-bar, .msg-meta, .msg-feedback");
     for (const el of list.querySelectorAll(banned)) if (!own(el)) found.push(`<${el.localName}>`);
     for (const el of list.querySelectorAll("*")) {
+        if (own(el)) continue;
         for (const attr of el.attributes) {
             const unsafe = /^on|^(src|srcset|srcdoc|style|action|formaction|poster|background)$/i;
             if (unsafe.test(attr.name)) found.push(`<${el.localName} ${attr.name}>`);

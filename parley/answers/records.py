@@ -193,9 +193,11 @@ def answer_finish(
     called_tools: bool = False,
     meter: Meter | None = None,
     first_usage: bool = False,
+    sources: list[dict[str, str]] | None = None,
 ) -> Message:
     """Close ``answer`` with its final text and a terminal status (and the model's name,
-    if its server gave one); returns it as stored (the row is written, and the instance
+    if its server gave one, and the ``sources`` it was given, if it got that far: see
+    :func:`answer_sources`); returns it as stored (the row is written, and the instance
     changed to match it, without reading it back), with the tokens of ``meter`` added to
     its usage (``first_usage``: none is stored yet). An answer that ``called_tools`` has its
     calls not run yet closed as ``cancelled``."""
@@ -207,6 +209,7 @@ def answer_finish(
     answer.text, answer.status, answer.error = text, status, error[:500]
     answer.model = model[:200] or answer.model
     answer.updated_at = timezone.now()
+    answer.sources = sources if sources is not None else answer.sources
     with transaction.atomic():
         Message.objects.filter(pk=answer.pk).update(
             text=answer.text,
@@ -214,10 +217,17 @@ def answer_finish(
             error=answer.error,
             model=answer.model,
             updated_at=answer.updated_at,
+            sources=answer.sources,
         )
         if meter is not None:
             usage_record(answer=answer, room=answer.room, meter=meter, first=first_usage)
     return answer
+
+
+def answer_sources(*, request: AssistantRequest) -> list[dict[str, str]]:
+    """The knowledge passages ``request`` gives its backend, as an answer keeps them: what
+    a feedback on it was judged with (parley/feedback), best first."""
+    return [{"title": p.title, "url": p.url, "document": p.document} for p in request.passages]
 
 
 def tool_round_store(

@@ -97,6 +97,7 @@ class Answer:
         self.stop_reason: StopReason | None = None
         self.stopped_by = ""  # who pressed stop, for a CANCELLED answer
         self.called_tools = False
+        self.sources: list[dict[str, str]] | None = None  # the passages it was given
         # Paused: a tool call waits for approval; the answer goes on from its rows, on
         # whichever process the decision comes to (parley/answers/approvals.py).
         self.paused = False
@@ -167,6 +168,7 @@ class Answer:
             called_tools=self.called_tools,
             meter=self.meter.take(),
             first_usage=not self.usage_stored,
+            sources=self.sources,
         )
         await broadcast(self.room, protocol.done(message_payload(final)))
         metrics.answers.labels(status).inc()
@@ -266,6 +268,7 @@ class Answer:
         tools = tools_for(self.room.backend)
         # Off the database thread: the search may rebuild the knowledge index first.
         request = await knowledge_call(records.answer_request, answer=self.message)
+        self.sources = records.answer_sources(request=request)
         specs = tuple(ToolSpec(tool.name, tool.description, tool.parameters) for tool in tools)
         request = replace(request, tools=specs)
         if self.span is not None:

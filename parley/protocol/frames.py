@@ -21,6 +21,8 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # whole value: fullmatch ("$"
 # escape ("\ud800") but UTF-8 cannot encode (json.loads joins a valid pair into one character).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 MAX_SEQ = 2**63 - 1
+RATINGS = ("up", "down")
+MAX_COMMENT_CHARS = 2000  # a feedback's comment: a few sentences, not another message
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +108,23 @@ class Decide:
         return {"step": self.step}
 
 
-ClientFrame = Send | Cancel | Resume | Withdraw | Regenerate | Decide
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """Give one's feedback on the finished answer ``message_id``: ``rating`` ``"up"`` or
+    ``"down"`` with an optional ``comment``, or ``None`` to take it back. It is the
+    sender's own: the room's other members are not told (docs/protocol.md)."""
+
+    type: ClassVar[str] = "rate"
+    message_id: int
+    rating: str | None
+    comment: str = ""
+
+    def reply_fields(self) -> dict[str, Any]:
+        """What an error frame about this frame repeats: the answer."""
+        return {"message_id": self.message_id}
+
+
+ClientFrame = Send | Cancel | Resume | Withdraw | Regenerate | Decide | Rate
 
 
 def _field(frame: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any = ...) -> Any:
@@ -131,8 +149,8 @@ def parse_client_frame(raw: str, *, max_chars: int) -> ClientFrame:
     """Parse one text frame from a client.
 
     Raises :class:`ProtocolError` with a stable ``code`` (``bad_json``, ``bad_frame``,
-    ``unknown_type``, ``unsupported_version``, ``empty_text``, ``text_too_long``) naming the
-    problem.
+    ``unknown_type``, ``unsupported_version``, ``empty_text``, ``text_too_long``,
+    ``comment_too_long``) naming the problem.
     """
     try:
         frame = json.loads(raw)
@@ -215,6 +233,26 @@ def _parse_decide(frame: dict[str, Any], max_chars: int) -> Decide:
     return Decide(step=step, approve=approve, arguments=arguments, always=always)
 
 
+def _parse_rate(frame: dict[str, Any], max_chars: int) -> Rate:
+    message_id = _message_id(frame)
+    rating = _field(frame, "rating", (str, type(None)))
+    if rating is not None and rating not in RATINGS:
+        raise ProtocolError("bad_frame", '\'rating\' must be "up", "down" or null.')
+    comment = _field(frame, "comment", (str,), "").strip()
+    if _UNSTORABLE.search(comment):
+        raise ProtocolError(
+            "bad_frame", "'comment' must not contain NUL characters or unpaired surrogates."
+        )
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise ProtocolError(
+            "comment_too_long",
+            f"The comment is {len(comment)} characters; the limit is {MAX_COMMENT_CHARS}.",
+        )
+    if comment and rating is None:
+        raise ProtocolError("bad_frame", "A 'comment' goes with a rating.")
+    return Rate(message_id=message_id, rating=rating, comment=comment)
+
+
 def _parse_resume(frame: dict[str, Any], max_chars: int) -> Resume:
     after = _field(frame, "after", (int,), 0)
     if not 0 <= after <= MAX_SEQ:
@@ -231,6 +269,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any], int], ClientFrame]] = {
     Withdraw.type: _parse_withdraw,
     Regenerate.type: _parse_regenerate,
     Decide.type: _parse_decide,
+    Rate.type: _parse_rate,
 }
 
 
@@ -276,6 +315,13 @@ def tool(*, message_id: int, step: dict[str, Any]) -> dict[str, Any]:
     """A tool call of a streaming answer: when it ended, waits for approval, or was
     decided (docs/tools.md); a client replaces the step with the same ``id``."""
     return {"type": "tool", "message_id": message_id, "step": step}
+
+
+def feedback(*, message_id: int, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The sender's feedback on the answer ``message_id`` as now stored (``given``: its
+    rating and comment, or None when taken back): the reply to a ``rate`` frame, to the
+    socket that sent it alone."""
+    return {"type": "feedback", "message_id": message_id, "feedback": given}
 
 
 def done(payload: dict[str, Any]) -> dict[str, Any]:

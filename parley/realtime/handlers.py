@@ -29,6 +29,7 @@ from ..exceptions import (
     QueueFull,
     QuotaExceeded,
 )
+from ..feedback.history import feedback_attach
 from ..models import Message
 from ..rooms import payloads, selectors, services
 from ..throttling import (
@@ -300,13 +301,10 @@ async def handle_resume(socket: RoomConsumer, frame: protocol.Resume) -> None:
     await answers.answers_interrupt_stale(room=room)
     messages, more = await database_call(selectors.messages_after, room=room, after=frame.after)
     last_seq = messages[-1].seq if messages else frame.after
-    socket.reply(
-        protocol.history(
-            messages=[payloads.message_payload(m) for m in messages],
-            more=more,
-            last_seq=last_seq,
-        )
-    )
+    listed = [payloads.message_payload(m) for m in messages]
+    assert socket.grant is not None  # joined
+    await feedback_attach(listed, messages=messages, user=socket.user, visitor=socket.grant.visitor)
+    socket.reply(protocol.history(messages=listed, more=more, last_seq=last_seq))
     for message in messages:
         if message.status == Message.Status.STREAMING:
             # If the layer is down, the sync frame sent once it is back brings a new resume.

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from ..conf import get_config
 from ..exceptions import QuotaExceeded
+from ..feedback.services import feedback_carry_over
 from ..models import Membership, Message, Room, Visitor
 from ..realtime.access import visitor_revoke_on_commit
 from ..throttling import page_limit_take
@@ -155,6 +156,7 @@ def visitor_carry_over(*, visitor: Visitor, user: _User) -> list[Room]:
             )
             Membership.objects.get_or_create(room=room, user=user)
         Room.objects.filter(pk__in=[room.pk for room in rooms]).update(owner=user, visitor=None)
+        feedback_carry_over(visitor=visitor, user=user)
         visitor.user = user
         visitor.identity = ""  # free for a visitor of its own, if the host signs it again
         visitor.save(update_fields=["user", "identity"])

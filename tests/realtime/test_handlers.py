@@ -15,7 +15,7 @@ def test_every_client_frame_type_has_one_handler():
     assert (
         set(handlers.HANDLERS)
         == kinds
-        == {"send", "cancel", "resume", "withdraw", "regenerate", "decide"}
+        == {"send", "cancel", "resume", "withdraw", "regenerate", "decide", "rate"}
     )
 
 

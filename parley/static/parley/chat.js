@@ -16,6 +16,7 @@ function start(root) {
   const connCountdown = conn.querySelector(".conn-countdown");
   const retry = byId("retry-now");
   let countdown = null;
+  let linked = linkedSeq(window.location.hash); // a message to show once the history is in
 
   const conversation = new Conversation(
     socketUrl(window.location, root.dataset.socketPath),
@@ -38,7 +39,10 @@ function start(root) {
       host: root,
       outboxKey: outboxKey(root.dataset.roomId, { id: root.dataset.userId }),
       approver: root.dataset.approver === "true",
-      reveal: linkedSeq(window.location.hash),
+      onSynced: () => {
+        if (linked !== null) showMessage(conversation, linked);
+        linked = null;
+      },
     },
   );
 
@@ -107,4 +111,15 @@ function start(root) {
 function linkedSeq(hash) {
   const found = /^#message-(\d+)$/.exec(hash);
   return found ? Number(found[1]) : null;
+}
+
+/** Scroll to the message `seq`, mark it and move the focus to it: called once the history
+ * is in, which holds every message from the first, old ones too. */
+function showMessage(conversation, seq) {
+  const li = conversation.messages.nodes.get(seq);
+  if (!li || li.hidden) return;
+  li.classList.add("msg-found");
+  li.tabIndex = -1;
+  li.scrollIntoView({ block: "center" });
+  li.focus({ preventScroll: true });
 }

@@ -23,6 +23,9 @@ export const FATAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
 
 const DEFAULT_LIMITS = { max_frame_bytes: 32 * 1024, max_message_chars: 8000 };
 
+// The longest comment a feedback may have (parley.protocol.MAX_COMMENT_CHARS).
+export const MAX_COMMENT_CHARS = 2000;
+
 // Unsent messages kept in the browser's storage: at most this many a room, for this long.
 const STORED_OUTBOX_MAX = 50;
 const STORED_OUTBOX_DAYS = 7;
@@ -78,6 +81,7 @@ export class RoomState {
     this.lastSeq = 0; // every message up to here is known (seqs have no gaps)
     this.gapAskedAfter = null; // lastSeq when we last asked for missed messages
     this.room = null;
+    this.feedback = new Map(); // answer id -> {rating, comment}: our own, as the server stored it
     this.user = null;
     this.limits = { ...DEFAULT_LIMITS };
     this.synced = false;
@@ -239,6 +243,14 @@ export class RoomState {
       case "tool":
         this._tool(frame, update);
         break;
+      case "feedback": {
+        // Our feedback on an answer as now stored (null: taken back); no one else is told.
+        if (frame.feedback) this.feedback.set(frame.message_id, frame.feedback);
+        else this.feedback.delete(frame.message_id);
+        const seq = this.seqById.get(frame.message_id);
+        if (seq !== undefined) update.changed.add(seq);
+        break;
+      }
       case "room":
         // The room changed (renamed): the page shows its new title.
         this.room = frame.room ?? this.room;
@@ -293,6 +305,8 @@ export class RoomState {
     }
     this.messages.set(message.seq, message);
     this.seqById.set(message.id, message.seq);
+    // History pages carry our own feedback on the answers we rated (a reload shows it again).
+    if (payload.feedback) this.feedback.set(message.id, payload.feedback);
     update.changed.add(message.seq);
     // Our own message, stored before its ack was lost: it is not waiting any more.
     if (message.client_id && this.outbox.has(message.client_id) && this._mine(message)) {
@@ -441,6 +455,18 @@ export function isMine(message, me) {
 
 function storedEntry({ client_id, text, ask, saved, edit_of }) {
   return { client_id, text, ask, saved, edit_of };
+}
+
+/** Whether `message` can be given feedback: a finished answer. */
+export function isRateable(message) {
+  return message?.role === "assistant" && TERMINAL_STATUSES.has(message.status);
+}
+
+/** The frame giving our feedback on the answer `id`: `rating` "up" or "down" with an optional
+ * `comment` (cut to MAX_COMMENT_CHARS characters), or null to take it back. */
+export function rateFrame(id, rating, comment = "") {
+  const text = rating ? [...comment.trim()].slice(0, MAX_COMMENT_CHARS).join("") : "";
+  return { type: "rate", message_id: id, rating: rating ?? null, comment: text };
 }
 
 /** The send frame of an outbox entry (an edit names the message it edits). */

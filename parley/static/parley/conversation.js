@@ -3,7 +3,7 @@
 // chat (widget.js) each build their elements and draw the connection state their own way;
 // everything else is here, once.
 
-import { RETRY_SEND_CODES, ReconnectingSocket, RoomState, charCount, sendFrame } from "./client.js";
+import { RETRY_SEND_CODES, ReconnectingSocket, RoomState, charCount, rateFrame, sendFrame } from "./client.js";
 import { MessageList } from "./messages.js";
 
 const EXPLANATIONS = {
@@ -11,6 +11,7 @@ const EXPLANATIONS = {
   assistant_busy: "The assistant is busy: ask for this answer again once it has finished.",
   not_waiting: "That question is no longer waiting: it may have been answered already.",
   not_pending: "That tool call is no longer waiting for a decision.",
+  not_rateable: "That answer cannot be rated (it is not finished, or no longer there).",
 };
 
 /**
@@ -22,7 +23,8 @@ const EXPLANATIONS = {
  * states and {state: "connected"} once the server said hello, `onRoom(room)` called when the
  * room changes (a new title), `host`, the element whose data-streaming says whether an
  * answer streams, `approver`: the user may decide on other members' tool calls, and
- * `reveal`: the seq of a message to show once the history is in (a search hit's link).
+ * `onSynced()`, called each time the history is complete (it holds every message from the
+ * first).
  */
 export class Conversation {
   constructor(
@@ -36,11 +38,11 @@ export class Conversation {
       onRoom = () => {},
       host = null,
       approver = false,
-      reveal = null,
+      onSynced = () => {},
     } = {},
   ) {
     this.els = els;
-    this.reveal = reveal;
+    this.onSynced = onSynced;
     this.approver = approver;
     this.keepUnsent = keepUnsent;
     this.onConnection = onConnection;
@@ -84,6 +86,8 @@ export class Conversation {
       onEdit: (id, text) => this.edit(id, text),
       onDecide: (step, decision) => this.decide(step, decision),
       approver: this.approver,
+      onRate: (id, rating, comment) => this.rate(id, rating, comment),
+      feedbackOf: (id) => this.state.feedback.get(id) ?? null,
     });
   }
 
@@ -117,19 +121,7 @@ export class Conversation {
     this.updateStreaming();
     this.showEmpty();
     if (stick) this.scrollToBottom();
-    if (update.synced && this.reveal !== null) this.showMessage(this.reveal);
-  }
-
-  /** Scroll to the message `seq`, mark it and move the focus to it, once: the history
-   * holds every message from the first, so an old one is there once it is in. */
-  showMessage(seq) {
-    this.reveal = null;
-    const li = this.messages.nodes.get(seq);
-    if (!li || li.hidden) return;
-    li.classList.add("msg-found");
-    li.tabIndex = -1;
-    li.scrollIntoView({ block: "center" });
-    li.focus({ preventScroll: true });
+    if (update.synced) this.onSynced();
   }
 
   /** A send the server refused goes back where it was typed (the editor of the message it
@@ -281,6 +273,14 @@ export class Conversation {
   decide(step, decision) {
     if (this.ready && this.socket.send({ type: "decide", step, ...decision })) return true;
     this.notify("Not connected; decide again once connected.");
+    return false;
+  }
+
+  /** Give our feedback on the answer `id` (rating null: take it back); false, and said so,
+   * if not connected. */
+  rate(id, rating, comment) {
+    if (this.ready && this.socket.send(rateFrame(id, rating, comment))) return true;
+    this.notify("Not connected; give your feedback again once connected.");
     return false;
   }
 

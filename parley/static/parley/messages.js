@@ -9,6 +9,7 @@
 // streams its <li> is aria-busy.
 
 import { isMine, sliceChars } from "./client.js";
+import { renderFeedback } from "./feedback.js";
 
 const STATUS_LABELS = {
   streaming: "Writing…",
@@ -21,7 +22,7 @@ const STATUS_NOTES = {
   interrupted: "The answer was cut off when its server stopped.",
 };
 
-function element(tag, className, text) {
+export function element(tag, className, text) {
   const el = document.createElement(tag);
   if (className) el.className = className;
   if (text !== undefined) el.textContent = text;
@@ -30,7 +31,7 @@ function element(tag, className, text) {
 
 /** A plain button (never a form's submit) that calls `onClick`; `name` is what a screen
  * reader says, when the text alone does not tell. */
-function button(className, text, name, onClick) {
+export function button(className, text, name, onClick) {
   const el = element("button", className, text);
   el.type = "button";
   if (name) el.setAttribute("aria-label", name);
@@ -64,7 +65,9 @@ export class MessageList {
    * an edit of their message `id` (it returns whether it was taken: else the editor stays),
    * `onDecide(stepId, decision)` when they approve or deny a tool call that waits
    * ({approve, arguments?, always?}; it returns whether it was sent), and `approver` says
-   * whether they may decide on other members' calls (docs/tools.md).
+   * whether they may decide on other members' calls (docs/tools.md). With `onRate(id,
+   * rating, comment)`, finished answers have thumbs up and down (feedback.js), drawn from
+   * `feedbackOf(id)`, the reader's own feedback on the answer `id`.
    *
    * The versions of a message (its first, and those after it: `version_of`, an answer
    * asked for again or a question edited) share its place in the list, one shown at a
@@ -74,9 +77,19 @@ export class MessageList {
     list,
     me,
     announcer = null,
-    { onWithdraw = () => {}, onRegenerate = () => {}, onEdit = null, onDecide = () => false, approver = false } = {},
+    {
+      onWithdraw = () => {},
+      onRegenerate = () => {},
+      onEdit = null,
+      onDecide = () => false,
+      approver = false,
+      onRate = null,
+      feedbackOf = () => null,
+    } = {},
   ) {
     this.list = list;
+    this.onRate = onRate;
+    this.feedbackOf = feedbackOf;
     this.onDecide = onDecide;
     this.approver = approver;
     this.me = me;
@@ -121,6 +134,7 @@ export class MessageList {
     this.renderCopy(li, message);
     this.renderRegenerate(li, message);
     renderModel(li, message);
+    if (this.onRate) renderFeedback(li, message, this.feedbackOf(message.id), this.onRate);
     li.parleyText = message.text;
     this.refresh(message.version_of ?? message.id);
     if (announce && !streaming && (fresh || wasStreaming)) this.announce(message);
