@@ -166,6 +166,19 @@ class ParleyConfig:
             "APPROVER_PERMISSION": None,
         }
     )
+    # How long messages are kept, by room kind, in days (None: for ever), applied by
+    # `manage.py parley_retention` (docs/operations.md); merged key by key.
+    retention: dict[str, Any] = field(
+        default_factory=lambda: {
+            "PRIVATE": None,
+            "SHARED": None,
+            # Visitors' conversations end with the visitor anyway (VISITORS["EXPIRE_AFTER"]
+            # after its last message, by the same command): this prunes a live one.
+            "VISITOR": None,
+            # Messages deleted per transaction: no run holds a room's rows for long.
+            "BATCH_SIZE": 500,
+        }
+    )
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
     knowledge: dict[str, Any] = field(
         default_factory=lambda: {
@@ -200,7 +213,7 @@ DEFAULTS: dict[str, Any] = {spec.name.upper(): _default(spec) for spec in fields
 
 
 # Settings that are dicts themselves, merged key by key over their defaults.
-_NESTED = ("KNOWLEDGE", "RATE_LIMITS", "TOOLS", "VISITORS")
+_NESTED = ("KNOWLEDGE", "RATE_LIMITS", "RETENTION", "TOOLS", "VISITORS")
 
 
 @cache

@@ -1,0 +1,2 @@
+"""How long conversations are kept (``PARLEY["RETENTION"]``): docs/operations.md,
+"Retention and erasure"."""
