@@ -179,6 +179,10 @@ class ParleyConfig:
             "BATCH_SIZE": 500,
         }
     )
+    # What deleting a user does to their messages in other members' rooms: "anonymise"
+    # (kept, with no author) or "delete" (with the answers to their questions); merged key
+    # by key.
+    erasure: dict[str, Any] = field(default_factory=lambda: {"MESSAGES": "anonymise"})
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
     knowledge: dict[str, Any] = field(
         default_factory=lambda: {
@@ -213,7 +217,7 @@ DEFAULTS: dict[str, Any] = {spec.name.upper(): _default(spec) for spec in fields
 
 
 # Settings that are dicts themselves, merged key by key over their defaults.
-_NESTED = ("KNOWLEDGE", "RATE_LIMITS", "RETENTION", "TOOLS", "VISITORS")
+_NESTED = ("ERASURE", "KNOWLEDGE", "RATE_LIMITS", "RETENTION", "TOOLS", "VISITORS")
 
 
 @cache

@@ -520,7 +520,8 @@ export class MessageList {
   author(message) {
     if (message.role === "assistant") return "Assistant";
     if (isMine(message, this.me())) return "You";
-    return message.author?.name ?? "Someone";
+    // Without an author outside a visitor's own conversation: a deleted user's, anonymised.
+    return message.author?.name ?? "Deleted user";
   }
 
   /** Show the outbox (sends not yet acknowledged) after the messages, each with `label`. */
