@@ -177,6 +177,8 @@ class ParleyConfig:
             "VISITOR": None,
             # Messages deleted per transaction: no run holds a room's rows for long.
             "BATCH_SIZE": 500,
+            # Seconds between two transactions: SQLite's other writers get their turn.
+            "PAUSE": 0.05,
         }
     )
     # What deleting a user does to their messages in other members' rooms: "anonymise"

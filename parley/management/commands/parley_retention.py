@@ -36,6 +36,12 @@ class Command(BaseCommand):
             help="Messages deleted per transaction (default RETENTION['BATCH_SIZE']).",
         )
         parser.add_argument(
+            "--pause",
+            type=float,
+            default=None,
+            help="Seconds between two transactions (default RETENTION['PAUSE']).",
+        )
+        parser.add_argument(
             "--no-progress", action="store_true", help="Do not draw the progress bars."
         )
 
@@ -44,6 +50,7 @@ class Command(BaseCommand):
         *args: Any,
         dry_run: bool = False,
         batch_size: int | None = None,
+        pause: float | None = None,
         no_progress: bool = False,
         **options: Any,
     ) -> None:
@@ -59,6 +66,7 @@ class Command(BaseCommand):
                         cutoff=cutoff,
                         days=days,
                         batch_size=batch_size,
+                        pause=pause,
                         dry_run=dry_run,
                         on_room=bar.update,
                     )
