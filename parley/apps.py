@@ -14,12 +14,14 @@ class ParleyConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, once the models are loaded, for what importing them does: register
         # the system checks, and connect the receivers that reset the settings, that revoke
-        # sockets, that nudge room lists, and that keep registered models' passages in step
-        # with their objects; and the handlers of features' own frames (feedback).
+        # sockets, that nudge room lists, that keep registered models' passages in step with
+        # their objects, and that stop a deleted user's answers; and the handlers of
+        # features' own frames (feedback).
         from . import checks, conf  # noqa: F401
         from .feedback import handlers  # noqa: F401
         from .knowledge import signals  # noqa: F401
         from .realtime import access, inbox  # noqa: F401
+        from .retention import signals as retention_signals  # noqa: F401
         from .visitors import signals as visitor_signals  # noqa: F401
 
         # SQLite's triggers of the search index, put back where a migration dropped them.

@@ -192,6 +192,25 @@ class ParleyConfig:
             "CHARS_PER_TOKEN": 4.0,
         }
     )
+    # How long messages are kept, by room kind, in days (None: for ever), applied by
+    # `manage.py parley_retention` (docs/operations.md); merged key by key.
+    retention: dict[str, Any] = field(
+        default_factory=lambda: {
+            "PRIVATE": None,
+            "SHARED": None,
+            # Visitors' conversations end with the visitor anyway (VISITORS["EXPIRE_AFTER"]
+            # after its last message, by the same command): this prunes a live one.
+            "VISITOR": None,
+            # Messages deleted per transaction: no run holds a room's rows for long.
+            "BATCH_SIZE": 500,
+            # Seconds between two transactions: SQLite's other writers get their turn.
+            "PAUSE": 0.05,
+        }
+    )
+    # What deleting a user does to their messages in other members' rooms: "anonymise"
+    # (kept, with no author) or "delete" (with the answers to their questions); merged key
+    # by key.
+    erasure: dict[str, Any] = field(default_factory=lambda: {"MESSAGES": "anonymise"})
     # The knowledge the assistant answers from (docs/knowledge.md); merged key by key.
     knowledge: dict[str, Any] = field(
         default_factory=lambda: {
@@ -226,7 +245,7 @@ DEFAULTS: dict[str, Any] = {spec.name.upper(): _default(spec) for spec in fields
 
 
 # Settings that are dicts themselves, merged key by key over their defaults.
-_NESTED = ("KNOWLEDGE", "RATE_LIMITS", "TOOLS", "USAGE", "VISITORS")
+_NESTED = ("ERASURE", "KNOWLEDGE", "RATE_LIMITS", "RETENTION", "TOOLS", "USAGE", "VISITORS")
 
 
 @cache

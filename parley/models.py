@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from .conf import get_config
+from .retention.deletion import message_author_deleted, room_owner_deleted
 
 
 def new_public_id() -> str:
@@ -33,7 +34,7 @@ class Visitor(models.Model):
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        on_delete=models.CASCADE,  # carried over, it is done; set free, its token finds it
         related_name="+",
         help_text="The account its conversations were carried over to when it logged in.",
     )
@@ -66,7 +67,7 @@ class Room(models.Model):
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
-        on_delete=models.CASCADE,
+        on_delete=room_owner_deleted,  # private: deleted; shared: to the next member
         related_name="parley_owned_rooms",
     )
     visitor = models.ForeignKey(
@@ -198,7 +199,7 @@ class Message(models.Model):
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        on_delete=message_author_deleted,  # ERASURE["MESSAGES"]
         related_name="parley_messages",
     )
     text = models.TextField(blank=True)

@@ -198,8 +198,8 @@ def answer_finish(
     """Close ``answer`` with its final text and a terminal status (and the model's name,
     if its server gave one, and the ``sources`` it was given, if it got that far: see
     :func:`answer_sources`); returns it as stored (the row is written, and the instance
-    changed to match it, without reading it back), with the tokens of ``meter`` added to
-    its usage (``first_usage``: none is stored yet). An answer that ``called_tools`` has its
+    changed to match it, without reading it back); then the tokens of ``meter`` are added
+    to its usage (``first_usage``: none is stored yet). An answer that ``called_tools`` has its
     calls not run yet closed as ``cancelled``."""
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status!r} is not a terminal status")
@@ -210,17 +210,16 @@ def answer_finish(
     answer.model = model[:200] or answer.model
     answer.updated_at = timezone.now()
     answer.sources = sources if sources is not None else answer.sources
-    with transaction.atomic():
-        Message.objects.filter(pk=answer.pk).update(
-            text=answer.text,
-            status=status,
-            error=answer.error,
-            model=answer.model,
-            updated_at=answer.updated_at,
-            sources=answer.sources,
-        )
-        if meter is not None:
-            usage_record(answer=answer, room=answer.room, meter=meter, first=first_usage)
+    Message.objects.filter(pk=answer.pk).update(
+        text=answer.text,
+        status=status,
+        error=answer.error,
+        model=answer.model,
+        updated_at=answer.updated_at,
+        sources=answer.sources,
+    )
+    if meter is not None:
+        usage_record(answer=answer, room=answer.room, meter=meter, first=first_usage)
     return answer
 
 
@@ -240,11 +239,10 @@ def tool_round_store(
     model: str,
     first_usage: bool,
 ) -> list[ToolRun]:
-    """Store the tool calls of ``answer``'s ``round``-th round (after ``text``) with the
-    tokens of its requests so far (see :func:`answer_finish`), in one transaction."""
-    with transaction.atomic():
-        runs = tool_runs_open(answer=answer, calls=calls, round=round, text=text)
-        usage_record(answer=answer, room=answer.room, meter=meter, model=model, first=first_usage)
+    """Store the tool calls of ``answer``'s ``round``-th round (after ``text``), then the
+    tokens of its requests so far (see :func:`answer_finish`)."""
+    runs = tool_runs_open(answer=answer, calls=calls, round=round, text=text)
+    usage_record(answer=answer, room=answer.room, meter=meter, model=model, first=first_usage)
     return runs
 
 

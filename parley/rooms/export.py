@@ -48,12 +48,18 @@ def export_markdown(room: Room) -> Iterator[str]:
         if message.role == Message.Role.ASSISTANT:
             who = f"Assistant ({message.model})" if message.model else "Assistant"
         else:
-            who = message.author.get_username() if message.author else "Visitor"
+            who = message.author.get_username() if message.author else _nobody(room)
         status = "" if message.status == Message.Status.COMPLETE else f" · {message.status}"
         yield f"\n## {_line(who)} · {message.created_at:%Y-%m-%d %H:%M}{status}\n\n"
         for run in getattr(message, "tool_steps", ()):
             yield f"> Tool `{run.tool}` ({run.status}): `{_line(run.arguments)}`\n\n"
         yield f"{message.text}\n"
+
+
+def _nobody(room: Room) -> str:
+    """Who wrote a user message without an author: the visitor whose conversation it is,
+    or, in a member's room, a user deleted since (parley/retention/deletion.py)."""
+    return "Visitor" if room.visitor_id is not None else "Deleted user"
 
 
 def _line(text: str) -> str:

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 
 from ..backends.base import AssistantRequest, ToolCall, Usage
 from ..conf import get_config
-from ..models import Message, Room
+from ..models import Message, Room, Visitor
 from ..models import Usage as UsageRow
 from .quotas import quota_subject, quotas_add_tokens
 
@@ -110,17 +112,20 @@ def usage_record(
 ) -> None:
     """Add ``meter``'s tokens to ``answer``'s usage row, with their cost, and to the tallies
     of its asker's quotas; ``first``: the answer has no row yet (one INSERT, no UPDATE).
-    Called in the transaction that stores the answer's state (finished, or a round of tool
-    calls)."""
+
+    Its own transaction, after the answer's state is stored (finished, or a round of tool
+    calls): what the row names may be deleted while the answer runs (the answer with its
+    asker's messages, the room, the asker), and the usage is then recorded without it,
+    never failing the answer."""
     if not meter.requests:
         return
     model = (model or answer.model)[:200]
     cost = cost_of(
         model=model, prompt_tokens=meter.prompt_tokens, completion_tokens=meter.completion_tokens
     )
-    # The question, as the answer was opened with it (or read now, for one resumed).
-    question = answer.reply_to if answer.reply_to_id else None
-    asker_id = question.author_id if question is not None else None
+    # Read now: the asker may have been deleted, or their messages anonymised, meanwhile.
+    questions = Message.objects.filter(pk=answer.reply_to_id or 0)
+    asker_id = questions.values_list("author_id", flat=True).first()
     changes: dict[str, Any] = {
         "prompt_tokens": F("prompt_tokens") + meter.prompt_tokens,
         "completion_tokens": F("completion_tokens") + meter.completion_tokens,
@@ -131,19 +136,40 @@ def usage_record(
         changes["model"] = model
     if meter.estimated:
         changes["estimated"] = True
-    if first or not UsageRow.objects.filter(answer=answer).update(**changes):
-        UsageRow.objects.create(
-            answer=answer,
-            room=room,
-            user_id=asker_id,
-            visitor_id=room.visitor_id if asker_id is None else None,
-            backend=room.backend,
-            model=model,
-            prompt_tokens=meter.prompt_tokens,
-            completion_tokens=meter.completion_tokens,
-            estimated=meter.estimated,
-            cost=cost,
-        )
+    row = UsageRow(
+        answer_id=answer.pk,
+        room_id=room.pk,
+        user_id=asker_id,
+        visitor_id=room.visitor_id if asker_id is None else None,
+        backend=room.backend,
+        model=model,
+        prompt_tokens=meter.prompt_tokens,
+        completion_tokens=meter.completion_tokens,
+        estimated=meter.estimated,
+        cost=cost,
+    )
+    try:
+        with transaction.atomic():
+            if first or not UsageRow.objects.filter(answer=answer).update(**changes):
+                row.save(force_insert=True)
+    except IntegrityError:  # checked at the commit: something it names is gone
+        _usage_orphan_save(row)
     subject = quota_subject(user_id=asker_id, visitor_id=room.visitor_id)
     if subject is not None:
         quotas_add_tokens(subject=subject, tokens=meter.prompt_tokens + meter.completion_tokens)
+
+
+def _usage_orphan_save(row: UsageRow) -> None:
+    """Save ``row`` without the answer, room, asker or visitor that were deleted."""
+    row.pk = None
+    for field, model in (
+        ("answer_id", Message),
+        ("room_id", Room),
+        ("user_id", get_user_model()),
+        ("visitor_id", Visitor),
+    ):
+        pk = getattr(row, field)
+        if pk is not None and not model._default_manager.filter(pk=pk).exists():
+            setattr(row, field, None)
+    with transaction.atomic():
+        row.save(force_insert=True)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from django.core import signing
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
@@ -188,12 +188,17 @@ def visitor_quota_take(*, visitor: str, client_id: str = "", now: datetime | Non
     Visitor.objects.filter(public_id=visitor).update(last_seen_at=now)
 
 
+def visitors_stale(*, now: datetime | None = None) -> models.QuerySet[Visitor]:
+    """The visitors :func:`visitors_expire` deletes at ``now``."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=get_config().visitors["EXPIRE_AFTER"])
+    return Visitor.objects.filter(Q(last_seen_at__lt=cutoff) | Q(user__isnull=False))
+
+
 def visitors_expire(*, now: datetime | None = None) -> int:
     """Delete the visitors (and their conversations) not seen for ``VISITORS["EXPIRE_AFTER"]``
     seconds, and those carried over to an account; returns how many."""
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=get_config().visitors["EXPIRE_AFTER"])
-    stale = Visitor.objects.filter(Q(last_seen_at__lt=cutoff) | Q(user__isnull=False))
+    stale = visitors_stale(now=now)
     with transaction.atomic():
         gone = list(stale.filter(user__isnull=True).values_list("public_id", flat=True))
         # Their open sockets close now, not at the next re-check: told first that the

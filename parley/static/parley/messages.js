@@ -58,16 +58,14 @@ const STEP_LABELS = {
 const ANNOUNCED_KEPT = 5;
 
 export class MessageList {
-  /** `list` is the <ol>; `me()` returns the logged-in user ({id, name}) once known;
-   * `announcer` is the element new messages are announced in (optional); `onWithdraw(id)`
-   * is called when the user withdraws a question of theirs that waits its turn,
-   * `onRegenerate(id)` when they ask for an answer again, `onEdit(id, text)` when they send
-   * an edit of their message `id` (it returns whether it was taken: else the editor stays),
-   * `onDecide(stepId, decision)` when they approve or deny a tool call that waits
-   * ({approve, arguments?, always?}; it returns whether it was sent), and `approver` says
-   * whether they may decide on other members' calls (docs/tools.md). With `onRate(id,
-   * rating, comment)`, finished answers have thumbs up and down (feedback.js), drawn from
-   * `feedbackOf(id)`, the reader's own feedback on the answer `id`.
+  /** `list` is the <ol>; `me()` gives the logged-in user ({id, name}) once known;
+   * `announcer`, the element new messages are announced in (optional). Called when the
+   * user withdraws a waiting question: `onWithdraw(id)`; asks for an answer again:
+   * `onRegenerate(id)`; sends an edit of their message: `onEdit(id, text)` (false: not
+   * taken, the editor stays); approves or denies a waiting tool call: `onDecide(stepId,
+   * {approve, arguments?, always?})` (false: not sent); `approver`: they may decide on
+   * others' calls (docs/tools.md). With `onRate(id, rating, comment)`, finished answers
+   * get feedback controls (feedback.js) showing `feedbackOf(id)`, the reader's own.
    *
    * The versions of a message (its first, and those after it: `version_of`, an answer
    * asked for again or a question edited) share its place in the list, one shown at a
@@ -534,7 +532,8 @@ export class MessageList {
   author(message) {
     if (message.role === "assistant") return "Assistant";
     if (isMine(message, this.me())) return "You";
-    return message.author?.name ?? "Someone";
+    // No author (and not the visitor's own): a deleted user's, anonymised.
+    return message.author?.name ?? "Deleted user";
   }
 
   /** Show the outbox (sends not yet acknowledged) after the messages, each with `label`. */

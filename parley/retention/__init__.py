@@ -1,0 +1,2 @@
+"""How long conversations are kept (``PARLEY["RETENTION"]``) and what deleting a user does to
+theirs (``PARLEY["ERASURE"]``): docs/operations.md, "Retention and erasure"."""
