@@ -760,8 +760,8 @@ def test_a_visitor_chats_in_the_widget_and_keeps_the_conversation_on_logging_in(
     launcher = page.locator("parley-chat[launcher]")
     expect(launcher.locator(".panel")).to_be_hidden()  # closed: no socket yet
 
-    chat.locator("textarea").fill("How do I plan a trip?")
-    chat.locator("textarea").press("Enter")
+    chat.get_by_role("textbox", name="Message").fill("How do I plan a trip?")
+    chat.get_by_role("textbox", name="Message").press("Enter")
     expect(chat.locator(".msg-user .msg-body")).to_have_text("How do I plan a trip?")
     expect(chat.locator(".msg-user .msg-author")).to_have_text("You")
     answer = chat.locator(".msg-assistant")
@@ -926,8 +926,8 @@ def test_the_script_embed_works_on_a_listed_origin_and_nowhere_else(servers, new
         page.goto(listed.url)
         chat = page.locator("parley-chat")
         expect(chat.locator(".conn")).to_have_attribute("data-state", "connected")
-        chat.locator("textarea").fill("hello from the shop")
-        chat.locator("textarea").press("Enter")
+        chat.get_by_role("textbox", name="Message").fill("hello from the shop")
+        chat.get_by_role("textbox", name="Message").press("Enter")
         expect(chat.locator(".msg-assistant .msg-body strong")).to_have_text("hello from the shop")
         page.reload()  # the same visitor again: its token is kept in this origin's storage
         expect(page.locator("parley-chat .msg-user .msg-body")).to_have_text("hello from the shop")

@@ -190,8 +190,8 @@ def ask_watch_reload_stop(page: Any, url: str, question: str) -> None:
     chat = page.locator("parley-chat")
     chat.get_by_role("button", name="Assistant").click()
     expect(chat.locator(".conn")).to_have_attribute("data-state", "connected")
-    chat.locator("textarea").fill(question)
-    chat.locator("textarea").press("Enter")
+    chat.get_by_role("textbox", name="Message").fill(question)
+    chat.get_by_role("textbox", name="Message").press("Enter")
     answer = chat.locator(".msg-assistant").last
     expect(answer).to_have_attribute("data-status", "streaming")
     expect(answer.locator(".msg-body")).to_contain_text("Here is")

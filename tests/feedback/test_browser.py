@@ -98,8 +98,8 @@ def test_the_widget_rates_an_answer_and_shows_it_after_a_reload(servers, offline
     page = tab.page
     page.goto(f"{server.http_url}/site/")
     chat = page.locator(".home-chat parley-chat")
-    chat.locator("textarea").first.fill(QUESTION)
-    chat.locator("textarea").first.press("Enter")
+    chat.get_by_role("textbox", name="Message").fill(QUESTION)
+    chat.get_by_role("textbox", name="Message").press("Enter")
     comment = "Right, but the pier's name would help."
     rate_down_with_a_comment(chat, comment)
     tab.shot("feedback-widget")

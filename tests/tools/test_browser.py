@@ -87,8 +87,8 @@ def test_the_widget_shows_the_steps_and_the_card_and_approves(servers, fake_open
     page.goto(f"{server.http_url}/site/")
     chat = page.locator(".home-chat parley-chat")
     expect(chat.locator(".conn")).to_have_attribute("data-state", "connected")
-    chat.locator("textarea").fill("Where is order 7? Pin it.")
-    chat.locator("textarea").press("Enter")
+    chat.get_by_role("textbox", name="Message").fill("Where is order 7? Pin it.")
+    chat.get_by_role("textbox", name="Message").press("Enter")
 
     expect(chat.locator(".tool-step.tool-done .tool-summary")).to_contain_text("order_status")
     card = chat.get_by_role("group", name="Approve the tool pin?")
