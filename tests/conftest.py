@@ -288,3 +288,15 @@ async def connect():
     yield open_
     for client in clients:
         await client.disconnect()
+
+
+@pytest.fixture
+async def asker(connect, private_room, alice):
+    """Alice's socket in her private room, its hello received; every answer of the test
+    ended after it."""
+    from parley import answers
+
+    client = await connect(private_room, alice)
+    await client.expect("hello")
+    yield client
+    await answers.answers_shutdown()

@@ -21,15 +21,19 @@ class UsageSummary:
     rows: list[dict[str, Any]]
 
 
+def _sums() -> dict[str, Any]:
+    """What each row of a summary adds up."""
+    return {
+        "answers": Count("pk"),
+        "estimated_answers": Count("pk", filter=Q(estimated=True)),
+        "prompt": Sum("prompt_tokens"),
+        "completion": Sum("completion_tokens"),
+        "spent": Sum("cost"),
+    }
+
+
 def _totals(queryset: QuerySet[Usage], *fields: str) -> list[dict[str, Any]]:
-    grouped = queryset.values(*fields) if fields else queryset
-    rows = grouped.annotate(
-        answers=Count("pk"),
-        estimated_answers=Count("pk", filter=Q(estimated=True)),
-        prompt=Sum("prompt_tokens"),
-        completion=Sum("completion_tokens"),
-        spent=Sum("cost"),
-    ).order_by(F("spent").desc(nulls_last=True), F("prompt").desc(), *fields)
+    rows = queryset.values(*fields).annotate(**_sums()).order_by(F("spent").desc(nulls_last=True), F("prompt").desc(), *fields)
     return list(rows[:SUMMARY_ROWS])
 
 
@@ -37,13 +41,7 @@ def usage_summaries(queryset: QuerySet[Usage]) -> list[UsageSummary]:
     """The answers, tokens and cost of ``queryset`` in all, then per user (a visitor's
     answers make one row), per room and per model, biggest first."""
     queryset = queryset.order_by()  # no ordering of its own in the GROUP BY
-    whole = queryset.aggregate(
-        answers=Count("pk"),
-        estimated_answers=Count("pk", filter=Q(estimated=True)),
-        prompt=Sum("prompt_tokens"),
-        completion=Sum("completion_tokens"),
-        spent=Sum("cost"),
-    )
+    whole = queryset.aggregate(**_sums())
     whole["name"] = "All"
     users = _totals(queryset, "user__username")
     for row in users:

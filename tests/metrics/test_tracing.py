@@ -15,7 +15,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from parley import answers
 from parley.metrics import tracing
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,14 +32,6 @@ def spans():
         trace.set_tracer_provider(provider)
     _exporter.clear()
     yield _exporter.get_finished_spans
-
-
-@pytest.fixture
-async def asker(connect, private_room, alice):
-    client = await connect(private_room, alice)
-    await client.expect("hello")
-    yield client
-    await answers.answers_shutdown()
 
 
 async def test_an_answer_is_one_client_span_of_its_room(spans, backend, asker, private_room):

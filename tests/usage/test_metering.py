@@ -10,7 +10,6 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from parley import answers
 from parley.answers import records
 from parley.backends import get_backend
 from parley.models import Message, Usage
@@ -32,17 +31,8 @@ async def ask(client, text: str, client_id: str = "c1") -> dict:
     return await client.expect("done", timeout=10)
 
 
-@pytest.fixture
-async def asked(connect, private_room, alice):
-    """Alice's socket in her private room (hello received); every answer ended after."""
-    client = await connect(private_room, alice)
-    await client.expect("hello")
-    yield client
-    await answers.answers_shutdown()
-
-
 async def test_the_counts_of_the_models_server_are_recorded_with_the_asker(
-    settings, fake_openai, asked, alice
+    settings, fake_openai, asker, alice
 ):
     settings.PARLEY = {
         "BACKENDS": {
@@ -58,7 +48,7 @@ async def test_the_counts_of_the_models_server_are_recorded_with_the_asker(
         "USAGE": {"PRICES": {"fake-*": {"INPUT": "1", "OUTPUT": "2"}}},
     }
     try:
-        done = await ask(asked, "hi")
+        done = await ask(asker, "hi")
     finally:
         await get_backend().aclose()
     usage = await usage_of(done["message"]["id"])
@@ -72,42 +62,42 @@ async def test_the_counts_of_the_models_server_are_recorded_with_the_asker(
     assert usage.cost == (Decimal(10) + 2 * Decimal(tokens)) / 1_000_000
 
 
-async def test_a_stopped_answer_is_estimated_and_flagged(backend, asked):
+async def test_a_stopped_answer_is_estimated_and_flagged(backend, asker):
     backend(reply="word ", repeat=400, delay=0.01, usage=(123, 456))
-    await asked.send(type="send", client_id="c1", text="Tell me a long story")
-    await asked.expect("delta")
-    await asked.send(type="cancel")
-    done = await asked.expect("done", timeout=10)
+    await asker.send(type="send", client_id="c1", text="Tell me a long story")
+    await asker.expect("delta")
+    await asker.send(type="cancel")
+    done = await asker.expect("done", timeout=10)
     assert done["message"]["status"] == "cancelled"
     usage = await usage_of(done["message"]["id"])
-    # Stopped before the counts came: estimated from what was asked and what came back.
+    # Stopped before the counts came: estimated from what was asker and what came back.
     assert usage.estimated
     assert usage.completion_tokens == tokens_estimate(done["message"]["text"]) > 0
     assert usage.prompt_tokens >= tokens_estimate("Tell me a long story")
 
 
-async def test_a_failed_answer_is_estimated_too(backend, asked):
+async def test_a_failed_answer_is_estimated_too(backend, asker):
     backend(reply="half an answer", fail_after=2)
-    done = await ask(asked, "Will it break?")
+    done = await ask(asker, "Will it break?")
     assert done["message"]["status"] == "failed"
     usage = await usage_of(done["message"]["id"])
     assert usage.estimated and usage.prompt_tokens > 0
 
 
-async def test_the_offline_assistant_costs_nothing_even_stopped(settings, asked):
+async def test_the_offline_assistant_costs_nothing_even_stopped(settings, asker):
     offline = {"BACKEND": "parley.backends.offline.OfflineBackend", "OPTIONS": {"delay": 0.05}}
     settings.PARLEY = {"BACKENDS": {"default": offline}}
-    await asked.send(type="send", client_id="c1", text="what can you do?")
-    await asked.expect("delta")
-    await asked.send(type="cancel")
-    done = await asked.expect("done", timeout=10)
+    await asker.send(type="send", client_id="c1", text="what can you do?")
+    await asker.expect("delta")
+    await asker.send(type="cancel")
+    done = await asker.expect("done", timeout=10)
     usage = await usage_of(done["message"]["id"])
     assert (usage.prompt_tokens, usage.completion_tokens, usage.estimated) == (0, 0, False)
     assert usage.cost is None  # no price for it
 
 
-async def test_a_dead_processs_answer_is_estimated_when_it_is_closed(backend, asked, private_room):
-    done = await ask(asked, "first")
+async def test_a_dead_processs_answer_is_estimated_when_it_is_closed(backend, asker, private_room):
+    done = await ask(asker, "first")
 
     @database_sync_to_async
     def dead_answer() -> Message:
@@ -141,22 +131,22 @@ def test_a_price_is_per_million_tokens_and_a_model_without_one_has_no_cost(setti
     assert cost_of(model="llama3", prompt_tokens=10, completion_tokens=10) is None
 
 
-async def test_an_answer_that_pauses_for_approval_adds_up_its_rounds(settings, fake_openai, asked):
+async def test_an_answer_that_pauses_for_approval_adds_up_its_rounds(settings, fake_openai, asker):
     settings.PARLEY = {"BACKENDS": {"default": sample.offering(fake_openai.base_url, "pin")}}
     fake_openai.enqueue(
         Script(tokens=["I will pin it."], tool_calls=[("pin", '{"text": "standup at 9"}')]),
         Script(tokens=["Pinned ", "for the ", "team."]),
     )
     try:
-        await asked.send(type="send", client_id="c1", text="Pin the standup time")
-        step = await asked.expect("tool")
+        await asker.send(type="send", client_id="c1", text="Pin the standup time")
+        step = await asker.expect("tool")
         while step["step"]["status"] != "pending":
-            step = await asked.expect("tool")
+            step = await asker.expect("tool")
         # Paused: the first request's counts are stored with its calls, nothing runs it.
         paused = await usage_of(step["message_id"])
         assert (paused.prompt_tokens, paused.completion_tokens) == (10, 1)
-        await asked.send(type="decide", step=step["step"]["id"], approve=True)
-        done = await asked.expect("done", timeout=10)
+        await asker.send(type="decide", step=step["step"]["id"], approve=True)
+        done = await asker.expect("done", timeout=10)
     finally:
         await get_backend().aclose()
     usage = await usage_of(done["message"]["id"])

@@ -28,14 +28,10 @@ def tally_of(quota: Quota) -> QuotaTally:
     return QuotaTally.objects.get(quota=quota)
 
 
-@pytest.fixture
-async def asker(connect, backend, private_room, alice):
-    """Alice's socket in her private room, answered at once by the scripted backend."""
+@pytest.fixture(autouse=True)
+def noted(backend):
+    """Answers at once by the scripted backend, each of 40 + 10 tokens."""
     backend(reply="Noted: {question}", usage=(40, 10))
-    client = await connect(private_room, alice)
-    await client.expect("hello")
-    yield client
-    await answers.answers_shutdown()
 
 
 async def ask(client, client_id: str) -> dict:
