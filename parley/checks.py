@@ -13,6 +13,7 @@ from django.utils.module_loading import import_string
 from .conf import get_config
 from .knowledge.embeddings import embedder_problem
 from .tools.registry import tools_for
+from .usage.metering import prices_problems
 
 # The mark of keys made for development (startproject's, and examples'), never secret.
 INSECURE_KEY_PREFIX = "django-insecure-"
@@ -137,6 +138,13 @@ def check_allowed_hosts(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             id="parley.W003",
         )
     ]
+
+
+@checks.register(checks.Tags.compatibility)
+def check_prices(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Prices that cannot be read would leave answers without their cost."""
+    hint = 'See docs/operations.md, "Usage and quotas".'
+    return [checks.Error(problem, hint=hint, id="parley.E007") for problem in prices_problems()]
 
 
 @checks.register(checks.Tags.security)

@@ -94,15 +94,16 @@ async def answer_ask(*, room: Room, question: Message) -> Message | None:
     return None
 
 
-async def answer_regenerate(*, room: Room, answer_id: int) -> Message:
+async def answer_regenerate(*, room: Room, answer_id: int, by: int | None = None) -> Message:
     """Answer again the question that the room's finished answer ``answer_id`` answers: a
-    new version of the first answer to it (the retry of one that failed or was cut off).
+    new version of the first answer to it (the retry of one that failed or was cut off),
+    its usage charged to the user ``by`` who asked for it.
     Raises :class:`NothingToRegenerate`, or :class:`AssistantBusy` while an answer streams
     or questions wait: they come first."""
     question, first = await database_call(
         records.answer_to_regenerate, room=room, answer_id=answer_id
     )
-    return await answer_generate(room=room, question=question, version_of=first)
+    return await answer_generate(room=room, question=question, version_of=first, asker_id=by)
 
 
 async def answer_next(*, room: Room) -> None:

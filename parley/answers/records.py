@@ -158,7 +158,8 @@ def answers_save_progress(*, texts: Mapping[int, str], alive: Collection[int] = 
 
 def answers_mark_stale(*, room: Room | None = None) -> list[Message]:
     """Mark ``interrupted`` the streaming answers (of ``room``, or everywhere) whose process
-    has not written a heartbeat for ``ANSWER_STALE_AFTER`` seconds; returns them."""
+    has not written a heartbeat for ``ANSWER_STALE_AFTER`` seconds; returns those this call
+    closed (every process watches: each answer is closed, and its usage estimated, once)."""
     cutoff = timezone.now() - timedelta(seconds=get_config().answer_stale_after)
     stale = Message.objects.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).exclude(
         tool_runs__status=ToolRun.Status.PENDING
@@ -168,11 +169,17 @@ def answers_mark_stale(*, room: Room | None = None) -> list[Message]:
     ids = list(stale.values_list("pk", flat=True))
     if not ids:
         return []
-    Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
-        status=Message.Status.INTERRUPTED,
-        error="The server generating this answer stopped.",
-        updated_at=timezone.now(),
-    )
+    ids = [
+        pk
+        for pk in ids
+        if Message.objects.filter(pk=pk, status=Message.Status.STREAMING).update(
+            status=Message.Status.INTERRUPTED,
+            error="The server generating this answer stopped.",
+            updated_at=timezone.now(),
+        )
+    ]
+    if not ids:
+        return []
     tool_runs_orphaned(answer_ids=ids)
     rows = Message.objects.select_related("author", "room", "reply_to").filter(pk__in=ids)
     closed = list(rows)
@@ -193,13 +200,15 @@ def answer_finish(
     called_tools: bool = False,
     meter: Meter | None = None,
     first_usage: bool = False,
+    asker_id: int | None = None,
     sources: list[dict[str, str]] | None = None,
 ) -> Message:
     """Close ``answer`` with its final text and a terminal status (and the model's name,
     if its server gave one, and the ``sources`` it was given, if it got that far: see
     :func:`answer_sources`); returns it as stored (the row is written, and the instance
     changed to match it, without reading it back); then the tokens of ``meter`` are added
-    to its usage (``first_usage``: none is stored yet). An answer that ``called_tools`` has its
+    to its usage (``first_usage``: none is stored yet; ``asker_id``: see
+    :func:`~parley.usage.metering.usage_record`). An answer that ``called_tools`` has its
     calls not run yet closed as ``cancelled``."""
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"{status!r} is not a terminal status")
@@ -219,7 +228,9 @@ def answer_finish(
         sources=answer.sources,
     )
     if meter is not None:
-        usage_record(answer=answer, room=answer.room, meter=meter, first=first_usage)
+        usage_record(
+            answer=answer, room=answer.room, meter=meter, first=first_usage, asker_id=asker_id
+        )
     return answer
 
 
@@ -238,11 +249,19 @@ def tool_round_store(
     meter: Meter,
     model: str,
     first_usage: bool,
+    asker_id: int | None,
 ) -> list[ToolRun]:
     """Store the tool calls of ``answer``'s ``round``-th round (after ``text``), then the
     tokens of its requests so far (see :func:`answer_finish`)."""
     runs = tool_runs_open(answer=answer, calls=calls, round=round, text=text)
-    usage_record(answer=answer, room=answer.room, meter=meter, model=model, first=first_usage)
+    usage_record(
+        answer=answer,
+        room=answer.room,
+        meter=meter,
+        model=model,
+        first=first_usage,
+        asker_id=asker_id,
+    )
     return runs
 
 

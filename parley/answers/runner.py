@@ -76,8 +76,11 @@ class StopReason(Enum):
 class Answer:
     """One answer being generated; see :func:`answer_generate`."""
 
-    def __init__(self, *, room: Room, message: Message | None = None) -> None:
+    def __init__(
+        self, *, room: Room, message: Message | None = None, asker_id: int | None = None
+    ) -> None:
         self.room = room
+        self.asker_id = asker_id  # who asked for it, if not its question's author
         self.message = message  # None until answer_generate() has stored it
         self.parts: list[str] = []
         self.sent = 0  # characters already sent to the room as deltas
@@ -143,6 +146,10 @@ class Answer:
         try:
             with span.current():
                 status, error = await self._generate()
+        except BaseException:  # the process goes down: its span ends too
+            span.end(error="interrupted", finish_reason=None, model="", input_tokens=0,
+                     output_tokens=0, text=self.text)  # fmt: skip
+            raise
         finally:
             await self.unlisten()
         failed = status in (Message.Status.FAILED, Message.Status.INTERRUPTED)
@@ -168,6 +175,7 @@ class Answer:
             called_tools=self.called_tools,
             meter=self.meter.take(),
             first_usage=not self.usage_stored,
+            asker_id=self.asker_id,
             sources=self.sources,
         )
         await broadcast(self.room, protocol.done(message_payload(final)))
@@ -306,6 +314,7 @@ class Answer:
                 meter=self.meter.take(),
                 model=self.model,
                 first_usage=not self.usage_stored,
+                asker_id=self.asker_id,
             )
             self.usage_stored = True
             self.saved, self.called_tools = len(self.parts), True
@@ -343,11 +352,13 @@ class Answer:
         error = ""
         first = len(self.parts)
         counted: Usage | None = None  # by the server, for this request
+        answered = False  # whether any of the reply came
         try:
             async for item in stream:
                 event = backend_event(item, backend=backend)
                 if isinstance(event, ToolCall | TextDelta):
                     operation.chunk()
+                    answered = True
                 elif isinstance(event, Usage):
                     counted = event
                     operation.usage(
@@ -381,8 +392,11 @@ class Answer:
             operation.end(error)
             if not backend.uses_tokens:
                 counted = Usage(prompt_tokens=0, completion_tokens=0)
-            text = "".join(self.parts[first:])
-            self.meter.add(counted, request=request, text=text, calls=calls)
+            # A request that failed before the model wrote anything (refused, unreachable)
+            # cost nothing; one stopped did: its prompt was read.
+            if counted is not None or answered or error in ("", "cancelled"):
+                text = "".join(self.parts[first:])
+                self.meter.add(counted, request=request, text=text, calls=calls)
         return calls
 
     def _note(self, event: BackendEvent) -> None:
@@ -485,10 +499,15 @@ def _tool_round(runs: list[ToolRun], text: str) -> ToolRound:
 
 
 async def answer_generate(
-    *, room: Room, question: Message, version_of: Message | None = None
+    *,
+    room: Room,
+    question: Message,
+    version_of: Message | None = None,
+    asker_id: int | None = None,
 ) -> Message:
     """Open an answer to ``question`` and start generating it in the background; with
-    ``version_of`` (the first answer to it), a new version of that answer.
+    ``version_of`` (the first answer to it), a new version of that answer, which
+    ``asker_id`` asked for (its usage is theirs; the question's author's by default).
 
     Returns the stored streaming message once it has been broadcast. Raises
     :class:`parley.exceptions.AssistantBusy` if the room already has an answer streaming.
@@ -497,7 +516,7 @@ async def answer_generate(
     # Listen before the answer takes its seq: nothing may suspend between storing a message
     # and broadcasting it, or a later message of the room goes out first (with Redis, the
     # SUBSCRIBE is a round trip) and every member sees a gap and resumes.
-    answer = Answer(room=room)
+    answer = Answer(room=room, asker_id=asker_id)
     await answer.listen()
     try:
         message, interrupted = await database_call(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import answers, protocol
@@ -179,10 +180,15 @@ async def handle_send(socket: RoomConsumer, frame: protocol.Send) -> None:
         if created:
             broadcast_now(room, protocol.message(payload))
 
-    message, created = await post_queue().post(
-        room=room, author=user, text=frame.text, client_id=frame.client_id,
-        version_of_id=version_of_id, on_stored=stored,
-    )  # fmt: skip
+    try:
+        message, created = await post_queue().post(
+            room=room, author=user, text=frame.text, client_id=frame.client_id,
+            version_of_id=version_of_id, on_stored=stored,
+        )  # fmt: skip
+    except BaseException:  # not stored: its answer goes back
+        if frame.ask:
+            await _quota_return(socket)
+        raise
     if not frame.ask:
         return
     if not created:  # a resend: its question took its answer the first time
@@ -223,13 +229,15 @@ async def _quotas_in_force() -> bool:
     return known if known is not None else await database_call(quotas_in_force)
 
 
-async def _quota_return(socket: RoomConsumer) -> None:
-    """Give back the answer :func:`_quotas_take` took for a question that gets none."""
+async def _quota_return(socket: RoomConsumer, *, asked_at: datetime | None = None) -> None:
+    """Give back the answer :func:`_quotas_take` took (at ``asked_at``, or now) for a
+    question that gets none."""
     assert socket.room is not None  # joined
     if not await _quotas_in_force():
         return
     user_id = socket.user.pk if socket.user is not None else None
-    await database_call(quota_return, user_id=user_id, visitor_id=socket.room.visitor_id)
+    visitor_id = socket.room.visitor_id
+    await database_call(quota_return, user_id=user_id, visitor_id=visitor_id, now=asked_at)
 
 
 @handles(protocol.Cancel)
@@ -254,7 +262,8 @@ async def handle_regenerate(socket: RoomConsumer, frame: protocol.Regenerate) ->
     if not await _quotas_take(socket, answer=True, reply=frame.reply_fields()):
         return
     try:
-        await answers.answer_regenerate(room=room, answer_id=frame.message_id)
+        by = socket.user.pk if socket.user is not None else None
+        await answers.answer_regenerate(room=room, answer_id=frame.message_id, by=by)
     except NothingToRegenerate as exc:
         await _quota_return(socket)
         socket.reply_error("not_regenerable", str(exc), **frame.reply_fields())
@@ -289,7 +298,7 @@ async def handle_withdraw(socket: RoomConsumer, frame: protocol.Withdraw) -> Non
             "not_waiting", "That question is not waiting, or not yours.", **frame.reply_fields()
         )
         return
-    await _quota_return(socket)
+    await _quota_return(socket, asked_at=question.created_at)
     await broadcast(room, protocol.message(payloads.message_payload(question)))
 
 

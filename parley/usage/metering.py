@@ -10,9 +10,11 @@ its characters and the row flagged, so that a stopped answer is never free.
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -25,6 +27,8 @@ from ..conf import get_config
 from ..models import Message, Room, Visitor
 from ..models import Usage as UsageRow
 from .quotas import quota_subject, quotas_add_tokens
+
+logger = logging.getLogger(__name__)
 
 
 def tokens_estimate(text: str) -> int:
@@ -86,6 +90,27 @@ class Meter:
         return taken
 
 
+def prices_problems() -> list[str]:
+    """What is wrong with ``USAGE["PRICES"]`` (the system check ``parley.E007``): each entry
+    a mapping of ``INPUT`` and ``OUTPUT`` to a number of at least 0."""
+    problems = []
+    for model, price in get_config().usage["PRICES"].items():
+        if not isinstance(price, Mapping) or not set(price) <= {"INPUT", "OUTPUT"}:
+            problems.append(f"USAGE['PRICES'][{model!r}] must map INPUT and OUTPUT to prices.")
+            continue
+        for key, value in price.items():
+            try:
+                valid = Decimal(str(value)) >= 0
+            except InvalidOperation:
+                valid = False
+            if not valid or isinstance(value, bool):
+                problems.append(
+                    f"USAGE['PRICES'][{model!r}][{key!r}] is {value!r}: a price per million "
+                    "tokens, a number of at least 0, is needed."
+                )
+    return problems
+
+
 def price_for(model: str) -> dict[str, str] | None:
     """The ``USAGE["PRICES"]`` entry for ``model``: its own, or the longest pattern ending in
     ``*`` that it starts with."""
@@ -108,24 +133,45 @@ def cost_of(*, model: str, prompt_tokens: int, completion_tokens: int) -> Decima
 
 
 def usage_record(
-    *, answer: Message, room: Room, meter: Meter, model: str = "", first: bool = False
+    *,
+    answer: Message,
+    room: Room,
+    meter: Meter,
+    model: str = "",
+    first: bool = False,
+    asker_id: int | None = None,
 ) -> None:
     """Add ``meter``'s tokens to ``answer``'s usage row, with their cost, and to the tallies
-    of its asker's quotas; ``first``: the answer has no row yet (one INSERT, no UPDATE).
+    of its asker's quotas: ``asker_id``, who asked for it (a regeneration's), or else its
+    question's author. ``first``: the answer has no row yet (one INSERT, no UPDATE).
 
     Its own transaction, after the answer's state is stored (finished, or a round of tool
     calls): what the row names may be deleted while the answer runs (the answer with its
-    asker's messages, the room, the asker), and the usage is then recorded without it,
-    never failing the answer."""
+    asker's messages, the room, the asker), and the usage is then recorded without it. It
+    never fails the answer: what goes wrong is logged."""
     if not meter.requests:
         return
+    try:
+        _usage_record(
+            answer=answer, room=room, meter=meter, model=model, first=first, asker_id=asker_id
+        )
+    except Exception:
+        logger.exception("could not record the usage of answer %s", answer.pk)
+
+
+def _usage_record(
+    *, answer: Message, room: Room, meter: Meter, model: str, first: bool, asker_id: int | None
+) -> None:
     model = (model or answer.model)[:200]
     cost = cost_of(
         model=model, prompt_tokens=meter.prompt_tokens, completion_tokens=meter.completion_tokens
     )
-    # Read now: the asker may have been deleted, or their messages anonymised, meanwhile.
-    questions = Message.objects.filter(pk=answer.reply_to_id or 0)
-    asker_id = questions.values_list("author_id", flat=True).first()
+    if asker_id is None and not first:  # whom its row charges already
+        rows = UsageRow.objects.filter(answer=answer)
+        asker_id = rows.values_list("user_id", flat=True).first()
+    if asker_id is None:  # read now: the author may be deleted, or anonymised, meanwhile
+        questions = Message.objects.filter(pk=answer.reply_to_id or 0)
+        asker_id = questions.values_list("author_id", flat=True).first()
     changes: dict[str, Any] = {
         "prompt_tokens": F("prompt_tokens") + meter.prompt_tokens,
         "completion_tokens": F("completion_tokens") + meter.completion_tokens,

@@ -33,7 +33,11 @@ def _sums() -> dict[str, Any]:
 
 
 def _totals(queryset: QuerySet[Usage], *fields: str) -> list[dict[str, Any]]:
-    rows = queryset.values(*fields).annotate(**_sums()).order_by(F("spent").desc(nulls_last=True), F("prompt").desc(), *fields)
+    rows = (
+        queryset.values(*fields)
+        .annotate(**_sums())
+        .order_by(F("spent").desc(nulls_last=True), F("prompt").desc(), *fields)
+    )
     return list(rows[:SUMMARY_ROWS])
 
 

@@ -10,9 +10,12 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from parley import answers
 from parley.answers import records
 from parley.backends import get_backend
+from parley.checks import check_prices
 from parley.models import Message, Usage
+from parley.rooms import services
 from parley.usage.metering import cost_of, tokens_estimate
 from tests.openai_server import Script
 from tests.tools import sample
@@ -153,3 +156,61 @@ async def test_an_answer_that_pauses_for_approval_adds_up_its_rounds(settings, f
     # Each request as the fake server counts it: 10 in, a token per piece of text out.
     assert (usage.prompt_tokens, usage.completion_tokens) == (20, 1 + 3)
     assert not usage.estimated
+
+
+async def test_asking_again_for_an_answer_is_charged_to_who_asked(
+    backend, connect, shared_room, alice, bob
+):
+    backend(reply="An answer.", usage=(30, 3))
+    asker = await connect(shared_room, alice)
+    await asker.expect("hello")
+    other = await connect(shared_room, bob)
+    await other.expect("hello")
+    first = await ask(asker, "hi")
+    await other.send(type="regenerate", message_id=first["message"]["id"])
+    again = await other.expect("done", timeout=10)
+    while again["message"]["id"] == first["message"]["id"]:  # the first answer's, seen too
+        again = await other.expect("done", timeout=10)
+    await answers.answers_shutdown()
+    assert (await usage_of(first["message"]["id"])).user == alice
+    assert (await usage_of(again["message"]["id"])).user == bob
+
+
+async def test_a_request_refused_before_any_reply_costs_nothing(settings, asker):
+    settings.PARLEY = {
+        "BACKENDS": {
+            "default": {
+                "BACKEND": "parley.backends.openai.OpenAIBackend",
+                # Nothing listens there: the request fails before the model reads anything.
+                "OPTIONS": {"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-x", "timeout": 2},
+            }
+        }
+    }
+    try:
+        done = await ask(asker, "hi")
+    finally:
+        await get_backend().aclose()
+    assert done["message"]["status"] == "failed"
+    assert not await Usage.objects.filter(answer_id=done["message"]["id"]).aexists()
+
+
+def test_a_dead_answer_is_closed_and_estimated_once_whoever_watches(alice, private_room):
+    question, _ = services.message_post(room=private_room, author=alice, text="a question")
+    answer, _ = records.answer_open(room=private_room, reply_to=question, worker="gone")
+    Message.objects.filter(pk=answer.pk).update(
+        text="half of it", updated_at=timezone.now() - timedelta(hours=1)
+    )
+    # Two processes' watches both found it stale: the first closes it, the second finds it
+    # closed already (as when they run at once).
+    assert [m.pk for m in records.answers_mark_stale(room=private_room)] == [answer.pk]
+    assert records.answers_mark_stale(room=private_room) == []
+    [usage] = Usage.objects.filter(answer=answer)
+    assert usage.completion_tokens == tokens_estimate("half of it")
+
+
+def test_prices_that_cannot_be_read_are_a_system_error(settings):
+    settings.PARLEY = {"USAGE": {"PRICES": {"a": {"INPUT": "0.15 USD"}, "b": "1", "c*": {}}}}
+    assert [(e.id, e.msg.split(" ")[0]) for e in check_prices()] == [
+        ("parley.E007", "USAGE['PRICES']['a']['INPUT']"),
+        ("parley.E007", "USAGE['PRICES']['b']"),
+    ]
