@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from tqdm import tqdm
 
+from parley.contrib.commands import progress_bar
 from parley.knowledge.embeddings import embedder_get
 from parley.knowledge.registry import registrations
 from parley.knowledge.sources import (
@@ -90,13 +91,6 @@ class Command(BaseCommand):
         )
 
     def _bar(self, total: int, label: str, disabled: bool) -> tqdm[Any]:
-        """A progress bar on stderr (drawn only on a terminal unless asked for)."""
-        return tqdm(
-            total=total,
-            desc=f"Indexing {label}",
-            unit="doc",
-            # The wrapped stream: OutputWrapper.write ends every write with a newline.
-            file=getattr(self.stderr, "_out", self.stderr),
-            disable=True if disabled else None,
-            leave=True,
+        return progress_bar(
+            self, total=total, desc=f"Indexing {label}", unit="doc", disabled=disabled
         )

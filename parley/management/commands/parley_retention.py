@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 from tqdm import tqdm
 
+from parley.contrib.commands import progress_bar
 from parley.retention.services import KindReport, retention_apply, retention_cutoffs
 from parley.retention.services import retention_rooms as rooms_to_prune
 from parley.visitors.services import visitors_expire, visitors_stale
@@ -91,13 +92,6 @@ class Command(BaseCommand):
         )
 
     def _bar(self, total: int, label: str, disabled: bool) -> tqdm[Any]:
-        """A progress bar on stderr (drawn only on a terminal unless asked for)."""
-        return tqdm(
-            total=total,
-            desc=f"Pruning {label} rooms",
-            unit="room",
-            # The wrapped stream: OutputWrapper.write ends every write with a newline.
-            file=getattr(self.stderr, "_out", self.stderr),
-            disable=True if disabled else None,
-            leave=True,
+        return progress_bar(
+            self, total=total, desc=f"Pruning {label} rooms", unit="room", disabled=disabled
         )
