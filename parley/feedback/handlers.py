@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import protocol
-from ..conf import get_config
 from ..realtime.db import database_call
-from ..realtime.handlers import Limit, handles
+from ..realtime.handlers import Limit, handles, user_limit
 from ..throttling import feedback_buckets
 from .payloads import feedback_payload
 from .services import FeedbackRefused, feedback_give
@@ -19,12 +18,8 @@ if TYPE_CHECKING:
 
 def _rate_limit(socket: RoomConsumer, frame: protocol.Rate) -> Limit | None:
     """A token of the sender's (user's or visitor's) ``RATE_LIMITS["FEEDBACK"]`` bucket."""
-    assert socket.grant is not None  # only a joined socket's frames are handled
-    limit = get_config().rate_limits["FEEDBACK"]
-    bucket = feedback_buckets.get(socket.grant.user_key, limit)
-    if bucket is None or bucket.take():
-        return None
-    return Limit(bucket, "You are giving feedback too fast.", frame.reply_fields())
+    detail = "You are giving feedback too fast."
+    return user_limit(socket, feedback_buckets, "FEEDBACK", detail, frame.reply_fields())
 
 
 @handles(protocol.Rate, limit=_rate_limit)

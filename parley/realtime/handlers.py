@@ -99,12 +99,13 @@ def handler_for(frame: protocol.ClientFrame) -> Handler:
     return HANDLERS[frame.type]
 
 
-def _user_limit(
+def user_limit(
     socket: RoomConsumer, buckets: UserBuckets, limit: str, detail: str, extra: dict[str, Any]
 ) -> Limit | None:
     """Take a token from the socket's user's (or visitor's) bucket for
     ``RATE_LIMITS[limit]``: ``None`` if there was one (or the limit is off), else the
-    :class:`Limit` to refuse the frame with."""
+    :class:`Limit` to refuse the frame with. For the ``limit=`` of any handler's frames,
+    features' own too (parley/feedback/handlers.py)."""
     assert socket.grant is not None  # only a joined socket's frames are handled
     return _take(buckets, socket.grant.user_key, limit, detail, extra)
 
@@ -122,11 +123,9 @@ def _send_limit(socket: RoomConsumer, frame: protocol.Send) -> Limit | None:
     extra = {"client_id": frame.client_id}
     assert socket.grant is not None  # joined
     if socket.grant.visitor is None:
-        return _user_limit(
-            socket, user_buckets, "USER", "You are posting messages too fast.", extra
-        )
+        return user_limit(socket, user_buckets, "USER", "You are posting messages too fast.", extra)
     # A visitor: its own limit, and one for everyone at its client address.
-    return _user_limit(
+    return user_limit(
         socket, visitor_buckets, "VISITOR", "You are posting messages too fast.", extra
     ) or _take(
         address_buckets, client_address(socket.scope), "VISITOR_IP",
@@ -140,14 +139,14 @@ def _regenerate_limit(socket: RoomConsumer, frame: protocol.Regenerate) -> Limit
     buckets, limit = (
         (user_buckets, "USER") if socket.grant.visitor is None else (visitor_buckets, "VISITOR")
     )
-    return _user_limit(
+    return user_limit(
         socket, buckets, limit, "You are asking for answers too fast.", frame.reply_fields()
     )
 
 
 def _resume_limit(socket: RoomConsumer, frame: protocol.Resume) -> Limit | None:
     # `after` tells the client which resume to send again after retry_after.
-    return _user_limit(
+    return user_limit(
         socket, resume_buckets, "RESUME", "You are asking for history too fast.",
         {"after": frame.after},
     )  # fmt: skip
