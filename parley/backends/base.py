@@ -38,7 +38,9 @@ class Passage:
     nowhere), ``document`` the key of the document it comes from, ``score`` its rank score
     (higher is better; comparable only within one request), ``match`` how surely it is
     about the question, from 0 to 1: the larger of the share of the question's words it
-    holds and the similarity of their meanings.
+    holds and the similarity of their meanings; ``focus``, for a passage that holds none of the
+    question's words, the part of its text closest to the question in meaning (""
+    otherwise, and without embeddings): what the offline assistant quotes of it.
     """
 
     title: str
@@ -47,6 +49,7 @@ class Passage:
     document: str = ""
     score: float = 0.0
     match: float = 1.0
+    focus: str = ""
 
 
 @dataclass(frozen=True, slots=True)

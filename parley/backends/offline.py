@@ -134,7 +134,9 @@ def knowledge_answer(request: AssistantRequest) -> str | None:
     covered: set[str] = set()
     wanted = set(text_terms(request.question))
     for passage, excerpt in zip(
-        passages, excerpts_for(request.question, [p.text for p in passages]), strict=True
+        passages,
+        excerpts_for(request.question, [p.text for p in passages], [p.focus for p in passages]),
+        strict=True,
     ):
         # Another passage is quoted only if it scores close to the best one and holds
         # words of the question that the quotes so far (and their titles) do not.

@@ -16,9 +16,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 from ..conf import get_config
+from .chunking import markdown_blocks
 
 logger = logging.getLogger("parley.knowledge")
 
@@ -36,6 +39,13 @@ logger = logging.getLogger("parley.knowledge")
 BATCH = 32
 # How many texts' vectors an embedder keeps (1.5 KiB each).
 CACHED = 4096
+# A passage is embedded in windows of about this many word pieces, each headed by its
+# title: a question matches a passage as well as its best window does. One vector of a
+# whole passage is cut at the model's 128 word pieces, so most of a long section went
+# unseen, and what a question asks is usually said in a sentence or two: windows of
+# 48-80 word pieces ranked alike on bench/questions' tuning set, and much better than one
+# vector (bench/README.md).
+WINDOW_TOKENS = 64
 # What MiniLM runs on (parley/knowledge/graphs.py).
 RUNTIME = ("onnx", "onnxruntime")
 # What a model's folder holds.
@@ -51,6 +61,11 @@ class Embedder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         raise NotImplementedError
+
+    def tokens(self, text: str) -> int:
+        """About how many of the model's tokens ``text`` takes (to cut passages into
+        windows); a model with a tokenizer counts them."""
+        return len(text.split()) * 4 // 3
 
 
 class EmbedderUnavailable(RuntimeError):
@@ -110,6 +125,10 @@ class MiniLM(Embedder):
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=self.max_tokens)
         self.tokenizer.no_padding()
+        # Counts texts whole (see :meth:`tokens`): the other cuts them at max_tokens.
+        self._counter = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self._counter.no_truncation()
+        self._counter.no_padding()
         # Loaded with the model alone: a process without stored vectors never needs it.
         from .graphs import bert_graph, session_of
 
@@ -161,6 +180,9 @@ class MiniLM(Embedder):
             while len(self._cache) > CACHED:
                 self._cache.popitem(last=False)
         return out
+
+    def tokens(self, text: str) -> int:
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
 
     def _forward(self, ids: list[list[int]]) -> np.ndarray:
         length = max(len(row) for row in ids)
@@ -231,33 +253,94 @@ def embedder_get() -> Embedder | None:
         return _embedders[key]
 
 
-def passage_text(title: str, text: str) -> str:
-    """What a passage's embedding is made of: its heading path (the best summary of what it
-    is about, as for BM25), then its text."""
-    return f"{title}\n{text}"
+_UNITS = re.compile(r"(?<=[.!?])\s+|\n+")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s[^\n]*$")
+
+
+def vectors_model(embedder: Embedder) -> str:
+    """What the stored vectors of passages are named by: the embedder's name and how a
+    passage is cut into windows (vectors made otherwise are made again)."""
+    return f"{embedder.name}|title+windows{WINDOW_TOKENS}"
+
+
+def passage_windows(embedder: Embedder, title: str, text: str) -> list[str]:
+    """The texts a passage is embedded as, each headed by its title (which says what the
+    words are about): its paragraphs (and lists, tables, code blocks) in order, each cut
+    between sentences or lines into windows of at most about :data:`WINDOW_TOKENS` word
+    pieces with the title (a longer sentence is a window alone), short ones run together
+    while they fit. A window never runs from one block into the next but to fill it: a
+    paragraph says one thing."""
+    budget = WINDOW_TOKENS - embedder.tokens(title)
+    windows: list[list[str]] = []
+    size = 0
+    for block in markdown_blocks(text.splitlines()):
+        if _HEADING.match(block):
+            continue  # the title says it
+        fresh = True
+        for unit in filter(None, map(str.strip, _UNITS.split(block))):
+            tokens = embedder.tokens(unit)
+            if not windows or size + tokens > budget or (fresh and size > budget // 2):
+                windows.append([])
+                size = 0
+            windows[-1].append(unit)
+            size += tokens
+            fresh = False
+    return [f"{title}\n{' '.join(units)}" for units in windows] or [title]
 
 
 def passage_vectors(embedder: Embedder, passages: Sequence[tuple[str, str]]) -> list[bytes]:
-    """What is stored of each ``(title, text)`` passage: the embedding of the whole
-    passage (:func:`passage_text`), then of its title alone (a question is often close to
-    a heading in other words), as float16: half the bytes of float32, for cosines that
+    """What is stored of each ``(title, text)`` passage: the embedding of its title alone
+    (a question is often close to a heading in other words), then of each of its windows
+    (:func:`passage_windows`), as float16: half the bytes of float32, for cosines that
     differ by less than 0.001."""
-    whole = embedder.encode([passage_text(title, text) for title, text in passages])
-    titles = embedder.encode([title for title, _ in passages])
-    both = np.concatenate([whole, titles], axis=1).astype(np.float16)
-    return [row.tobytes() for row in both]
+    windows = [passage_windows(embedder, title, text) for title, text in passages]
+    vectors = embedder.encode(
+        [
+            text
+            for (title, _), some in zip(passages, windows, strict=True)
+            for text in (title, *some)
+        ]
+    ).astype(np.float16)
+    stored, row = [], 0
+    for some in windows:
+        stored.append(vectors[row : row + 1 + len(some)].tobytes())
+        row += 1 + len(some)
+    return stored
 
 
-def vectors_from(
-    stored: Sequence[bytes | memoryview | None], dimensions: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The matrices of stored passages' embeddings and of their titles', float16 as stored
-    (half float32's memory while an index is built), a row of zeros (similar to nothing)
-    for a passage without."""
-    whole = np.zeros((len(stored), dimensions), dtype=np.float16)
+@dataclass(frozen=True, slots=True)
+class StoredVectors:
+    """The stored vectors of an index's passages, float16 as stored (half float32's memory
+    while an index is built): each passage's title's, a row of zeros (similar to nothing)
+    for a passage without; every window's, a passage's in a row from ``starts[i]`` (a
+    passage without has one row of zeros); and which passages have vectors."""
+
+    titles: np.ndarray
+    windows: np.ndarray
+    starts: np.ndarray
+    embedded: np.ndarray
+
+
+def vectors_from(stored: Sequence[bytes | memoryview | None], dimensions: int) -> StoredVectors:
+    """The :class:`StoredVectors` of ``stored`` (each passage's, or None)."""
+    width = 2 * dimensions  # bytes a float16 vector takes
+    counts = np.array(
+        [
+            len(data) // width - 1
+            if data is not None and len(data) >= 2 * width and not len(data) % width
+            else 0
+            for data in stored
+        ],
+        dtype=np.int64,
+    )
+    embedded = counts > 0
+    rows = np.maximum(counts, 1)
+    starts = np.cumsum(rows) - rows
     titles = np.zeros((len(stored), dimensions), dtype=np.float16)
-    for row, data in enumerate(stored):
-        if data is not None and len(data) == 4 * dimensions:
-            both = np.frombuffer(data, dtype=np.float16)
-            whole[row], titles[row] = both[:dimensions], both[dimensions:]
-    return whole, titles
+    windows = np.zeros((int(rows.sum()), dimensions), dtype=np.float16)
+    for i, data in enumerate(stored):
+        if data is not None and embedded[i]:
+            vectors = np.frombuffer(data, dtype=np.float16).reshape(-1, dimensions)
+            titles[i] = vectors[0]
+            windows[starts[i] : starts[i] + counts[i]] = vectors[1:]
+    return StoredVectors(titles=titles, windows=windows, starts=starts, embedded=embedded)

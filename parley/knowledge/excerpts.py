@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .chunking import markdown_blocks
@@ -129,10 +130,13 @@ def _lead(units: list[Unit]) -> str:
     return _join(chosen)
 
 
-def excerpts_for(question: str, texts: list[str]) -> list[str]:
-    """For each passage text, the Markdown excerpt that best answers ``question``: its
-    start (:func:`excerpts_lead`) when no unit of it holds a term of the question (a
-    passage found by its meaning alone).
+def excerpts_for(
+    question: str, texts: list[str], focuses: Sequence[str] | None = None
+) -> list[str]:
+    """For each passage text, the Markdown excerpt that best answers ``question``. When no
+    unit of it holds a term of the question (a passage found by its meaning alone): the
+    units of its ``focuses`` entry (the part of it closest to the question in meaning,
+    ``Passage.focus``), or its start (:func:`excerpts_lead`) without one.
 
     Units are weighed by the question's terms they hold, each term by how rare it is among
     all the units (so "parley" in a Parley document counts little). The best units (those
@@ -147,10 +151,26 @@ def excerpts_for(question: str, texts: list[str]) -> list[str]:
     frequency = Counter(term for terms in terms_of for unit_terms in terms for term in unit_terms)
     weight = {term: math.log(1 + count / n) for term, n in frequency.items()}
     excerpts = []
-    for units, terms in zip(units_of, terms_of, strict=True):
+    for units, terms, focus in zip(units_of, terms_of, focuses or [""] * len(texts), strict=True):
         scores = [sum(weight[term] for term in unit_terms) for unit_terms in terms]
+        if not any(scores):
+            scores = _within(units, focus)
         excerpts.append(_excerpt(units, scores) if any(scores) else _lead(units))
     return excerpts
+
+
+def _within(units: list[Unit], focus: str) -> list[float]:
+    """1 for each unit that is part of ``focus`` (a window of the passage's text, cut
+    otherwise: by sentences and lines, run together) or holds it, 0 for the others."""
+    window = _spaced(focus)
+    return [
+        float(bool(window) and (_spaced(unit.text) in window or window in _spaced(unit.text)))
+        for unit in units
+    ]
+
+
+def _spaced(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _excerpt(units: list[Unit], scores: list[float]) -> str:

@@ -15,7 +15,7 @@ import statistics
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,7 @@ from ..backends.base import About, Passage, SearchContext
 from ..conf import get_config
 from ..models import KnowledgePassage
 from .chunking import TITLE_SEPARATOR
-from .embeddings import Embedder, embedder_get, vectors_from
+from .embeddings import Embedder, embedder_get, passage_windows, vectors_from, vectors_model
 from .permissions import Reader, objects_of
 from .sources import FILES
 from .store import version_get
@@ -66,8 +66,10 @@ TITLE_WEIGHT = 0.5
 
 # With embeddings, a passage that holds the question's words but whose meaning is further
 # from it than this is no match ("how do I set up a VPN on my router" shares "set up" and
-# "router" with asgi.py's routing).
-WORDS_ALONE = 0.25
+# "router" with asgi.py's routing). A passage is as close as its closest window, and some
+# window of a long section is often a little close to anything: 0.35 refused more of
+# bench/questions' off-topic tuning questions than 0.25, and no on-topic one.
+WORDS_ALONE = 0.35
 
 # The owner code of a passage without an owner, and of a user who owns no passage.
 _NO_OWNER = -1
@@ -77,13 +79,15 @@ _NOT_AN_OWNER = -2
 @dataclass(frozen=True, slots=True)
 class Match:
     """A passage a search found: its ``position`` in the index, its fused rank ``score``,
-    the share of the query's weight it holds (``coverage``) and the cosine ``similarity``
-    of its embedding to the query's (0 without embeddings)."""
+    the share of the query's weight it holds (``coverage``), the cosine ``similarity``
+    of its embedding to the query's (0 without embeddings) and which of its windows is the
+    closest (-1 without embeddings)."""
 
     position: int
     score: float
     coverage: float
     similarity: float
+    window: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,16 +118,18 @@ class KnowledgeIndex:
         stamp: str,
         entries: list[Entry],
         previous: KnowledgeIndex | None = None,
-        dense: tuple[np.ndarray, Similarities] | None = None,
+        dense: Dense | None = None,
     ) -> None:
         self.stamp = stamp
         self.entries = entries
-        # Which passages have an embedding, and the scan of the similarities to them, then
-        # to their titles' (see :func:`_dense`); None: BM25 alone.
+        # Which passages have an embedding, and the scan of the similarities to their
+        # windows, then to their titles (see :func:`_dense`); None: BM25 alone.
         self.embedded = np.zeros(len(entries), dtype=bool)
         self.similarities: Similarities | None = None
+        self.window_starts = np.zeros(0, dtype=np.int64)
         if dense is not None:
-            self.embedded, self.similarities = dense
+            self.embedded, self.similarities = dense.embedded, dense.similarities
+            self.window_starts = dense.starts
         self._about: dict[str, About | None] = {}
         # The terms of passages the previous index had are not computed again: after a
         # change, rebuilding costs the new passages' stemming, not the whole index's.
@@ -242,9 +248,12 @@ class KnowledgeIndex:
         terms, ids = self._terms(query)
         _, context_ids = self._terms(context) if context else ([], [])
         similarity = None
+        windows = np.zeros(0, dtype=np.float32)
         if vector is not None and self.similarities is not None:
+            # A passage is as close as its closest window.
             both = self.similarities(vector)
-            similarity = (both[: len(self.entries)], both[len(self.entries) :])
+            windows = both[: len(both) - len(self.entries)]
+            similarity = (np.maximum.reduceat(windows, self.window_starts), both[len(windows) :])
         found = ids or context_ids or similarity is not None
         if not self.entries or not found or limit <= 0 or not readers:
             return [], False
@@ -266,7 +275,16 @@ class KnowledgeIndex:
         own = _first(mine, limit, lambda p: allowed(p, 0))
         shared = _first(ours, limit, lambda p: all(allowed(p, i) for i in everyone))
         withheld = any(not all(allowed(m.position, i) for i in everyone) for m in own)
+        if len(windows):
+            shared = [replace(m, window=self._closest(windows, m.position)) for m in shared]
         return shared, withheld
+
+    def _closest(self, windows: np.ndarray, position: int) -> int:
+        """Which window of the passage at ``position`` is the most similar (``windows``:
+        the similarities of every window)."""
+        start = self.window_starts[position]
+        end = self.window_starts[position + 1] if position + 1 < len(self.entries) else len(windows)
+        return int(np.argmax(windows[start:end]))
 
     def _terms(self, query: str) -> tuple[list[str], list[int]]:
         """The terms of ``query`` that count (see :meth:`weights`), and the BM25 ids of
@@ -344,25 +362,36 @@ class KnowledgeIndex:
 _scan_failed = False
 
 
-def _dense(
-    stored: list[tuple[bytes | memoryview | None, str]], embedder: Embedder
-) -> tuple[np.ndarray, Similarities] | None:
-    """Which of the ``stored`` passages (each vector with the name of the model that made
-    it) have a vector ``embedder`` made, and the scan of those vectors and their titles'
-    (the float16 matrices they come from are let go of once scanned); None if it made none,
-    or if the scan cannot be built: then the index is searched by words alone, as without
-    a model. That cause is told in full once per process (every change of the passages
-    builds a new index)."""
+@dataclass(frozen=True, slots=True)
+class Dense:
+    """Which passages of an index have vectors; the scan of the similarities to every
+    window, then to every title; where each passage's windows start in it."""
+
+    embedded: np.ndarray
+    similarities: Similarities
+    starts: np.ndarray
+
+
+def _dense(stored: list[tuple[bytes | memoryview | None, str]], embedder: Embedder) -> Dense | None:
+    """The :class:`Dense` vectors of the ``stored`` passages (each vector with the name of
+    the model that made it) that ``embedder`` made (the float16 matrices they come from
+    are let go of once scanned); None if it made none, or if the scan cannot be built:
+    then the index is searched by words alone, as without a model. That cause is told in
+    full once per process (every change of the passages builds a new index)."""
     global _scan_failed
-    if not any(model == embedder.name for _, model in stored):
+    model = vectors_model(embedder)
+    if not any(name == model for _, name in stored):
         return None
-    kept = [vector if model == embedder.name else None for vector, model in stored]
-    whole, titles = vectors_from(kept, embedder.dimensions)
+    vectors = vectors_from(
+        [vector if name == model else None for vector, name in stored], embedder.dimensions
+    )
     try:
         # ONNX Runtime is loaded with the first stored vectors.
         from .graphs import Similarities
 
-        return np.asarray(whole.any(axis=1), dtype=bool), Similarities((whole, titles))
+        return Dense(
+            vectors.embedded, Similarities((vectors.windows, vectors.titles)), vectors.starts
+        )
     except Exception as exc:
         if not _scan_failed:
             logger.exception("dense retrieval is off for this index (BM25 alone)")
@@ -480,10 +509,10 @@ def knowledge_search(
 ) -> Retrieval:
     """The passages that best answer ``query``, asked after ``context`` (the asker's
     previous turn: its words rank, weighing :data:`CONTEXT_WEIGHT`, without counting
-    towards ``min_score``; the embedding of its question, which was embedded when it was
-    asked, is mixed into the query's by the same weight), among those ``user`` and every
-    user of
-    ``audience`` (the other members of a shared room) may read, best first; ``limit`` and
+    towards ``min_score``; the embeddings of its question, already made when it was
+    asked, and of its answer's start are mixed into the query's by the same weight: "so can
+    it call tools yet?" is about what the answer said), among those ``user`` and every
+    user of ``audience`` (the other members of a shared room) may read, best first; ``limit`` and
     ``min_score`` default to ``KNOWLEDGE["TOP_K"]`` and ``["MIN_SCORE"]``. Empty when
     nothing matches well enough. ``withheld`` says that a passage ``user`` alone would
     have been given was left out for another reader."""
@@ -494,9 +523,9 @@ def knowledge_search(
     embedder = embedder_get() if index.similarities is not None else None
     vector = None
     if embedder is not None and query.strip():
-        texts = [query, context.question] if context.question.strip() else [query]
+        texts = [query, *(text for text in (context.question, context.answer) if text.strip())]
         vectors = embedder.encode(texts)
-        vector = vectors[0] + CONTEXT_WEIGHT * vectors[1] if len(texts) > 1 else vectors[0]
+        vector = vectors[0] + CONTEXT_WEIGHT * vectors[1:].sum(axis=0)
         vector /= max(float(np.linalg.norm(vector)), 1e-12)
     found, withheld = index.search(
         query=query,
@@ -518,9 +547,21 @@ def knowledge_search(
                 document=f"{entry.source}:{entry.document}",
                 score=match.score,
                 match=max(match.coverage, match.similarity),
+                # Cut only for a passage found by meaning alone (up to 3 ms of CPU for a
+                # long one): of the others, the offline assistant quotes words.
+                focus=_window_text(embedder, entry, match.window) if not match.coverage else "",
             )
         )
     return Retrieval(passages=passages, withheld=withheld)
+
+
+def _window_text(embedder: Embedder | None, entry: Entry, window: int) -> str:
+    """The text of window number ``window`` of ``entry``'s passage (without its title):
+    cut again as it was when embedded, which takes only the tokenizer. "" without one."""
+    if embedder is None or window < 0:
+        return ""
+    windows = passage_windows(embedder, entry.title, entry.text)
+    return windows[window].partition("\n")[2] if window < len(windows) else ""
 
 
 def passages_search(

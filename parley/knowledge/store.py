@@ -11,7 +11,7 @@ from django.db import connection, transaction
 
 from ..models import KnowledgePassage, KnowledgeVersion
 from .chunking import TITLE_SEPARATOR
-from .embeddings import embedder_get, passage_vectors
+from .embeddings import embedder_get, passage_vectors, vectors_model
 from .sources import Document
 
 
@@ -57,11 +57,12 @@ def document_store(*, document: Document) -> bool:
     free meanwhile), and only for passages whose title or text changed."""
     rows = _rows(document)
     embedder = embedder_get()
+    model = vectors_model(embedder) if embedder is not None else ""
     current = KnowledgePassage.objects.filter(source=document.source, document=document.key)
     stored = list(current.order_by("position").values_list(*_ROW, "vector", "vector_model"))
     # Without a model here, the vectors another process made stand (they are kept below).
     if [row[:-2] for row in stored] == rows and (
-        embedder is None or all(row[-1] == embedder.name for row in stored)
+        embedder is None or all(row[-1] == model for row in stored)
     ):
         return False
     # What each passage of the same title and text had: its vector, by whichever model.
@@ -70,10 +71,10 @@ def document_store(*, document: Document) -> bool:
     }
     vectors = [known.get((row[0], row[2])) for row in rows]
     if embedder is not None:
-        missing = [i for i, kept in enumerate(vectors) if kept is None or kept[1] != embedder.name]
+        missing = [i for i, kept in enumerate(vectors) if kept is None or kept[1] != model]
         computed = passage_vectors(embedder, [(rows[i][0], rows[i][2]) for i in missing])
         for i, vector in zip(missing, computed, strict=True):
-            vectors[i] = (vector, embedder.name)
+            vectors[i] = (vector, model)
     with transaction.atomic():
         current.delete()
         KnowledgePassage.objects.bulk_create(

@@ -15,7 +15,8 @@ import pytest
 
 from parley.backends.base import AssistantRequest, SearchContext, Turn
 from parley.knowledge import embeddings, graphs
-from parley.knowledge.embeddings import MiniLM, embedder_get
+from parley.knowledge.embeddings import MiniLM, embedder_get, passage_windows, vectors_model
+from parley.knowledge.excerpts import excerpts_for
 from parley.knowledge.graphs import Similarities
 from parley.knowledge.index import knowledge_search
 from parley.knowledge.store import version_bump
@@ -195,8 +196,8 @@ def test_a_follow_up_is_searched_in_the_light_of_the_askers_previous_turn(dense,
 
 def test_vectors_are_stored_with_the_passages_and_made_once(dense, reindex, monkeypatch):
     stored = KnowledgePassage.objects.order_by("position")
-    assert [p.vector_model for p in stored] == [embedder_get().name] * len(stored)
-    assert all(len(p.vector) == 4 * 384 for p in stored)  # passage and title, float16
+    assert [p.vector_model for p in stored] == [vectors_model(embedder_get())] * len(stored)
+    assert all(len(p.vector) == 4 * 384 for p in stored)  # title and one window, float16
     encoded: list[str] = []
     encode = MiniLM.encode
     monkeypatch.setattr(
@@ -207,8 +208,41 @@ def test_vectors_are_stored_with_the_passages_and_made_once(dense, reindex, monk
     assert encoded == []
     (dense / "help.md").write_text(HELP.replace("every night", "every hour"))
     assert "1 changed" in reindex()
-    # The changed passage alone, whole and by title; the others' vectors are kept.
-    assert len(encoded) == 2 and "every hour" in encoded[0] and encoded[1] == "Help › Backups"
+    # The changed passage alone, by title and its one window; the others' vectors are kept.
+    assert encoded[0] == "Help › Backups" and len(encoded) == 2 and "every hour" in encoded[1]
+
+
+LONG = (
+    """# Manual
+
+## Shortcuts
+
+"""
+    + " ".join(
+        f"Press {key} to open the {place} panel, where the {place} settings are listed."
+        for key, place in [("F1", "help"), ("F2", "rooms"), ("F3", "members"), ("F4", "files")] * 3
+    )
+    + """
+
+To halt a reply mid-way, press Escape.
+"""
+)
+
+
+def test_a_long_section_is_found_by_what_its_last_sentence_means(dense, titles, model, reindex):
+    """A passage is embedded in windows, each headed by its title: a question in other words
+    about a sentence far past the model's 128 word pieces still finds its section."""
+    (dense / "manual.md").write_text(LONG)
+    title, text = "Manual › Shortcuts", LONG.split("## Shortcuts", 1)[1].strip()
+    assert model.tokens(text) > 128  # one vector of the passage would never see the end
+    windows = passage_windows(model, title, text)
+    assert len(windows) > 2 and all(window.startswith(f"{title}\n") for window in windows)
+    assert "press Escape" in windows[-1] and model.tokens(windows[-1]) <= 64
+    assert "1 new" in reindex()
+    assert titles("can I cancel a response halfway?")[:2] == [
+        "Help › Stop an answer",
+        "Manual › Shortcuts",
+    ]
 
 
 def test_what_a_reader_may_not_read_is_never_a_candidate_by_meaning_either(
@@ -272,3 +306,18 @@ def test_an_index_without_vectors_never_loads_the_model(settings, indexed, title
     settings.PARLEY = {**settings.PARLEY, "KNOWLEDGE": knowledge}
     assert titles("PostgreSQL production database")
     assert Counted.loaded == 0
+
+
+def test_a_passage_found_by_meaning_alone_is_quoted_from_its_closest_window(dense, alice, reindex):
+    """What the offline assistant quotes of a passage that holds none of the question's
+    words is the sentence it was found by, not the start of its section."""
+    (dense / "manual.md").write_text(LONG)
+    reindex()
+    question = "how can I interrupt an answer that is still being written?"
+    found = knowledge_search(query=question, user=alice).passages
+    manual = next(p for p in found if p.title == "Manual › Shortcuts")
+    assert "press Escape" in manual.focus and "F1" not in manual.focus
+    assert excerpts_for(question, [manual.text], [manual.focus]) == [
+        "To halt a reply mid-way, press Escape."
+    ]
+    assert excerpts_for(question, [manual.text])[0].startswith("Press F1 to open the help panel")

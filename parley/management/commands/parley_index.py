@@ -20,10 +20,10 @@ from parley.knowledge.sources import (
 )
 from parley.knowledge.store import SyncReport, source_remove, source_sync, sources_stored
 
-# What embedding one passage takes with the default model on one small core
-# (bench/results/retrieval-2026-12-02-1830.json: Parley's 173 passages in 12.8 s), to say
-# what a first run costs.
-EMBED_SECONDS = 0.07
+# What embedding one passage (its title and its windows) takes with the default model on
+# one small core (bench/results/retrieval-2026-12-04-0805.json: Parley's 216 passages in
+# 32.4 s), to say what a first run costs.
+EMBED_SECONDS = 0.15
 
 
 class Command(BaseCommand):
