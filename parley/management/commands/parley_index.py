@@ -21,8 +21,8 @@ from parley.knowledge.sources import (
 from parley.knowledge.store import SyncReport, source_remove, source_sync, sources_stored
 
 # What embedding one passage (its title and its windows) takes with the default model on
-# one small core (bench/results/retrieval-2026-12-04-0805.json: Parley's 216 passages in
-# 32.4 s), to say what a first run costs.
+# one small core (bench/results/retrieval-2026-12-04-1842.json: Parley's 216 passages in
+# 30.9 s; 32.4 s in an earlier run that day), to say what a first run costs.
 EMBED_SECONDS = 0.15
 
 
